@@ -1,0 +1,83 @@
+"""Model metadata: written into every artifact by training/conversion, read back by the runtime.
+
+Precedence for preprocessing settings (as timm does): explicit argument, then metadata, then default.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from edge_runtime.preprocess import PreprocessConfig
+
+SCHEMA_VERSION = 1
+SYNTHETIC_WARNING = "SYNTHETIC DATA - NOT FOR CLINICAL USE"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    labels: tuple[str, ...]
+    image_size: int
+    model_name: str
+    model_version: str
+    channels: int = 1
+    interpolation: str = "area"
+    input_range: tuple[float, float] = (0.0, 255.0)  # the model takes raw uint8-range pixels
+    data_hash: str = ""
+    data_sources: tuple[str, ...] = ()
+    synthetic: bool = False
+    quantization: str = "float32"  # or "qat-int8" / "int8" for what the artifact holds
+    thresholds: dict = field(default_factory=dict)  # per-class decision thresholds from validation
+    metrics: dict = field(default_factory=dict)  # pooled and per-source validation/test metrics
+    split: dict = field(default_factory=dict)  # how the patient-level split was made
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        if len(self.labels) < 2:
+            raise ValueError(f"metadata needs at least 2 labels, got {list(self.labels)}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"duplicate labels in metadata: {list(self.labels)}")
+        PreprocessConfig(self.image_size, self.interpolation)  # validates
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig(self.image_size, self.interpolation)
+
+    @property
+    def warning(self) -> str:
+        return SYNTHETIC_WARNING if self.synthetic else ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=float)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelMetadata":
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in ("labels", "image_size", "model_name", "model_version") if k not in d]
+        if missing:
+            raise ValueError(f"metadata lacks required keys: {', '.join(missing)}")
+        if int(d.get("schema_version", 1)) > SCHEMA_VERSION:
+            raise ValueError(f"metadata schema {d['schema_version']} is newer than this runtime understands "
+                             f"({SCHEMA_VERSION}); update the runtime")
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["labels"] = tuple(kw["labels"])
+        kw["data_sources"] = tuple(kw.get("data_sources", ()))
+        kw["input_range"] = tuple(kw.get("input_range", (0.0, 255.0)))
+        return cls(**kw)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelMetadata":
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read metadata ({exc})") from exc

@@ -1,0 +1,47 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("CXR_DEV_DATA", ROOT.parent / "shared" / "data" / "cxr-dev"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not (REAL_DATA / "manifest.csv").is_file():
+        pytest.skip(f"real chest X-rays not found at {REAL_DATA} (set CXR_DEV_DATA)")
+    return REAL_DATA
+
+
+def write_png(path: Path, arr: np.ndarray) -> Path:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), arr)
+    return path
+
+
+@pytest.fixture
+def make_png():
+    rng = np.random.default_rng(0)
+
+    def _make(path: Path, size=(40, 40), dtype=np.uint8):
+        hi = 255 if dtype == np.uint8 else 65535
+        return write_png(Path(path), rng.integers(0, hi, size=size).astype(dtype))
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """A small synthetic phantom data set (deterministic), shared by the training tests."""
+    from train import phantom
+
+    out = tmp_path_factory.mktemp("phantom")
+    phantom.generate_dataset(out, per_class=60, seed=1, min_size=96, max_size=160)
+    return out

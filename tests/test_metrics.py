@@ -1,0 +1,79 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from edge_runtime import metrics as M
+
+
+def brute_auc(y, s):
+    pos, neg = s[y], s[~y]
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p, n in itertools.product(pos, neg)]
+    return float(np.mean(pairs))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auc_matches_pairwise_definition_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random(60) < 0.4
+    s = np.round(rng.random(60) + y * 0.3, 1)  # rounding makes ties
+    assert M.binary_auc(y, s) == pytest.approx(brute_auc(y, s))
+
+
+def test_auc_extremes_and_missing_class():
+    y = np.array([0, 0, 1, 1], bool)
+    assert M.binary_auc(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert M.binary_auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert np.isnan(M.binary_auc(np.ones(3, bool), np.array([0.1, 0.2, 0.3])))
+
+
+def test_roc_curve_area_equals_auc():
+    rng = np.random.default_rng(3)
+    y = rng.random(200) < 0.5
+    s = rng.random(200) + y * 0.5
+    fpr, tpr, thr = M.roc_curve(y, s)
+    assert fpr[0] == 0 and tpr[-1] == 1 and np.all(np.diff(thr[1:]) < 0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(M.binary_auc(y, s))
+
+
+def test_threshold_reaches_target_sensitivity():
+    rng = np.random.default_rng(4)
+    y = rng.random(300) < 0.3
+    s = rng.random(300) + y * 0.4
+    for target in (0.5, 0.9, 0.95, 1.0):
+        thr = M.threshold_for_sensitivity(y, s, target)
+        sens, spec = M.sens_spec_at(y, s, thr)
+        assert sens >= target
+        # the highest such threshold: any higher one misses the target
+        higher = s[y][s[y] > thr]
+        if len(higher):
+            assert M.sens_spec_at(y, s, higher.min())[0] < target
+
+
+def test_confusion_matrix_and_report():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array([[.8, .1, .1], [.2, .7, .1], [.1, .8, .1], [.1, .8, .1], [.1, .1, .8], [.6, .2, .2]])
+    r = M.classification_report(y, probs, ["normal", "pneumonia", "tuberculosis"])
+    assert r["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    assert r["per_class"]["normal"]["sensitivity"] == 0.5
+    assert r["per_class"]["pneumonia"]["specificity"] == pytest.approx(3 / 4)
+    assert r["per_class"]["tuberculosis"]["precision"] == 1.0
+    with pytest.raises(ValueError):
+        M.classification_report(y, probs[:, :2], ["a", "b", "c"])
+
+
+def test_ece_zero_when_calibrated_and_large_when_overconfident():
+    y = np.array([0, 1] * 50)
+    half = np.tile([0.5, 0.5], (100, 1))
+    assert M.expected_calibration_error(y, half) == pytest.approx(0.0)
+    wrong = np.tile([0.99, 0.01], (100, 1))
+    assert M.expected_calibration_error(y, wrong) == pytest.approx(0.49)
+
+
+def test_report_by_source_has_every_source():
+    y = np.array([0, 1, 0, 1])
+    probs = np.array([[.9, .1], [.2, .8], [.4, .6], [.3, .7]])
+    r = M.report_by_source(y, probs, np.array(["a", "a", "b", "b"]), ["normal", "pneumonia"])
+    assert set(r["by_source"]) == {"a", "b"}
+    assert r["by_source"]["a"]["accuracy"] == 1.0 and r["by_source"]["b"]["accuracy"] == 0.5

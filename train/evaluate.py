@@ -1,0 +1,131 @@
+"""Evaluation of a trained run: metrics pooled and per source (edge_runtime.metrics), thresholds chosen on
+validation, confusion-matrix and ROC plots, and a printable summary."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import metrics as M
+
+log = logging.getLogger(__name__)
+
+TB = "tuberculosis"
+TB_SENSITIVITY = 0.90  # WHO screening bar: sensitivity >= 90% with specificity >= 70%
+
+
+def choose_thresholds(y_val, probs_val, classes) -> dict:
+    """Per-class decision thresholds from validation. TB: the threshold that reaches 90% sensitivity."""
+    out = {}
+    if TB in classes:
+        i = list(classes).index(TB)
+        y = np.asarray(y_val) == i
+        if y.any() and (~y).any():
+            out[TB] = M.threshold_for_sensitivity(y, probs_val[:, i], TB_SENSITIVITY)
+    return out
+
+
+def evaluate_models(models: dict, arrays: dict, classes, out: Path) -> dict:
+    """Predict val and test with each model, write ``metrics.json`` and plots, return the key figures.
+
+    ``models``: name -> tf_keras model or None; the first non-None one is the deployed model.
+    """
+    from train.train import predict
+
+    classes = list(classes)
+    results, deployed, thresholds = {}, None, {}
+    for name, model in models.items():
+        if model is None:
+            continue
+        deployed = deployed or name
+        results[name], model_thresholds = {}, {}
+        for side in ("val", "test"):
+            a = arrays[side]
+            if len(a.images) == 0:
+                continue
+            probs = predict(model, a.images)
+            rep = M.report_by_source(a.labels, probs, a.sources, classes)
+            if side == "val":
+                model_thresholds = choose_thresholds(a.labels, probs, classes)
+                if name == deployed:
+                    thresholds = model_thresholds
+            elif TB in model_thresholds:  # test figures at the threshold fixed on validation
+                i, thr = classes.index(TB), model_thresholds[TB]
+                for r, m in [(rep["pooled"], slice(None))] + [
+                        (rep["by_source"][s], a.sources == s) for s in rep["by_source"]]:
+                    sens, spec = M.sens_spec_at(a.labels[m] == i, probs[m][:, i], thr)
+                    r["tb_at_val_threshold"] = {"threshold": thr, "sensitivity": sens, "specificity": spec}
+            results[name][side] = rep
+            if side == "test":
+                plot_run(out / "plots", name, a.labels, probs, a.sources, classes)
+    (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    return {"thresholds": thresholds, "deployed": deployed,
+            "deployed_test": results[deployed].get("test", {}), "deployed_val": results[deployed].get("val", {}),
+            "all": results}
+
+
+def plot_run(folder: Path, name: str, y, probs, sources, classes) -> list[Path]:
+    """Confusion matrix and one-vs-rest ROC, pooled and per source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    groups = [("pooled", np.ones(len(y), bool))] + [(s, sources == s) for s in sorted(set(sources.tolist()))]
+    for gname, m in groups:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+        cm = M.confusion_matrix(y[m], probs[m].argmax(1), len(classes))
+        ax1.imshow(cm, cmap="Blues")
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax1.text(j, i, str(cm[i, j]), ha="center", va="center",
+                         color="white" if cm[i, j] > cm.max() / 2 else "black")
+        ax1.set_xticks(range(len(classes)), classes, rotation=20)
+        ax1.set_yticks(range(len(classes)), classes)
+        ax1.set_xlabel("predicted")
+        ax1.set_ylabel("true")
+        ax1.set_title(f"{name} - {gname} (n={int(m.sum())})")
+        for i, c in enumerate(classes):
+            yy = y[m] == i
+            if yy.any() and (~yy).any():
+                fpr, tpr, _ = M.roc_curve(yy, probs[m][:, i])
+                ax2.plot(fpr, tpr, label=f"{c} AUC {M.binary_auc(yy, probs[m][:, i]):.3f}")
+        ax2.plot([0, 1], [0, 1], "k:", lw=0.8, label="_chance")
+        ax2.set_xlabel("1 - specificity")
+        ax2.set_ylabel("sensitivity")
+        ax2.set_title("one-vs-rest ROC")
+        if len(ax2.lines) > 1:
+            ax2.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        p = folder / f"{name}_test_{gname}.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def _fmt(v) -> str:
+    return "  -  " if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def summary_table(report: dict, classes) -> str:
+    """Markdown table: one row per source plus pooled."""
+    head = ["group", "n", "accuracy", "macro-F1", "macro-AUC", "ECE"]
+    head += [f"{c[:4]} sens" for c in classes] + [f"{c[:4]} spec" for c in classes]
+    rows = [("pooled", report["pooled"])] + sorted(report.get("by_source", {}).items())
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows:
+        pc = r["per_class"]
+        cells = [name, str(r["n"]), _fmt(r["accuracy"]), _fmt(r["macro_f1"]), _fmt(r["macro_auc"]), _fmt(r["ece"])]
+        cells += [_fmt(pc[c]["sensitivity"]) for c in classes] + [_fmt(pc[c]["specificity"]) for c in classes]
+        lines.append("| " + " | ".join(cells) + " |")
+    op = report["pooled"].get("tb_at_val_threshold")
+    if op:
+        lines.append(f"\nTB at the validation threshold {op['threshold']:.3f} (chosen for {TB_SENSITIVITY:.0%} "
+                     f"sensitivity on validation): sensitivity {op['sensitivity']:.3f}, "
+                     f"specificity {op['specificity']:.3f} (WHO screening bar: >= 0.90 / >= 0.70)")
+    return "\n".join(lines)

@@ -1,0 +1,314 @@
+"""Training: float warm-up, then quantization-aware fine-tuning, with early stopping on validation
+macro-AUC, checkpoints and resume. ``run(TrainConfig)`` returns the run folder:
+
+    run_dir/model_float.keras   the float model (best validation macro-AUC)
+    run_dir/model_qat.h5        the QAT model (fake-quant graph; HDF5, since tfmot layers do not
+                                reload from .keras; load with train.qat.load_model)
+    run_dir/split.csv           the patient-level split, reused by later steps
+    run_dir/metadata.json       labels, input size, preprocessing, data hash, thresholds, metrics
+    run_dir/metrics.json        test (and validation) metrics, pooled and per source, both models
+    run_dir/plots/*.png         confusion matrices and ROC curves
+    run_dir/history.csv         one row per epoch
+    run_dir/checkpoints/        last and best weights per phase, for --resume
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import metrics as M
+from edge_runtime.metadata import ModelMetadata
+from edge_runtime.preprocess import PreprocessConfig
+from train import data as D
+from train import qat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str = "runs/run"
+    model: str = "mobilenet_v2"
+    alpha: float | None = None
+    image_size: int = 224
+    classes: tuple[str, ...] = D.DEFAULT_CLASSES
+    weights: str | None = None  # None, "imagenet" or a file
+    epochs: int = 20  # float warm-up epochs (at most; early stopping may end sooner)
+    qat_epochs: int = 4
+    batch_size: int = 32
+    lr: float = 1e-3
+    qat_lr: float = 1e-4
+    patience: int = 6
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    seed: int = 0
+    augment: bool = True
+    class_balance: bool = True
+    dropout: float = 0.2
+    interpolation: str = "area"
+    split: str | None = None  # reuse a saved split.csv
+    resume: bool = False
+    synthetic: bool | None = None  # None: read from the data folder (README/manifest says SYNTHETIC)
+    model_version: str = ""
+    verbose: int = 2
+    extra: dict = field(default_factory=dict)
+
+
+def select_strategy():
+    """Use every GPU of a workstation (MirroredStrategy), one GPU, or the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        log.info("training on %d GPUs with MirroredStrategy", len(gpus))
+        return tf.distribute.MirroredStrategy()
+    if gpus:
+        log.info("training on one GPU")
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    log.info("training on the CPU")
+    return tf.distribute.get_strategy()
+
+
+def make_dataset(arrays: D.Arrays, batch_size: int, training: bool, seed: int, augment: bool = True):
+    """One tf.data pipeline with an ``is_training`` flag: shuffle + radiograph-safe augmentation when training.
+
+    Augmentation: small rotation (+-5 deg), shift (5%), zoom (10%), brightness and contrast; no flips
+    (a mirrored chest shows anatomy that does not exist).
+    """
+    import tensorflow as tf
+    import tf_keras
+
+    x = arrays.images[..., None]
+    ds = tf.data.Dataset.from_tensor_slices((x, arrays.labels))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b))
+    if training and augment:
+        aug = tf_keras.Sequential([
+            tf_keras.layers.RandomRotation(5 / 360, fill_mode="nearest", seed=seed),
+            tf_keras.layers.RandomTranslation(0.05, 0.05, fill_mode="nearest", seed=seed + 1),
+            tf_keras.layers.RandomZoom((-0.1, 0.1), fill_mode="nearest", seed=seed + 2),
+            tf_keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
+            tf_keras.layers.RandomContrast(0.2, seed=seed + 4),
+        ], name="augment")
+        ds = ds.map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    if len(images) == 0:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
+
+
+def _macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    aucs = [M.binary_auc(labels == i, probs[:, i]) for i in range(probs.shape[1]) if (labels == i).any()]
+    aucs = [a for a in aucs if not math.isnan(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def _cosine(base_lr: float, epochs: int, warmup: int = 1):
+    def schedule(epoch, lr=None):
+        if epoch < warmup:
+            return base_lr * (epoch + 1) / (warmup + 1)
+        t = (epoch - warmup) / max(1, epochs - warmup)
+        return 0.5 * base_lr * (1 + math.cos(math.pi * min(t, 1.0))) + base_lr * 0.01
+
+    return schedule
+
+
+def _callback_class():
+    import tf_keras
+
+    class ValidationMonitor(tf_keras.callbacks.Callback):
+        """Validation macro-AUC each epoch; keeps the best weights, stops early, writes checkpoints."""
+
+        def __init__(self, phase, val: D.Arrays, ckpt_dir: Path, history: Path, patience: int, state: dict):
+            super().__init__()
+            self.phase, self.val, self.ckpt_dir, self.history = phase, val, ckpt_dir, history
+            self.patience = patience
+            self.best = state.get("best", -1.0)
+            self.wait = state.get("wait", 0)
+            self.t0 = time.time()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            probs = predict(self.model, self.val.images)
+            auc = _macro_auc(self.val.labels, probs)
+            acc = float((probs.argmax(1) == self.val.labels).mean()) if len(probs) else float("nan")
+            secs = time.time() - self.t0
+            improved = auc > self.best + 1e-4
+            if improved:
+                self.best, self.wait = auc, 0
+                self.model.save_weights(self.ckpt_dir / f"{self.phase}_best.weights.h5")
+            else:
+                self.wait += 1
+            self.model.save_weights(self.ckpt_dir / f"{self.phase}_last.weights.h5")
+            (self.ckpt_dir / "state.json").write_text(json.dumps(
+                {"phase": self.phase, "epoch": epoch, "best": self.best, "wait": self.wait}))
+            row = {"phase": self.phase, "epoch": epoch + 1, "seconds": round(secs, 1),
+                   "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
+                   "val_accuracy": acc, "val_macro_auc": auc, "lr": float(self.model.optimizer.learning_rate.numpy())}
+            new = not self.history.exists()
+            with self.history.open("a", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(row))
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+            log.info("[%s] epoch %d: loss %.4f acc %.3f | val acc %.3f macro-AUC %.4f%s | %.1f s",
+                     self.phase, epoch + 1, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
+                     acc, auc, " (best)" if improved else "", secs)
+            if self.wait >= self.patience:
+                log.info("[%s] early stop: no macro-AUC gain for %d epochs", self.phase, self.patience)
+                self.model.stop_training = True
+
+    return ValidationMonitor
+
+
+def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, history, state):
+    import tf_keras
+
+    start = state.get("epoch", -1) + 1 if state.get("phase") == phase else 0
+    if start >= epochs:
+        log.info("[%s] already complete (%d epochs)", phase, epochs)
+    else:
+        monitor = _callback_class()(phase, val, ckpt_dir, history, cfg.patience,
+                                    state if state.get("phase") == phase else {})
+        if state.get("phase") == phase and monitor.wait >= cfg.patience:
+            log.info("[%s] had stopped early before the resume", phase)
+        else:
+            model.fit(train_ds, epochs=epochs, initial_epoch=start, class_weight=class_weight,
+                      verbose=cfg.verbose if cfg.verbose < 2 else 0,
+                      callbacks=[tf_keras.callbacks.LearningRateScheduler(_cosine(lr, epochs)), monitor])
+    best = ckpt_dir / f"{phase}_best.weights.h5"
+    if best.exists():
+        model.load_weights(best)
+    return model
+
+
+def _compile(model, lr):
+    import tf_keras
+
+    model.compile(optimizer=tf_keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
+def _is_synthetic(data: str) -> bool:
+    p = Path(data)
+    readme = (p if p.is_dir() else p.parent) / "README.txt"
+    return readme.is_file() and "SYNTHETIC" in readme.read_text(errors="ignore").upper()
+
+
+def run(cfg: TrainConfig) -> Path:
+    import tensorflow as tf
+    import tf_keras
+
+    from train import evaluate, models
+
+    t_start = time.time()
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoints"
+    history = out / "history.csv"
+    state = {}
+    if cfg.resume and (ckpt_dir / "state.json").is_file():
+        state = json.loads((ckpt_dir / "state.json").read_text())
+        log.info("resuming from %s: phase %s, epoch %d", ckpt_dir, state["phase"], state["epoch"] + 1)
+    elif out.exists() and any(out.iterdir()) and not cfg.resume:
+        if (out / "metadata.json").exists() or ckpt_dir.exists():
+            raise SystemExit(f"{out} already holds a run; choose another --out or pass --resume")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume and history.exists():
+        history.unlink()
+    models.get_spec(cfg.model)  # unknown names fail before any work
+    tf_keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    # --- data -------------------------------------------------------------------------------------
+    split_file = Path(cfg.split) if cfg.split else out / "split.csv"
+    if split_file.is_file() and (cfg.split or cfg.resume):
+        parts = D.load_split(split_file)
+        log.info("using the saved split %s", split_file)
+        D.check_labels([s for v in parts.values() for s in v], cfg.classes, str(split_file))
+    else:
+        samples = D.scan(cfg.data, cfg.classes)
+        parts = D.split_samples(samples, cfg.val_frac, cfg.test_frac, cfg.seed)
+    D.save_split(parts, out / "split.csv")
+    log.info("patient-level split (seed %d):\n%s", cfg.seed, D.split_summary(parts))
+    for side in ("train", "val"):
+        D.check_labels(parts[side], cfg.classes, f"{side} split")
+    pre = PreprocessConfig(cfg.image_size, cfg.interpolation)
+    arrays = {side: D.load_arrays(parts[side], cfg.classes, pre, out / "cache") for side in parts}
+    failed = [f for a in arrays.values() for f in a.failed]
+    if failed:
+        (out / "unreadable.txt").write_text("".join(f"{p}\t{r}\n" for p, r in failed))
+        log.warning("%d unreadable file(s) skipped; list in %s", len(failed), out / "unreadable.txt")
+    if len(arrays["train"].images) == 0 or len(arrays["val"].images) == 0:
+        raise D.DataError("no readable images left in the train or validation split")
+    counts = np.bincount(arrays["train"].labels, minlength=len(cfg.classes))
+    class_weight = ({i: float(counts.sum() / (len(counts) * c)) for i, c in enumerate(counts) if c}
+                    if cfg.class_balance else None)
+    train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.seed, cfg.augment)
+
+    # --- model --------------------------------------------------------------------------------------
+    strategy = select_strategy()
+    weights = cfg.weights
+    if weights is None:
+        log.info("no pretrained weights given: training %s from random initialisation", cfg.model)
+    with strategy.scope():
+        float_model = models.build_model(cfg.model, image_size=cfg.image_size, num_classes=len(cfg.classes),
+                                         alpha=cfg.alpha, weights=weights, dropout=cfg.dropout)
+        _compile(float_model, cfg.lr)
+    log.info("%s: %d parameters, input %dx%d", cfg.model, float_model.count_params(), cfg.image_size, cfg.image_size)
+    if state.get("phase") != "qat":
+        float_model = _fit(float_model, "float", train_ds, arrays["val"], cfg.epochs, cfg.lr, cfg, class_weight,
+                           ckpt_dir, history, state)
+    else:
+        float_model.load_weights(ckpt_dir / "float_best.weights.h5")
+    float_model.save(out / "model_float.keras")
+
+    qat_model = None
+    if cfg.qat_epochs > 0:
+        log.info("quantization-aware fine-tuning for up to %d epochs", cfg.qat_epochs)
+        with strategy.scope():
+            qat_model = qat.quantize_model(float_model)
+            _compile(qat_model, cfg.qat_lr)
+        if state.get("phase") == "qat":
+            qat_model.load_weights(ckpt_dir / "qat_last.weights.h5")
+        qat_model = _fit(qat_model, "qat", train_ds, arrays["val"], cfg.qat_epochs, cfg.qat_lr, cfg,
+                         class_weight, ckpt_dir, history, state if state.get("phase") == "qat" else {})
+        qat_model.save(out / "model_qat.h5")
+
+    # --- evaluation and metadata -----------------------------------------------------------------------
+    result = evaluate.evaluate_models({"qat": qat_model, "float": float_model}, arrays, cfg.classes, out)
+    synthetic = _is_synthetic(cfg.data) if cfg.synthetic is None else cfg.synthetic
+    all_samples = [s for v in parts.values() for s in v]
+    meta = ModelMetadata(
+        labels=tuple(cfg.classes), image_size=cfg.image_size, interpolation=cfg.interpolation,
+        model_name=cfg.model + (f"_{cfg.alpha:g}" if cfg.alpha else ""),
+        model_version=cfg.model_version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
+        data_hash=D.data_hash(all_samples), data_sources=tuple(sorted({s.source for s in all_samples})),
+        synthetic=synthetic, quantization="qat-int8" if qat_model is not None else "float32",
+        thresholds=result["thresholds"], metrics={"test": result["deployed_test"], "val": result["deployed_val"]},
+        split={"file": "split.csv", "seed": cfg.seed, "val_frac": cfg.val_frac, "test_frac": cfg.test_frac,
+               "unit": "patient (or pseudo-patient group)",
+               "counts": {k: len(v) for k, v in parts.items()}},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    meta.save(out / "metadata.json")
+    cfg_dict = asdict(cfg)
+    cfg_dict["wall_seconds"] = round(time.time() - t_start, 1)
+    (out / "train_config.json").write_text(json.dumps(cfg_dict, indent=2, default=str) + "\n")
+    return out
