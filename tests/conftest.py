@@ -43,5 +43,5 @@ def synthetic_data(tmp_path_factory) -> Path:
     from train import phantom
 
     out = tmp_path_factory.mktemp("phantom")
-    phantom.generate_dataset(out, per_class=60, seed=1, min_size=96, max_size=160)
+    phantom.generate_dataset(out, per_class=120, seed=1, min_size=96, max_size=160)
     return out

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-frac", type=float, default=0.15, help="share of patients for the test set")
     p.add_argument("--split", default=None, help="reuse a saved split.csv instead of making one")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
+    p.add_argument("--deterministic", action="store_true",
+                   help="bit-exact reruns (TensorFlow op determinism); slower on CPU")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
     p.add_argument("--no-class-balance", dest="class_balance", action="store_false",
                    help="do not weight the loss by inverse class frequency")
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
                       augment=args.augment, class_balance=args.class_balance, dropout=args.dropout,
-                      interpolation=args.interpolation, resume=args.resume, model_version=args.model_version,
+                      interpolation=args.interpolation, resume=args.resume, deterministic=args.deterministic, model_version=args.model_version,
                       verbose=0)
     try:
         out = run(cfg)

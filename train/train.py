@@ -58,6 +58,7 @@ class TrainConfig:
     split: str | None = None  # reuse a saved split.csv
     resume: bool = False
     synthetic: bool | None = None  # None: read from the data folder (README/manifest says SYNTHETIC)
+    deterministic: bool = False  # bit-exact reruns (tf op determinism); slower on CPU
     model_version: str = ""
     verbose: int = 2
     extra: dict = field(default_factory=dict)
@@ -234,7 +235,8 @@ def run(cfg: TrainConfig) -> Path:
         history.unlink()
     models.get_spec(cfg.model)  # unknown names fail before any work
     tf_keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     # --- data -------------------------------------------------------------------------------------
     split_file = Path(cfg.split) if cfg.split else out / "split.csv"

@@ -1,0 +1,99 @@
+"""End-to-end training on the synthetic phantom data with a tiny model (the CI-sized run)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tf_keras")
+
+from edge_runtime.metadata import ModelMetadata  # noqa: E402
+from train.__main__ import main  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synthetic_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    rc = main(["--data", str(synthetic_data), "--out", str(out), "--model", "mobilenet_v2", "--alpha", "0.35",
+               "--image-size", "64", "--epochs", "30", "--qat-epochs", "3", "--batch-size", "32",
+               "--lr", "3e-3", "--patience", "30", "--no-augment", "--seed", "0"])
+    assert rc == 0
+    return out
+
+
+def test_run_folder_has_everything(tiny_run):
+    for name in ("model_float.keras", "model_qat.h5", "split.csv", "metadata.json", "metrics.json",
+                 "history.csv", "train_config.json", "plots/qat_test_pooled.png"):
+        assert (tiny_run / name).exists(), name
+    history = (tiny_run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("phase,epoch,seconds")
+    assert any(line.startswith("qat,") for line in history)
+
+
+def test_tiny_qat_model_learns_the_synthetic_classes(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    test = metrics["qat"]["test"]
+    assert test["pooled"]["accuracy"] >= 0.8, test["pooled"]["confusion_matrix"]
+    assert set(test["by_source"]) == {"synthetic_a", "synthetic_b"}
+    assert test["pooled"]["n"] == sum(r["n"] for r in test["by_source"].values())
+
+
+def test_metadata_round_trips_and_says_synthetic(tiny_run):
+    meta = ModelMetadata.load(tiny_run / "metadata.json")
+    assert meta.labels == ("normal", "pneumonia", "tuberculosis")
+    assert meta.image_size == 64 and meta.synthetic and "NOT FOR CLINICAL USE" in meta.warning
+    assert meta.quantization == "qat-int8" and len(meta.data_hash) == 16
+    assert 0 < meta.thresholds["tuberculosis"] < 1
+    assert set(meta.metrics["test"]["by_source"]) == {"synthetic_a", "synthetic_b"}
+    assert ModelMetadata.from_dict(json.loads(meta.to_json())) == meta
+
+
+def test_saved_models_reload_and_agree_with_metrics(tiny_run):
+    from edge_runtime.preprocess import PreprocessConfig
+    from train import data as D, qat
+
+    parts = D.load_split(tiny_run / "split.csv")
+    arr = D.load_arrays(parts["test"], D.DEFAULT_CLASSES, PreprocessConfig(64))
+    model = qat.load_model(tiny_run / "model_qat.h5")
+    acc = float((model.predict(arr.images[..., None].astype("float32"), verbose=0).argmax(1) == arr.labels).mean())
+    saved = json.loads((tiny_run / "metrics.json").read_text())["qat"]["test"]["pooled"]["accuracy"]
+    assert acc == pytest.approx(saved, abs=1e-9)
+
+
+def test_resume_of_a_finished_run_does_not_retrain(tiny_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    before = (copy / "history.csv").read_text()
+    rc = main(["--data", "unused", "--out", str(copy), "--model", "mobilenet_v2", "--alpha", "0.35",
+               "--image-size", "64", "--epochs", "30", "--qat-epochs", "3", "--resume"])
+    assert rc == 0
+    assert (copy / "history.csv").read_text() == before
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    with pytest.raises(SystemExit, match="already holds a run"):
+        main(["--data", "x", "--out", str(tiny_run)])
+
+
+def test_bad_data_is_a_clear_error_before_training(tmp_path, make_png, capsys):
+    make_png(tmp_path / "d" / "normal" / "a.png")
+    make_png(tmp_path / "d" / "cancer" / "b.png")
+    rc = main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert "labels ['cancer'] are not among the configured classes" in capsys.readouterr().out
+
+
+def test_unreadable_file_is_skipped_not_fatal(synthetic_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    (data / "normal" / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n broken")
+    with (data / "manifest.csv").open("a") as fh:
+        fh.write("normal/zz_corrupt.png,normal,synthetic_a,zz_patient\n")
+    rc = main(["--data", str(data), "--out", str(tmp_path / "r"), "--alpha", "0.35", "--image-size", "32",
+               "--epochs", "1", "--qat-epochs", "0", "--val-frac", "0.3", "--test-frac", "0.1"])
+    assert rc == 0
+    listed = (tmp_path / "r" / "unreadable.txt").read_text()
+    assert "zz_corrupt.png" in listed and len(listed.splitlines()) == 1
+    assert np.isfinite(json.loads((tmp_path / "r" / "metrics.json").read_text())["float"]["val"]["pooled"]["accuracy"])
