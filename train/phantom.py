@@ -185,17 +185,17 @@ def _sample_lesions(label: str, a: Anatomy, rng: np.random.Generator) -> list[Le
         return []
     sev = 0.7 + 0.6 * rng.beta(5, 2.5)  # mostly moderate-to-obvious
     first = int(rng.choice([-1, 1]))
-    sides = [first, -first] if rng.random() < (0.35 if label == "pneumonia" else 0.5) else [first]
+    sides = [first, -first] if rng.random() < (0.3 if label == "pneumonia" else 0.5) else [first]
     make = _pneumonia_specs if label == "pneumonia" else _tuberculosis_specs
     return [les for k, side in enumerate(sides) for les in make(a, side, sev, k == 0, rng)]
 
 
 def _pneumonia_specs(a: Anatomy, side: int, sev: float, first: bool, rng: np.random.Generator) -> list[Lesion]:
-    """One large lobar or 3-5 smaller patchy consolidations, mostly in the mid/lower zone of one lung."""
-    seed, patchy = int(rng.integers(2**31)), rng.random() < 0.4
-    scale = (0.9 if patchy else 1.0) * (0.8 + 0.3 * sev)
+    """One large lobar or 2-4 smaller patchy consolidations, mostly in the mid/lower zone of one lung."""
+    seed, patchy = int(rng.integers(2**31)), rng.random() < 0.45
+    scale = (0.85 if patchy else 1.0) * (0.8 + 0.3 * sev)
     out = []
-    for i in range(int(rng.integers(3, 6)) if patchy else 1):
+    for i in range(int(rng.integers(2, 5)) if patchy else 1):
         v = rng.uniform(0.35, 0.5) if rng.random() < 0.12 else rng.uniform(0.48, 0.82)
         w = rng.uniform(0.3, 0.75) if side < 0 else rng.uniform(0.45, 0.8)  # lateral of the heart on the left
         out.append(dict(kind="consolidation", c=_lung_point(a, side, v, w), seed=seed + i,
