@@ -78,12 +78,13 @@ def main(argv=None) -> int:
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
                       augment=args.augment, class_balance=args.class_balance, dropout=args.dropout,
-                      interpolation=args.interpolation, resume=args.resume, deterministic=args.deterministic, model_version=args.model_version,
+                      interpolation=args.interpolation, resume=args.resume, deterministic=args.deterministic,
+                      model_version=args.model_version,
                       verbose=0)
     try:
         out = run(cfg)
     except DataError as exc:
-        logging.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print_summary(out)
     return 0

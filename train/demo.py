@@ -20,13 +20,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="folder for the data and the run")
-    p.add_argument("--per-class", type=int, default=200, help="synthetic images per class")
+    p.add_argument("--per-class", type=int, default=150, help="synthetic images per class")
     p.add_argument("--model", default="mobilenet_v2", help="architecture from the registry")
     p.add_argument("--alpha", type=float, default=0.35, help="width multiplier")
-    p.add_argument("--image-size", type=int, default=96, help="input size in pixels")
-    p.add_argument("--epochs", type=int, default=12, help="float epochs")
+    p.add_argument("--image-size", type=int, default=64, help="input size in pixels")
+    p.add_argument("--epochs", type=int, default=30, help="float epochs")
     p.add_argument("--qat-epochs", type=int, default=3, help="QAT epochs")
     p.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
+    p.add_argument("--augment", action="store_true",
+                   help="augment (off by default: the phantoms already vary, and a tiny model learns them faster)")
     args = p.parse_args(argv)
     setup_logging()
     log = logging.getLogger("demo")
@@ -46,7 +48,7 @@ def main(argv=None) -> int:
     log.info("[2/2] training %s (alpha %s, %d px) -> %s", args.model, args.alpha, args.image_size, run_dir)
     cfg = TrainConfig(data=str(data_dir), out=str(run_dir), model=args.model, alpha=args.alpha,
                       image_size=args.image_size, epochs=args.epochs, qat_epochs=args.qat_epochs,
-                      seed=args.seed, patience=4, verbose=0, synthetic=True,
+                      seed=args.seed, patience=10, verbose=0, synthetic=True, augment=args.augment, lr=3e-3,
                       resume=(run_dir / "checkpoints" / "state.json").is_file())
     run(cfg)
     print_summary(run_dir)
