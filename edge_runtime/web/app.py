@@ -1,0 +1,250 @@
+"""The Flask application factory: configuration, security hooks and error pages.
+
+``create_app(classifier, data_dir, config=None)`` takes any object with the Classifier interface
+(``metadata``, ``backend``, ``model_card``, ``bundle_status``, ``classify(source, name=)``).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import HTTPException
+
+from edge_runtime.web import auth as A
+from edge_runtime.web import i18n
+from edge_runtime.web.store import Store
+
+log = logging.getLogger("edge_runtime.web")
+
+DEFAULTS = {
+    "HOST": "127.0.0.1",           # the address served; any non-loopback address requires a password
+    "MAX_FILE_MB": 40,             # one uploaded file
+    "MAX_REQUEST_MB": 200,         # one request (several files)
+    "MAX_FILES": 20,               # files in one upload
+    "MAX_PIXELS": 50_000_000,      # width x height (x frames) of one image, read from the header
+    "DEFAULT_LANG": "en",
+    "PAGE_SIZE": 50,
+    "SESSION_HOURS": 12,
+}
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+PUBLIC_ENDPOINTS = {"views.login", "static"}
+
+
+@dataclass
+class Web:
+    """What the views share: the classifier (one inference at a time), the store and the auth state."""
+
+    classifier: object
+    store: Store
+    data_dir: Path
+    infer_lock: threading.Lock = field(default_factory=threading.Lock)
+    throttle: A.Throttle = field(default_factory=A.Throttle)
+    _auth: tuple = (None, None)  # (mtime, auth dict)
+
+    @property
+    def auth(self) -> dict | None:
+        """The operator password/token, re-read when set-password changes the file (no restart needed)."""
+        path = self.data_dir / A.AUTH_FILE
+        mtime = path.stat().st_mtime_ns if path.is_file() else None
+        if mtime != self._auth[0]:
+            self._auth = (mtime, A.load_auth(self.data_dir) if mtime else None)
+        return self._auth[1]
+
+    @property
+    def meta(self):
+        return self.classifier.metadata
+
+    @property
+    def status(self) -> dict:
+        return dict(getattr(self.classifier, "bundle_status", None) or {})
+
+    def warnings(self) -> list[tuple[str, dict]]:
+        """Banner messages as (catalogue key, fields): synthetic data, bundle not validated, failed formats."""
+        out = []
+        if getattr(self.meta, "synthetic", False):
+            out.append(("banner.synthetic", {"warning": self.meta.warning}))
+        status = self.status
+        if not status.get("validated", False):
+            out.append(("banner.not_validated", {}))
+        if status.get("failed_formats"):
+            out.append(("banner.failed_formats", {"formats": ", ".join(map(str, status["failed_formats"]))}))
+        return out
+
+    def warnings_text(self) -> list[str]:
+        return [i18n.translate("en", k, **kw) for k, kw in self.warnings()]
+
+
+def create_app(classifier, data_dir, config: dict | None = None) -> Flask:
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__)
+    app.config.update(DEFAULTS)
+    app.config.update(config or {})
+    web = Web(classifier=classifier, store=Store(data_dir), data_dir=data_dir)
+    if not A.is_loopback(app.config["HOST"]) and web.auth is None:
+        raise ValueError(f"serving on {app.config['HOST']} (not loopback) needs an operator password: run "
+                         f"`python -m edge_runtime set-password --data-dir {data_dir}` first")
+    app.extensions["cxr"] = web
+    app.config.update(
+        SECRET_KEY=A.secret_key(data_dir),
+        MAX_CONTENT_LENGTH=int(app.config["MAX_REQUEST_MB"] * 1e6),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="cxr_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=app.config["SESSION_HOURS"]),
+    )
+    app.json.sort_keys = False
+
+    from edge_runtime.web.api import bp as api_bp
+    from edge_runtime.web.views import bp as views_bp
+    from edge_runtime.web.views_info import bp as info_bp
+
+    app.register_blueprint(views_bp)
+    app.register_blueprint(info_bp)
+    app.register_blueprint(api_bp)
+    _install_hooks(app, web)
+    _install_filters(app)
+    return app
+
+
+def _install_filters(app: Flask) -> None:
+    def _finite(v):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return None
+        return None if f != f else f
+
+    @app.template_filter("pct")
+    def pct(v):
+        f = _finite(v)
+        return "-" if f is None else f"{f * 100:.1f}%"
+
+    @app.template_filter("num")
+    def num(v):
+        f = _finite(v)
+        return "-" if f is None else f"{f:.3f}"
+
+    @app.template_filter("ms")
+    def ms(v):
+        f = _finite(v)
+        return "-" if f is None else (f"{f / 1000:.1f} s" if f >= 1000 else f"{f:.0f} ms")
+
+    @app.template_filter("when")
+    def when(v):
+        return (v or "-")[:16].replace("T", " ")
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/healthz"
+
+
+def json_error(status: int, code: str, message: str):
+    resp = jsonify({"error": {"code": code, "message": message}})
+    resp.status_code = status
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="cxr-edge"'
+    return resp
+
+
+def _bearer() -> str:
+    h = request.headers.get("Authorization", "")
+    return h[7:].strip() if h.lower().startswith("bearer ") else ""
+
+
+def _same_origin() -> bool:
+    """For API calls made with a session cookie (or with no auth on loopback): refuse cross-site requests."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    return origin is None or origin == request.host_url.rstrip("/")
+
+
+def _install_hooks(app: Flask, web: Web) -> None:
+    loopback_only = A.is_loopback(app.config["HOST"])
+
+    @app.before_request
+    def _guard():
+        g.lang = i18n.choose(request, app.config["DEFAULT_LANG"])
+        g.via_token = False
+        # DNS rebinding: a page on another site must not reach a loopback server under its own host name
+        host = urlsplit(f"//{request.host}").hostname or ""
+        if loopback_only and not A.is_loopback(host):
+            return _deny(400, "bad_host", f"unexpected Host header {request.host!r} for a loopback server")
+        auth = web.auth
+        if auth is not None and request.endpoint not in PUBLIC_ENDPOINTS:
+            token = _bearer()
+            if token:
+                if not A.check_token(auth, token):
+                    return _deny(401, "bad_token", "the API token is not valid")
+                g.via_token = True
+            elif session.get("auth") != auth.get("updated"):
+                if wants_json():
+                    return _deny(401, "login_required", "log in or send 'Authorization: Bearer <token>'")
+                return redirect(url_for("views.login", next=request.full_path.rstrip("?")))
+        if request.method == "POST":
+            if wants_json():
+                if not g.via_token and not _same_origin():
+                    return _deny(403, "cross_origin", "cross-site API requests are refused")
+            elif not A.csrf_ok(session, request):
+                return _deny(400, "csrf", i18n.translate(g.lang, "error.csrf"))
+        return None
+
+    @app.after_request
+    def _headers(resp):
+        h = resp.headers
+        h["Content-Security-Policy"] = CSP
+        h["X-Content-Type-Options"] = "nosniff"
+        h["X-Frame-Options"] = "DENY"
+        h["Referrer-Policy"] = "no-referrer"
+        h["Cross-Origin-Opener-Policy"] = "same-origin"
+        h["Cross-Origin-Resource-Policy"] = "same-origin"
+        h["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+        if request.endpoint != "static":
+            h["Cache-Control"] = "no-store"  # pages and images hold patient data
+        asked = request.args.get("lang", "")
+        if asked in i18n.LANGUAGES:
+            resp.set_cookie(i18n.COOKIE, asked, max_age=365 * 86400, samesite="Lax", httponly=True)
+        return resp
+
+    @app.context_processor
+    def _template_globals():
+        lang = getattr(g, "lang", app.config["DEFAULT_LANG"])
+        return {
+            "_": lambda key, **kw: i18n.translate(lang, key, **kw),
+            "lbl": lambda name: i18n.label_text(lang, name),
+            "lang": lang,
+            "languages": i18n.LANGUAGES,
+            "csrf_token": lambda: A.csrf_token(session),
+            "banners": web.warnings(),
+            "meta": web.meta,
+            "backend": getattr(web.classifier, "backend", ""),
+            "auth_on": web.auth is not None,
+            "logged_in": web.auth is not None and session.get("auth") == web.auth.get("updated"),
+        }
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.code, "bad_request")
+        msg = exc.description or exc.name
+        if exc.code == 413:
+            msg = i18n.translate(getattr(g, "lang", "en"), "error.request_too_large",
+                                 mb=app.config["MAX_REQUEST_MB"])
+        return _deny(exc.code or 400, code, msg)
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _deny(500, "internal", "internal error (details in the server log); the server keeps running")
+
+
+def _deny(status: int, code: str, message: str):
+    if wants_json():
+        return json_error(status, code, message)
+    return render_template("error.html", status=status, code=code, message=message), status

@@ -1,0 +1,115 @@
+"""``python -m edge_runtime serve --bundle B [--host 127.0.0.1] [--port 8080] [--data-dir DIR]``
+
+Serves the clinic page with waitress (a production WSGI server that runs on a Raspberry Pi), never Flask's
+development server. Binding to anything but loopback needs an operator password (``set-password``) first.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_DATA_DIR = os.environ.get("CXR_DATA_DIR", "~/cxr-edge-data")
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help="folder for the screening history, images, password hash and session key "
+                        "(default: $CXR_DATA_DIR or %(default)s)")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("serve", help="serve the clinic web page (upload, result, history, monitoring)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", required=True, help="model bundle folder (or a model file with metadata.json)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default %(default)s; any other needs set-password first)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default %(default)s; 0 = any free port)")
+    add_data_dir(p)
+    p.add_argument("--backend", default=None, help="force a runtime backend (litert, onnxruntime, openvino)")
+    p.add_argument("--num-threads", type=int, default=None, help="inference threads (default: the backend's)")
+    p.add_argument("--threads", type=int, default=4,
+                   help="HTTP worker threads (default %(default)s); inferences still run one at a time")
+    p.add_argument("--max-file-mb", type=float, default=40, help="largest upload per file (default %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=50_000_000,
+                   help="largest image, width x height (default %(default)s)")
+    p.add_argument("--lang", choices=("en", "fr"), default="en", help="default page language")
+    p.set_defaults(run=run)
+    return p
+
+
+def _lock(data_dir: Path):
+    """One server per data directory (the lock goes with the process, even on kill -9)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    fh = open(data_dir / ".serve.lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise RuntimeError(f"{data_dir}: another server is already using this data directory") from None
+    return fh
+
+
+def serve(app, host: str, port: int, threads: int = 4) -> None:
+    """Run ``app`` under waitress until interrupted; prints the URL (with the real port when port is 0)."""
+    from waitress.server import create_server
+
+    body = int(app.config["MAX_CONTENT_LENGTH"]) + 1_000_000  # let Flask answer 413 with a clear message
+    server = create_server(app, host=host, port=port, threads=threads, max_request_body_size=body,
+                           ident="cxr-edge", channel_timeout=120)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving on http://{shown}:{server.effective_port}/", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+def run(args) -> int:
+    from edge_runtime.web.auth import is_loopback, load_auth
+
+    data_dir = Path(args.data_dir).expanduser()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not is_loopback(args.host) and load_auth(data_dir) is None:
+            print(f"error: serving on {args.host} (reachable from other machines) needs an operator password.\n"
+                  f"  Set one first: python -m edge_runtime set-password --data-dir {args.data_dir}",
+                  file=sys.stderr)
+            return 2
+        lock = _lock(data_dir)  # noqa: F841 (held for the life of the process)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import flask  # noqa: F401
+        import waitress  # noqa: F401
+    except ImportError as exc:
+        print(f"error: the web page needs Flask and waitress ({exc}); install the 'edge' extra", file=sys.stderr)
+        return 2
+    from edge_runtime.bundle import BundleError
+    from edge_runtime.classifier import Classifier
+    from edge_runtime.web.app import create_app
+
+    try:
+        clf = Classifier(args.bundle, backend=args.backend, num_threads=args.num_threads)
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(clf, data_dir, {"HOST": args.host, "MAX_FILE_MB": args.max_file_mb,
+                                     "MAX_PIXELS": args.max_pixels, "DEFAULT_LANG": args.lang})
+    web = app.extensions["cxr"]
+    swept = web.store.sweep_orphans()
+    if swept:
+        print(f"removed {swept} image file(s) left by an interrupted upload", file=sys.stderr)
+    for line in web.warnings_text():
+        print(f"WARNING: {line}", file=sys.stderr)
+    meta = clf.metadata
+    print(f"model {meta.model_name} {meta.model_version} ({clf.backend}); data in {data_dir}", file=sys.stderr)
+    serve(app, args.host, args.port, args.threads)
+    return 0

@@ -1,0 +1,47 @@
+"""The message catalogue: every UI string lives in ``messages/<lang>.json`` (flat key -> text with {fields}).
+
+Language: ``?lang=xx`` (remembered in a cookie), then the cookie, then the browser's Accept-Language, then the
+server default. A key missing from a catalogue falls back to English; a key missing from English shows the key
+itself (the tests check that every key used is in every catalogue).
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+MESSAGES = Path(__file__).with_name("messages")
+LANGUAGES = ("en", "fr")
+COOKIE = "lang"
+
+
+@lru_cache(maxsize=None)
+def catalogue(lang: str) -> dict[str, str]:
+    return json.loads((MESSAGES / f"{lang}.json").read_text(encoding="utf-8"))
+
+
+def translate(lang: str, key: str, **fields) -> str:
+    text = catalogue(lang).get(key)
+    if text is None:
+        text = catalogue("en").get(key, key)
+    try:
+        return text.format(**fields) if fields else text
+    except (KeyError, IndexError, ValueError):
+        return text
+
+
+def choose(request, default: str = "en") -> str:
+    asked = request.args.get("lang", "")
+    if asked in LANGUAGES:
+        return asked
+    cookie = request.cookies.get(COOKIE, "")
+    if cookie in LANGUAGES:
+        return cookie
+    return request.accept_languages.best_match(LANGUAGES) or default
+
+
+def label_text(lang: str, label: str) -> str:
+    """A class name or decision ('refer', 'out_of_scope') in the reader's language; unknown names as they are."""
+    key = f"label.{label.lower()}"
+    text = translate(lang, key)
+    return label.replace("_", " ") if text == key else text

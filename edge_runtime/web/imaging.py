@@ -1,0 +1,119 @@
+"""Upload checks and the pictures the page shows.
+
+Uploads are recognised by their content (magic bytes), never by the file name or the browser's content type,
+and their pixel count is read from the header *before* any pixel is decoded, so a decompression bomb is refused
+cheaply. The classifier then decodes the image for real (a file that is not decodable is refused there).
+"""
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+
+DISPLAY_MAX_SIDE = 1024  # the stored display image and overlay; the original upload is kept as it is
+
+
+class UploadError(ValueError):
+    """A refused upload: ``status`` is the HTTP status, ``code`` a stable key for the API and the catalogue."""
+
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def sniff(data: bytes) -> str | None:
+    """'png', 'jpeg' or 'dicom' from the first bytes, else None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if len(data) > 132 and data[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ValueError("PNG header is truncated")
+    return struct.unpack(">II", data[16:24])
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise ValueError("JPEG marker stream is corrupt")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            i += 2
+            continue
+        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > n:
+                break
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        i += 2 + length
+    raise ValueError("JPEG has no frame header (truncated or not a JPEG)")
+
+
+def _dicom_size(data: bytes) -> tuple[int, int]:
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not rows or not cols:
+        raise ValueError("DICOM file has no image (no Rows/Columns)")
+    return cols, rows * max(frames, 1)
+
+
+def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
+    """Refuse what is empty, too large, not PNG/JPEG/DICOM, or has too many pixels. Returns (kind, w, h)."""
+    if not data:
+        raise UploadError("empty_file", f"{name}: the file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise UploadError("too_large", f"{name}: the file is {len(data) / 1e6:.1f} MB; the limit is "
+                                       f"{max_bytes / 1e6:.0f} MB", 413)
+    kind = sniff(data)
+    if kind is None:
+        raise UploadError("unsupported_type", f"{name}: not a PNG, JPEG or DICOM image (checked by its content, "
+                                              f"not its name)", 415)
+    try:
+        w, h = {"png": _png_size, "jpeg": _jpeg_size, "dicom": _dicom_size}[kind](data)
+    except Exception as exc:  # any parser failure is a bad file, never a server error
+        raise UploadError("bad_image", f"{name}: cannot read the {kind.upper()} header ({exc})") from exc
+    if w * h > max_pixels:
+        raise UploadError("too_many_pixels", f"{name}: {w}x{h} pixels is more than the limit of "
+                                             f"{max_pixels / 1e6:.0f} megapixels", 413)
+    if min(w, h) < 1:
+        raise UploadError("bad_image", f"{name}: the image has no pixels ({w}x{h})")
+    return kind, w, h
+
+
+def _cv2():
+    from edge_runtime.preprocess import _cv2
+
+    return _cv2()
+
+
+def display_image(gray: np.ndarray) -> np.ndarray:
+    """Downscale (never upscale) a grayscale uint8 image so its long side is at most DISPLAY_MAX_SIDE."""
+    h, w = gray.shape[:2]
+    scale = DISPLAY_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return gray
+    cv2 = _cv2()
+    return cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    cv2 = _cv2()
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()

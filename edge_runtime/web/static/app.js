@@ -1,0 +1,45 @@
+// Progressive enhancement only: every page works without this script (no inline script; CSP 'self').
+(function () {
+  "use strict";
+  function ready(fn) {
+    if (document.readyState !== "loading") { fn(); } else { document.addEventListener("DOMContentLoaded", fn); }
+  }
+  ready(function () {
+    var form = document.getElementById("upload-form");
+    if (!form) { return; }
+    var zone = document.getElementById("drop-zone");
+    var input = document.getElementById("files");
+    var chosen = document.getElementById("chosen");
+    var submit = document.getElementById("submit");
+    function show() {
+      var names = [];
+      for (var i = 0; i < input.files.length; i++) { names.push(input.files[i].name); }
+      chosen.textContent = names.join(", ");
+    }
+    input.addEventListener("change", show);
+    ["dragenter", "dragover"].forEach(function (ev) {
+      zone.addEventListener(ev, function (e) { e.preventDefault(); zone.classList.add("over"); });
+    });
+    ["dragleave", "dragend"].forEach(function (ev) {
+      zone.addEventListener(ev, function () { zone.classList.remove("over"); });
+    });
+    zone.addEventListener("drop", function (e) {
+      e.preventDefault();
+      zone.classList.remove("over");
+      if (e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files.length) {
+        input.files = e.dataTransfer.files;
+        show();
+      }
+    });
+    // Dropping a file anywhere else must not make the browser leave the page.
+    ["dragover", "drop"].forEach(function (ev) {
+      window.addEventListener(ev, function (e) { if (!zone.contains(e.target)) { e.preventDefault(); } });
+    });
+    var label = submit.textContent;
+    window.addEventListener("pageshow", function () { submit.disabled = false; submit.textContent = label; });
+    form.addEventListener("submit", function () {
+      submit.disabled = true;
+      submit.textContent = submit.getAttribute("data-busy") || submit.textContent;
+    });
+  });
+})();
