@@ -78,7 +78,7 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> tup
         raise UploadError("empty_file", f"{name}: the file is empty (0 bytes)")
     if len(data) > max_bytes:
         raise UploadError("too_large", f"{name}: the file is {len(data) / 1e6:.1f} MB; the limit is "
-                                       f"{max_bytes / 1e6:.0f} MB", 413)
+                                       f"{max_bytes / 1e6:g} MB", 413)
     kind = sniff(data)
     if kind is None:
         raise UploadError("unsupported_type", f"{name}: not a PNG, JPEG or DICOM image (checked by its content, "
@@ -89,7 +89,7 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> tup
         raise UploadError("bad_image", f"{name}: cannot read the {kind.upper()} header ({exc})") from exc
     if w * h > max_pixels:
         raise UploadError("too_many_pixels", f"{name}: {w}x{h} pixels is more than the limit of "
-                                             f"{max_pixels / 1e6:.0f} megapixels", 413)
+                                             f"{max_pixels / 1e6:g} megapixels", 413)
     if min(w, h) < 1:
         raise UploadError("bad_image", f"{name}: the image has no pixels ({w}x{h})")
     return kind, w, h

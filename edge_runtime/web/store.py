@@ -53,7 +53,7 @@ CREATE INDEX IF NOT EXISTS screenings_created ON screenings(created);
 CREATE INDEX IF NOT EXISTS screenings_reference ON screenings(reference);
 """
 JSON_FIELDS = ("labels", "probs", "timings")
-FILES = {"original": "{id}.{ext}", "display": "{id}.png", "overlay": "{id}.heatmap.png"}
+FILES = {"original": "{id}.original.{ext}", "display": "{id}.png", "overlay": "{id}.heatmap.png"}
 EXT = {"png": "png", "jpeg": "jpg", "dicom": "dcm"}
 
 

@@ -1,0 +1,289 @@
+"""Flask test-client tests of every page: upload, result, history, CSV, follow-up, monitoring, model, i18n."""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import threading
+
+import pytest
+from test_web_fakes import (FakeClassifier, app, client, csrf, dicom_bytes, fake, jpeg_bytes,  # noqa: F401
+                            png_bytes, upload)
+
+
+def count(app):  # noqa: F811
+    return app.extensions["cxr"].store.search(limit=1)[1]
+
+
+def files_on_disk(app):  # noqa: F811
+    return sorted(p.name for p in app.extensions["cxr"].store.images.iterdir())
+
+
+def test_upload_page_is_local_only_and_has_form(client):  # noqa: F811
+    r = client.get("/")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert 'enctype="multipart/form-data"' in html and 'name="files"' in html and "multiple" in html
+    assert not re.search(r'(src|href)="(https?:)?//', html), "every asset must be served locally"
+    assert "SYNTHETIC DATA - NOT FOR CLINICAL USE" in html and "NOT VALIDATED" in html
+    for asset in ("/static/app.css", "/static/app.js", "/static/favicon.svg"):
+        assert client.get(asset).status_code == 200
+
+
+def test_security_headers(client):  # noqa: F811
+    h = client.get("/").headers
+    csp = h["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert h["X-Content-Type-Options"] == "nosniff" and h["X-Frame-Options"] == "DENY"
+    assert h["Cache-Control"] == "no-store"
+
+
+def test_no_inline_script_or_style_in_templates():
+    from pathlib import Path
+
+    import edge_runtime.web as web
+
+    for t in (Path(web.__file__).parent / "templates").glob("*.html"):
+        text = t.read_text()
+        assert "<style" not in text and " style=" not in text and " on" + "click=" not in text, t.name
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), t.name
+
+
+def test_upload_one_png_shows_result_and_is_saved(client, app):  # noqa: F811
+    r = upload(client, ("chest.png", png_bytes(200)), reference="P-42")
+    assert r.status_code == 303
+    sid = r.headers["Location"].split("/")[2].split("?")[0]
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Saved." in page and "P-42" in page and "Pneumonia" in page
+    assert "fake-net 9.9.9" in page and "Time taken" in page and "<meter" in page
+    assert f"/screenings/{sid}/heatmap.png" in page and 'id="show-heatmap-' in page
+    for which in ("image", "heatmap"):
+        img = client.get(f"/screenings/{sid}/{which}.png")
+        assert img.status_code == 200 and img.data.startswith(b"\x89PNG") and img.mimetype == "image/png"
+    orig = client.get(f"/screenings/{sid}/original")
+    assert orig.data == png_bytes(200) and "chest.png" not in orig.headers["Content-Disposition"]
+    assert count(app) == 1
+    assert not any("chest" in n for n in files_on_disk(app)), "images are stored under generated names"
+    rec = app.extensions["cxr"].store.get(sid)
+    assert rec["reference"] == "P-42" and rec["original_name"] == "chest.png" and rec["decision"] == "pneumonia"
+
+
+def test_upload_several_formats_at_once(client, app):  # noqa: F811
+    r = upload(client, ("a.png", png_bytes(30)), ("b.jpg", jpeg_bytes(220)), ("c.dcm", dicom_bytes()))
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    assert "3 screening(s) saved" in html and html.count('class="result"') == 3
+    kinds = sorted(x["image_kind"] for x in app.extensions["cxr"].store.search()[0])
+    assert kinds == ["dicom", "jpeg", "png"]
+
+
+def test_batch_with_one_bad_file_keeps_the_good_ones(client, app):  # noqa: F811
+    r = upload(client, ("good.png", png_bytes(30)), ("bad.png", b"not an image at all"))
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and "1 screening(s) saved" in html and "bad.png" in html
+    assert count(app) == 1
+
+
+def test_refer_and_out_of_scope_decisions(client, app):  # noqa: F811
+    r = upload(client, ("mid.png", png_bytes(128, noise=5)))
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Refer to a clinician" in page and "a clinician must read this image" in page
+    r = upload(client, ("flat.png", png_bytes(128, noise=0)))
+    sid = r.headers["Location"].split("/")[2].split("?")[0]
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Not a frontal chest X-ray" in page
+    assert "<meter" not in page and "heatmap.png" not in page, "no diagnosis shown when out of scope"
+    assert client.get(f"/screenings/{sid}/heatmap.png").status_code == 404
+
+
+@pytest.mark.parametrize("name, data, status, text", [
+    ("x.png", b"", 400, "empty"),
+    ("x.png", b"GIF89a" + b"\0" * 100, 415, "not a PNG, JPEG or DICOM"),
+    ("x.exe", b"MZ\x90\x00" * 50, 415, "not a PNG, JPEG or DICOM"),
+    ("x.png", png_bytes(50)[:60], 422, "x.png"),  # truncated: header fine, decoding fails
+    ("x.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 20, 400, "JPEG"),
+])
+def test_bad_uploads_get_a_clear_message_and_leave_history_untouched(client, app, name, data, status, text):  # noqa: F811
+    r = upload(client, (name, data))
+    assert r.status_code == status
+    assert text in r.get_data(as_text=True)
+    assert count(app) == 0 and files_on_disk(app) == []
+    assert client.get("/").status_code == 200  # still serving
+
+
+def test_pixel_and_size_limits(tmp_path, fake):  # noqa: F811
+    from edge_runtime.web import create_app
+
+    app_ = create_app(fake, tmp_path / "d", {"MAX_PIXELS": 1000, "MAX_FILE_MB": 0.001, "MAX_REQUEST_MB": 0.05,
+                                             "MAX_FILES": 2})
+    c = app_.test_client()
+    big = png_bytes(50, size=(40, 40), noise=0)  # 1600 px, small file
+    r = upload(c, ("big.png", big))
+    assert r.status_code == 413 and "megapixels" in r.get_data(as_text=True)
+    r = upload(c, ("heavy.png", png_bytes(50, size=(60, 60), noise=60)))  # > 1 kB
+    assert r.status_code == 413 and "the limit is 0.001 MB" in r.get_data(as_text=True)
+    r = upload(c, *[(f"{i}.png", b"x") for i in range(3)])
+    assert r.status_code == 400 and "limit is 2" in r.get_data(as_text=True)
+    r = upload(c, ("huge.png", b"\x89PNG" + b"0" * 60_000))  # over the request limit
+    assert r.status_code == 413 and "too large" in r.get_data(as_text=True)
+    assert count(app_) == 0
+
+
+def test_no_file_and_long_reference(client, app):  # noqa: F811
+    r = upload(client)
+    assert r.status_code == 400 and "Choose at least one image" in r.get_data(as_text=True)
+    r = upload(client, ("a.png", png_bytes()), reference="x" * 65)
+    assert r.status_code == 400 and "longer than 64" in r.get_data(as_text=True)
+    assert count(app) == 0
+
+
+def test_classifier_crash_is_a_clear_error_and_saves_nothing(tmp_path):
+    from edge_runtime.web import create_app
+
+    app_ = create_app(FakeClassifier(fail=True), tmp_path / "d")
+    c = app_.test_client()
+    r = upload(c, ("a.png", png_bytes()))
+    assert r.status_code == 500 and "internal error" in r.get_data(as_text=True)
+    assert count(app_) == 0 and c.get("/").status_code == 200
+
+
+def test_form_without_csrf_token_is_refused(client, app):  # noqa: F811
+    client.get("/")
+    r = client.post("/screenings", data={"files": [(io.BytesIO(png_bytes()), "a.png")]},
+                    content_type="multipart/form-data")
+    assert r.status_code == 400 and "expired" in r.get_data(as_text=True)
+    r = upload(client, ("a.png", png_bytes()), token="forged")
+    assert r.status_code == 400 and count(app) == 0
+
+
+def test_history_search_detail_and_csv(client, app):  # noqa: F811
+    for ref, mean in (("alpha-1", 30), ("alpha-2", 220), ("beta=1", 30)):
+        upload(client, (f"{ref}.png", png_bytes(mean)), reference=ref)
+    html = client.get("/history").get_data(as_text=True)
+    assert "3 screening(s)" in html and "alpha-1" in html and "beta=1" in html
+    html = client.get("/history?reference=alpha").get_data(as_text=True)
+    assert "2 screening(s)" in html and "beta=1" not in html
+    assert "0 screening(s)" in client.get("/history?reference=%25").get_data(as_text=True)  # LIKE escaped
+    html = client.get("/history?decision=pneumonia").get_data(as_text=True)
+    assert "1 screening(s)" in html and "alpha-2" in html
+    today = app.extensions["cxr"].store.search()[0][0]["created"][:10]
+    assert "3 screening(s)" in client.get(f"/history?date_from={today}&date_to={today}").get_data(as_text=True)
+    assert "0 screening(s)" in client.get("/history?date_to=2000-01-01").get_data(as_text=True)
+    r = client.get("/history?date_from=yesterday")
+    assert r.status_code == 200 and "Ignored the date" in r.get_data(as_text=True)
+    r = client.get("/history.csv?reference=alpha")
+    assert r.mimetype == "text/csv" and "attachment" in r.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+    assert sorted(x["reference"] for x in rows) == ["alpha-1", "alpha-2"]
+    assert {"p_normal", "p_pneumonia", "p_tuberculosis", "model_version", "outcome"} <= set(rows[0])
+    rows = list(csv.DictReader(io.StringIO(client.get("/history.csv").get_data(as_text=True))))
+    assert [x["reference"] for x in rows if x["reference"].startswith("'")] == []
+    upload(client, ("f.png", png_bytes()), reference="=HYPERLINK(1)")
+    text = client.get("/history.csv").get_data(as_text=True)
+    assert "'=HYPERLINK(1)" in text, "no spreadsheet formula injection"
+
+
+def test_history_pagination(tmp_path, fake):  # noqa: F811
+    from edge_runtime.web import create_app
+
+    app_ = create_app(fake, tmp_path / "d", {"PAGE_SIZE": 2})
+    c = app_.test_client()
+    for i in range(5):
+        upload(c, (f"{i}.png", png_bytes(seed=i)), reference=f"r{i}")
+    p1 = c.get("/history").get_data(as_text=True)
+    p3 = c.get("/history?page=3").get_data(as_text=True)
+    assert "Page 1 of 3" in p1 and "r4" in p1 and "r0" not in p1 and "r0" in p3
+    assert c.get("/history?page=abc").status_code == 200
+
+
+def test_follow_up_outcome_and_monitoring(client, app):  # noqa: F811
+    ids = []
+    for mean in (30, 30, 220, 220, 128):
+        r = upload(client, ("x.png", png_bytes(mean, noise=5 if mean == 128 else 20)))
+        ids.append(r.headers["Location"].split("/")[2].split("?")[0])
+    upload(client, ("flat.png", png_bytes(100, noise=0)))
+    page = client.get(f"/screenings/{ids[0]}").get_data(as_text=True)
+    tok = csrf(page)
+    for sid, outcome in zip(ids, ("normal", "pneumonia", "pneumonia", "normal", "tuberculosis")):
+        r = client.post(f"/screenings/{sid}/outcome", data={"csrf_token": tok, "outcome": outcome, "note": "GX"})
+        assert r.status_code == 303
+    assert "Confirmed outcome: Pneumonia" in client.get(f"/screenings/{ids[1]}").get_data(as_text=True)
+    assert client.post(f"/screenings/{ids[0]}/outcome", data={"csrf_token": tok, "outcome": "cancer?"}
+                       ).status_code == 400
+    assert client.post(f"/screenings/{ids[0]}/outcome", data={"outcome": "normal"}).status_code == 400
+    html = client.get("/monitoring").get_data(as_text=True)
+    assert "5 screening(s) with a confirmed outcome" in html
+    assert 'id="screening-figures"' in html and 'id="model-figures"' in html and "95% interval" in html
+    # shares: 1 refer and 1 out of scope among 6 images
+    assert "16.7%" in html
+    # clearing an outcome
+    client.post(f"/screenings/{ids[4]}/outcome", data={"csrf_token": tok, "outcome": ""})
+    assert app.extensions["cxr"].store.get(ids[4])["outcome"] is None
+
+
+def test_model_page_card_metrics_thresholds(client):  # noqa: F811
+    html = client.get("/model").get_data(as_text=True)
+    assert "Fake model card" in html and "<strong>Intended use:</strong>" in html
+    assert "&lt;script&gt;" in html and "<script>alert" not in html, "the card is escaped"
+    assert 'id="metrics"' in html and "siteA" in html and "siteB" in html and "all sources" in html
+    assert 'id="thresholds"' in html and "0.300" in html
+    assert "Intended use" in html and "not a diagnosis" in html.lower()
+    assert "NO" in html and "tflite_int8" in html  # not validated, failed format named
+
+
+def test_validated_real_model_shows_no_banner(tmp_path):
+    from edge_runtime.web import create_app
+
+    c = create_app(FakeClassifier(synthetic=False, validated=True), tmp_path / "d").test_client()
+    assert 'id="banner"' not in c.get("/").get_data(as_text=True)
+
+
+def test_french_and_language_cookie(client):  # noqa: F811
+    r = client.get("/?lang=fr")
+    assert "Dépister une radiographie thoracique" in r.get_data(as_text=True)
+    assert "lang=fr" in r.headers.get("Set-Cookie", "")
+    assert 'lang="fr"' in client.get("/history").get_data(as_text=True)  # remembered
+    r = client.get("/?lang=en")
+    assert "Screen a chest X-ray" in r.get_data(as_text=True)
+
+
+def test_accept_language(app):  # noqa: F811
+    c = app.test_client()
+    assert "Historique" in c.get("/history", headers={"Accept-Language": "fr-FR,fr;q=0.9"}).get_data(as_text=True)
+
+
+def test_not_found_pages(client):  # noqa: F811
+    assert client.get("/screenings/0123abc").status_code == 404
+    assert client.get("/screenings/../etc").status_code == 404
+    assert client.get("/screenings/abc/other.png").status_code == 404
+    assert client.get("/nope").status_code == 404
+    assert client.put("/screenings").status_code == 405
+
+
+def test_concurrent_uploads_one_inference_at_a_time(tmp_path):
+    """Threads posting different images at once: the (lock-free) fake sees one call at a time, and every
+    result belongs to its own image."""
+    from edge_runtime.web import create_app
+
+    fk = FakeClassifier(delay_s=0.02)
+    app_ = create_app(fk, tmp_path / "d")
+    results, errors = {}, []
+
+    def worker(i):
+        c = app_.test_client()
+        mean = 20 + 25 * i
+        r = upload(c, ("x.png", png_bytes(mean, seed=i)), reference=f"c{i}")
+        if r.status_code != 303:
+            errors.append(r.status_code)
+            return
+        results[i] = app_.extensions["cxr"].store.get(r.headers["Location"].split("/")[2].split("?")[0])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == [] and len(results) == 8 and fk.max_active == 1
+    for i, rec in results.items():
+        assert rec["reference"] == f"c{i}"
+        want = fk.classify(png_bytes(20 + 25 * i, seed=i)).probs
+        assert rec["probs"] == pytest.approx(want)
