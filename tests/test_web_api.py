@@ -248,3 +248,17 @@ def test_set_password_command_and_serve_refusal(tmp_path):
     assert check_password(auth, PASSWORD) and check_token(auth, token)
     r = run_cli("serve", "--bundle", str(tmp_path / "nothing"), "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2 and "nothing" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_auth_file_without_epoch_still_needs_login(tmp_path):
+    from edge_runtime.web import create_app
+    from edge_runtime.web.auth import AUTH_FILE, set_password
+
+    data = tmp_path / "d"
+    set_password(data, PASSWORD)
+    auth = json.loads((data / AUTH_FILE).read_text())
+    del auth["epoch"]
+    (data / AUTH_FILE).write_text(json.dumps(auth))
+    c = create_app(FakeClassifier(), data, {"HOST": "0.0.0.0"}).test_client()
+    assert c.get("/").status_code == 302
+    assert login(c).status_code == 303 and c.get("/").status_code == 200

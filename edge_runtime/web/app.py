@@ -184,7 +184,7 @@ def _install_hooks(app: Flask, web: Web) -> None:
                 if not A.check_token(auth, token):
                     return _deny(401, "bad_token", "the API token is not valid")
                 g.via_token = True
-            elif session.get("auth") != auth.get("updated"):
+            elif not A.session_ok(auth, session):
                 if wants_json():
                     return _deny(401, "login_required", "log in or send 'Authorization: Bearer <token>'")
                 return redirect(url_for("views.login", next=request.full_path.rstrip("?")))
@@ -226,7 +226,7 @@ def _install_hooks(app: Flask, web: Web) -> None:
             "meta": web.meta,
             "backend": getattr(web.classifier, "backend", ""),
             "auth_on": web.auth is not None,
-            "logged_in": web.auth is not None and session.get("auth") == web.auth.get("updated"),
+            "logged_in": A.session_ok(web.auth, session),
         }
 
     @app.errorhandler(HTTPException)

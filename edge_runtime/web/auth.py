@@ -1,7 +1,8 @@
 """Operator password, API token, session secret, CSRF tokens and a login throttle.
 
 Files in the data directory (mode 0600):
-  auth.json   {"password": salted scrypt hash (werkzeug), "token_sha256": hex of the API token, "updated": ...}
+  auth.json   {"password": salted scrypt hash (werkzeug), "token_sha256": hex of the API token, "updated": ...,
+               "epoch": random; a new password ends every login session}
   secret_key  random key that signs the session cookie (made on first start)
 
 The password is never stored, only its salted hash; the API token is shown once by ``set-password`` and only
@@ -48,7 +49,14 @@ def load_auth(data_dir: str | Path) -> dict | None:
     auth = json.loads(path.read_text())
     if not auth.get("password"):
         raise ValueError(f"{path}: no password hash in the file; run set-password again")
+    auth.setdefault("epoch", hashlib.sha256(auth["password"].encode()).hexdigest()[:16])
     return auth
+
+
+def session_ok(auth: dict | None, session) -> bool:
+    """A login session is valid only for the password epoch it was made under."""
+    got = session.get("auth")
+    return bool(auth and got) and hmac.compare_digest(str(got), str(auth["epoch"]))
 
 
 def set_password(data_dir: str | Path, password: str, new_token: bool = True) -> str | None:
@@ -61,7 +69,8 @@ def set_password(data_dir: str | Path, password: str, new_token: bool = True) ->
     token = secrets.token_urlsafe(32) if new_token or not old.get("token_sha256") else None
     auth = {"password": generate_password_hash(password),  # scrypt with a random 16-char salt
             "token_sha256": hash_token(token) if token else old["token_sha256"],
-            "updated": datetime.now().astimezone().isoformat(timespec="seconds")}
+            "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "epoch": secrets.token_hex(8)}  # a login session is valid for this epoch only
     _write_private(Path(data_dir) / AUTH_FILE, json.dumps(auth, indent=2) + "\n")
     return token
 

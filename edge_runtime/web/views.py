@@ -187,7 +187,7 @@ def login():
             w.throttle.reset(who)
             session.clear()  # a fresh session (new CSRF token) after login
             session.permanent = True
-            session["auth"] = w.auth.get("updated")
+            session["auth"] = w.auth["epoch"]
             nxt = request.args.get("next", "")
             return redirect(nxt if _local_path(nxt) else url_for("views.index"),
                             code=303)
