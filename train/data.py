@@ -13,6 +13,7 @@ Layouts recognised without hand work (the source is recorded for every image):
 from __future__ import annotations
 
 import csv
+import os
 import hashlib
 import logging
 import re
@@ -228,21 +229,31 @@ SPLIT_COLUMNS = ("path", "label", "source", "patient_id", "group", "split")
 
 
 def save_split(parts: dict[str, list[Sample]], path: str | Path) -> Path:
+    """Write the split; image paths are stored relative to the split file's folder, so a run folder and
+    its data can be moved together and later steps (convert, benchmark) run from any directory."""
     path = Path(path)
+    base = path.resolve().parent
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(SPLIT_COLUMNS)
         for side, samples in parts.items():
             for s in samples:
-                w.writerow([s.path, s.label, s.source, s.patient_id, s.group, side])
+                rel = os.path.relpath(os.path.abspath(s.path), base)
+                w.writerow([rel, s.label, s.source, s.patient_id, s.group, side])
     return path
 
 
 def load_split(path: str | Path) -> dict[str, list[Sample]]:
+    """Read a saved split; relative paths resolve against the split file's folder (older files: the
+    current directory)."""
     parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    base = Path(path).resolve().parent
     with Path(path).open(newline="") as fh:
         for row in csv.DictReader(fh):
-            parts[row["split"]].append(Sample(row["path"], row["label"], row["source"], row["patient_id"],
+            p = row["path"]
+            if not os.path.isabs(p) and (os.path.exists(base / p) or not os.path.exists(p)):
+                p = os.path.normpath(base / p)
+            parts[row["split"]].append(Sample(p, row["label"], row["source"], row["patient_id"],
                                               row.get("group", "")))
     return parts
 
@@ -274,7 +285,7 @@ class Arrays:
 
 def _file_digest(path: str) -> str:
     st = Path(path).stat()
-    return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def load_arrays(samples: list[Sample], classes: tuple[str, ...], cfg: PreprocessConfig,
