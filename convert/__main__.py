@@ -1,0 +1,65 @@
+"""python -m convert RUN_DIR --formats tflite_int8,openvino_int8,onnx_int8 --out BUNDLE
+
+Turns a training run into a model bundle a technician copies to a device: the chosen artifacts, each
+checked through the device runtime against its Keras parent, with metadata, a model card and checksums.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from convert.formats import DEFAULT_FORMATS, FORMATS, parse_formats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="training run folder (python -m train --out ...)")
+    p.add_argument("--out", required=True, help="bundle folder to create")
+    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
+                   help=f"comma-separated, or 'all' (default {','.join(DEFAULT_FORMATS)}); known: {', '.join(FORMATS)}")
+    p.add_argument("--input-type", choices=("uint8", "int8"), default="uint8", help="TFLite INT8 input type")
+    p.add_argument("--min-agreement", type=float, default=0.98,
+                   help="top-1 agreement with the Keras parent below which a format is marked failed")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv=None) -> int:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    for noisy in ("tensorflow", "absl", "h5py", "nncf", "tf2onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        formats = parse_formats(args.formats)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from convert.pipeline import run
+
+    status = run(args.run_dir, args.out, formats, args.input_type, args.min_agreement, args.force)
+    print()
+    print(f"{'format':<16} {'MB':>6} {'agree':>7} {'max diff':>9} {'test acc':>9}  status")
+    for key, r in status["formats"].items():
+        acc = r.get("test", {}).get("pooled", {}).get("accuracy", float("nan"))
+        print(f"{key:<16} {r.get('bytes', 0) / 1e6:6.2f} {r.get('agreement', float('nan')):7.3f} "
+              f"{r.get('max_prob_diff', float('nan')):9.4f} {acc:9.3f}  {'ok' if r.get('passed') else 'FAILED: ' + r.get('error', 'below agreement')}")
+    print(f"\nBundle: {args.out} ({status['seconds']:.0f} s)" + ("  *** SYNTHETIC - NOT FOR CLINICAL USE ***"
+                                                               if status["synthetic"] else ""))
+    if status["failed_formats"]:
+        print(f"FAILED formats: {', '.join(status['failed_formats'])} (kept in the bundle, marked failed in "
+              f"bundle.json; the runtime prefers formats that passed)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""MODEL_CARD.md: the short human-readable page that travels in every bundle."""
+from __future__ import annotations
+
+from edge_runtime.metadata import ModelMetadata
+
+
+def _fmt(v, nd=3):
+    return "-" if v is None or v != v else f"{v:.{nd}f}"
+
+
+def metrics_table(rep: dict, labels) -> str:
+    """Pooled and per-source rows of a report_by_source dict."""
+    rows = [("pooled", rep["pooled"])] + sorted(rep.get("by_source", {}).items())
+    head = "| group | n | accuracy | macro-F1 | macro-AUC | " + " | ".join(f"{l[:4]} sens" for l in labels) + " |"
+    lines = [head, "|" + "---|" * (4 + len(labels) + 1)]
+    for name, r in rows:
+        sens = [r.get("per_class", {}).get(l, {}).get("sensitivity") for l in labels]
+        lines.append(f"| {name} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(r['macro_f1'])} | {_fmt(r.get('macro_auc'))} | "
+                     + " | ".join(_fmt(s) for s in sens) + " |")
+    return "\n".join(lines)
+
+
+def model_card(meta: ModelMetadata, status: dict) -> str:
+    labels = list(meta.labels)
+    out = [f"# Model card: {meta.model_name} {meta.model_version}", ""]
+    if meta.synthetic:
+        out += ["**SYNTHETIC DATA - NOT FOR CLINICAL USE.** This model was trained on generated phantom images so "
+                "that the software can be tried and tested. It knows nothing about real patients.", ""]
+    elif not status.get("validated"):
+        out += ["**NOT VALIDATED:** at least one conversion failed its parity check: "
+                + ", ".join(status.get("failed_formats", [])), ""]
+    op = meta.metrics.get("operating_point", {})
+    out += ["## Intended use",
+            "A screening aid for frontal chest radiographs (PA/AP) of adults: it sorts films into normal, "
+            "pneumonia and tuberculosis to help a clinic decide who needs a clinician's read or a confirmatory "
+            "test (sputum, GeneXpert). It is **not a diagnosis**, it does not replace a radiologist, and it has "
+            "not been cleared by any regulator. Images it does not recognise as chest radiographs are marked "
+            "out of scope; uncertain ones are marked *refer to a clinician*.", "",
+            "## Model",
+            f"- Architecture: {meta.model_name}, input {meta.image_size}x{meta.image_size} grayscale "
+            f"(resize: {meta.interpolation}); trained with quantization-aware training: {meta.quantization}.",
+            f"- Classes (output order): {', '.join(labels)}.",
+            f"- Training data: sources {', '.join(meta.data_sources) or '-'}; data hash `{meta.data_hash}`; "
+            f"split by patient: {meta.split.get('counts', {})} (seed {meta.split.get('seed')}).",
+            f"- Temperature scaling: T = {meta.temperature:.2f} (validation ECE "
+            f"{_fmt(op.get('calibration', {}).get('val_ece_before'))} -> "
+            f"{_fmt(op.get('calibration', {}).get('val_ece_after'))}).", "",
+            "## Decision rule (chosen on validation data)"]
+    if "tb" in op:
+        out.append(f"- Tuberculosis when P(TB) >= {op['tb']['threshold']:.3f}: validation sensitivity "
+                   f"{op['tb']['val_sensitivity']:.3f}, specificity {op['tb']['val_specificity']:.3f} "
+                   f"(WHO screening bar: sensitivity >= 0.90 with specificity >= 0.70).")
+    if "refer" in op:
+        r = op["refer"]
+        out.append(f"- Refer to a clinician when the top probability is below {r['refer_below']:.2f}: "
+                   f"{r['val_refer_fraction']:.1%} of validation images referred; accuracy on the rest "
+                   f"{_fmt(r['val_accuracy_not_referred'])}.")
+    out.append("")
+    out += ["## Formats in this bundle", "",
+            "| format | file | MB | top-1 agreement with Keras parent | max prob diff | test accuracy | status |",
+            "|---|---|---|---|---|---|---|"]
+    for key, r in status.get("formats", {}).items():
+        acc = r.get("test", {}).get("pooled", {}).get("accuracy")
+        out.append(f"| {key} | {r.get('file', '-')} | {r.get('bytes', 0) / 1e6:.2f} | {_fmt(r.get('agreement'))} | "
+                   f"{_fmt(r.get('max_prob_diff'), 4)} | {_fmt(acc)} | {'ok' if r.get('passed') else 'FAILED'} |")
+    test = meta.metrics.get("test")
+    if test and "pooled" in test:
+        out += ["", "## Test metrics of the trained model, pooled and per source (unseen patients)", "",
+                metrics_table(test, labels)]
+    out += ["", "## Limitations",
+            "- Public chest X-ray sets confound disease with source (hospital, scanner, age): a model can score "
+            "well by recognising the source. Figures are per source for that reason; performance at a new site "
+            "is unknown until measured there with confirmed outcomes (the device's monitoring page does this).",
+            "- The heatmap shows which regions raised the score at the coarse feature-map resolution; it is an "
+            "aid for the reader, not a localisation of disease.",
+            "- Children, lateral films, post-operative chests and other diseases were not part of the training "
+            "data.", ""]
+    return "\n".join(out)

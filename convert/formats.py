@@ -1,0 +1,57 @@
+"""The ONE table of export formats. Conversion, the runtime's backend choice (by suffix, in
+``edge_runtime.bundle.MODEL_SUFFIXES``) and the benchmark rows all iterate it; rows are keyed by name.
+
+``parent``: which trained Keras model the artifact is made from: ``float`` (model_float.keras) or ``qat``
+(model_qat.h5, the quantization-aware model, whose fake-quant ranges become the INT8 scales).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Format:
+    key: str
+    suffix: str  # file suffix of the artifact; decides the backend
+    backend: str  # "keras" (workstation reference only), "litert", "openvino", "onnxruntime"
+    parent: str  # "float" or "qat"
+    int8: bool
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return f"model_{self.key}{self.suffix}"
+
+    @property
+    def on_device(self) -> bool:
+        return self.backend != "keras"
+
+
+FORMATS: dict[str, Format] = {f.key: f for f in (
+    Format("keras_fp32", ".keras", "keras", "float", False, "float Keras model: the reference and the speed baseline"),
+    Format("tflite_fp32", ".tflite", "litert", "float", False, "TFLite float32"),
+    Format("tflite_int8", ".tflite", "litert", "qat", True, "TFLite full integer from the QAT model"),
+    Format("tflite_int8_ptq", ".tflite", "litert", "float", True,
+           "TFLite full integer, post-training quantised from the float model (shows what QAT buys)"),
+    Format("openvino_fp32", ".xml", "openvino", "float", False, "OpenVINO IR float32"),
+    Format("openvino_int8", ".xml", "openvino", "qat", True,
+           "OpenVINO IR INT8 from the QAT graph's fake-quant (NNCF post-training when there is no QAT model)"),
+    Format("onnx_fp32", ".onnx", "onnxruntime", "float", False, "ONNX float32 (tf2onnx)"),
+    Format("onnx_int8", ".onnx", "onnxruntime", "float", True,
+           "ONNX INT8 QDQ, onnxruntime static quantisation of the float ONNX (per-channel)"),
+)}
+
+DEFAULT_FORMATS = ("tflite_int8", "openvino_int8", "onnx_int8")
+
+
+def parse_formats(text: str | None, default=DEFAULT_FORMATS) -> list[str]:
+    """'a,b' -> validated keys; 'all' -> every on-device format. Unknown names raise and list the valid ones."""
+    if not text:
+        return list(default)
+    if text.strip() == "all":
+        return [k for k, f in FORMATS.items() if f.on_device]
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in keys if k not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown format(s) {bad}; valid: {', '.join(FORMATS)} (or 'all')")
+    return keys

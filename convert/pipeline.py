@@ -1,0 +1,153 @@
+"""From a training run to a verified model bundle: calibrate on validation, export each format, check each
+artifact through ``edge_runtime`` against its Keras parent, write metadata, model card and checksums."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from convert import calibrate as C
+from convert import export as E
+from convert.card import model_card
+from convert.formats import FORMATS
+from edge_runtime import bundle as B
+from edge_runtime import metrics as M
+from edge_runtime import scope
+from edge_runtime.classifier import calibrate
+from edge_runtime.metadata import ModelMetadata
+
+log = logging.getLogger(__name__)
+
+
+def _predict(model, images: np.ndarray, batch: int = 32):
+    """Two-output Keras model -> (probs, embeddings) for uint8 images (N, H, W)."""
+    probs, embs = [], []
+    for i in range(0, len(images), batch):
+        p, f = model(images[i:i + batch, ..., None].astype(np.float32), training=False)
+        probs.append(p.numpy())
+        embs.append(f.numpy().mean(axis=(1, 2)))
+    return np.concatenate(probs), np.concatenate(embs)
+
+
+def parity(backend, images: np.ndarray, reference: np.ndarray) -> dict:
+    """Run an artifact through the runtime backend on the images; compare with the reference probabilities."""
+    probs = np.stack([backend.run(x)[0] for x in images])
+    return {"probs": probs, "agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
+            "max_prob_diff": float(np.abs(probs - reference).max())}
+
+
+def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: str = "uint8",
+        min_agreement: float = 0.98, force: bool = False) -> dict:
+    import tensorflow as tf  # noqa: F401  (imports TF before tf_keras)
+
+    from train import data as D
+    from train import qat
+
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / "metadata.json").is_file() or not (run_dir / "model_float.keras").is_file():
+        raise SystemExit(f"{run_dir}: not a training run (needs metadata.json and model_float.keras)")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise SystemExit(f"{out} is not empty; choose another --out or pass --force")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    meta = ModelMetadata.load(run_dir / "metadata.json")
+    labels = list(meta.labels)
+
+    log.info("[1/5] loading the split and images (%d px)", meta.image_size)
+    parts = D.load_split(run_dir / "split.csv")
+    arrays = {side: D.load_arrays(parts[side], meta.labels, meta.preprocess, run_dir / "cache")
+              for side in ("train", "val", "test") if parts.get(side)}
+    val, test = arrays["val"], arrays.get("test")
+    for side in ("train", "val"):
+        if side not in arrays or len(arrays[side].images) == 0:
+            raise SystemExit(f"{run_dir / 'split.csv'}: no readable {side} images (moved or deleted data?); "
+                             "calibration and the parity check need them")
+
+    log.info("[2/5] loading the Keras models")
+    models = {"float": E.two_output_model(qat.load_model(run_dir / "model_float.keras"))}
+    if (run_dir / "model_qat.h5").is_file():
+        models["qat"] = E.two_output_model(qat.load_model(run_dir / "model_qat.h5"))
+    deployed = "qat" if "qat" in models else "float"
+
+    log.info("[3/5] calibrating on validation (%d images) with the %s model", len(val.images), deployed)
+    ref = {side: {p: _predict(m, arrays[side].images) for p, m in models.items()} for side in ("val", "test")
+           if side in arrays}
+    vprobs = ref["val"][deployed][0]
+    temperature = C.fit_temperature(val.labels, vprobs)
+    cal = calibrate(vprobs, temperature)
+    thresholds, op_report = C.choose_operating_points(val.labels, cal, labels)
+    _, train_emb = _predict(models[deployed], arrays["train"].images)
+    scope_stats = scope.fit(train_emb, arrays["train"].labels, len(labels))
+    op_report["calibration"] = {"temperature": temperature,
+                                "val_ece_before": M.expected_calibration_error(val.labels, vprobs),
+                                "val_ece_after": M.expected_calibration_error(val.labels, cal)}
+    log.info("temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", temperature,
+             op_report["calibration"]["val_ece_before"], op_report["calibration"]["val_ece_after"],
+             {k: round(v, 3) for k, v in thresholds.items()})
+    meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats,
+                   head=C.head_weights(models[deployed]),
+                   metrics={**meta.metrics, "operating_point": op_report})
+    meta_json = meta.to_json()
+    meta.save(out / "metadata.json")
+
+    log.info("[4/5] exporting %d format(s): %s", len(formats), ", ".join(formats))
+    work = Path(tempfile.mkdtemp(prefix="convert-", dir=out.parent))
+    src = E.Sources(work=work, models=models, calib=val.images, meta_json=meta_json, input_type=input_type)
+    from edge_runtime.backends import load_backend
+
+    results = {}
+    try:
+        for i, key in enumerate(formats, 1):
+            f = FORMATS[key]
+            log.info("(%d/%d) %s: %s", i, len(formats), key, f.description)
+            res = E.export(key, src, out)
+            if res["ok"] and f.on_device:
+                parent = f.parent if f.parent in models else "float"
+                try:
+                    be = load_backend(out / f.filename, num_threads=2)
+                    pv = parity(be, val.images, ref["val"][parent][0])
+                    pf = parity(be, val.images, ref["val"]["float"][0]) if parent != "float" else pv
+                    res.update(parent=parent, agreement=pv["agreement"], max_prob_diff=pv["max_prob_diff"],
+                               agreement_vs_float=pf["agreement"], max_prob_diff_vs_float=pf["max_prob_diff"])
+                    res["val"] = M.report_by_source(val.labels, calibrate(pv["probs"], temperature), val.sources, labels)
+                    if test is not None and len(test.images):
+                        pt = parity(be, test.images, ref["test"][parent][0])
+                        res["test"] = M.report_by_source(test.labels, calibrate(pt["probs"], temperature),
+                                                         test.sources, labels)
+                        res["test_agreement"] = pt["agreement"]
+                    res["passed"] = pv["agreement"] >= min_agreement
+                    (log.info if res["passed"] else log.error)(
+                        "[%s] parity vs Keras %s on %d validation images: top-1 agreement %.1f%%, "
+                        "max prob diff %.4f%s", key, parent, len(val.images), 100 * pv["agreement"],
+                        pv["max_prob_diff"], "" if res["passed"] else
+                        f"  *** BELOW {100 * min_agreement:.0f}%: MARKED FAILED ***")
+                except Exception as exc:  # noqa: BLE001 - a broken artifact is a failed row
+                    res.update(passed=False, error=f"parity check failed: {type(exc).__name__}: {exc}"[:500])
+                    log.error("[%s] parity check failed: %s", key, exc)
+            elif res["ok"]:
+                res["passed"] = True
+            else:
+                res["passed"] = False
+            results[key] = res
+    finally:
+        E.cleanup(src)
+
+    log.info("[5/5] writing the bundle: metadata, model card, checksums")
+    failed = [k for k, r in results.items() if not r.get("passed")]
+    status = {"validated": not failed and not meta.synthetic, "synthetic": meta.synthetic,
+              "failed_formats": failed, "min_agreement": min_agreement, "run_dir": str(run_dir),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "formats": {k: {kk: vv for kk, vv in r.items()} for k, r in results.items()}}
+    (out / "bundle.json").write_text(json.dumps(status, indent=2, default=float) + "\n")
+    (out / "MODEL_CARD.md").write_text(model_card(meta, status))
+    B.write_sums(out)
+    status["seconds"] = round(time.time() - t0, 1)
+    return status

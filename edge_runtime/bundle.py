@@ -1,0 +1,143 @@
+"""The model bundle: the folder a technician copies to a device as it is.
+
+    bundle/
+      model_tflite_int8.tflite   (one or more artifacts, named model_<format>.<suffix>)
+      metadata.json              (edge_runtime.metadata.ModelMetadata: labels, input size, thresholds, ...)
+      bundle.json                (which formats it holds, their parity check against the float model, status)
+      MODEL_CARD.md              (intended use, data, metrics per source, limitations)
+      SHA256SUMS                 (sha256sum format; verified before anything is served)
+
+The runtime refuses a bundle whose checksums or metadata do not match, with a message that names the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from edge_runtime.metadata import ModelMetadata
+
+SUMS = "SHA256SUMS"
+MODEL_SUFFIXES = {".tflite": "litert", ".onnx": "onnxruntime", ".xml": "openvino"}  # suffix -> backend
+BACKEND_ORDER = ("litert", "openvino", "onnxruntime")  # preference when a bundle holds several artifacts
+
+
+class BundleError(RuntimeError):
+    """A bundle or model file that cannot be trusted or used; the message names the file and the reason."""
+
+
+def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_sums(folder: str | Path) -> Path:
+    """Write SHA256SUMS for every file in the folder (recursively), except the sums file itself."""
+    folder = Path(folder)
+    lines = [f"{sha256(p)}  {p.relative_to(folder).as_posix()}\n"
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != SUMS]
+    (folder / SUMS).write_text("".join(lines))
+    return folder / SUMS
+
+
+def verify_sums(folder: str | Path) -> list[str]:
+    """Check every entry of SHA256SUMS; raise BundleError naming each missing or changed file."""
+    folder = Path(folder)
+    sums = folder / SUMS
+    if not sums.is_file():
+        raise BundleError(f"{folder}: no {SUMS} file; this folder is not a verified bundle "
+                          f"(make one with `python -m convert RUN --out BUNDLE`)")
+    problems, names = [], []
+    for n, line in enumerate(sums.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            problems.append(f"{SUMS} line {n} is malformed")
+            continue
+        path = folder / name
+        names.append(name)
+        if ".." in Path(name).parts:
+            problems.append(f"{name}: path leaves the bundle")
+        elif not path.is_file():
+            problems.append(f"{name}: listed in {SUMS} but missing")
+        elif sha256(path) != digest:
+            problems.append(f"{name}: checksum mismatch (file changed or corrupt)")
+    if problems:
+        raise BundleError(f"{folder}: bundle verification failed: " + "; ".join(problems))
+    return names
+
+
+def model_files(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix in MODEL_SUFFIXES)
+
+
+def read_status(folder: str | Path) -> dict:
+    path = Path(folder) / "bundle.json"
+    if not path.is_file():
+        return {"validated": False, "formats": {}, "failed_formats": []}
+    return json.loads(path.read_text())
+
+
+def resolve(path: str | Path, backend: str | None = None, verify: bool = True):
+    """Find the model file, metadata and status for a bundle folder or a single model file.
+
+    Returns (model_path, ModelMetadata, status dict). A bare model file needs ``metadata.json`` beside it
+    (for ONNX/OpenVINO the embedded copy is used when there is none).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path}: no such bundle or model file")
+    if path.is_dir():
+        if verify:
+            verify_sums(path)
+        status = read_status(path)
+        files = model_files(path)
+        if not files:
+            raise BundleError(f"{path}: no model file (.tflite, .onnx or .xml) in the bundle")
+        failed = set(status.get("failed_formats", []))
+        by_backend = {}
+        for f in files:
+            fmt = f.stem.removeprefix("model_")
+            by_backend.setdefault(MODEL_SUFFIXES[f.suffix], []).append((fmt in failed, "int8" not in fmt, f.name, f))
+        order = [backend] if backend else [b for b in BACKEND_ORDER if b in by_backend]
+        if backend and backend not in by_backend:
+            raise BundleError(f"{path}: no {backend} model in the bundle (it holds {[f.name for f in files]})")
+        # within a backend prefer a format that passed parity, then INT8
+        model = sorted(by_backend[order[0]])[0][3]
+        meta_path = path / "metadata.json"
+    else:
+        if path.suffix not in MODEL_SUFFIXES:
+            raise BundleError(f"{path}: unknown model type {path.suffix!r}; expected {sorted(MODEL_SUFFIXES)}")
+        model, status = path, {"validated": False, "formats": {}, "failed_formats": []}
+        meta_path = path.with_name("metadata.json")
+    if meta_path.is_file():
+        try:
+            meta = ModelMetadata.load(meta_path)
+        except (ValueError, TypeError) as exc:
+            raise BundleError(f"{meta_path}: invalid metadata ({exc})") from exc
+    else:
+        meta = embedded_metadata(model)
+        if meta is None:
+            raise BundleError(f"{model}: no metadata.json beside it and none embedded in the model")
+    return model, meta, status
+
+
+def embedded_metadata(model: Path) -> ModelMetadata | None:
+    """The metadata copy written into ONNX ``metadata_props`` or OpenVINO ``rt_info`` (None if absent)."""
+    text = None
+    if model.suffix == ".onnx":
+        import onnxruntime as ort
+
+        props = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        text = props.get("cxr_metadata")
+    elif model.suffix == ".xml":
+        import openvino as ov
+
+        m = ov.Core().read_model(str(model))
+        if m.has_rt_info(["cxr", "metadata"]):
+            text = m.get_rt_info(["cxr", "metadata"]).astype(str)
+    return ModelMetadata.from_dict(json.loads(text)) if text else None
