@@ -82,7 +82,7 @@ class Web:
 
 def create_app(classifier, data_dir, config: dict | None = None) -> Flask:
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(config or {})

@@ -56,8 +56,11 @@ def _lock(data_dir: Path):
 
 def serve(app, host: str, port: int, threads: int = 4) -> None:
     """Run ``app`` under waitress until interrupted; prints the URL (with the real port when port is 0)."""
+    import logging
+
     from waitress.server import create_server
 
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # uploads queue for the model by design
     body = int(app.config["MAX_CONTENT_LENGTH"]) + 1_000_000  # let Flask answer 413 with a clear message
     server = create_server(app, host=host, port=port, threads=threads, max_request_body_size=body,
                            ident="cxr-edge", channel_timeout=120)
@@ -76,7 +79,7 @@ def run(args) -> int:
 
     data_dir = Path(args.data_dir).expanduser()
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not is_loopback(args.host) and load_auth(data_dir) is None:
             print(f"error: serving on {args.host} (reachable from other machines) needs an operator password.\n"
                   f"  Set one first: python -m edge_runtime set-password --data-dir {args.data_dir}",

@@ -69,7 +69,8 @@ class Store:
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
         self.images = self.data_dir / "images"
-        self.images.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # patient data: owner only
+        self.images.mkdir(mode=0o700, exist_ok=True)
         self.db_path = self.data_dir / "screenings.db"
         with self.connect() as db:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
