@@ -1,0 +1,162 @@
+"""The offline install kit: targets, a missing wheel named clearly, and a real host-platform kit installed
+offline (pip --no-index) into a fresh venv whose self-test passes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edge_runtime import kit as K
+
+
+@pytest.fixture
+def bundle(request):
+    try:
+        return Path(request.getfixturevalue("tiny_bundle"))
+    except pytest.FixtureLookupError:
+        pytest.skip("the tiny_bundle fixture is not in conftest.py yet")
+
+
+def fake_wheel(folder: Path, name="cxr_edge", version="0.1.0", requires=()) -> Path:
+    """A minimal valid pure-Python wheel whose metadata requires ``requires`` (offline pip tests)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    dist = f"{name}-{version}.dist-info"
+    meta = f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\nProvides-Extra: edge\n"
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    files = {f"{name}_pkg/__init__.py": "", f"{dist}/METADATA": meta,
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{dist}/RECORD"] = "".join(f"{n},,\n" for n in files) + f"{dist}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, text in files.items():
+            zf.writestr(n, text)
+    return path
+
+
+def test_targets_and_platform_tags():
+    t = K.resolve_target("linux_aarch64", "3.11", "2.36")
+    assert t.name == "linux_aarch64-py311"
+    tags = t.platform_tags()
+    assert tags[0] == "manylinux_2_36_aarch64" and "manylinux_2_17_aarch64" in tags
+    assert "manylinux2014_aarch64" in tags and not any("x86_64" in x for x in tags)
+    assert tags[-1] == "linux_aarch64"  # local --find-links wheels only (PyPI has none with this tag)
+    assert K.resolve_target("linux_aarch64", "3.10", "2.31").platform_tags()[0] == "manylinux_2_31_aarch64"
+    host = K.resolve_target("host")
+    assert host.python == f"{sys.version_info.major}.{sys.version_info.minor}"
+    with pytest.raises(K.KitError, match="linux_aarch64"):
+        K.resolve_target("win_amd64")
+    with pytest.raises(K.KitError, match="major.minor"):
+        K.resolve_target("linux_aarch64", "311")
+    with pytest.raises(K.KitError, match="glibc"):
+        K.resolve_target("linux_aarch64", "3.11", "2.12").platform_tags()
+
+
+def test_missing_wheel_names_the_package(tmp_path):
+    """Offline: the wheel folder lacks one dependency; the error names it and the target."""
+    links = tmp_path / "links"
+    own = fake_wheel(links, requires=['no-such-dependency-kit-test>=1; extra == "edge"'])
+    target = K.resolve_target("linux_aarch64", "3.11", "2.36")
+    with pytest.raises(K.KitError) as err:
+        K.download_wheels([f"{own}[edge]"], tmp_path / "wh", target, find_links=(links,), no_index=True)
+    msg = str(err.value)
+    assert "no wheel for linux aarch64, CPython 3.11" in msg
+    assert "no-such-dependency-kit-test" in msg.split("\n")[0]
+
+
+def test_kit_refuses_bad_inputs(tmp_path, bundle):
+    with pytest.raises(K.KitError, match="unknown backend"):
+        K.build_kit(bundle, tmp_path / "k1", backend="tensorflow")
+    with pytest.raises(K.KitError, match="SHA256SUMS"):
+        K.build_kit(tmp_path, tmp_path / "k2")  # not a bundle
+    if not list(bundle.glob("*.onnx")):
+        with pytest.raises(K.KitError, match="onnxruntime"):
+            K.build_kit(bundle, tmp_path / "k3", backend="onnxruntime")
+    rc = subprocess.run([sys.executable, "-m", "edge_runtime", "kit", "--bundle", str(bundle), "--out",
+                         str(tmp_path / "k4"), "--platform", "linux_riscv64"], capture_output=True, text=True)
+    assert rc.returncode == 2 and "unknown platform 'linux_riscv64'" in rc.stderr
+
+
+def test_cli_missing_wheel_exit_code(tmp_path, bundle, capsys):
+    """The command line: exit 2 and a message naming the package (offline, a wheel folder without it)."""
+    from edge_runtime.__main__ import main
+
+    links = tmp_path / "links"
+    own = fake_wheel(links, requires=['no-such-dependency-kit-test; extra == "edge"'])
+    fake_wheel(links, name="pip", version="99.0")
+    rc = main(["kit", "--bundle", str(bundle), "--out", str(tmp_path / "kit"), "--platform", "linux_aarch64",
+               "--python", "3.11", "--no-index", "--find-links", str(links), "--project-wheel", str(own),
+               "--constraints", "none"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "no wheel for linux aarch64" in err and "no-such-dependency-kit-test" in err
+    assert not (tmp_path / "kit").exists()  # nothing half-built left behind
+
+
+def test_templates_are_complete():
+    unit = (K.KIT_FILES / "cxr-edge.service.in").read_text()
+    for line in ("Restart=on-failure", "User={{USER}}", "WantedBy=multi-user.target", "ReadWritePaths={{DATA_DIR}}",
+                 "ExecStart={{PREFIX}}/venv/bin/python -m edge_runtime serve --bundle {{PREFIX}}/bundle --backend {{BACKEND}}"):
+        assert line in unit
+    filled = K._fill((K.KIT_FILES / "install.sh").read_text(),
+                     {"ARCH": "aarch64", "PYTHON_VERSION": "3.11", "BACKEND": "litert", "RUNTIME_BACKEND": "litert",
+                      "KIT_NAME": "k", "VERSION": "0"})
+    r = subprocess.run(["bash", "-n"], input=filled, text=True, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert len(list((K.KIT_FILES / "samples").glob("*.png"))) == 3
+
+
+def _base_python() -> str:
+    return getattr(sys, "_base_executable", None) or sys.executable
+
+
+@pytest.mark.slow
+def test_host_kit_installs_offline_and_selftest_passes(tmp_path, bundle):
+    """Build a kit for this machine, install it into a fresh venv with pip --no-index, self-test passes;
+    a damaged kit and a changed expectation are both refused."""
+    out = tmp_path / "kit.tar.gz"
+    kit = K.build_kit(bundle, out)  # host platform, LiteRT, the project's constraints
+    assert out.is_file() and kit.size_bytes == out.stat().st_size
+    names = {K.wheel_name_version(Path(w))[0] for w in kit.wheels}
+    assert {"cxr-edge", "pip", "numpy", "opencv-python-headless", "ai-edge-litert", "flask", "waitress",
+            "pydicom"} <= names
+    assert not names & {"tensorflow", "onnxruntime", "openvino", "tf-keras"}
+    with tarfile.open(out) as tf:
+        tf.extractall(tmp_path / "x", filter="data")
+    (root,) = (tmp_path / "x").iterdir()
+    meta = json.loads((root / "kit.json").read_text())
+    assert meta["backend"] == "litert" and meta["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    prefix = tmp_path / "prefix"
+    cmd = ["bash", str(root / "install.sh"), "--prefix", str(prefix), "--no-service", "--python", _base_python()]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "self-test passed" in r.stdout and "Start the page with" in r.stdout
+    vpy = prefix / "venv" / "bin" / "python"
+    probe = subprocess.run([str(vpy), "-c", "import sys, edge_runtime.classifier; "
+                            "assert 'tensorflow' not in sys.modules; print(edge_runtime.__file__)"],
+                           capture_output=True, text=True)
+    assert probe.returncode == 0 and str(prefix) in probe.stdout, probe.stderr
+
+    # the installed self-test refuses results that differ from the recorded ones
+    exp = prefix / "selftest" / "expected.json"
+    d = json.loads(exp.read_text())
+    first = next(iter(d["samples"].values()))
+    label = next(iter(first["probs"]))
+    first["probs"][label] += 0.01
+    exp.write_text(json.dumps(d))
+    st = subprocess.run([str(vpy), str(prefix / "selftest" / "selftest.py"), "--bundle", str(prefix / "bundle"),
+                         "--expected", str(exp)], capture_output=True, text=True)
+    assert st.returncode == 1 and "MISMATCH" in st.stdout and "self-test FAILED" in st.stderr
+
+    # a damaged kit is refused before anything is installed
+    meta_file = root / "bundle" / "metadata.json"
+    meta_file.write_text(meta_file.read_text() + " ")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0 and "damaged" in r.stderr and "bundle/metadata.json: FAILED" in r.stdout
+    shutil.rmtree(prefix)
