@@ -29,7 +29,8 @@ def test_api_create_get_list_outcome(client):  # noqa: F811
     assert body["links"]["heatmap"] and body["timings_ms"]["server"] > 0 and body["outcome"] is None
     got = client.get(body["links"]["self"]).get_json()
     assert got["id"] == body["id"] and got["probabilities"] == body["probabilities"]
-    assert client.get(body["links"]["heatmap"]).status_code == 200
+    with client.get(body["links"]["heatmap"]) as r:
+        assert r.status_code == 200
     lst = client.get("/api/v1/screenings?reference=REF").get_json()
     assert lst["total"] == 1 and lst["screenings"][0]["id"] == body["id"]
     r = client.post(f"/api/v1/screenings/{body['id']}/outcome", json={"outcome": "tuberculosis", "note": "GX+"})
@@ -166,7 +167,8 @@ def test_every_page_and_api_needs_login_or_token(secured):
         r = c.get(path)
         assert r.status_code == 401 and r.is_json and "Bearer" in r.headers["WWW-Authenticate"], path
     assert post_file(c, png_bytes()).status_code == 401
-    assert c.get("/static/app.css").status_code == 200 and c.get("/login").status_code == 200
+    with c.get("/static/app.css") as r:
+        assert r.status_code == 200 and c.get("/login").status_code == 200
     auth = {"Authorization": f"Bearer {token}"}
     assert c.get("/healthz", headers=auth).status_code == 200
     assert post_file(c, png_bytes(), headers=auth).status_code == 201

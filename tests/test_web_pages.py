@@ -27,7 +27,8 @@ def test_upload_page_is_local_only_and_has_form(client):  # noqa: F811
     assert not re.search(r'(src|href)="(https?:)?//', html), "every asset must be served locally"
     assert "SYNTHETIC DATA - NOT FOR CLINICAL USE" in html and "NOT VALIDATED" in html
     for asset in ("/static/app.css", "/static/app.js", "/static/favicon.svg"):
-        assert client.get(asset).status_code == 200
+        with client.get(asset) as r:
+            assert r.status_code == 200
 
 
 def test_security_headers(client):  # noqa: F811
@@ -59,10 +60,10 @@ def test_upload_one_png_shows_result_and_is_saved(client, app):  # noqa: F811
     assert "fake-net 9.9.9" in page and "Time taken" in page and "<meter" in page
     assert f"/screenings/{sid}/heatmap.png" in page and 'id="show-heatmap-' in page
     for which in ("image", "heatmap"):
-        img = client.get(f"/screenings/{sid}/{which}.png")
-        assert img.status_code == 200 and img.data.startswith(b"\x89PNG") and img.mimetype == "image/png"
-    orig = client.get(f"/screenings/{sid}/original")
-    assert orig.data == png_bytes(200) and "chest.png" not in orig.headers["Content-Disposition"]
+        with client.get(f"/screenings/{sid}/{which}.png") as img:
+            assert img.status_code == 200 and img.data.startswith(b"\x89PNG") and img.mimetype == "image/png"
+    with client.get(f"/screenings/{sid}/original") as orig:
+        assert orig.data == png_bytes(200) and "chest.png" not in orig.headers["Content-Disposition"]
     assert count(app) == 1
     assert not any("chest" in n for n in files_on_disk(app)), "images are stored under generated names"
     rec = app.extensions["cxr"].store.get(sid)

@@ -23,7 +23,8 @@ from edge_runtime.web.loadtest import post_screening, run_load
 def start(cmd: list[str], log: Path, timeout: float = 60.0):
     """Start a server that prints 'serving on URL' on stdout; return (process, url)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env=env)
+    with open(log, "w") as err:  # the child keeps its own descriptor
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     found = []
 
     def read():
@@ -37,9 +38,15 @@ def start(cmd: list[str], log: Path, timeout: float = 60.0):
     t.start()
     t.join(timeout)
     if not found:
-        proc.kill()
+        stop_server(proc, kill=True)
         raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
     return proc, found[0]
+
+
+def stop_server(proc, kill=False):
+    proc.kill() if kill else proc.terminate()
+    proc.wait(10)
+    proc.stdout.close()
 
 
 def fake_server(data_dir: Path, log: Path, delay_ms: int = 5):
@@ -71,8 +78,7 @@ def test_bounded_load_zero_5xx_nothing_lost_or_duplicated(tmp_path):
         res = run_load(url, IMAGES, clients=8, seconds=4, max_requests=600)
         status, health = get_json(url + "/healthz")
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_server(proc)
     print("\nload (fake classifier, 5 ms inference):",
           {k: res[k] for k in ("requests", "requests_per_s", "p50_ms", "p95_ms", "statuses")})
     assert status == 200 and health["status"] == "ok"
@@ -96,7 +102,7 @@ def test_kill_9_keeps_every_acknowledged_screening(tmp_path):
     while time.monotonic() < deadline and len(db_rows(data)) < 15:
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)  # mid-flight: uploads in every stage of being handled
-    proc.wait(10)
+    stop_server(proc)
     time.sleep(0.3)
     stop.set()
     loader.join(30)
@@ -120,8 +126,7 @@ def test_kill_9_keeps_every_acknowledged_screening(tmp_path):
         code, body = post_screening(url2, IMAGES[0][1], IMAGES[0][0], "after-crash")
         assert code == 201
     finally:
-        proc2.terminate()
-        proc2.wait(10)
+        stop_server(proc2)
     assert not (images / "deadbeef.png.tmp").exists()
     for p in images.iterdir():
         assert p.name.split(".", 1)[0] in ids | {body["id"]}, f"orphan file {p.name}"
@@ -184,5 +189,4 @@ def test_real_bundle_served_by_the_serve_command(bundle, tmp_path):
         assert code == 415
         assert get_json(url + "/healthz")[0] == 200  # still serving
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_server(proc)

@@ -9,6 +9,7 @@ It refuses any address outside the loopback range: it is for checking a device, 
 from __future__ import annotations
 
 import argparse
+import http.client
 import ipaddress
 import json
 import socket
@@ -89,7 +90,7 @@ def run_load(url: str, images: list[tuple[str, bytes]], clients: int = 8, second
             try:
                 status, body = post_screening(url, data, name, ref, token)
                 key = str(status)
-            except (OSError, urllib.error.URLError) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:  # no complete answer: not acknowledged
                 status, body, key = 0, None, f"connection error ({type(exc).__name__})"
             ms = (time.perf_counter() - t0) * 1000
             with lock:
