@@ -132,7 +132,24 @@ def build_project_wheel(dest: Path, source: Path | None = None) -> Path:
     wheels = sorted(dest.glob("cxr_edge-*.whl"))
     if not wheels:
         raise KitError(f"building the {PROJECT} wheel produced no cxr_edge-*.whl in {dest}")
+    check_wheel_data(wheels[-1], source)
     return wheels[-1]
+
+
+def check_wheel_data(wheel: Path, source: Path) -> None:
+    """Every data file the runtime reads (templates, messages, static files: any file under edge_runtime/
+    but .py/.md and the kit's own files) must be inside the wheel, or the device's page cannot start."""
+    with zipfile.ZipFile(wheel) as zf:
+        inside = set(zf.namelist())
+    needed = sorted(p.relative_to(source).as_posix() for p in (source / "edge_runtime").rglob("*")
+                    if p.is_file() and p.suffix not in (".py", ".pyc", ".md") and "__pycache__" not in p.parts
+                    and "kit_files" not in p.relative_to(source).parts)
+    missing = [n for n in needed if n not in inside]
+    if missing:
+        dirs = sorted({n.rsplit("/", 1)[0] for n in missing})
+        raise KitError(f"the {PROJECT} wheel lacks {len(missing)} data file(s) the device needs, e.g. "
+                       f"{', '.join(missing[:3])}; add them to setup.cfg [options.package_data] (folders: "
+                       f"{', '.join(dirs)})")
 
 
 def wheel_name_version(path: Path) -> tuple[str, str]:
@@ -191,8 +208,47 @@ def sample_images(samples: list[Path] | None = None) -> list[Path]:
     return [Path(p) for p in paths]
 
 
+class ReferenceKernels:
+    """LiteRT's portable reference kernels (``OpResolverType.BUILTIN_REF``) for a Classifier's model.
+
+    The optimised INT8 kernels (XNNPACK, ruy) round differently on x86 and on ARM, so INT8 probabilities are
+    not bit-identical across CPUs (measured: 1 to 53 output steps of 1/256 on small MobileNetV2 models, see
+    firmware_notes/). The reference kernels are plain C++ and give the same bits on every CPU: comparing
+    them with the workstation's proves the installation (model file, preprocessing, runtime) exactly.
+    Uses the Classifier's own preprocessing and the backend's own input/output handling.
+    """
+
+    def __init__(self, clf):
+        import copy
+
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.clf = clf
+        self.backend = copy.copy(clf._backend)  # same tensors and quantisation handling, another interpreter
+        self.backend.interp = Interpreter(model_path=str(clf.model_path), num_threads=1,
+                                          experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        self.backend.interp.allocate_tensors()
+
+    @classmethod
+    def available(cls, clf) -> "ReferenceKernels | None":
+        if clf.backend != "litert":
+            return None
+        try:
+            return cls(clf)
+        except (ImportError, AttributeError, ValueError, RuntimeError):
+            return None
+
+    def raw(self, path: Path) -> list[float]:
+        """The model's raw outputs (before temperature scaling) for one image file."""
+        return [float(v) for v in self.backend.run(_model_input(self.clf, path))[0]]
+
+
 def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance: float) -> dict:
-    """Classify the samples here, with the backend the device will use: the numbers the self-test must match."""
+    """Classify the samples here, with the backend the device will use: the numbers the self-test compares.
+
+    ``probs``: the production kernels' probabilities (tolerance ``tolerance``); ``reference_raw`` (LiteRT):
+    the portable reference kernels' raw outputs, which the device must reproduce exactly.
+    """
     from edge_runtime.bundle import BundleError
     from edge_runtime.classifier import Classifier
 
@@ -200,14 +256,30 @@ def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance:
         clf = Classifier(bundle, backend=backend)
     except BundleError as exc:
         raise KitError(f"the bundle cannot be used with backend {backend}: {exc}") from exc
-    results = {}
+    ref = ReferenceKernels.available(clf)
+    results, drift = {}, 0.0
     for p in samples:
         s = clf.classify(str(p))
         results[p.name] = {"probs": {k: float(v) for k, v in s.probs.items()}, "label": s.label,
                            "decision": s.decision}
+        if ref:
+            results[p.name]["reference_raw"] = ref.raw(p)
+            raw, _ = clf.predict(_model_input(clf, p))
+            drift = max(drift, float(max(abs(float(a) - b) for a, b in zip(raw, results[p.name]["reference_raw"]))))
+    if drift > tolerance:
+        log.warning("%s: the optimised kernels differ from the reference kernels by up to %.3g on the "
+                    "self-test images, here on %s: this INT8 model is sensitive to rounding, and the device's "
+                    "CPU will give probabilities that differ from this workstation's by a similar amount",
+                    clf.model_path.name, drift, _platform.machine())
     return {"backend": backend, "model": clf.model_path.name, "labels": list(clf.metadata.labels),
             "tolerance": tolerance, "recorded_on": f"{_platform.machine()} {_platform.python_version()}",
-            "samples": results}
+            "workstation_kernel_drift": drift if ref else None, "samples": results}
+
+
+def _model_input(clf, path: Path):
+    from edge_runtime.preprocess import decode_image, resize
+
+    return resize(decode_image(str(path), Path(path).name), clf.metadata.preprocess)
 
 
 # ----------------------------------------------------------------------------- the kit
@@ -296,7 +368,7 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
         wheelhouse.mkdir(parents=True)
         if project_wheel:
             own = wheelhouse / Path(project_wheel).name
-            shutil.copy2(project_wheel, own)
+            shutil.copy2(project_wheel, own)  # as given (the device's self-test starts the page to check it)
         else:
             own = build_project_wheel(wheelhouse)
         spec = f"{own}[{','.join(extras)}]"
