@@ -1,0 +1,99 @@
+"""Plots of a benchmark run: a confusion matrix per format, one-vs-rest ROC curves of every format, and a
+latency/accuracy chart. Needs matplotlib (the workstation extra); the report notes it when absent."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import metrics as M
+from edge_runtime.classifier import calibrate
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion(plt, key: str, y, probs, labels, path: Path) -> Path:
+    cm = M.confusion_matrix(y, probs.argmax(1), len(labels))
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=20)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{key} (n={len(y)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def roc(plt, y, probs: dict, labels, path: Path) -> Path:
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 4.0), squeeze=False)
+    for i, (ax, name) in enumerate(zip(axes[0], labels)):
+        yy = y == i
+        if yy.any() and (~yy).any():
+            for key, p in probs.items():
+                fpr, tpr, _ = M.roc_curve(yy, p[:, i])
+                ax.plot(fpr, tpr, lw=1.2, label=f"{key} {M.binary_auc(yy, p[:, i]):.3f}")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_title(f"{name} vs rest")
+        ax.set_xlabel("1 - specificity")
+        ax.set_ylabel("sensitivity")
+        if ax.lines[:-1]:
+            ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def latency_accuracy(plt, rows: list[dict], threads: list[int], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        lat = [r.get(f"p50_ms_{t}t") for t in threads if r.get(f"p50_ms_{t}t")]
+        if not lat or r.get("macro_f1") is None:
+            continue
+        x, y = min(lat), r["macro_f1"]
+        ax.scatter([x], [y], s=30 + 20 * (r.get("size_mb") or 0), alpha=0.7,
+                   marker="s" if r["int8"] else "o", color="tab:red" if r["status"] != "ok" else None)
+        ax.annotate(r["format"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set_xlabel("p50 latency, batch 1, best thread count (ms, log scale)")
+    ax.set_ylabel("macro-F1")
+    ax.set_title("latency vs accuracy (square: INT8, size ~ file MB, red: failed/flagged)")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_all(result: dict, probs: dict, ev, folder: Path) -> list[Path]:
+    plt = _plt()
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = result["model"]["labels"]
+    t = result["model"].get("temperature", 1.0)
+    cal = {k: calibrate(np.asarray(p, np.float64), t) for k, p in probs.items()}
+    paths = []
+    if ev is not None:
+        y = np.asarray(ev.labels)
+        paths += [confusion(plt, k, y, p, labels, folder / f"confusion_{k}.png") for k, p in cal.items()]
+        if cal:
+            paths.append(roc(plt, y, cal, labels, folder / "roc.png"))
+    paths.append(latency_accuracy(plt, result["rows"], result["options"]["threads"], folder / "latency_accuracy.png"))
+    return paths

@@ -1,0 +1,88 @@
+"""What machine and which library versions a benchmark ran on (read without importing the libraries)."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime", "onnxruntime", "openvino",
+            "tensorflow", "tf-keras")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1e6, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gb": _mem_gb(),
+        "os": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "commit": _git_commit(Path(__file__).resolve().parents[1]),
+        "load_average_start": load_average(),
+    }
+
+
+def describe(info: dict) -> str:
+    """One paragraph for the report."""
+    v = ", ".join(f"{k} {x}" for k, x in info.get("versions", {}).items())
+    load = info.get("load_average_start")
+    end = info.get("load_average_end")
+    return (f"{info['date']}; {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
+            f"{info.get('memory_gb')} GB RAM; {info['os']}; Python {info['python']}; {v}"
+            + (f"; commit {info['commit']}" if info.get("commit") else "")
+            + (f"; load average (1/5/15 min) {load} at start" if load else "")
+            + (f", {end} at end" if end else ""))
