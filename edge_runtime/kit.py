@@ -159,7 +159,15 @@ def wheel_name_version(path: Path) -> tuple[str, str]:
 
 
 def _missing(output: str) -> list[str]:
-    return sorted(set(re.findall(r"No matching distribution found for ([^\s]+)", output)))
+    """Package names pip could find no wheel for, from both of its ways of saying so."""
+    names = set(re.findall(r"No matching distribution found for ([^\s]+)", output))
+    # with constraints the resolver reports a conflict, then lists the packages without any distribution
+    block = re.search(r"no matching distributions available for your environment:\n((?:[ \t]+\S.*\n?)+)", output)
+    if block:
+        names.update(line.strip() for line in block.group(1).splitlines() if line.strip())
+    pins = dict(re.findall(r"requested \(constraint\) (([A-Za-z0-9_.\-]+)==\S+)", output))
+    pins = {name: spec for spec, name in pins.items()}
+    return sorted(pins.get(n, n) for n in names)
 
 
 def download_wheels(requirements: list[str], dest: Path, target: Target, constraints: Path | None = None,
@@ -191,7 +199,8 @@ def download_wheels(requirements: list[str], dest: Path, target: Target, constra
 
 
 def _tail(text: str, lines: int = 12) -> str:
-    return "\n".join("  " + line for line in text.splitlines()[-lines:])
+    keep = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("WARNING: Location", "Looking in"))]
+    return "\n".join("  " + line for line in keep[-lines:])
 
 
 # ----------------------------------------------------------------------------- expected results
@@ -376,10 +385,9 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
                                  tuple(find_links), no_index)
         pins = sorted(wheel_name_version(w) for w in wheels)
         version = wheel_name_version(own)[1]
-        reqs = [f"{PROJECT}[{','.join(extras)}]=={version}", *extra_reqs]
-        (kit / "requirements.txt").write_text(
+        (kit / "requirements.txt").write_text(  # extra requirements (onnxruntime-gpu) are among the pins
             f"# {PROJECT} kit for {target.name}, backend {backend}: install with pip --no-index\n"
-            + "".join(f"{r}\n" for r in reqs)
+            f"{PROJECT}[{','.join(extras)}]=={version}\n"
             + "".join(f"{n}=={v}\n" for n, v in pins if n not in (PROJECT, "pip")))
 
         shutil.copytree(bundle, kit / "bundle", ignore=shutil.ignore_patterns("__pycache__"))
@@ -391,8 +399,7 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
             shutil.copy2(p, st / "samples" / p.name)
         (st / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
         values = {"ARCH": target.arch, "PYTHON_VERSION": target.python, "BACKEND": backend,
-                  "RUNTIME_BACKEND": runtime_backend,
-                  "KIT_NAME": top, "VERSION": version}
+                  "RUNTIME_BACKEND": runtime_backend, "KIT_NAME": top, "VERSION": version}
         (kit / "install.sh").write_text(_fill((KIT_FILES / "install.sh").read_text(), values))
         (kit / "install.sh").chmod(0o755)
         shutil.copy2(KIT_FILES / "cxr-edge.service.in", kit / "cxr-edge.service.in")

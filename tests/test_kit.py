@@ -72,6 +72,17 @@ def test_missing_wheel_names_the_package(tmp_path):
     assert "no wheel for linux aarch64, CPython 3.11" in msg
     assert "no-such-dependency-kit-test" in msg.split("\n")[0]
 
+    # a pin (constraints file) for which no wheel exists: the resolver's conflict names the package and pin
+    links2 = tmp_path / "links2"
+    own = fake_wheel(links2, requires=['kit-test-pinned>=1; extra == "edge"'])
+    fake_wheel(links2, name="kit_test_pinned", version="1.0")
+    pins = tmp_path / "constraints.txt"
+    pins.write_text("kit-test-pinned==2.0\n")
+    with pytest.raises(K.KitError) as err:
+        K.download_wheels([f"{own}[edge]"], tmp_path / "wh2", target, constraints=pins, find_links=(links2,),
+                          no_index=True)
+    assert "kit-test-pinned==2.0" in str(err.value).split("\n")[0], str(err.value)
+
 
 def test_kit_refuses_bad_inputs(tmp_path, bundle):
     with pytest.raises(K.KitError, match="unknown backend"):

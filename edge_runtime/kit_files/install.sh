@@ -149,7 +149,7 @@ if [ "$SERVICE" = 1 ]; then
         sed -i -e '/^PrivateDevices=/d' -e 's/^\[Service\]$/[Service]\nSupplementaryGroups=video/' \
             "/etc/systemd/system/$SVC_NAME.service"
     fi
-    PASSWORD_CMD="runuser -u $SVC_USER -- $VPY -m edge_runtime set-password --data-dir $DATA_DIR"
+    PASSWORD_CMD="runuser -u $SVC_USER -- $VPY -I -m edge_runtime set-password --data-dir $DATA_DIR"
     if [ ! -f "$DATA_DIR/auth.json" ] && [ "$HOST" != 127.0.0.1 ] && [ "$HOST" != localhost ]; then
         if [ -t 0 ]; then
             step "set the operator password for the web page"
