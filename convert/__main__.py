@@ -2,6 +2,8 @@
 
 Turns a training run into a model bundle a technician copies to a device: the chosen artifacts, each
 checked through the device runtime against its Keras parent, with metadata, a model card and checksums.
+Exit status: 0 all formats passed; 3 the bundle was written but some format failed its parity check;
+2 bad arguments; anything else an error.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     if status["failed_formats"]:
         print(f"FAILED formats: {', '.join(status['failed_formats'])} (kept in the bundle, marked failed in "
               f"bundle.json; the runtime prefers formats that passed)", file=sys.stderr)
-        return 1
+        return 3
     return 0
 
 

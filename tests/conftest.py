@@ -45,3 +45,31 @@ def synthetic_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantom")
     phantom.generate_dataset(out, per_class=120, seed=1, min_size=96, max_size=160)
     return out
+
+
+TINY_TRAIN_ARGS = ["--model", "mobilenet_v2", "--alpha", "0.35", "--image-size", "64", "--epochs", "30",
+                   "--qat-epochs", "3", "--batch-size", "32", "--lr", "3e-3", "--patience", "30", "--no-augment",
+                   "--seed", "0"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_data, tmp_path_factory) -> Path:
+    """A tiny MobileNetV2 (alpha 0.35, 64 px) trained with QAT on the synthetic phantoms (a few minutes)."""
+    pytest.importorskip("tf_keras")
+    from train.__main__ import main
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    assert main(["--data", str(synthetic_data), "--out", str(out), *TINY_TRAIN_ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    """A real bundle with every on-device format converted from ``tiny_run`` (LiteRT INT8 is the default)."""
+    from convert.__main__ import main
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    # agreement gate lowered for the tiny model: 64 px, 2x2 feature map, ~60 validation images (see test_convert)
+    rc = main([str(tiny_run), "--formats", "all", "--out", str(out), "--min-agreement", "0.85"])
+    assert rc in (0, 3), rc  # 3: written, a format below the agreement gate (asserted per format in test_convert)
+    return out

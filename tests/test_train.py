@@ -13,16 +13,6 @@ from train.__main__ import main  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_run(synthetic_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "tiny"
-    rc = main(["--data", str(synthetic_data), "--out", str(out), "--model", "mobilenet_v2", "--alpha", "0.35",
-               "--image-size", "64", "--epochs", "30", "--qat-epochs", "3", "--batch-size", "32",
-               "--lr", "3e-3", "--patience", "30", "--no-augment", "--seed", "0"])
-    assert rc == 0
-    return out
-
-
 def test_run_folder_has_everything(tiny_run):
     for name in ("model_float.keras", "model_qat.h5", "split.csv", "metadata.json", "metrics.json",
                  "history.csv", "train_config.json", "plots/qat_test_pooled.png"):

@@ -1,0 +1,101 @@
+"""Conversion of a tiny trained model to every format, each run through the device runtime."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tf_keras")
+
+from convert.formats import DEFAULT_FORMATS, FORMATS, parse_formats  # noqa: E402
+from edge_runtime import bundle as B  # noqa: E402
+from edge_runtime.classifier import Classifier  # noqa: E402
+from edge_runtime.metadata import ModelMetadata  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ON_DEVICE = [k for k, f in FORMATS.items() if f.on_device]
+# Top-1 agreement with the Keras parent that the tiny model (64 px, alpha 0.35, ~60 validation images) must keep.
+# Measured: TFLite/ONNX INT8 0.93-0.97; OpenVINO INT8 (NNCF, and straight from the QAT graph) 0.71-0.89. On the
+# MobileNetV2-224 cxr-dev model: TFLite INT8 0.956, ONNX INT8 0.937, OpenVINO NNCF 0.956, OpenVINO QAT-IR 0.816 (the
+# bundle marks those below 0.98 failed; the benchmark reports what it costs in accuracy).
+MIN_INT8_AGREEMENT = {"openvino_int8": 0.6, "openvino_int8_qat": 0.6}
+
+
+def test_format_table_is_keyed_and_checked():
+    assert set(DEFAULT_FORMATS) <= set(FORMATS)
+    assert all(f.key == k and f.filename.startswith("model_" + k) for k, f in FORMATS.items())
+    assert {f.suffix for f in FORMATS.values() if f.on_device} == set(B.MODEL_SUFFIXES)
+    assert parse_formats("all") == ON_DEVICE
+    with pytest.raises(ValueError, match="unknown format.*tflite_int4.*valid: keras_fp32"):
+        parse_formats("tflite_int8,tflite_int4")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_run):
+    """Keras probabilities of the float and QAT parents on the validation images (what parity compares to)."""
+    from convert.export import two_output_model
+    from convert.pipeline import _predict
+    from train import data as D, qat
+
+    meta = ModelMetadata.load(tiny_run / "metadata.json")
+    val = D.load_arrays(D.load_split(tiny_run / "split.csv")["val"], meta.labels, meta.preprocess)
+    probs = {p: _predict(two_output_model(qat.load_model(tiny_run / f)), val.images)[0]
+             for p, f in (("float", "model_float.keras"), ("qat", "model_qat.h5"))}
+    return val, probs
+
+
+@pytest.mark.parametrize("key", ON_DEVICE)
+def test_every_format_runs_in_the_runtime_and_agrees_with_keras(tiny_bundle, reference, key):
+    fmt = FORMATS[key]
+    val, probs = reference
+    row = json.loads((tiny_bundle / "bundle.json").read_text())["formats"][key]
+    assert row["ok"] and row["bytes"] > 0 and row["parent"] == fmt.parent
+    clf = Classifier(tiny_bundle / fmt.filename)
+    assert clf.backend == fmt.backend
+    assert clf.metadata.labels == ("normal", "pneumonia", "tuberculosis")
+    got = clf.predict_batch(val.images)
+    want = probs[fmt.parent]
+    agreement = (got.argmax(1) == want.argmax(1)).mean()
+    if fmt.int8:
+        assert agreement >= MIN_INT8_AGREEMENT.get(key, 0.85), agreement
+        assert np.median(np.abs(got - want).max(1)) < (0.15 if key in MIN_INT8_AGREEMENT else 0.05)
+    else:
+        assert agreement == 1.0
+        np.testing.assert_allclose(got, want, atol=1e-3)
+    assert row["agreement"] == pytest.approx(agreement, abs=1e-9)
+
+
+def test_metadata_is_embedded_in_every_artifact(tiny_bundle):
+    meta = ModelMetadata.load(tiny_bundle / "metadata.json")
+    assert meta.synthetic and meta.scope["threshold"] > 0 and 0 < meta.temperature
+    assert np.asarray(meta.head["weights"]).shape[1] == len(meta.labels)
+    assert 0 < meta.thresholds["tuberculosis"] < 1 and 0 <= meta.thresholds["refer_below"] < 1
+    for key in ("onnx_int8", "onnx_fp32", "openvino_int8", "openvino_fp32"):
+        assert B.embedded_metadata(tiny_bundle / FORMATS[key].filename) == meta, key
+
+
+def test_bundle_has_card_and_checksums(tiny_bundle):
+    names = B.verify_sums(tiny_bundle)
+    assert {"metadata.json", "bundle.json", "MODEL_CARD.md"} <= set(names)
+    assert all(FORMATS[k].filename in names for k in ON_DEVICE)
+    card = (tiny_bundle / "MODEL_CARD.md").read_text()
+    assert "SYNTHETIC DATA - NOT FOR CLINICAL USE" in card and "not a diagnosis" in card
+    status = json.loads((tiny_bundle / "bundle.json").read_text())
+    assert status["validated"] is False  # synthetic data is never a validated model
+
+
+def test_failed_parity_is_marked_and_exit_code_says_so(tiny_run, tmp_path):
+    from convert.__main__ import main
+
+    rc = main([str(tiny_run), "--formats", "tflite_int8_ptq", "--out", str(tmp_path / "b"), "--min-agreement", "1.01"])
+    assert rc == 3
+    status = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert status["failed_formats"] == ["tflite_int8_ptq"] and not status["formats"]["tflite_int8_ptq"]["passed"]
+    assert "FAILED" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
+
+
+def test_convert_refuses_a_folder_that_is_not_a_run(tmp_path):
+    from convert.__main__ import main
+
+    with pytest.raises(SystemExit, match="not a training run"):
+        main([str(tmp_path), "--out", str(tmp_path / "b")])
+    assert main([str(tmp_path), "--out", str(tmp_path / "b"), "--formats", "nope"]) == 2
