@@ -463,5 +463,8 @@ def run(args) -> int:
         return 2
     print(f"kit for {kit.target.name} ({kit.backend}, glibc <= {kit.target.glibc}): {kit.path} "
           f"({kit.size_bytes / 1e6:.1f} MB, {len(kit.wheels)} wheels)")
-    print("on the device: tar xzf KIT.tar.gz && cd cxr-edge-kit-* && sudo ./install.sh")
+    if kit.path.is_dir():
+        print(f"on the device: copy the folder, then: cd {kit.path.name} && sudo ./install.sh")
+    else:
+        print(f"on the device: tar xzf {kit.path.name} && cd cxr-edge-kit-*/ && sudo ./install.sh")
     return 0
