@@ -68,7 +68,7 @@ def latency_table(result: dict) -> str:
     header = ["format", "runtime"]
     for t in threads:
         header += [f"p50/p90/p99 ms {t}t", f"x Keras {t}t", f"CPU ms {t}t", f"x Keras CPU {t}t"]
-    header += ["img/s (best)"]
+    header += ["img/s (best)", "machine load"]
     rows = []
     for r in result["rows"]:
         cells = [r["format"], r.get("runtime") or r["backend"]]
@@ -78,6 +78,7 @@ def latency_table(result: dict) -> str:
                       _x(r.get(f"speedup_{t}t")), fmt(r.get(f"cpu_ms_{t}t"), 2), _x(r.get(f"cpu_speedup_{t}t"))]
         tp = [r.get(f"throughput_ips_{t}t") for t in threads if r.get(f"throughput_ips_{t}t")]
         cells.append(fmt(max(tp), 0) if tp else "-")
+        cells.append(fmt(r.get("load_average"), 1))
         rows.append(cells)
     return table(header, rows)
 
@@ -185,7 +186,8 @@ def markdown(result: dict) -> str:
               f"count, in this run; CPU ms = process CPU time per call (all threads; steadier than wall time on a shared "
               f"machine); e2e = a {result['options']['e2e_size']}px PNG file "
               f"({result['options'].get('e2e_png_kb')} KB) to decision + heatmap, "
-              f"median of {result['options']['e2e_iterations']}; each format in its own process.", "",
+              f"median of {result['options']['e2e_iterations']}; each format in its own process; 'machine load' = the "
+              f"1-minute load average when that format started (cores: {result['machine'].get('cores')}).", "",
               "## Quality (pooled)", "", quality_table(result), "", "## Latency (batch 1)", "", latency_table(result), "",
               "## Load, end to end, memory", "", deploy_table(result), "",
               "## Quality per source", "", source_table(result), "", "## Targets", ""]

@@ -394,6 +394,7 @@ def score(rows: list[dict], details: dict, ev: EvalSet, meta: ModelMetadata, lab
         if speed.get("e2e_error"):
             row["notes"] = "; ".join(x for x in (row["notes"], f"end to end failed: {speed['e2e_error']}") if x)
         row["peak_rss_mb"] = speed.get("peak_rss_mb")
+        row["load_average"] = speed.get("load_average")
         row["runtime"] = speed.get("package") or speed.get("runtime")
     base = next((r for r in rows if r["format"] == BASELINE and r["status"] == "ok"), None)
     for row in rows:

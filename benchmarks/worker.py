@@ -203,7 +203,8 @@ def e2e(res: dict, clf, job: dict, threads: int) -> None:
 
 def run(job: dict, res: dict) -> dict:
     """Fill ``res`` step by step (so a late failure keeps what was measured before it)."""
-    res.update(key=job["key"], backend=job["backend"], rss_start_mb=rss_mb(), latency={})
+    res.update(key=job["key"], backend=job["backend"], rss_start_mb=rss_mb(), latency={},
+               load_average=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
     threads = [int(t) for t in job["threads"]]
     size = int(job["image_size"])
     images = np.load(job["images"], mmap_mode="r") if job.get("images") else None
