@@ -43,12 +43,13 @@ def short(labels: list[str]) -> list[str]:
 def quality_table(result: dict) -> str:
     labels = result["model"]["labels"]
     ab = "/".join(short(labels))
-    header = ["format", "status", "MB", "accuracy", "macro-F1", "macro AUC", f"sens {ab}", f"spec {ab}",
+    header = ["format", "status", "from", "MB", "accuracy", "macro-F1", "macro AUC", f"sens {ab}", f"spec {ab}",
               "TB spec @90% sens", "TB sens/spec @ bundle thr", "ECE", "agree vs float", "max dp vs float"]
     rows = []
     for r in result["rows"]:
         per = lambda k: "/".join(fmt(r.get(f"{k}_{x}"), 2) for x in labels) if "accuracy" in r else "-"
-        rows.append([r["format"], r["status"], fmt(r.get("size_mb"), 2), fmt(r.get("accuracy")),
+        rows.append([r["format"], r["status"], (r.get("parent") or "-") + (" int8" if r.get("int8") else ""),
+                     fmt(r.get("size_mb"), 2), fmt(r.get("accuracy")),
                      fmt(r.get("macro_f1")), fmt(r.get("macro_auc")), per("sens"), per("spec"),
                      fmt(r.get("tb_spec_at_90_sens")),
                      f"{fmt(r.get('tb_sens_at_threshold'), 2)}/{fmt(r.get('tb_spec_at_threshold'), 2)}"

@@ -317,6 +317,8 @@ def run(opts: Options) -> dict:
         row = {"format": key, "backend": f.backend, "int8": f.int8, "parent": f.parent, "status": "ok",
                "error": "", "notes": ""}
         conv = status.get("formats", {}).get(key, {})
+        if conv.get("parent") and key != BASELINE:  # what this artifact was made from, as convert recorded it
+            row["parent"] = conv["parent"]
         if key in status.get("failed_formats", []):
             row["notes"] = (f"marked failed by convert (agreement with its Keras parent "
                             f"{100 * conv.get('agreement', float('nan')):.1f}%)" if "agreement" in conv
