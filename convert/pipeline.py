@@ -84,8 +84,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     temperature = C.fit_temperature(val.labels, vprobs)
     cal = calibrate(vprobs, temperature)
     thresholds, op_report = C.choose_operating_points(val.labels, cal, labels)
-    _, train_emb = _predict(models[deployed], arrays["train"].images)
-    scope_stats = scope.fit(train_emb, arrays["train"].labels, len(labels))
+    scope_stats = {p: scope.fit(_predict(m, arrays["train"].images)[1]) for p, m in models.items()}
     op_report["calibration"] = {"temperature": temperature,
                                 "val_ece_before": M.expected_calibration_error(val.labels, vprobs),
                                 "val_ece_after": M.expected_calibration_error(val.labels, cal)}
@@ -93,7 +92,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
              op_report["calibration"]["val_ece_before"], op_report["calibration"]["val_ece_after"],
              {k: round(v, 3) for k, v in thresholds.items()})
     meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats,
-                   head=C.head_weights(models[deployed]),
+                   head={p: C.head_weights(m) for p, m in models.items()},
                    metrics={**meta.metrics, "operating_point": op_report})
     meta_json = meta.to_json()
     meta.save(out / "metadata.json")

@@ -112,7 +112,7 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True):
     else:
         if path.suffix not in MODEL_SUFFIXES:
             raise BundleError(f"{path}: unknown model type {path.suffix!r}; expected {sorted(MODEL_SUFFIXES)}")
-        model, status = path, {"validated": False, "formats": {}, "failed_formats": []}
+        model, status = path, read_status(path.parent)
         meta_path = path.with_name("metadata.json")
     if meta_path.is_file():
         try:

@@ -67,6 +67,15 @@ def decide(probs: np.ndarray, meta: ModelMetadata, in_scope: bool = True, scope_
     return labels[top], f"most probable class ({probs[top]:.2f})"
 
 
+def _for_parent(table: dict, parent: str | None) -> dict:
+    """metadata.head/scope are keyed by parent model ("qat", "float"); fall back to the deployed one."""
+    if not table or not all(isinstance(v, dict) for v in table.values()):
+        return table or {}  # a single, flat entry
+    if parent in table:
+        return table[parent]
+    return table.get("qat") or table.get("float") or {}
+
+
 class Classifier:
     """Loads one artifact of a bundle and classifies images. Thread-safe: one inference at a time."""
 
@@ -89,6 +98,13 @@ class Classifier:
                                 f"{len(self.metadata.labels)} labels {list(self.metadata.labels)}")
         card = self.path / "MODEL_CARD.md" if self.path.is_dir() else self.model_path.with_name("MODEL_CARD.md")
         self.model_card = card.read_text() if card.is_file() else ""
+        # heatmap weights and input-check statistics belong to the Keras parent this artifact was made from
+        fmt = self.model_path.stem.removeprefix("model_")
+        self.parent = self.bundle_status.get("formats", {}).get(fmt, {}).get("parent")
+        self._head = _for_parent(self.metadata.head, self.parent)
+        self._scope = _for_parent(self.metadata.scope, self.parent)
+        if self._scope and "components" not in self._scope:  # statistics of an older schema: not used
+            self._scope = {}
         self._lock = threading.Lock()
         self.load_ms = (time.perf_counter() - t0) * 1000
 
@@ -101,7 +117,7 @@ class Classifier:
             return self._backend.run(image)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """Calibrated-free probabilities (N, K) for model-ready uint8 images (N, size, size)."""
+        """Uncalibrated probabilities (N, K) for model-ready uint8 images (N, size, size)."""
         return np.stack([self.predict(im)[0] for im in images]) if len(images) else np.zeros((0, len(self.metadata.labels)))
 
     def classify(self, source, name: str | None = None) -> Screening:
@@ -123,16 +139,16 @@ class Classifier:
         probs = calibrate(raw, meta.temperature)
         problem = scope.image_problem(image)
         distance = None
-        if problem is None and meta.scope and feats is not None:
-            distance = scope.embedding_distance(feats.mean(axis=(0, 1)), meta.scope)
-            if distance > meta.scope["threshold"]:
+        if problem is None and self._scope and feats is not None:
+            distance = scope.distance(feats.mean(axis=(0, 1)), self._scope)
+            if distance > 1.0:
                 problem = (f"the image is unlike the chest radiographs the model was trained on "
-                           f"(distance {distance:.1f} > {meta.scope['threshold']:.1f})")
+                           f"(embedding distance {distance:.2f} x the threshold)")
         decision, reason = decide(probs, meta, problem is None, problem or "")
         top = int(np.argmax(probs))
         heat = None
-        if problem is None and feats is not None and meta.head:
-            heat = H.class_activation_map(feats, meta.head, top, meta.image_size)
+        if problem is None and feats is not None and self._head:
+            heat = H.class_activation_map(feats, self._head, top, meta.image_size)
         t.append(time.perf_counter())
         steps = ("decode", "preprocess", "infer", "postprocess")
         timings = {s: round((t[i + 1] - t[i]) * 1000, 3) for i, s in enumerate(steps)}

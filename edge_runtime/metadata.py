@@ -32,8 +32,8 @@ class ModelMetadata:
     split: dict = field(default_factory=dict)  # how the patient-level split was made
     created: str = ""
     temperature: float = 1.0  # temperature scaling fitted on validation (1.0 = none)
-    head: dict = field(default_factory=dict)  # {"weights": DxK, "bias": K} of the classifier, for the heatmap
-    scope: dict = field(default_factory=dict)  # embedding statistics on training data for the input check
+    head: dict = field(default_factory=dict)  # per parent model: {"weights": DxK} of the classifier, for the heatmap
+    scope: dict = field(default_factory=dict)  # per parent model: embedding statistics of the training images
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):

@@ -1,9 +1,10 @@
 """Is this a frontal chest radiograph the model was made for? Checked before any diagnosis is shown.
 
-Two layers: cheap image checks (blank, saturated, odd shape) on the decoded image, then the distance of
-the model's own feature embedding from what it saw in training. The statistics (per-class means and a
-pooled per-dimension spread of the embedding on the training images, and a distance threshold at a
-high quantile of the training distances) are computed at conversion time and stored in the metadata.
+Two layers: cheap image checks (blank, saturated, too few grey levels, odd shape) on the decoded image,
+then the distance of the model's own feature embedding from what it saw in training: inside the principal
+subspace of the training embeddings (standardised) and outside it (residual). The statistics (mean, top
+principal directions and variances, thresholds at a high quantile of the training scores) are computed at
+conversion time for each parent model and stored in the metadata.
 
 This catches inputs far from the training data (photographs, other body parts, blank films). It cannot
 catch a chest film that merely comes from another hospital or scanner: that is what the monitoring of
@@ -16,6 +17,7 @@ import numpy as np
 MIN_STD = 6.0  # grey levels: below this the image is essentially uniform
 MAX_CLIPPED = 0.5  # fraction of pixels at the extremes
 MAX_ASPECT = 2.0
+MIN_LEVELS = 32  # distinct grey levels: a radiograph (even an 8-bit JPEG) has far more; a drawing has few
 
 
 def image_problem(image: np.ndarray) -> str | None:
@@ -26,30 +28,52 @@ def image_problem(image: np.ndarray) -> str | None:
     small = image[:: max(1, h // 256), :: max(1, w // 256)]
     if float(small.std()) < MIN_STD:
         return "image is blank or nearly uniform"
+    levels = int(np.count_nonzero(np.bincount(small.ravel() if small.dtype == np.uint8 else
+                                              small.ravel().astype(np.uint8), minlength=256)))
+    if levels < MIN_LEVELS:
+        return f"the image has only {levels} grey levels: a drawing or graphic, not a radiograph"
     clipped = float(((small <= 2) | (small >= 253)).mean())
     if clipped > MAX_CLIPPED:
         return f"{clipped:.0%} of the image is black or white (saturated or not a radiograph)"
     return None
 
 
-def embedding_distance(embedding: np.ndarray, stats: dict) -> float:
-    """Smallest standardised RMS distance from the class means (0 = typical of a training class)."""
-    means = np.asarray(stats["means"], np.float32)
-    std = np.asarray(stats["std"], np.float32)
-    z = (embedding[None, :] - means) / std[None, :]
-    return float(np.sqrt((z * z).mean(axis=1)).min())
+def scores(embedding: np.ndarray, stats: dict) -> tuple[float, float]:
+    """(within, residual): standardised RMS distance inside the principal subspace of the training
+    embeddings, and the length of the part of the embedding outside it, each divided by its threshold
+    (so > 1 means unlike the training images)."""
+    mean = np.asarray(stats["mean"], np.float32)
+    comps = np.asarray(stats["components"], np.float32)
+    var = np.asarray(stats["var"], np.float32)
+    x = np.asarray(embedding, np.float32) - mean
+    z = comps @ x
+    within = float(np.sqrt((z * z / var).mean()))
+    residual = float(np.linalg.norm(x - comps.T @ z))
+    return within / stats["within_threshold"], residual / stats["residual_threshold"]
 
 
-def fit(embeddings: np.ndarray, labels: np.ndarray, num_classes: int, quantile: float = 0.995,
-        margin: float = 1.25) -> dict:
-    """Statistics for ``embedding_distance`` from training embeddings (N, D)."""
-    embeddings = np.asarray(embeddings, np.float32)
-    means = np.stack([embeddings[labels == k].mean(0) if (labels == k).any() else embeddings.mean(0)
-                      for k in range(num_classes)])
-    resid = embeddings - means[labels]
-    std = np.maximum(resid.std(0), 1e-3 * max(1e-6, float(embeddings.std())))
-    stats = {"means": means.round(5).tolist(), "std": std.round(6).tolist()}
-    d = np.array([embedding_distance(e, stats) for e in embeddings])
-    stats.update({"threshold": float(np.quantile(d, quantile) * margin), "quantile": quantile, "margin": margin,
-                  "train_median": float(np.median(d)), "n": int(len(d))})
+def distance(embedding: np.ndarray, stats: dict) -> float:
+    """One number: the larger of the two scores (> 1: out of scope)."""
+    return max(scores(embedding, stats))
+
+
+def fit(embeddings: np.ndarray, k: int = 16, quantile: float = 0.995, margin: float = 1.1) -> dict:
+    """Statistics for ``distance`` from the training embeddings (N, D): mean, the top-k principal directions,
+    their variances, and thresholds at ``margin`` x the ``quantile`` of the training scores.
+
+    On the cxr-dev MobileNetV2-224 model (k=16) this flagged 0.9% of unseen test films and caught noise,
+    ring patterns and a bright disc, but not a horizontal gradient, an inverted, rotated or upside-down film.
+    """
+    e = np.asarray(embeddings, np.float64)
+    mean = e.mean(0)
+    x = e - mean
+    _, sv, vt = np.linalg.svd(x, full_matrices=False)
+    k = int(min(k, len(vt)))
+    comps, var = vt[:k], np.maximum((sv[:k] ** 2) / max(1, len(e) - 1), 1e-12)
+    stats = {"mean": np.round(mean, 5).tolist(), "components": np.round(comps, 5).tolist(),
+             "var": np.round(var, 8).tolist(), "within_threshold": 1.0, "residual_threshold": 1.0}
+    sc = np.array([scores(v, stats) for v in e])
+    stats["within_threshold"] = float(np.quantile(sc[:, 0], quantile) * margin)
+    stats["residual_threshold"] = float(np.quantile(sc[:, 1], quantile) * margin)
+    stats.update({"k": k, "quantile": quantile, "margin": margin, "n": int(len(e))})
     return stats
