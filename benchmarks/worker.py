@@ -21,7 +21,6 @@ import json
 import os
 import resource
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -123,22 +122,30 @@ class KerasBackend:
 
 def keras_classifier(model_path: Path, meta_path: Path, num_threads: int, call: str):
     """A ``Classifier`` over the Keras backend, so the baseline runs the same classify() code as the devices.
-    (Classifier's constructor only knows the device runtimes, so its few fields are set here.)"""
+
+    Classifier's constructor only knows bundles and device runtimes, so in this (Keras-only) process the two
+    functions it calls to find and load a model are swapped for ones that return the Keras model and the
+    bundle's metadata; the rest of the constructor (decision rule, heatmap weights and input-check statistics
+    of the float parent) runs as it is."""
+    from unittest import mock
+
+    from edge_runtime import backends as BK
+    from edge_runtime import bundle as BD
     from edge_runtime.classifier import Classifier
     from edge_runtime.metadata import ModelMetadata
 
-    t0 = time.perf_counter()
-    clf = Classifier.__new__(Classifier)
-    clf.path = clf.model_path = Path(model_path)
-    clf.metadata = ModelMetadata.load(meta_path)
-    clf.bundle_status, clf.model_card = {}, ""
-    clf._backend = KerasBackend(Path(model_path), num_threads, call)
-    clf.backend = "keras"
-    clf._lock = threading.Lock()
-    size = clf.metadata.image_size
-    clf._backend.run(np.zeros((size, size), np.uint8))
-    clf.load_ms = (time.perf_counter() - t0) * 1000
-    return clf
+    model_path, meta_path = Path(model_path), Path(meta_path)
+    status = BD.read_status(meta_path.parent)
+    status.setdefault("formats", {})[model_path.stem.removeprefix("model_")] = {"parent": "float"}
+
+    def resolve(path, backend=None, verify=True):
+        return model_path, ModelMetadata.load(meta_path), status
+
+    def load_backend(path, num_threads=None, backend=None):
+        return KerasBackend(model_path, num_threads, call)
+
+    with mock.patch.object(BD, "resolve", resolve), mock.patch.object(BK, "load_backend", load_backend):
+        return Classifier(model_path, num_threads=num_threads)
 
 
 def import_runtime(backend: str) -> tuple[float, str]:
