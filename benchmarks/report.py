@@ -138,6 +138,13 @@ def targets(result: dict) -> list[str]:
                          f"{b:.2f} ms = {s:.1f}x (target >= {TARGET_SPEEDUP:.0f}x: "
                          + ("met)" if s >= TARGET_SPEEDUP else f"MISSED by {TARGET_SPEEDUP - s:.1f}x, "
                             f"needs p50 <= {b / TARGET_SPEEDUP:.2f} ms)"))
+            bests = [(min(v for t in threads if (v := r.get(f"p50_ms_{t}t"))), r["format"]) for r in int8
+                     if any(r.get(f"p50_ms_{t}t") for t in threads)]
+            kb = [v for t in threads if (v := base.get(f"p50_ms_{t}t"))]
+            if bests and kb:
+                v, key = min(bests)
+                lines.append(f"Best thread count for each (Keras {min(kb):.2f} ms, {key} {v:.2f} ms): "
+                             f"{min(kb) / v:.1f}x")
         t1 = min(threads)
         cpu = [(r.get(f"cpu_speedup_{t1}t"), r["format"]) for r in int8 if r.get(f"cpu_speedup_{t1}t")]
         if cpu:

@@ -183,6 +183,19 @@ def load(job: dict, threads: int):
 
 
 def end_to_end(clf, image_path: str, warmup: int, iterations: int) -> dict:
+    """classify(path) on one thread: the model's (the caller loaded it so) and OpenCV's (decode, resize)."""
+    from edge_runtime.preprocess import _cv2
+
+    cv2 = _cv2()
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return _end_to_end(clf, image_path, warmup, iterations)
+    finally:
+        cv2.setNumThreads(before)
+
+
+def _end_to_end(clf, image_path: str, warmup: int, iterations: int) -> dict:
     for _ in range(warmup):
         clf.classify(image_path)
     runs, cpu = [], []
