@@ -9,7 +9,7 @@ DATA   ?= ../shared/data/cxr-dev
 .PHONY: setup demo test test-fast study clean help
 
 help:
-	@echo "make demo   - set up .venv, make synthetic data, train a tiny QAT model, convert it to a bundle, print metrics"
+	@echo "make demo   - set up .venv, make synthetic data, train a tiny QAT model, convert it to a bundle, benchmark every format, print metrics"
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
 
@@ -27,6 +27,7 @@ demo: setup
 	$(PY) -m train.demo --out $(OUT)
 	# exit status 3 = bundle written but some format failed its parity check (shown in the table): go on
 	$(PY) -m convert $(OUT)/run --formats all --out $(OUT)/bundle --force || test $$? -eq 3
+	$(PY) -m benchmarks --bundle $(OUT)/bundle --run $(OUT)/run --out $(OUT)/benchmark --iterations 50
 	@echo "Classify with the bundle:  $(PY) -m edge_runtime classify $(OUT)/data/tuberculosis --bundle $(OUT)/bundle"
 
 test: setup
