@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--split", choices=("test", "val", "all"), default="test",
                      help="side of the run's split to evaluate on when --data is not given (default test)")
     src.add_argument("--formats", default="",
-                     help=f"comma-separated format keys or 'all' (default: every format); known: {', '.join(FORMATS)}")
+                     help="comma-separated format keys, or 'all' for every format of the table (default: every format the "
+                          f"bundle holds); known: {', '.join(FORMATS)}")
     src.add_argument("--no-baseline", action="store_true",
                      help=f"do not add the {BASELINE} baseline row (no speed-ups then)")
     sp = p.add_argument_group("speed")
@@ -57,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _formats(text: str, baseline: bool) -> list[str]:
-    keys = list(FORMATS) if not text or text.strip() == "all" else parse_formats(text)
+def _formats(text: str, baseline: bool) -> list[str] | None:
+    """None (no --formats): the formats the bundle holds. 'all': every format of the table (those missing from
+    the bundle become failed rows). Otherwise the listed keys. The Keras baseline is added unless refused."""
+    if not text:
+        return None if baseline else ["-" + BASELINE]
+    keys = list(FORMATS) if text.strip() == "all" else parse_formats(text)
     if baseline and BASELINE not in keys:
         keys.insert(0, BASELINE)
     if not baseline:

@@ -185,6 +185,8 @@ def markdown(result: dict) -> str:
               f"- Images: {result['data']['description']} (by source: {result['data']['by_source']})"
               + (f"; {len(result['data']['skipped'])} unreadable, skipped" if result["data"]["skipped"] else ""),
               f"- Machine: {describe(result['machine'])}",
+              *([f"- Formats of the table this bundle does not hold (not benchmarked; `--formats all` lists them as "
+                 f"failed rows): {', '.join(result['not_in_bundle'])}"] if result.get("not_in_bundle") else []),
               f"- Command: `{result.get('command', '')}`",
               f"- Quality: calibrated with the bundle's temperature {m['temperature']:.3g}; 'agree vs float' and "
               f"'max dp' compare raw probabilities with the float reference "

@@ -35,7 +35,7 @@ class Options:
     run_dir: Path | None = None
     data: Path | None = None
     split: str = "test"
-    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    formats: list[str] | None = None  # None: what the bundle holds + the baseline; ["-keras_fp32"]: without it
     threads: list[int] = field(default_factory=lambda: [1, 2])
     warmup: int = 10
     iterations: int = 100
@@ -215,6 +215,13 @@ def _env() -> dict:
     return env
 
 
+def _concrete(formats: list[str] | None) -> list[str]:
+    """The formats to convert for ``--run`` without a bundle: those asked for, or all of them."""
+    if formats is None or formats == ["-" + BASELINE]:
+        return [k for k, f in FORMATS.items() if f.on_device]
+    return formats
+
+
 def run_worker(job: dict, work: Path, timeout_s: float, progress: Progress) -> dict:
     """One worker subprocess; a crash, a timeout or an exception inside becomes ``{"error": ...}``."""
     name = f"{job['key']}_{'-'.join(map(str, job['threads']))}"
@@ -293,7 +300,7 @@ def run(opts: Options) -> dict:
     run_dir = Path(opts.run_dir) if opts.run_dir else None
     if opts.bundle is None and run_dir is None:
         raise BenchmarkError("pass --bundle BUNDLE or --run RUN_DIR")
-    bundle = Path(opts.bundle) if opts.bundle else convert_run(run_dir, opts.formats, out)
+    bundle = Path(opts.bundle) if opts.bundle else convert_run(run_dir, _concrete(opts.formats), out)
     if not (bundle / "metadata.json").is_file():
         raise BenchmarkError(f"{bundle}: not a bundle (no metadata.json); make one with python -m convert")
     meta = ModelMetadata.load(bundle / "metadata.json")
@@ -301,6 +308,10 @@ def run(opts: Options) -> dict:
     run_dir = run_dir or _resolve_run_dir(bundle, status)
     sums = listed_sums(bundle)
     labels = list(meta.labels)
+    held = [k for k, f in FORMATS.items() if f.on_device and (bundle / f.filename).is_file()]
+    if opts.formats is None or opts.formats == ["-" + BASELINE]:
+        opts.formats = ([BASELINE] if opts.formats is None else []) + held
+    not_held = [k for k, f in FORMATS.items() if f.on_device and k not in held and k not in opts.formats]
 
     ev = eval_images(meta, run_dir, Path(opts.data) if opts.data else None, opts.split,
                      (run_dir / "cache") if run_dir else out / "cache")
@@ -354,6 +365,7 @@ def run(opts: Options) -> dict:
               "data": {"description": ev.description, "n": int(len(ev.labels)),
                        "by_source": {s: int((ev.sources == s).sum()) for s in sorted(set(ev.sources.tolist()))},
                        "skipped": ev.skipped},
+              "not_in_bundle": not_held,
               "options": {"formats": opts.formats, "threads": opts.threads, "warmup": opts.warmup,
                           "iterations": opts.iterations, "e2e_iterations": opts.e2e_iterations,
                           "e2e_size": opts.e2e_size, "keras_call": opts.keras_call,

@@ -108,6 +108,16 @@ def test_failing_formats_are_rows_and_gates_exit_non_zero(tiny_bundle, tmp_path,
     assert "GATE FAILED" in err and "tflite_int8: accuracy" in err and "onnx_int8: failed" in err
     assert _strict_json(tmp_path / "g2" / "results.json")["gates"]["passed"] is False
 
+    # without --formats: what the bundle holds; the other formats of the table are named, not run
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in ("metadata.json", "bundle.json", FORMATS["tflite_int8"].filename):
+        shutil.copy(tiny_bundle / name, small / name)
+    write_sums(small)
+    assert main(["--bundle", str(small), "--no-baseline", "--no-plots", "--out", str(tmp_path / "s"), *FAST]) == 0
+    assert list(_rows(tmp_path / "s" / "results.csv")) == ["tflite_int8"]
+    assert "does not hold" in capsys.readouterr().out
+
 
 def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["--out", str(tmp_path)]) == 2
