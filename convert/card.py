@@ -38,7 +38,7 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
             "out of scope; uncertain ones are marked *refer to a clinician*.", "",
             "## Model",
             f"- Architecture: {meta.model_name}, input {meta.image_size}x{meta.image_size} grayscale "
-            f"(resize: {meta.interpolation}); trained with quantization-aware training: {meta.quantization}.",
+            f"(input preparation: {meta.preprocess.describe()}); trained with quantization-aware training: {meta.quantization}.",
             f"- Classes (output order): {', '.join(labels)}.",
             f"- Training data: sources {', '.join(meta.data_sources) or '-'}; data hash `{meta.data_hash}`; "
             f"split by patient: {meta.split.get('counts', {})} (seed {meta.split.get('seed')}).",

@@ -22,7 +22,7 @@ from edge_runtime import bundle as B
 from edge_runtime import heatmap as H
 from edge_runtime import scope
 from edge_runtime.metadata import ModelMetadata
-from edge_runtime.preprocess import ImageError, decode_image, resize
+from edge_runtime.preprocess import ImageError, decode_image, prepare
 
 TB = "tuberculosis"
 REFER = "refer"
@@ -132,7 +132,7 @@ class Classifier:
             name = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "<bytes>")
             image = decode_image(source, name)
         t.append(time.perf_counter())
-        x = resize(image, meta.preprocess)
+        x = prepare(image, meta.preprocess)
         t.append(time.perf_counter())
         raw, feats = self.predict(x)
         t.append(time.perf_counter())
@@ -148,7 +148,7 @@ class Classifier:
         top = int(np.argmax(probs))
         heat = None
         if problem is None and feats is not None and self._head:
-            heat = H.class_activation_map(feats, self._head, top, meta.image_size)
+            heat = H.uncrop(H.class_activation_map(feats, self._head, top, meta.image_size), meta.crop)
         t.append(time.perf_counter())
         steps = ("decode", "preprocess", "infer", "postprocess")
         timings = {s: round((t[i + 1] - t[i]) * 1000, 3) for i, s in enumerate(steps)}

@@ -22,6 +22,16 @@ def class_activation_map(features: np.ndarray, head: dict, class_index: int, siz
     return _cv2().resize(cam, (size, size), interpolation=1).clip(0, 1)  # INTER_LINEAR
 
 
+def uncrop(heatmap: np.ndarray, crop: float) -> np.ndarray:
+    """Place a heatmap of the cropped model input back in the frame of the whole film (zeros outside), so
+    that it overlays the original image where the model looked."""
+    if crop <= 0:
+        return heatmap
+    h, w = heatmap.shape
+    pad_y, pad_x = int(round(h * crop / (1 - 2 * crop))), int(round(w * crop / (1 - 2 * crop)))
+    return np.pad(heatmap, ((pad_y, pad_y), (pad_x, pad_x)))
+
+
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     """Blend a [0, 1] heatmap (any size) over a grayscale uint8 image: uint8 RGB of the image's size."""
     from edge_runtime.preprocess import _cv2

@@ -286,9 +286,9 @@ def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance:
 
 
 def _model_input(clf, path: Path):
-    from edge_runtime.preprocess import decode_image, resize
+    from edge_runtime.preprocess import decode_image, prepare
 
-    return resize(decode_image(str(path), Path(path).name), clf.metadata.preprocess)
+    return prepare(decode_image(str(path), Path(path).name), clf.metadata.preprocess)
 
 
 # ----------------------------------------------------------------------------- the kit

@@ -34,6 +34,10 @@ class ModelMetadata:
     temperature: float = 1.0  # temperature scaling fitted on validation (1.0 = none)
     head: dict = field(default_factory=dict)  # per parent model: {"weights": DxK} of the classifier, for the heatmap
     scope: dict = field(default_factory=dict)  # per parent model: embedding statistics of the training images
+    crop: float = 0.0  # harmonisation (edge_runtime.preprocess): fraction trimmed per side
+    equalize: str = "none"  # "none", "clahe" or "hist"
+    keep: str = "all"  # "border"/"centre" only in shortcut-audit controls, never deployed
+    frame: float = 24 / 256
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -41,11 +45,12 @@ class ModelMetadata:
             raise ValueError(f"metadata needs at least 2 labels, got {list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"duplicate labels in metadata: {list(self.labels)}")
-        PreprocessConfig(self.image_size, self.interpolation)  # validates
+        self.preprocess  # validates
 
     @property
     def preprocess(self) -> PreprocessConfig:
-        return PreprocessConfig(self.image_size, self.interpolation)
+        return PreprocessConfig(self.image_size, self.interpolation, crop=float(self.crop), equalize=self.equalize,
+                                keep=self.keep, frame=float(self.frame))
 
     @property
     def warning(self) -> str:

@@ -1,5 +1,14 @@
-"""The ONE preprocessing path: decode -> grayscale uint8 -> resize. Used by training, calibration,
-evaluation, the runtime and the benchmark alike. Normalisation lives inside the model graph.
+"""The ONE preprocessing path: decode -> grayscale uint8 -> crop -> resize -> equalise -> (mask). Used by
+training, calibration, evaluation, the runtime and the benchmark alike. Normalisation lives inside the model graph.
+
+Harmonisation (all stored in the model metadata, so a device prepares pixels exactly as training did):
+- ``crop``: the fraction trimmed from each side of the decoded film before resizing. It removes the film
+  border, collimation edges and most burnt-in markers, which differ from site to site (a source shortcut).
+- ``equalize``: ``"clahe"`` (contrast-limited adaptive histogram equalisation, 8x8 tiles, clip 2.0) or
+  ``"hist"`` (global histogram equalisation) on the resized image: it evens out exposure and contrast
+  differences between sites; ``"none"`` keeps the pixels.
+- ``keep``: only for the shortcut-audit controls: ``"border"`` blanks everything inside a frame of
+  ``frame`` (fraction of the side) so that the model sees the border alone; ``"centre"`` blanks the frame.
 
 Decoding rules:
 - 8-bit PNG/JPEG/BMP/TIFF: read as is; colour images are converted to grayscale (luma).
@@ -18,6 +27,8 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 MAX_PIXELS = 80_000_000  # refuse larger images (decompression bombs); a large CR plate is ~20 MP
 INTERPOLATIONS = {"area": 3, "linear": 1, "cubic": 2, "nearest": 0, "lanczos": 4}  # cv2.INTER_* values
+EQUALIZE = ("none", "clahe", "hist")
+KEEP = ("all", "border", "centre")
 
 
 class ImageError(ValueError):
@@ -30,12 +41,38 @@ class PreprocessConfig:
 
     image_size: int = 224
     interpolation: str = "area"
+    crop: float = 0.0  # fraction trimmed from each side before resizing
+    equalize: str = "none"  # "none", "clahe" or "hist", after resizing
+    keep: str = "all"  # shortcut-audit controls only: "border" or "centre"
+    frame: float = 24 / 256  # width of the border frame for ``keep``, as a fraction of the side
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, not {self.interpolation!r}")
         if self.image_size < 8:
             raise ValueError(f"image_size must be >= 8, not {self.image_size}")
+        if not 0.0 <= self.crop < 0.4:
+            raise ValueError(f"crop must be in [0, 0.4) (fraction trimmed from each side), not {self.crop}")
+        if self.equalize not in EQUALIZE:
+            raise ValueError(f"equalize must be one of {list(EQUALIZE)}, not {self.equalize!r}")
+        if self.keep not in KEEP:
+            raise ValueError(f"keep must be one of {list(KEEP)}, not {self.keep!r}")
+        if not 0.0 < self.frame < 0.5:
+            raise ValueError(f"frame must be in (0, 0.5), not {self.frame}")
+
+    @property
+    def harmonised(self) -> bool:
+        return self.crop > 0 or self.equalize != "none" or self.keep != "all"
+
+    def describe(self) -> str:
+        parts = [f"{self.image_size} px ({self.interpolation})"]
+        if self.crop:
+            parts.append(f"crop {self.crop:.0%} per side")
+        if self.equalize != "none":
+            parts.append(self.equalize.upper() if self.equalize == "clahe" else "histogram equalisation")
+        if self.keep != "all":
+            parts.append(f"CONTROL: {self.keep} only (frame {self.frame:.3f})")
+        return ", ".join(parts)
 
 
 def _cv2():
@@ -160,6 +197,43 @@ def resize(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=INTERPOLATIONS[cfg.interpolation])
 
 
+def crop(image: np.ndarray, fraction: float) -> np.ndarray:
+    """Trim ``fraction`` of the height and width from each side."""
+    if fraction <= 0:
+        return image
+    h, w = image.shape[:2]
+    dy, dx = int(round(h * fraction)), int(round(w * fraction))
+    return image[dy:h - dy, dx:w - dx]
+
+
+def equalize(image: np.ndarray, method: str) -> np.ndarray:
+    if method == "none":
+        return image
+    cv2 = _cv2()
+    if method == "hist":
+        return cv2.equalizeHist(image)
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(image)
+
+
+def frame_mask(size: int, frame: float) -> np.ndarray:
+    """Boolean (size, size): True on the border frame of width ``frame`` x size."""
+    f = max(1, int(round(size * frame)))
+    m = np.ones((size, size), bool)
+    m[f:size - f, f:size - f] = False
+    return m
+
+
+def prepare(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Decoded grayscale uint8 image -> the model-ready uint8 (size, size) array: crop, resize, equalise
+    and (controls only) mask."""
+    x = resize(crop(image, cfg.crop), cfg)
+    x = equalize(np.ascontiguousarray(x), cfg.equalize)
+    if cfg.keep != "all":
+        m = frame_mask(cfg.image_size, cfg.frame)
+        x = np.where(m if cfg.keep == "border" else ~m, x, 0).astype(np.uint8)
+    return x
+
+
 def load(source: str | os.PathLike | bytes, cfg: PreprocessConfig, name: str | None = None) -> np.ndarray:
-    """Decode and resize: the model-ready uint8 array of shape (size, size)."""
-    return resize(decode_image(source, name), cfg)
+    """Decode and prepare: the model-ready uint8 array of shape (size, size)."""
+    return prepare(decode_image(source, name), cfg)

@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not weight the loss by inverse class frequency")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")
     p.add_argument("--interpolation", default="area", help="resize filter (area, linear, cubic, lanczos)")
+    p.add_argument("--crop", type=float, default=0.0,
+                   help="harmonisation: fraction trimmed from each side of the film before resizing (borders, "
+                        "collimation, burnt-in markers), e.g. 0.1")
+    p.add_argument("--equalize", default="none", choices=["none", "clahe", "hist"],
+                   help="harmonisation: contrast equalisation after resizing")
+    p.add_argument("--keep", default="all", choices=["all", "border", "centre"],
+                   help="shortcut-audit control: train on the border frame only (lungs blanked) or on the centre "
+                        "only (frame blanked); such a model is a measurement, never for deployment")
+    p.add_argument("--frame", type=float, default=24 / 256, help="width of the frame for --keep, fraction of the side")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     p.add_argument("--model-version", default="", help="version string stored in the metadata (default: a timestamp)")
     p.add_argument("--verbose", action="store_true", help="debug logging")
@@ -78,12 +87,13 @@ def main(argv=None) -> int:
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
                       augment=args.augment, class_balance=args.class_balance, dropout=args.dropout,
-                      interpolation=args.interpolation, resume=args.resume, deterministic=args.deterministic,
+                      interpolation=args.interpolation, crop=args.crop, equalize=args.equalize, keep=args.keep,
+                      frame=args.frame, resume=args.resume, deterministic=args.deterministic,
                       model_version=args.model_version,
                       verbose=0)
     try:
         out = run(cfg)
-    except DataError as exc:
+    except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_summary(out)

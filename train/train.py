@@ -55,6 +55,10 @@ class TrainConfig:
     class_balance: bool = True
     dropout: float = 0.2
     interpolation: str = "area"
+    crop: float = 0.0  # harmonisation, see edge_runtime.preprocess
+    equalize: str = "none"
+    keep: str = "all"  # shortcut-audit controls: "border" or "centre"
+    frame: float = 24 / 256
     split: str | None = None  # reuse a saved split.csv
     resume: bool = False
     synthetic: bool | None = None  # None: read from the data folder (README/manifest says SYNTHETIC)
@@ -251,7 +255,9 @@ def run(cfg: TrainConfig) -> Path:
     log.info("patient-level split (seed %d):\n%s", cfg.seed, D.split_summary(parts))
     for side in ("train", "val"):
         D.check_labels(parts[side], cfg.classes, f"{side} split")
-    pre = PreprocessConfig(cfg.image_size, cfg.interpolation)
+    pre = PreprocessConfig(cfg.image_size, cfg.interpolation, crop=cfg.crop, equalize=cfg.equalize, keep=cfg.keep,
+                           frame=cfg.frame)
+    log.info("input preparation: %s", pre.describe())
     arrays = {side: D.load_arrays(parts[side], cfg.classes, pre, out / "cache") for side in parts}
     failed = [f for a in arrays.values() for f in a.failed]
     if failed:
@@ -299,6 +305,7 @@ def run(cfg: TrainConfig) -> Path:
     all_samples = [s for v in parts.values() for s in v]
     meta = ModelMetadata(
         labels=tuple(cfg.classes), image_size=cfg.image_size, interpolation=cfg.interpolation,
+        crop=cfg.crop, equalize=cfg.equalize, keep=cfg.keep, frame=cfg.frame,
         model_name=cfg.model + (f"_{cfg.alpha:g}" if cfg.alpha else ""),
         model_version=cfg.model_version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
         data_hash=D.data_hash(all_samples), data_sources=tuple(sorted({s.source for s in all_samples})),
