@@ -12,6 +12,7 @@ help:
 	@echo "make demo   - set up .venv, make synthetic data, train a tiny QAT model, convert it to a bundle, benchmark every format, print metrics"
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
+	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
 
 # Re-run the install only when the dependency declarations change.
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
@@ -32,6 +33,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The model-selection study on real images (train every candidate and the shortcut controls, convert, measure,
+# write benchmarks/MODEL_SELECTION.md). Hours on 2 cores; rerun to resume. DATA=path to use other images.
+STUDY_OUT ?= runs/study
+study: setup
+	$(PY) -m benchmarks.study --data $(DATA) --out $(STUDY_OUT) --publish benchmarks
 
 # Full-size run on the real development images (about an hour on 2 cores).
 train-real: setup

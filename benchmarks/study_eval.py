@@ -1,0 +1,342 @@
+"""Measurements of the model-selection study (``benchmarks.study``): every figure from the device runtime
+(``edge_runtime``) on the INT8 artifact, except the shortcut-audit controls, which are scored as trained
+(Keras float; they are measurements, never converted)."""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import metrics as M
+from edge_runtime.classifier import TB, Classifier, calibrate
+from edge_runtime.metadata import ModelMetadata
+from edge_runtime.preprocess import decode_image, frame_mask, prepare
+
+NORMAL, PNEUMONIA = "normal", "pneumonia"
+NIH, TBX = "nih_dcn", "tbx11k"
+TIE_AUC = 0.01  # candidates within this validation macro-AUC of the best are tied: the faster one wins
+
+
+def jsonable(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    return str(v)
+
+
+def _nan(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def pair_auc(y, probs, labels, pos: str = PNEUMONIA, neg: str = NORMAL) -> float:
+    """AUC of ``pos`` against ``neg`` among the images of those two classes only (score p_pos / (p_pos + p_neg))."""
+    if pos not in labels or neg not in labels:
+        return float("nan")
+    ip, ineg = labels.index(pos), labels.index(neg)
+    y = np.asarray(y)
+    m = (y == ip) | (y == ineg)
+    if not m.any():
+        return float("nan")
+    score = probs[m, ip] / np.maximum(probs[m, ip] + probs[m, ineg], 1e-12)
+    return M.binary_auc(y[m] == ip, score)
+
+
+def tb_auc(y, probs, labels) -> float:
+    if TB not in labels:
+        return float("nan")
+    i = labels.index(TB)
+    return M.binary_auc(np.asarray(y) == i, probs[:, i])
+
+
+def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dict | None = None) -> dict:
+    """The study's figures for one set of predictions: pooled and per source, calibrated with ``temperature``;
+    the TB rule and the refer rule at the stored ``thresholds``."""
+    y, sources = np.asarray(y, int), np.asarray(sources)
+    cal = calibrate(np.asarray(raw, np.float64), temperature)
+    rep = M.report_by_source(y, cal, sources, labels)
+    out = {"n": int(len(y)), "accuracy": rep["pooled"]["accuracy"], "macro_auc": rep["pooled"]["macro_auc"],
+           "macro_f1": rep["pooled"]["macro_f1"], "tb_auc": tb_auc(y, cal, labels),
+           "nih_pneumonia_auc": pair_auc(y[sources == NIH], cal[sources == NIH], labels),
+           "ece_raw": M.expected_calibration_error(y, np.asarray(raw, np.float64)) if len(y) else float("nan"),
+           "ece": rep["pooled"]["ece"], "by_source": {}, "per_class": {}}
+    for name in labels:
+        pc = rep["pooled"]["per_class"][name]
+        out["per_class"][name] = {"sensitivity": pc["sensitivity"], "specificity": pc["specificity"], "auc": pc["auc"]}
+    for src, r in rep["by_source"].items():
+        out["by_source"][src] = {"n": r["n"], "accuracy": r["accuracy"], "macro_auc": r["macro_auc"],
+                                 "sensitivity": {k: v["sensitivity"] for k, v in r["per_class"].items()
+                                                 if v["support"]}}
+    thresholds = thresholds or {}
+    is_tb = np.zeros(len(y), bool)
+    if TB in labels and TB in thresholds:
+        i = labels.index(TB)
+        is_tb = cal[:, i] >= thresholds[TB]
+        sens, spec = M.sens_spec_at(y == i, cal[:, i], thresholds[TB])
+        out["tb_rule"] = {"threshold": float(thresholds[TB]), "sensitivity": sens, "specificity": spec}
+    if "refer_below" in thresholds:
+        top, pred = cal.max(1), cal.argmax(1)
+        refer = ~is_tb & (top < thresholds["refer_below"])
+        kept = ~refer
+        # accepted images: a TB flag counts as right when the film is TB; the others by their top class
+        right = np.where(is_tb, y == labels.index(TB) if TB in labels else False, pred == y)
+        out["refer_rule"] = {"refer_below": float(thresholds["refer_below"]), "referred": float(refer.mean()),
+                             "accuracy_not_referred": float(right[kept].mean()) if kept.any() else float("nan")}
+    return out
+
+
+def _split_arrays(run: Path, meta: ModelMetadata):
+    from train import data as D
+
+    parts = D.load_split(run / "split.csv")
+    return {side: D.load_arrays(parts[side], meta.labels, meta.preprocess, run / "cache")
+            for side in ("val", "test") if parts.get(side)}
+
+
+def _keras_probs(run: Path, images: np.ndarray) -> np.ndarray:
+    from train.qat import load_model
+    from train.train import predict
+
+    model = load_model(run / ("model_qat.h5" if (run / "model_qat.h5").is_file() else "model_float.keras"))
+    return predict(model, images)
+
+
+def latency_ms(clf: Classifier, image: np.ndarray, iterations: int = 40) -> dict:
+    for _ in range(5):
+        clf.predict(image)
+    times = []
+    for _ in range(iterations):
+        t = time.perf_counter()
+        clf.predict(image)
+        times.append((time.perf_counter() - t) * 1000)
+    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)), "n": iterations}
+
+
+def evaluate_experiment(exp, run: Path, bundle: Path | None) -> dict:
+    """Validation and test figures of one experiment: the INT8 artifact through the runtime when converted,
+    else (controls) the Keras model as trained; plus the training log's figures."""
+    meta = ModelMetadata.load(run / "metadata.json")
+    labels = list(meta.labels)
+    arrays = _split_arrays(run, meta)
+    row = {"name": exp.name, "role": exp.role, "label": exp.label, "recipe": exp.recipe, "keep": exp.keep,
+           "preprocess": meta.preprocess.describe(), "train_metrics": json.loads((run / "metrics.json").read_text()),
+           "train_seconds": json.loads((run / "train_config.json").read_text()).get("wall_seconds")}
+    hist = run / "history.csv"
+    row["epochs_run"] = sum(1 for _ in hist.open()) - 1 if hist.is_file() else None
+    if bundle is None:
+        row["artifact"] = "keras (float)" if exp.keep != "all" else "keras (QAT)"
+        for side, a in arrays.items():
+            row[side] = summarise(a.labels, _keras_probs(run, a.images), a.sources, labels)
+        return row
+    bmeta = ModelMetadata.load(bundle / "metadata.json")
+    model = bundle / "model_tflite_int8.tflite"
+    clf = Classifier(model, num_threads=1)
+    row["artifact"] = "tflite_int8"
+    row["size_mb"] = model.stat().st_size / 1e6
+    row["temperature"] = bmeta.temperature
+    row["thresholds"] = dict(bmeta.thresholds)
+    status = json.loads((bundle / "bundle.json").read_text())
+    fmt = status.get("formats", {}).get("tflite_int8", {})
+    row["agreement_vs_parent"] = fmt.get("agreement")  # top-1 agreement with the Keras QAT parent, validation
+    for side, a in arrays.items():
+        raw = clf.predict_batch(a.images)
+        row[side] = summarise(a.labels, raw, a.sources, labels, bmeta.temperature, bmeta.thresholds)
+    row["latency_ms_1thread"] = latency_ms(clf, arrays["test"].images[0])
+    return row
+
+
+def choose_default(rows: dict, candidates: list[str]) -> str | None:
+    """The candidate with the best VALIDATION macro-AUC of its INT8 artifact; candidates within ``TIE_AUC`` of
+    it are tied and the fastest of them wins (a clinic's Raspberry Pi pays for every millisecond)."""
+    scored = [(rows[n]["val"]["macro_auc"], rows[n]["latency_ms_1thread"]["p50"], n) for n in candidates
+              if n in rows and "latency_ms_1thread" in rows[n] and not math.isnan(rows[n]["val"]["macro_auc"])]
+    if not scored:
+        return None
+    best = max(s[0] for s in scored)
+    tied = [s for s in scored if s[0] >= best - TIE_AUC]
+    return min(tied, key=lambda s: s[1])[2]
+
+
+# --- site shift -------------------------------------------------------------------------------------------
+
+def _marker(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    out = img.copy()
+    h, w = out.shape
+    s = h / 256
+    cv2.putText(out, "R", (int(w * 0.80), int(h * 0.14)), cv2.FONT_HERSHEY_SIMPLEX, 1.2 * s, 255, max(1, int(3 * s)))
+    cv2.rectangle(out, (int(w * 0.03), int(h * 0.88)), (int(w * 0.42), int(h * 0.97)), 235, -1)
+    cv2.putText(out, "PORTABLE AP", (int(w * 0.05), int(h * 0.945)), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * s, 20,
+                max(1, int(s)))
+    return out
+
+
+def _border(img: np.ndarray, frac: float = 0.08) -> np.ndarray:
+    """Collimation: the film shrunk inside a black frame (another site's field size and padding)."""
+    import cv2
+
+    h, w = img.shape
+    ph, pw = int(h * frac), int(w * frac)
+    inner = cv2.resize(img, (w - 2 * pw, h - 2 * ph), interpolation=cv2.INTER_AREA)
+    return cv2.copyMakeBorder(inner, ph, ph, pw, pw, cv2.BORDER_CONSTANT, value=0)
+
+
+def _gamma(img: np.ndarray, g: float) -> np.ndarray:
+    lut = (255 * (np.arange(256) / 255.0) ** g).round().astype(np.uint8)
+    return lut[img]
+
+
+def _contrast(img: np.ndarray, k: float = 0.6, offset: float = 30) -> np.ndarray:
+    return np.clip((img.astype(np.float32) - 128) * k + 128 + offset, 0, 255).round().astype(np.uint8)
+
+
+def _noise_blur(img: np.ndarray, seed: int) -> np.ndarray:
+    import cv2
+
+    x = cv2.GaussianBlur(img, (0, 0), 1.0).astype(np.float32)
+    x += np.random.default_rng(seed).normal(0, 6, x.shape)
+    return x.round().clip(0, 255).astype(np.uint8)
+
+
+SHIFTS = {
+    "none": lambda im, i: im,
+    "darker (gamma 1.6)": lambda im, i: _gamma(im, 1.6),
+    "brighter (gamma 0.6)": lambda im, i: _gamma(im, 0.6),
+    "low contrast": lambda im, i: _contrast(im),
+    "black collimation border": lambda im, i: _border(im),
+    "burnt-in markers": lambda im, i: _marker(im),
+    "blur + noise": _noise_blur,
+    "site B (all of it)": lambda im, i: _noise_blur(_marker(_border(_gamma(im, 1.3))), i),
+}
+
+
+def site_shift(bundle: Path) -> dict:
+    """Test figures of the bundle's INT8 model with every simulated site change applied to the decoded film."""
+    from train import data as D
+
+    meta = ModelMetadata.load(bundle / "metadata.json")
+    labels = list(meta.labels)
+    clf = Classifier(bundle / "model_tflite_int8.tflite", num_threads=2)
+    run = Path(json.loads((bundle / "bundle.json").read_text()).get("run_dir", ""))
+    split = bundle / "split.csv" if (bundle / "split.csv").is_file() else run / "split.csv"
+    test = D.load_split(split)["test"]
+    films, y, src = [], [], []
+    for s in test:
+        try:
+            films.append(decode_image(s.path))
+        except Exception:  # noqa: BLE001 - an unreadable film is simply not in this table
+            continue
+        y.append(labels.index(s.label))
+        src.append(s.source)
+    y, src = np.array(y), np.array(src)
+    out = {}
+    for name, fn in SHIFTS.items():
+        raw = np.stack([clf.predict(prepare(fn(im, i), meta.preprocess))[0] for i, im in enumerate(films)])
+        r = summarise(y, raw, src, labels, meta.temperature, meta.thresholds)
+        cal = calibrate(raw, meta.temperature)
+        nih_normal = (src == NIH) & (y == labels.index(NORMAL))
+        r["nih_normals_called_normal"] = float((cal[nih_normal].argmax(1) == labels.index(NORMAL)).mean())
+        r["nih_normals_called_pneumonia"] = float((cal[nih_normal].argmax(1) == labels.index(PNEUMONIA)).mean())
+        r["nih_normals_flagged_tb"] = float((cal[nih_normal, labels.index(TB)] >= meta.thresholds.get(TB, 1.1)).mean())
+        out[name] = r
+    return out
+
+
+# --- formats, benchmark, heatmaps -------------------------------------------------------------------------
+
+def per_format_calibration(bundle: Path) -> dict:
+    """ECE on test before and after the bundle's temperature, accuracy and TB rule, for every artifact."""
+    from edge_runtime.bundle import MODEL_SUFFIXES
+
+    meta = ModelMetadata.load(bundle / "metadata.json")
+    labels = list(meta.labels)
+    run = Path(json.loads((bundle / "bundle.json").read_text()).get("run_dir", ""))
+    arrays = _split_arrays(run, meta)
+    out = {}
+    for model in sorted(p for p in bundle.iterdir() if p.suffix in MODEL_SUFFIXES and p.stem.startswith("model_")):
+        try:
+            clf = Classifier(model, num_threads=2)
+        except Exception as exc:  # noqa: BLE001 - a format that does not load is a row with its error
+            out[model.stem.removeprefix("model_")] = {"error": str(exc)}
+            continue
+        fmt = {"backend": clf.backend, "size_mb": model.stat().st_size / 1e6}
+        for side, a in arrays.items():
+            fmt[side] = summarise(a.labels, clf.predict_batch(a.images), a.sources, labels, meta.temperature,
+                                  meta.thresholds)
+        out[model.stem.removeprefix("model_")] = fmt
+    return out
+
+
+def benchmark(bundle: Path, run: Path, out: Path, logs: Path) -> dict:
+    """``python -m benchmarks`` on the default model's bundle (every format in it, Keras baseline included)."""
+    import sys
+
+    if not (out / "results.json").is_file():
+        cmd = [sys.executable, "-m", "benchmarks", "--bundle", str(bundle), "--run", str(run), "--out", str(out),
+               "--iterations", "50", "--e2e-iterations", "15", "--quiet"]
+        with open(logs / "benchmark.log", "a") as fh:
+            subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    f = out / "results.json"
+    return {"folder": str(out), "report": str(out / "report.md")} | (
+        {"results": json.loads(f.read_text())} if f.is_file() else {"error": "the benchmark wrote no results"})
+
+
+def heatmap_stats(bundle: Path, per_class: int = 4) -> dict:
+    """Where the default model looks, on the test set: the share of the class-activation mass of the predicted
+    class that lies on the border frame (24/256 of the side, the shortcut audit's frame) of the model input,
+    per true class, against the frame's share of the area; and a sample of films for the report's figure."""
+    from edge_runtime.heatmap import class_activation_map
+    from train import data as D
+
+    meta = ModelMetadata.load(bundle / "metadata.json")
+    labels = list(meta.labels)
+    clf = Classifier(bundle / "model_tflite_int8.tflite", num_threads=2)
+    run = Path(json.loads((bundle / "bundle.json").read_text()).get("run_dir", ""))
+    test = D.load_split(run / "split.csv")["test"]
+    frame = frame_mask(meta.image_size, 24 / 256)
+    shares: dict[str, list[float]] = {l: [] for l in labels}
+    sample, picked = [], {l: 0 for l in labels}
+    head = clf._head
+    for s in test:
+        try:
+            x = prepare(decode_image(s.path), meta.preprocess)
+        except Exception:  # noqa: BLE001 - an unreadable film is not in this table
+            continue
+        raw, feats = clf.predict(x)
+        if feats is None or not head:
+            return {"error": "the artifact exports no feature map or the bundle no classifier weights"}
+        top = int(np.argmax(raw))
+        cam = class_activation_map(feats, head, top, meta.image_size)
+        total = float(cam.sum())
+        if total > 0:
+            shares[s.label].append(float(cam[frame].sum() / total))
+        if picked[s.label] < per_class:
+            picked[s.label] += 1
+            sample.append({"path": s.path, "label": s.label, "source": s.source, "predicted": labels[top]})
+    return {"frame_area_share": float(frame.mean()),
+            "border_share_by_class": {l: float(np.mean(v)) if v else float("nan") for l, v in shares.items()},
+            "n_by_class": {l: len(v) for l, v in shares.items()}, "sample": sample}
+
+
+def provenance(opts, seconds: float) -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True).strip()
+        dirty = bool(subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                             text=True).strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    from benchmarks.sysinfo import machine_info
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit + ("+dirty" if dirty else ""),
+            "command": opts.command, "data": str(opts.data), "recipe": opts.recipe, "epochs": opts.epochs,
+            "qat_epochs": opts.qat_epochs, "seed": opts.seed, "image_size": getattr(opts, "image_size", 224), "minutes": round(seconds / 60, 1),
+            "machine": machine_info(), "python": platform.python_version()}

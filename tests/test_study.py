@@ -1,0 +1,143 @@
+"""The model-selection study (benchmarks.study): its plan, its figures, and one small end-to-end run on the
+synthetic phantoms (the tiny QAT run stands in for the first candidate; the study trains a border-only control,
+converts, measures and writes the report)."""
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks import study_eval as SE
+from benchmarks.study import MODELS, Experiment, main, plan
+
+LABELS = ["normal", "pneumonia", "tuberculosis"]
+
+
+def test_plan_puts_the_key_measurements_first_and_honours_the_options():
+    names = [e.name for e in plan("crop-clahe", ["crop-clahe", "plain"], [m[0] for m in MODELS])]
+    assert names[:5] == ["mnv2-0.35_crop-clahe", "control-border_crop-clahe", "mnv2-0.35_plain",
+                         "control-border_plain", "control-centre_crop-clahe"]
+    assert names[-1] == "control-centre_plain" and "lite0-imagenet_crop-clahe" in names and len(names) == 11
+    small = plan("plain", ["plain"], ["mnv2-0.35"], controls=("border",))
+    assert [(e.name, e.role) for e in small] == [("mnv2-0.35_plain", "model"), ("control-border_plain", "control")]
+
+
+def test_experiment_arguments_reach_the_training_cli():
+    from train.__main__ import build_parser
+
+    exp = Experiment("c", "control", "mobilenet_v2", 0.35, recipe="crop-clahe", keep="border")
+    args = build_parser().parse_args(["--data", "x", *exp.train_args(8, 1)])
+    assert (args.alpha, args.crop, args.equalize, args.keep, args.qat_epochs, args.epochs) == \
+        (0.35, 0.1, "clahe", "border", 0, 8)  # a control is never quantised: it is a measurement
+    lite = Experiment("l", "model", "efficientnet_lite0", weights="imagenet")
+    assert build_parser().parse_args(["--data", "x", *lite.train_args(8, 1)]).weights == "imagenet"
+    assert lite.label == "efficientnet_lite0 (ImageNet)"
+
+
+def test_summarise_rules_and_pair_auc():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    raw = np.array([[.8, .1, .1], [.4, .35, .25], [.3, .6, .1], [.6, .3, .1], [.1, .1, .8], [.5, .2, .3]])
+    src = np.array(["nih_dcn"] * 4 + ["tbx11k"] * 2)
+    s = SE.summarise(y, raw, src, LABELS, 1.0, {"tuberculosis": 0.3, "refer_below": 0.5})
+    assert s["tb_rule"]["sensitivity"] == 1.0 and s["tb_rule"]["specificity"] == 1.0
+    # referred: films not flagged TB whose top probability is under 0.5: rows 1 only (0.40)
+    assert s["refer_rule"]["referred"] == pytest.approx(1 / 6)
+    # accepted: rows 0, 2, 3 by their top class (right, right, wrong) and rows 4, 5 flagged TB (right): 4/5
+    assert s["refer_rule"]["accuracy_not_referred"] == pytest.approx(4 / 5)
+    assert s["by_source"]["nih_dcn"]["n"] == 4 and s["accuracy"] == pytest.approx(4 / 6)  # rows 3, 5 wrong
+    # NIH normal vs pneumonia: pneumonia share p1/(p0+p1): normals .111, .467; pneumonias .667, .333 -> 3 of 4 pairs
+    assert s["nih_pneumonia_auc"] == pytest.approx(0.75)
+    assert math.isnan(SE.pair_auc(y[:2], raw[:2], LABELS))  # one class only
+
+
+def test_choose_default_prefers_validation_auc_then_speed():
+    def row(auc, ms):
+        return {"val": {"macro_auc": auc}, "latency_ms_1thread": {"p50": ms}}
+    rows = {"a": row(0.90, 30), "b": row(0.905, 80), "c": row(0.85, 5), "d": row(float("nan"), 1)}
+    assert SE.choose_default(rows, ["a", "b", "c", "d"]) == "a"  # a is within 0.01 of b and faster
+    rows["b"] = row(0.95, 80)
+    assert SE.choose_default(rows, ["a", "b", "c"]) == "b"
+    assert SE.choose_default(rows, ["zzz"]) is None
+
+
+def test_site_changes_keep_the_film_a_grayscale_uint8_image():
+    img = (np.random.default_rng(0).random((256, 240)) * 255).astype(np.uint8)
+    for name, fn in SE.SHIFTS.items():
+        out = fn(img, 0)
+        assert out.dtype == np.uint8 and out.shape == img.shape, name
+    assert np.array_equal(SE.SHIFTS["none"](img, 0), img)
+    assert (SE.SHIFTS["black collimation border"](img, 0)[:10] == 0).all()
+    assert not np.array_equal(SE.SHIFTS["burnt-in markers"](img, 0), img)
+
+
+def test_study_refuses_missing_data_and_unknown_names(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such data folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--data", str(tmp_path), "--models", "resnet152"])
+
+
+def test_heatmap_of_a_cropped_recipe_lies_over_the_centre_of_the_film(tiny_bundle, tmp_path):
+    from edge_runtime import bundle as B
+    from edge_runtime.classifier import Classifier
+
+    b = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, b)
+    meta = json.loads((b / "metadata.json").read_text())
+    meta.update(crop=0.1, equalize="clahe")
+    (b / "metadata.json").write_text(json.dumps(meta))
+    B.write_sums(b)
+    img = (np.random.default_rng(1).random((200, 200)) * 120 + 60).astype(np.uint8)
+    s = Classifier(b, num_threads=1).classify(img)
+    if s.heatmap is None:
+        pytest.skip(f"no heatmap for this film ({s.reason})")
+    assert s.heatmap.shape == (80, 80)  # 64 px model input = the central 80% of the film
+    assert s.heatmap[:8].max() == 0 and s.heatmap[:, -8:].max() == 0
+
+
+@pytest.mark.slow
+def test_small_study_end_to_end(tiny_run, synthetic_data, tmp_path):
+    """The study on the phantoms: the tiny run is the first candidate (linked in as done); the study trains
+    the border-only control (64 px, 2 epochs), converts the candidate, scores both, simulates site changes,
+    writes the report and publishes it."""
+    out = tmp_path / "study"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "mnv2-0.35_plain").symlink_to(tiny_run, target_is_directory=True)
+    rc = main(["--data", str(synthetic_data), "--out", str(out), "--recipe", "plain", "--recipes", "plain",
+               "--models", "mnv2-0.35", "--controls", "border", "--image-size", "64", "--epochs", "2",
+               "--no-benchmark", "--publish", str(tmp_path / "pub")])
+    assert rc == 0
+    res = json.loads((out / "study.json").read_text())
+    assert res["default"] == "mnv2-0.35_plain"
+    cand, ctrl = res["rows"]["mnv2-0.35_plain"], res["rows"]["control-border_plain"]
+    assert cand["artifact"] == "tflite_int8" and ctrl["artifact"] == "keras (float)"
+    assert (out / "train" / "control-border_plain" / "metadata.json").is_file()
+    ctrl_meta = json.loads((out / "train" / "control-border_plain" / "metadata.json").read_text())
+    assert ctrl_meta["keep"] == "border" and ctrl_meta["image_size"] == 64
+    # the figures are the runtime's: recompute the candidate's test accuracy from the INT8 model
+    from edge_runtime.classifier import Classifier
+    from edge_runtime.metadata import ModelMetadata
+    from train import data as D
+
+    bundle = out / "bundles" / "mnv2-0.35_plain"
+    meta = ModelMetadata.load(bundle / "metadata.json")
+    test = D.load_arrays(D.load_split(tiny_run / "split.csv")["test"], meta.labels, meta.preprocess)
+    probs = Classifier(bundle / "model_tflite_int8.tflite", num_threads=1).predict_batch(test.images)
+    assert cand["test"]["accuracy"] == pytest.approx(float((probs.argmax(1) == test.labels).mean()))
+    assert cand["test"]["accuracy"] > 0.5  # the tiny model is far above chance (1/3)
+    assert set(cand["shift"]) == set(SE.SHIFTS) and cand["shift"]["none"]["accuracy"] == cand["test"]["accuracy"]
+    hm = res["heatmaps"]
+    assert 0 < hm["frame_area_share"] < 1 and sum(hm["n_by_class"].values()) == cand["test"]["n"]
+    report = (tmp_path / "pub" / "MODEL_SELECTION.md").read_text()
+    for section in ("## Verdict", "## Shortcut audit", "## Robustness to a site change", "## What this data can"):
+        assert section in report
+    assert f"{cand['test']['accuracy']:.3f}" in report and res["meta"]["commit"] in report
+    for png in ("frontier.png", "shortcut_audit.png", "site_shift.png", "heatmaps.png"):
+        assert (tmp_path / "pub" / "model_selection" / png).stat().st_size > 1000
+    # a second run resumes: nothing is retrained or reconverted
+    mtime = (bundle / "bundle.json").stat().st_mtime
+    assert main(["--data", str(synthetic_data), "--out", str(out), "--recipe", "plain", "--recipes", "plain",
+                 "--models", "mnv2-0.35", "--controls", "border", "--image-size", "64", "--epochs", "2",
+                 "--no-benchmark"]) == 0
+    assert (bundle / "bundle.json").stat().st_mtime == mtime
