@@ -67,6 +67,7 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
     if test and "pooled" in test:
         out += ["", "## Test metrics of the trained model, pooled and per source (unseen patients)", "",
                 metrics_table(test, labels)]
+    out += ["", "## What the training data can and cannot show", *data_scope(meta), ""]
     out += ["", "## Limitations",
             "- Public chest X-ray sets confound disease with source (hospital, scanner, age): a model can score "
             "well by recognising the source. Figures are per source for that reason; performance at a new site "
@@ -76,3 +77,39 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
             "- Children, lateral films, post-operative chests and other diseases were not part of the training "
             "data.", ""]
     return "\n".join(out)
+
+
+def class_sources(meta: ModelMetadata) -> dict[str, list[str]]:
+    """The sources each class's test images came from (from the stored per-source test metrics)."""
+    by_source = meta.metrics.get("test", {}).get("by_source", {})
+    out: dict[str, list[str]] = {label: [] for label in meta.labels}
+    for src, rep in by_source.items():
+        for label, pc in rep.get("per_class", {}).items():
+            if pc.get("support") and label in out:
+                out[label].append(src)
+    return out
+
+
+def data_scope(meta: ModelMetadata) -> list[str]:
+    """Plain statements of what the data supports, computed from where each class came from."""
+    per = class_sources(meta)
+    if not any(per.values()):
+        return ["- The metrics stored with this model do not say which source each class came from; treat every "
+                "figure as specific to the training sources until it is measured elsewhere."]
+    lines = []
+    for label, srcs in per.items():
+        others = {s for other, ss in per.items() if other != label for s in ss}
+        if len(srcs) == 1 and srcs[0] not in others:
+            lines.append(f"- Every **{label}** image came from one source (`{srcs[0]}`) that holds no other class: "
+                         f"the model's {label} score cannot be told apart from recognising `{srcs[0]}` films "
+                         "(scanner, processing, borders, population). Its sensitivity and specificity are an upper "
+                         "bound, not evidence that it detects the disease.")
+    shared = [label for label, srcs in per.items() if len(srcs) > 1 or any(
+        s in {x for o, xs in per.items() if o != label for x in xs} for s in srcs)]
+    if shared:
+        lines.append("- Classes that share a source (" + ", ".join(shared) + ") are compared on films of the same "
+                     "origin: those figures are the ones least affected by the source.")
+    lines.append("- To show more: positives and negatives of every class from the same site and scanner, an "
+                 "external site held out entirely, and confirmed outcomes (culture or GeneXpert for TB).")
+    return lines
+

@@ -1,0 +1,28 @@
+"""The model card states what the data can show, computed from where each class came from."""
+from convert.card import data_scope
+from edge_runtime.metadata import ModelMetadata
+
+
+def meta_with(by_source):
+    metrics = {"test": {"by_source": {src: {"per_class": {c: {"support": n} for c, n in classes.items()}}
+                                      for src, classes in by_source.items()}}}
+    return ModelMetadata(labels=("normal", "pneumonia", "tuberculosis"), image_size=64, model_name="m",
+                         model_version="1", metrics=metrics)
+
+
+def test_a_class_from_its_own_source_is_called_confounded():
+    text = "\n".join(data_scope(meta_with({"nih": {"normal": 5, "pneumonia": 4, "tuberculosis": 0},
+                                           "tbx": {"normal": 0, "pneumonia": 0, "tuberculosis": 7}})))
+    assert "Every **tuberculosis** image came from one source (`tbx`)" in text
+    assert "upper bound" in text and "normal, pneumonia" in text
+    assert "**normal**" not in text
+
+
+def test_classes_sharing_sources_are_not_called_confounded():
+    text = "\n".join(data_scope(meta_with({"a": {"normal": 5, "pneumonia": 4, "tuberculosis": 2},
+                                           "b": {"normal": 3, "pneumonia": 0, "tuberculosis": 7}})))
+    assert "Every **" not in text and "same origin" in text
+
+
+def test_no_per_source_metrics_says_so():
+    assert "do not say which source" in data_scope(meta_with({}))[0]
