@@ -78,20 +78,22 @@ def test_study_refuses_missing_data_and_unknown_names(tmp_path, capsys):
         main(["--data", str(tmp_path), "--models", "resnet152"])
 
 
-def test_heatmap_of_a_cropped_recipe_lies_over_the_centre_of_the_film(tiny_bundle, tmp_path):
+def test_heatmap_of_a_cropped_recipe_lies_over_the_centre_of_the_film(tiny_bundle, tiny_run, tmp_path):
     from edge_runtime import bundle as B
     from edge_runtime.classifier import Classifier
+    from edge_runtime.preprocess import decode_image, resize, PreprocessConfig
+    from train import data as D
 
     b = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, b)
     meta = json.loads((b / "metadata.json").read_text())
-    meta.update(crop=0.1, equalize="clahe")
+    meta.update(crop=0.1, equalize="clahe", scope={})  # input check off: this test is about geometry
     (b / "metadata.json").write_text(json.dumps(meta))
     B.write_sums(b)
-    img = (np.random.default_rng(1).random((200, 200)) * 120 + 60).astype(np.uint8)
+    film = D.load_split(tiny_run / "split.csv")["test"][0].path
+    img = resize(decode_image(film), PreprocessConfig(200))
     s = Classifier(b, num_threads=1).classify(img)
-    if s.heatmap is None:
-        pytest.skip(f"no heatmap for this film ({s.reason})")
+    assert s.heatmap is not None, s.reason
     assert s.heatmap.shape == (80, 80)  # 64 px model input = the central 80% of the film
     assert s.heatmap[:8].max() == 0 and s.heatmap[:, -8:].max() == 0
 
