@@ -227,6 +227,7 @@ def run(opts: Options) -> int:
     log(f"study: {len(exps)} trainings on {opts.data} -> {opts.out}")
     runs: dict[str, Path] = {}
     split = None
+    probe = None
     for i, exp in enumerate(exps, 1):
         log(f"[train {i}/{len(exps)}] {exp.name}: {exp.label}, recipe {exp.recipe}"
             + (f", CONTROL keep={exp.keep}" if exp.keep != "all" else ""))
@@ -234,6 +235,15 @@ def run(opts: Options) -> int:
         if run_dir is not None:
             runs[exp.name] = run_dir
             split = split or run_dir / "split.csv"  # every later training reuses the first one's split
+        if split is not None and probe is None:
+            from benchmarks import study_eval as SE
+
+            log("[source probe] TB vs rest from trivial features, per recipe (logistic regression, no CNN)")
+            labels = json.loads((split.parent / "metadata.json").read_text())["labels"]
+            probe = SE.source_probe(split, labels, {r: RECIPES[r] for r in RECIPES}, opts.image_size,
+                                    opts.out / "cache")
+            for r, v in probe.items():
+                log(f"  {r}: " + ", ".join(f"{k} AUC {a:.3f}" for k, a in v.items()))
     bundles: dict[str, Path] = {}
     candidates = [e for e in exps if e.keep == "all" and e.name in runs]
     for i, exp in enumerate(candidates, 1):
@@ -244,7 +254,7 @@ def run(opts: Options) -> int:
     from benchmarks import study_eval as SE  # imported here: TF-free until the trainings are done
     from benchmarks import study_report as SR
 
-    results = {"experiments": [asdict(e) | {"label": e.label} for e in exps], "rows": {}}
+    results = {"experiments": [asdict(e) | {"label": e.label} for e in exps], "rows": {}, "probe": probe}
     for i, exp in enumerate(exps, 1):
         if exp.name not in runs:
             continue

@@ -318,6 +318,7 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
           "centre alone (frame blanked). If the border-only model separates TB, the whole-image TB score is not "
           "evidence of TB detection.", "",
           audit_table(audit), "", f"![shortcut audit]({PLOTS}/shortcut_audit.png)", "",
+          *_probe_text(results.get("probe")),
           _audit_text(audit), ""]
     hm = results.get("heatmaps", {})
     if hm.get("border_share_by_class"):
@@ -368,6 +369,18 @@ def _split_counts(rows: dict) -> str:
                 return ", ".join(f"{k} {s['n']}" for k, s in x.get("by_source", {}).items())
             return f"validation {v['n']} films ({by(v)}), test {t['n']} films ({by(t)})"
     return "-"
+
+
+def _probe_text(probe: dict | None) -> list[str]:
+    if not probe:
+        return []
+    from benchmarks.study_eval import SOURCE_PROBES
+
+    return ["Before any CNN: TB vs rest from trivial features of the prepared input (logistic regression fitted on "
+            "the training split, AUC on test). What these reach is source signal, not lung findings; a recipe that "
+            "lowers them removes some of it:", "",
+            table(["recipe"] + list(SOURCE_PROBES), [[r] + [fmt(v.get(k)) for k in SOURCE_PROBES] for r, v in probe.items()]),
+            ""]
 
 
 def _audit_verdict(audit: list[dict], recipe: str) -> str:
