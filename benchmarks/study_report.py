@@ -238,7 +238,7 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
     default = results.get("default")
     exps = results["experiments"]
     recipes = list(dict.fromkeys(e["recipe"] for e in exps))
-    cands = [rows_all[e["name"]] for e in exps if e["role"] == "model" and e["name"] in rows_all
+    cands = [rows_all[e["name"]] for e in exps if e["role"] in ("model", "recipe") and e["name"] in rows_all
              and "latency_ms_1thread" in rows_all[e["name"]]]
     audit = audit_rows(rows_all, recipes)
     d = rows_all.get(default) if default else None
@@ -298,7 +298,8 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
     L += ["## Candidates: INT8 accuracy against latency and size", "",
           "Every candidate is the INT8 TFLite artifact of its QAT model (`python -m convert RUN --formats tflite_int8`), "
           "scored through `edge_runtime` on the test split with its bundle's temperature and thresholds. "
-          "`agree vs QAT`: top-1 agreement with its Keras QAT parent on validation.", "",
+          "`agree vs QAT`: top-1 agreement with its Keras QAT parent on validation. Rows of another recipe than "
+          f"`{meta['recipe']}` are the recipe ablation: shown, not candidates for the default.", "",
           candidate_table(cands, default) if cands else "(none finished)", ""]
     if "frontier" in figs:
         L += [f"![frontier]({PLOTS}/frontier.png)", ""]
@@ -411,10 +412,18 @@ def _recipe_text(audit: list[dict], rows: dict) -> list[str]:
     for a in audit:
         r = rows.get(f"mnv2-0.35_{a['recipe']}")
         if r:
+            shift = r.get("shift", {})
+            site_b = shift.get("site B (all of it)", {})
+            border_shift = shift.get("black collimation border", {})
             out.append(f"- `{a['recipe']}` ({r['preprocess']}): val macro-AUC {fmt(_g(r, 'val', 'macro_auc'))}, "
                        f"test accuracy {fmt(_g(r, 'test', 'accuracy'))} (nih_dcn "
-                       f"{fmt(_g(r, 'test', 'by_source', 'nih_dcn', 'accuracy'))}), border-control TB AUC "
-                       f"{fmt(_g(a, 'border', 'tb_auc'))}.")
+                       f"{fmt(_g(r, 'test', 'by_source', 'nih_dcn', 'accuracy'))}), NIH normal-vs-pneumonia AUC "
+                       f"{fmt(_g(r, 'test', 'nih_pneumonia_auc'))}, border-control TB AUC "
+                       f"{fmt(_g(a, 'border', 'tb_auc'))}; with a black collimation border: accuracy "
+                       f"{fmt(_g(border_shift, 'accuracy'))}, TB sensitivity "
+                       f"{fmt(_g(border_shift, 'tb_rule', 'sensitivity'))}; simulated site B: accuracy "
+                       f"{fmt(_g(site_b, 'accuracy'))}, TB sensitivity {fmt(_g(site_b, 'tb_rule', 'sensitivity'))}, "
+                       f"NIH normals called normal {_pct(_g(site_b, 'nih_normals_called_normal'))}.")
     out += ["", "Fixed for every run (not varied here for lack of time on this CPU): class-balanced loss, cosine "
             "learning-rate decay from 1e-3, the augmentation above, batch 32, dropout 0.2; QAT fine-tuning at 1e-4."]
     return out
