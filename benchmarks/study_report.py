@@ -206,7 +206,7 @@ def shift_summary_table(rows: list[dict]) -> str:
     header = ["model"] + [f"{n}: acc / normals->normal / TB sens" for n in names]
     out = []
     for r in rows:
-        out.append([r["label"]] + [f"{fmt(r['shift'][n]['accuracy'])} / {_pct(r['shift'][n]['nih_normals_called_normal'])}"
+        out.append([f"{r['label']} ({r['recipe']})"] + [f"{fmt(r['shift'][n]['accuracy'])} / {_pct(r['shift'][n]['nih_normals_called_normal'])}"
                                    f" / {fmt(_g(r['shift'][n], 'tb_rule', 'sensitivity'))}" for n in names])
     return table(header, out)
 
