@@ -47,7 +47,7 @@ def plot_frontier(rows: list[dict], default: str | None, path: Path) -> Path:
         for r in rows:
             x, y = r["latency_ms_1thread"]["p50"], _g(r, side, "macro_auc")
             ax.scatter(x, y, s=40 + 25 * r["size_mb"], alpha=0.7, color="tab:red" if r["name"] == default else "tab:blue")
-            ax.annotate(r["label"], (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            ax.annotate(f"{r['label']} ({r['recipe']})", (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_xlabel("INT8 TFLite latency, p50 ms, 1 thread (this CPU)")
         ax.set_ylabel(f"{side} macro-AUC (INT8, calibrated)")
         ax.set_title(f"{side}: accuracy/latency frontier (dot area ~ MB)")
