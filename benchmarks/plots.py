@@ -88,7 +88,8 @@ def plot_all(result: dict, probs: dict, ev, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     labels = result["model"]["labels"]
     t = result["model"].get("temperature", 1.0)
-    cal = {k: calibrate(np.asarray(p, np.float64), t) for k, p in probs.items()}
+    own = {r["format"]: r["temperature"] for r in result["rows"] if "temperature" in r}  # per artifact
+    cal = {k: calibrate(np.asarray(p, np.float64), own.get(k, t)) for k, p in probs.items()}
     paths = []
     if ev is not None:
         y = np.asarray(ev.labels)

@@ -386,7 +386,9 @@ def score(rows: list[dict], details: dict, ev: EvalSet, meta: ModelMetadata, lab
     ref_probs = details[ref["format"]]["probs"] if ref else None
     for row in with_probs:
         d = details[row["format"]]
-        rep = Q.evaluate(ev.labels, d["probs"], ev.sources, labels, meta.temperature, meta.thresholds)
+        own = meta.for_format(row["format"])  # each artifact's own temperature and thresholds (convert fits them)
+        row["temperature"] = own.temperature
+        rep = Q.evaluate(ev.labels, d["probs"], ev.sources, labels, own.temperature, own.thresholds)
         d["quality"] = rep
         row.update(Q.flat(rep["pooled"], labels))
         if ref is not None:

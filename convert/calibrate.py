@@ -22,6 +22,17 @@ def fit_temperature(y: np.ndarray, probs: np.ndarray) -> float:
     return float(grid[int(np.argmin([nll(t) for t in grid]))])
 
 
+def fit(y: np.ndarray, raw: np.ndarray, labels: list[str]) -> dict:
+    """Temperature, thresholds and their validation report for one model's raw validation probabilities."""
+    temperature = fit_temperature(y, raw)
+    cal = calibrate(raw, temperature)
+    thresholds, report = choose_operating_points(y, cal, labels)
+    report["calibration"] = {"temperature": temperature,
+                             "val_ece_before": M.expected_calibration_error(y, raw),
+                             "val_ece_after": M.expected_calibration_error(y, cal)}
+    return {"temperature": temperature, "thresholds": thresholds, "operating_point": report}
+
+
 def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
                             target_accuracy: float = REFER_TARGET_ACCURACY) -> tuple[dict, dict]:
     """(thresholds, report) from calibrated validation probabilities."""

@@ -42,10 +42,11 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
             f"- Classes (output order): {', '.join(labels)}.",
             f"- Training data: sources {', '.join(meta.data_sources) or '-'}; data hash `{meta.data_hash}`; "
             f"split by patient: {meta.split.get('counts', {})} (seed {meta.split.get('seed')}).",
-            f"- Temperature scaling: T = {meta.temperature:.2f} (validation ECE "
+            f"- Temperature scaling of the deployed Keras model: T = {meta.temperature:.2f} (validation ECE "
             f"{_fmt(op.get('calibration', {}).get('val_ece_before'))} -> "
             f"{_fmt(op.get('calibration', {}).get('val_ece_after'))}).", "",
-            "## Decision rule (chosen on validation data)"]
+            "## Decision rule (chosen on validation data, figures of the deployed Keras model; each artifact's "
+            "own values are in the formats table)"]
     if "tb" in op:
         out.append(f"- Tuberculosis when P(TB) >= {op['tb']['threshold']:.3f}: validation sensitivity "
                    f"{op['tb']['val_sensitivity']:.3f}, specificity {op['tb']['val_specificity']:.3f} "
@@ -57,12 +58,21 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
                    f"{_fmt(r['val_accuracy_not_referred'])}.")
     out.append("")
     out += ["## Formats in this bundle", "",
-            "| format | file | MB | top-1 agreement with Keras parent | max prob diff | test accuracy | status |",
-            "|---|---|---|---|---|---|---|"]
+            "Each artifact has its own temperature and thresholds, fitted on its own validation outputs (an INT8 "
+            "file does not give exactly the probabilities of the model it was made from); the device uses them.", "",
+            "| format | file | MB | top-1 agreement with Keras parent | max prob diff | T | val ECE raw -> T "
+            "| TB threshold | refer below | test accuracy | status |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in status.get("formats", {}).items():
         acc = r.get("test", {}).get("pooled", {}).get("accuracy")
+        own = meta.for_format(key)
+        cal = own.metrics.get("operating_point", {}).get("calibration", {}) if key in meta.calibration else {}
         out.append(f"| {key} | {r.get('file', '-')} | {r.get('bytes', 0) / 1e6:.2f} | {_fmt(r.get('agreement'))} | "
-                   f"{_fmt(r.get('max_prob_diff'), 4)} | {_fmt(acc)} | {'ok' if r.get('passed') else 'FAILED'} |")
+                   f"{_fmt(r.get('max_prob_diff'), 4)} | "
+                   + (f"{own.temperature:.2f} | {_fmt(cal.get('val_ece_before'))} -> {_fmt(cal.get('val_ece_after'))} | "
+                      f"{_fmt(own.thresholds.get('tuberculosis'))} | {_fmt(own.thresholds.get('refer_below'), 2)} | "
+                      if key in meta.calibration else "- | - | - | - | ")
+                   + f"{_fmt(acc)} | {'ok' if r.get('passed') else 'FAILED'} |")
     test = meta.metrics.get("test")
     if test and "pooled" in test:
         out += ["", "## Test metrics of the trained model, pooled and per source (unseen patients)", "",

@@ -147,6 +147,21 @@ def _embed_onnx(path: Path, meta_json: str) -> None:
     onnx.save(m, str(path))
 
 
+def embed_metadata(path: Path, meta_json: str) -> None:
+    """Replace the metadata copy inside an ONNX or OpenVINO artifact (TFLite reads metadata.json beside it)."""
+    if path.suffix == ".onnx":
+        _embed_onnx(path, meta_json)
+    elif path.suffix == ".xml":
+        import openvino as ov
+
+        model = ov.Core().read_model(str(path))
+        model.set_rt_info(meta_json, ["cxr", "metadata"])
+        tmp = path.with_name(path.stem + ".tmp.xml")
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        tmp.replace(path)
+        tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+
+
 @try_export
 def export_onnx(key: str, src: Sources, dest: Path) -> None:
     f = FORMATS[key]

@@ -83,20 +83,16 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     log.info("[3/5] calibrating on validation (%d images) with the %s model", len(val.images), deployed)
     ref = {side: {p: _predict(m, arrays[side].images) for p, m in models.items()} for side in ("val", "test")
            if side in arrays}
-    vprobs = ref["val"][deployed][0]
-    temperature = C.fit_temperature(val.labels, vprobs)
-    cal = calibrate(vprobs, temperature)
-    thresholds, op_report = C.choose_operating_points(val.labels, cal, labels)
+    fitted = C.fit(val.labels, ref["val"][deployed][0], labels)
+    temperature, thresholds, op_report = fitted["temperature"], fitted["thresholds"], fitted["operating_point"]
     scope_stats = {p: scope.fit(_predict(m, arrays["train"].images)[1]) for p, m in models.items()}
-    op_report["calibration"] = {"temperature": temperature,
-                                "val_ece_before": M.expected_calibration_error(val.labels, vprobs),
-                                "val_ece_after": M.expected_calibration_error(val.labels, cal)}
     log.info("temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", temperature,
              op_report["calibration"]["val_ece_before"], op_report["calibration"]["val_ece_after"],
              {k: round(v, 3) for k, v in thresholds.items()})
+    calibration = {"keras_fp32": C.fit(val.labels, ref["val"]["float"][0], labels)}
     meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats,
                    head={p: C.head_weights(m) for p, m in models.items()},
-                   metrics={**meta.metrics, "operating_point": op_report})
+                   metrics={**meta.metrics, "operating_point": op_report}, calibration=calibration)
     meta_json = meta.to_json()
     meta.save(out / "metadata.json")
 
@@ -119,10 +115,17 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
                     pf = parity(be, val.images, ref["val"]["float"][0]) if parent != "float" else pv
                     res.update(parent=parent, agreement=pv["agreement"], max_prob_diff=pv["max_prob_diff"],
                                agreement_vs_float=pf["agreement"], max_prob_diff_vs_float=pf["max_prob_diff"])
-                    res["val"] = M.report_by_source(val.labels, calibrate(pv["probs"], temperature), val.sources, labels)
+                    # the artifact's own operating point, fitted on its own validation outputs
+                    own = calibration[key] = C.fit(val.labels, pv["probs"], labels)
+                    log.info("[%s] own calibration: temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", key,
+                             own["temperature"], own["operating_point"]["calibration"]["val_ece_before"],
+                             own["operating_point"]["calibration"]["val_ece_after"],
+                             {k: round(v, 3) for k, v in own["thresholds"].items()})
+                    res["val"] = M.report_by_source(val.labels, calibrate(pv["probs"], own["temperature"]),
+                                                    val.sources, labels)
                     if test is not None and len(test.images):
                         pt = parity(be, test.images, ref["test"][parent][0])
-                        res["test"] = M.report_by_source(test.labels, calibrate(pt["probs"], temperature),
+                        res["test"] = M.report_by_source(test.labels, calibrate(pt["probs"], own["temperature"]),
                                                          test.sources, labels)
                         res["test_agreement"] = pt["agreement"]
                     res["passed"] = pv["agreement"] >= min_agreement
@@ -142,7 +145,14 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     finally:
         E.cleanup(src)
 
-    log.info("[5/5] writing the bundle: metadata, model card, checksums")
+    log.info("[5/5] writing the bundle: metadata (with each artifact's calibration), model card, checksums")
+    meta = replace(meta, calibration=calibration)
+    meta.save(out / "metadata.json")
+    for key, res in results.items():  # the copy inside each artifact carries that artifact's own operating point
+        if res.get("ok"):
+            dest = out / FORMATS[key].filename
+            E.embed_metadata(dest, meta.for_format(key).to_json())
+            res["bytes"] = sum(p.stat().st_size for p in dest.parent.glob(dest.stem + ".*"))
     failed = [k for k, r in results.items() if not r.get("passed")]
     status = {"validated": not failed and not meta.synthetic, "synthetic": meta.synthetic,
               "failed_formats": failed, "min_agreement": min_agreement, "run_dir": str(run_dir),

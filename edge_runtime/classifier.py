@@ -85,7 +85,9 @@ class Classifier:
 
         t0 = time.perf_counter()
         self.path = Path(path)
-        self.model_path, self.metadata, self.bundle_status = B.resolve(self.path, backend, verify)
+        self.model_path, meta, self.bundle_status = B.resolve(self.path, backend, verify)
+        fmt = self.model_path.stem.removeprefix("model_")
+        self.metadata = meta.for_format(fmt)  # this artifact's own temperature and thresholds
         self._backend = load_backend(self.model_path, num_threads)
         self.backend = self._backend.name
         size = self.metadata.image_size
@@ -99,7 +101,6 @@ class Classifier:
         card = self.path / "MODEL_CARD.md" if self.path.is_dir() else self.model_path.with_name("MODEL_CARD.md")
         self.model_card = card.read_text() if card.is_file() else ""
         # heatmap weights and input-check statistics belong to the Keras parent this artifact was made from
-        fmt = self.model_path.stem.removeprefix("model_")
         self.parent = self.bundle_status.get("formats", {}).get(fmt, {}).get("parent")
         self._head = _for_parent(self.metadata.head, self.parent)
         self._scope = _for_parent(self.metadata.scope, self.parent)

@@ -5,7 +5,7 @@ Precedence for preprocessing settings (as timm does): explicit argument, then me
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from edge_runtime.preprocess import PreprocessConfig
@@ -38,6 +38,9 @@ class ModelMetadata:
     equalize: str = "none"  # "none", "clahe" or "hist"
     keep: str = "all"  # "border"/"centre" only in shortcut-audit controls, never deployed
     frame: float = 24 / 256
+    # per artifact (format key, e.g. "onnx_int8"): {"temperature", "thresholds", "operating_point"} fitted on
+    # that artifact's own validation outputs; the top-level temperature/thresholds are the deployed Keras parent's
+    calibration: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -51,6 +54,19 @@ class ModelMetadata:
     def preprocess(self) -> PreprocessConfig:
         return PreprocessConfig(self.image_size, self.interpolation, crop=float(self.crop), equalize=self.equalize,
                                 keep=self.keep, frame=float(self.frame))
+
+    def for_format(self, key: str | None) -> "ModelMetadata":
+        """This metadata with the temperature, thresholds and operating-point report of one artifact.
+
+        Each converted artifact (an INT8 file quantised from the float model, say) gives slightly different
+        probabilities from the Keras model the bundle-level figures were fitted on, so convert calibrates
+        every artifact on its own validation outputs. Unknown keys keep the bundle-level values."""
+        entry = (self.calibration or {}).get(key or "")
+        if not entry:
+            return self
+        op = entry.get("operating_point")
+        return replace(self, temperature=float(entry["temperature"]), thresholds=dict(entry["thresholds"]),
+                       metrics={**self.metrics, "operating_point": op} if op else self.metrics)
 
     @property
     def warning(self) -> str:

@@ -66,6 +66,13 @@ def test_every_format_runs_in_the_runtime_and_agrees_with_keras(tiny_bundle, ref
         assert agreement == 1.0
         np.testing.assert_allclose(got, want, atol=1e-3)
     assert row["agreement"] == pytest.approx(agreement, abs=1e-9)
+    # the artifact carries its own operating point, fitted on its own validation outputs, and the runtime uses it
+    from convert import calibrate as C
+
+    own = ModelMetadata.load(tiny_bundle / "metadata.json").calibration[key]
+    assert own["temperature"] == pytest.approx(C.fit_temperature(val.labels, got))
+    assert own["thresholds"] == pytest.approx(C.fit(val.labels, got, list(clf.metadata.labels))["thresholds"])
+    assert clf.metadata.temperature == own["temperature"] and clf.metadata.thresholds == own["thresholds"]
 
 
 def test_metadata_is_embedded_in_every_artifact(tiny_bundle):
@@ -75,8 +82,13 @@ def test_metadata_is_embedded_in_every_artifact(tiny_bundle):
         assert np.asarray(meta.head[parent]["weights"]).shape[1] == len(meta.labels)
         assert meta.scope[parent]["within_threshold"] > 0 and meta.scope[parent]["residual_threshold"] > 0
     assert 0 < meta.thresholds["tuberculosis"] < 1 and 0 <= meta.thresholds["refer_below"] < 1
+    assert set(meta.calibration) == {"keras_fp32", *ON_DEVICE}
     for key in ("onnx_int8", "onnx_fp32", "openvino_int8", "openvino_fp32"):
-        assert B.embedded_metadata(tiny_bundle / FORMATS[key].filename) == meta, key
+        # the copy inside the artifact is the bundle's metadata with that artifact's own operating point on top,
+        # so a file copied out of its bundle still decides with its own numbers
+        embedded = B.embedded_metadata(tiny_bundle / FORMATS[key].filename)
+        assert embedded == meta.for_format(key), key
+        assert embedded.temperature == meta.calibration[key]["temperature"], key
 
 
 def test_bundle_has_card_and_checksums(tiny_bundle):

@@ -34,6 +34,18 @@ def test_decision_rule_follows_the_metadata():
     assert decide(np.array([0.5, 0.45, 0.05]), _meta(thresholds={}))[0] == "normal"
 
 
+def test_each_artifact_decides_with_its_own_operating_point():
+    own = {"temperature": 2.0, "thresholds": {"tuberculosis": 0.4, "refer_below": 0.0},
+           "operating_point": {"tb": {"threshold": 0.4, "val_sensitivity": 0.9, "val_specificity": 0.8}}}
+    m = _meta(temperature=1.2, calibration={"onnx_int8": own})
+    assert m.for_format("tflite_int8") is m  # no entry of its own: the bundle-level values
+    o = m.for_format("onnx_int8")
+    assert (o.temperature, o.thresholds) == (2.0, own["thresholds"]) and o.metrics["operating_point"]["tb"]
+    assert ModelMetadata.from_dict(json.loads(m.to_json())).for_format("onnx_int8") == o  # survives the round trip
+    p = np.array([0.5, 0.15, 0.35])
+    assert decide(p, m)[0] == "tuberculosis" and decide(p, o)[0] == "normal"
+
+
 @pytest.fixture(scope="module")
 def clf(tiny_bundle):
     return Classifier(tiny_bundle)
