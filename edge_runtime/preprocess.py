@@ -226,7 +226,12 @@ def frame_mask(size: int, frame: float) -> np.ndarray:
 def prepare(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Decoded grayscale uint8 image -> the model-ready uint8 (size, size) array: crop, resize, equalise
     and (controls only) mask."""
-    x = resize(crop(image, cfg.crop), cfg)
+    return finish(resize(crop(image, cfg.crop), cfg), cfg)
+
+
+def finish(x: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """The steps of ``prepare`` after cropping and resizing: equalise and (controls only) mask. Training calls
+    it after site-style augmentation, which acts on the film before equalisation as a real site change would."""
     x = equalize(np.ascontiguousarray(x), cfg.equalize)
     if cfg.keep != "all":
         m = frame_mask(cfg.image_size, cfg.frame)

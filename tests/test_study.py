@@ -19,6 +19,13 @@ def test_plan_puts_the_key_measurements_first_and_honours_the_options():
     assert names[:5] == ["mnv2-0.35_crop-clahe", "control-border_crop-clahe", "mnv2-0.35_plain",
                          "control-border_plain", "control-centre_crop-clahe"]
     assert names[-1] == "control-centre_plain" and "lite0-imagenet_crop-clahe" in names and len(names) == 11
+    with_site = plan("crop-clahe", ["crop-clahe", "crop-clahe-site"], ["mnv2-0.35", "mnv3-small"],
+                     extra=("mnv3-small:crop-clahe-site", "mnv3-small:crop-clahe"))  # the second one is planned
+    assert [(e.name, e.role) for e in with_site] == [
+        ("mnv2-0.35_crop-clahe", "model"), ("control-border_crop-clahe", "control"),
+        ("mnv2-0.35_crop-clahe-site", "recipe"), ("control-border_crop-clahe-site", "control"),
+        ("control-centre_crop-clahe", "control"), ("mnv3-small_crop-clahe", "model"),
+        ("mnv3-small_crop-clahe-site", "model"), ("control-centre_crop-clahe-site", "control")]
     small = plan("plain", ["plain"], ["mnv2-0.35"], controls=("border",))
     assert [(e.name, e.role) for e in small] == [("mnv2-0.35_plain", "model"), ("control-border_plain", "control")]
 
@@ -30,6 +37,9 @@ def test_experiment_arguments_reach_the_training_cli():
     args = build_parser().parse_args(["--data", "x", *exp.train_args(8, 1)])
     assert (args.alpha, args.crop, args.equalize, args.keep, args.qat_epochs, args.epochs) == \
         (0.35, 0.1, "clahe", "border", 0, 8)  # a control is never quantised: it is a measurement
+    site = Experiment("s", "model", "mobilenet_v3_small", recipe="crop-clahe-site")
+    args = build_parser().parse_args(["--data", "x", *site.train_args(8, 1)])
+    assert (args.site_augment, args.crop, args.equalize, args.qat_epochs) == (0.5, 0.1, "clahe", 1)
     lite = Experiment("l", "model", "efficientnet_lite0", weights="imagenet")
     assert build_parser().parse_args(["--data", "x", *lite.train_args(8, 1)]).weights == "imagenet"
     assert lite.label == "efficientnet_lite0 (ImageNet)"
@@ -59,6 +69,12 @@ def test_choose_default_prefers_validation_auc_then_speed():
     rows["b"] = row(0.95, 80)
     assert SE.choose_default(rows, ["a", "b", "c"]) == "b"
     assert SE.choose_default(rows, ["zzz"]) is None
+    # with the validation films under simulated site B, the score is the mean of both AUCs
+    rows["a"]["val_site_b"] = {"macro_auc": 0.60}
+    rows["c"]["val_site_b"] = {"macro_auc": 0.84}
+    assert SE.selection_score(rows["a"]) == pytest.approx(0.75) and SE.selection_score(rows["b"]) == 0.95
+    rows["b"]["val_site_b"] = {"macro_auc": 0.50}  # 0.725: the site-robust c (0.845) now wins
+    assert SE.choose_default(rows, ["a", "b", "c"]) == "c"
 
 
 def test_site_changes_keep_the_film_a_grayscale_uint8_image():
@@ -108,7 +124,7 @@ def test_small_study_end_to_end(tiny_run, synthetic_data, tmp_path):
     (out / "train" / "mnv2-0.35_plain").symlink_to(tiny_run, target_is_directory=True)
     rc = main(["--data", str(synthetic_data), "--out", str(out), "--recipe", "plain", "--recipes", "plain",
                "--models", "mnv2-0.35", "--controls", "border", "--image-size", "64", "--epochs", "2",
-               "--no-benchmark", "--publish", str(tmp_path / "pub")])
+               "--no-benchmark", "--extra", "", "--publish", str(tmp_path / "pub")])
     assert rc == 0
     res = json.loads((out / "study.json").read_text())
     assert res["default"] == "mnv2-0.35_plain"
@@ -129,6 +145,9 @@ def test_small_study_end_to_end(tiny_run, synthetic_data, tmp_path):
     assert cand["test"]["accuracy"] == pytest.approx(float((probs.argmax(1) == test.labels).mean()))
     assert cand["test"]["accuracy"] > 0.5  # the tiny model is far above chance (1/3)
     assert set(cand["shift"]) == set(SE.SHIFTS) and cand["shift"]["none"]["accuracy"] == cand["test"]["accuracy"]
+    # the default was chosen on validation films, as they are and under simulated site B
+    assert cand["val_site_b"]["n"] == cand["val"]["n"] and 0 <= cand["val_site_b"]["macro_auc"] <= 1
+    assert SE.selection_score(cand) == pytest.approx((cand["val"]["macro_auc"] + cand["val_site_b"]["macro_auc"]) / 2)
     hm = res["heatmaps"]
     assert 0 < hm["frame_area_share"] < 1 and sum(hm["n_by_class"].values()) == cand["test"]["n"]
     report = (tmp_path / "pub" / "MODEL_SELECTION.md").read_text()
@@ -141,7 +160,7 @@ def test_small_study_end_to_end(tiny_run, synthetic_data, tmp_path):
     mtime = (bundle / "bundle.json").stat().st_mtime
     assert main(["--data", str(synthetic_data), "--out", str(out), "--recipe", "plain", "--recipes", "plain",
                  "--models", "mnv2-0.35", "--controls", "border", "--image-size", "64", "--epochs", "2",
-                 "--no-benchmark"]) == 0
+                 "--no-benchmark", "--extra", ""]) == 0
     assert (bundle / "bundle.json").stat().st_mtime == mtime
 
 

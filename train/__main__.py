@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true",
                    help="bit-exact reruns (TensorFlow op determinism); slower on CPU")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
+    p.add_argument("--site-augment", type=float, default=0.0, metavar="P",
+                   help="site-style augmentation (train.site: exposure, collimation, burnt-in markers, blur/noise, "
+                        "JPEG), each change applied with probability P (e.g. 0.5) before equalisation; 0 = off")
     p.add_argument("--no-class-balance", dest="class_balance", action="store_false",
                    help="do not weight the loss by inverse class frequency")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")
@@ -81,12 +84,15 @@ def main(argv=None) -> int:
     from train.evaluate import summary_table
     from train.train import TrainConfig, run
 
+    if not 0.0 <= args.site_augment <= 1.0:
+        print(f"error: --site-augment is a probability in [0, 1], got {args.site_augment}", file=sys.stderr)
+        return 2
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     cfg = TrainConfig(data=args.data, out=args.out, model=args.model, alpha=args.alpha, image_size=args.image_size,
                       classes=classes, weights=args.weights, epochs=args.epochs, qat_epochs=args.qat_epochs,
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
-                      augment=args.augment, class_balance=args.class_balance, dropout=args.dropout,
+                      augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout,
                       interpolation=args.interpolation, crop=args.crop, equalize=args.equalize, keep=args.keep,
                       frame=args.frame, resume=args.resume, deterministic=args.deterministic,
                       model_version=args.model_version,

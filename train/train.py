@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,6 +52,7 @@ class TrainConfig:
     test_frac: float = 0.15
     seed: int = 0
     augment: bool = True
+    site_augment: float = 0.0  # probability of each site-style change (train.site); 0 = off
     class_balance: bool = True
     dropout: float = 0.2
     interpolation: str = "area"
@@ -83,11 +84,13 @@ def select_strategy():
     return tf.distribute.get_strategy()
 
 
-def make_dataset(arrays: D.Arrays, batch_size: int, training: bool, seed: int, augment: bool = True):
+def make_dataset(arrays: D.Arrays, batch_size: int, training: bool, seed: int, augment: bool = True,
+                 site=None):
     """One tf.data pipeline with an ``is_training`` flag: shuffle + radiograph-safe augmentation when training.
 
     Augmentation: small rotation (+-5 deg), shift (5%), zoom (10%), brightness and contrast; no flips
-    (a mirrored chest shows anatomy that does not exist).
+    (a mirrored chest shows anatomy that does not exist). ``site``: a ``train.site.batch_function`` that
+    site-augments and finishes (equalises) the batch first; ``arrays`` then hold un-equalised films.
     """
     import tensorflow as tf
     import tf_keras
@@ -97,6 +100,11 @@ def make_dataset(arrays: D.Arrays, batch_size: int, training: bool, seed: int, a
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b))
+    if training and site is not None:
+        def _site(a, b):
+            y = tf.numpy_function(site, [a], tf.float32, stateful=True)
+            return tf.ensure_shape(y, [None, *x.shape[1:]]), b
+        ds = ds.map(_site)  # one call at a time: the numpy generator is not thread-safe
     if training and augment:
         aug = tf_keras.Sequential([
             tf_keras.layers.RandomRotation(5 / 360, fill_mode="nearest", seed=seed),
@@ -268,7 +276,17 @@ def run(cfg: TrainConfig) -> Path:
     counts = np.bincount(arrays["train"].labels, minlength=len(cfg.classes))
     class_weight = ({i: float(counts.sum() / (len(counts) * c)) for i, c in enumerate(counts) if c}
                     if cfg.class_balance else None)
-    train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.seed, cfg.augment)
+    site = None
+    if cfg.augment and cfg.site_augment > 0:
+        from train import site as S
+
+        raw = D.load_arrays(parts["train"], cfg.classes, replace(pre, equalize="none", keep="all"), out / "cache")
+        site = S.batch_function(pre, cfg.seed, cfg.site_augment)
+        log.info("site-style augmentation (exposure, collimation, markers, sharpness/noise, JPEG), each with "
+                 "probability %.2f, before %s", cfg.site_augment, pre.equalize if pre.equalize != "none" else "the model")
+        train_ds = make_dataset(raw, cfg.batch_size, True, cfg.seed, cfg.augment, site=site)
+    else:
+        train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.seed, cfg.augment)
 
     # --- model --------------------------------------------------------------------------------------
     strategy = select_strategy()
