@@ -42,7 +42,7 @@ def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
         i = labels.index(TB)
         pos = y == i
         if pos.any() and (~pos).any():
-            t = M.threshold_for_sensitivity(pos, probs[:, i], TB_SENSITIVITY)
+            t = M.threshold_in_gap(pos, probs[:, i], TB_SENSITIVITY)
             thresholds[TB] = t
             sens, spec = M.sens_spec_at(pos, probs[:, i], t)
             report["tb"] = {"threshold": t, "val_sensitivity": sens, "val_specificity": spec}

@@ -44,7 +44,12 @@ class Screening:
 
 
 def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling on probabilities (log-probabilities are logits up to a constant)."""
+    """Temperature scaling on probabilities (log-probabilities are logits up to a constant).
+
+    Always float64: a threshold fitted on float32 probabilities and applied to float64 ones (or the reverse)
+    disagrees exactly where an INT8 model saturates (p = 1.0 in float32 is 0.99999997 in float64), and a TB
+    threshold sitting there then flags no film at all."""
+    probs = np.asarray(probs, np.float64)
     if temperature == 1.0:
         return probs
     z = np.log(np.clip(probs, 1e-7, 1.0)) / temperature

@@ -55,6 +55,22 @@ def threshold_for_sensitivity(y: np.ndarray, score: np.ndarray, target: float) -
     return float(pos[min(max(k, 0), len(pos) - 1)])
 
 
+def threshold_in_gap(y: np.ndarray, score: np.ndarray, target: float) -> float:
+    """A threshold with the validation sensitivity and specificity of :func:`threshold_for_sensitivity`, moved
+    down to the middle of the gap between the chosen score and the next lower score of any image.
+
+    The highest such threshold sits exactly on a validation score; with INT8 outputs many films share the
+    saturated top value, and any rounding between where the threshold was fitted and where it is applied
+    (another runtime, float32 against float64) then decides whether all of them pass or none. In the gap
+    the validation operating point is the same and small numeric differences no longer flip it."""
+    t = threshold_for_sensitivity(y, score, target)
+    if not np.isfinite(t):
+        return t
+    score = np.asarray(score, np.float64)
+    below = score[score < t]
+    return float((t + below.max()) / 2) if len(below) else t
+
+
 def sens_spec_at(y: np.ndarray, score: np.ndarray, threshold: float) -> tuple[float, float]:
     y = np.asarray(y, bool)
     pred = np.asarray(score) >= threshold

@@ -50,6 +50,48 @@ def test_threshold_reaches_target_sensitivity():
             assert M.sens_spec_at(y, s, higher.min())[0] < target
 
 
+def test_threshold_in_gap_keeps_the_operating_point_with_a_margin():
+    rng = np.random.default_rng(5)
+    y = rng.random(300) < 0.3
+    s = np.round(rng.random(300) + y * 0.4, 2)  # coarse scores: many ties, as INT8 outputs give
+    for target in (0.5, 0.9, 1.0):
+        top = M.threshold_for_sensitivity(y, s, target)
+        gap = M.threshold_in_gap(y, s, target)
+        assert M.sens_spec_at(y, s, gap) == M.sens_spec_at(y, s, top)
+        assert gap < top and not np.isin(gap, s)  # strictly between two observed scores
+
+
+def _saturated_int8_tb_outputs(n_tb=40, n_rest=60, seed=6):
+    """Probabilities as an INT8 model gives them (steps of 1/256), TB saturated for most TB films."""
+    rng = np.random.default_rng(seed)
+    q = lambda p: np.round(p * 256) / 256  # noqa: E731
+    tb = np.tile([0.0, 0.0, 255 / 256], (n_tb, 1))
+    tb[: n_tb // 20] = [0.25, 0.25, 0.5]  # a few unsure TB films
+    rest = q(rng.dirichlet([4, 4, 0.5], n_rest))
+    probs = np.vstack([tb, rest]).astype(np.float32)
+    y = np.r_[np.full(n_tb, 2), rng.integers(0, 2, n_rest)]
+    return y, probs
+
+
+def test_tb_threshold_fitted_on_float32_flags_the_same_films_in_float64():
+    """Regression: a TB threshold fitted on saturated float32 INT8 outputs (p = 1.0 after temperature in
+    float32) flagged no TB film once the same outputs were scored in float64 (the study's TB sensitivity of
+    EfficientNet-Lite0 INT8 read 0.000 on 2026-11-28)."""
+    from convert import calibrate as C
+    from edge_runtime.classifier import calibrate
+
+    y, raw32 = _saturated_int8_tb_outputs()
+    labels = ["normal", "pneumonia", "tuberculosis"]
+    fitted = C.fit(y, raw32, labels)
+    thr, t = fitted["thresholds"]["tuberculosis"], fitted["temperature"]
+    val_sens = fitted["operating_point"]["tb"]["val_sensitivity"]
+    assert val_sens >= 0.9
+    for raw in (raw32, raw32.astype(np.float64)):
+        cal = calibrate(raw, t)
+        assert cal.dtype == np.float64
+        assert M.sens_spec_at(y == 2, cal[:, 2], thr)[0] == val_sens
+
+
 def test_confusion_matrix_and_report():
     y = np.array([0, 0, 1, 1, 2, 2])
     probs = np.array([[.8, .1, .1], [.2, .7, .1], [.1, .8, .1], [.1, .8, .1], [.1, .1, .8], [.6, .2, .2]])

@@ -23,7 +23,7 @@ def choose_thresholds(y_val, probs_val, classes) -> dict:
         i = list(classes).index(TB)
         y = np.asarray(y_val) == i
         if y.any() and (~y).any():
-            out[TB] = M.threshold_for_sensitivity(y, probs_val[:, i], TB_SENSITIVITY)
+            out[TB] = M.threshold_in_gap(y, probs_val[:, i], TB_SENSITIVITY)
     return out
 
 
