@@ -318,7 +318,7 @@ def run(opts: Options) -> int:
                 results["formats"] = SE.per_format_calibration(full)
                 results["benchmark"] = SE.benchmark(full, runs[chosen], opts.out / "benchmark", opts.out / "logs")
         results["heatmaps"] = SE.heatmap_stats(bundles[chosen])
-    results["meta"] = SE.provenance(opts, time.time() - t0)
+    results["meta"] = SE.provenance(opts, time.time() - t0, list(runs.values()))
     (opts.out / "study.json").write_text(json.dumps(results, indent=2, default=SE.jsonable) + "\n")
     report = SR.write(results, opts.out, bundles.get(chosen) if chosen else None)
     log(f"report: {report}")

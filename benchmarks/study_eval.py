@@ -341,7 +341,19 @@ def heatmap_stats(bundle: Path, per_class: int = 4) -> dict:
             "n_by_class": {l: len(v) for l, v in shares.items()}, "sample": sample}
 
 
-def provenance(opts, seconds: float) -> dict:
+def training_minutes(runs) -> float:
+    """The trainings' own wall time (train_config.json), summed: what a study from scratch costs in training,
+    whatever part of it this (possibly resumed) run did."""
+    total = 0.0
+    for run in runs:
+        try:
+            total += float(json.loads((Path(run) / "train_config.json").read_text()).get("wall_seconds", 0))
+        except (OSError, ValueError):
+            pass
+    return round(total / 60, 1)
+
+
+def provenance(opts, seconds: float, runs=()) -> dict:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True).strip()
@@ -354,6 +366,7 @@ def provenance(opts, seconds: float) -> dict:
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit + ("+dirty" if dirty else ""),
             "command": opts.command, "data": str(opts.data), "recipe": opts.recipe, "epochs": opts.epochs,
             "qat_epochs": opts.qat_epochs, "seed": opts.seed, "image_size": getattr(opts, "image_size", 224), "minutes": round(seconds / 60, 1),
+            "train_minutes": training_minutes(runs),
             "machine": machine_info(), "python": platform.python_version()}
 
 

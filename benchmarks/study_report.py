@@ -263,7 +263,9 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
     L = ["# Model selection on real chest X-rays (cxr-dev)", "",
          "> A screening aid, not a diagnosis. Every figure below was measured by one run of the study on the "
          "data named here; none is assumed, and none is evidence of performance at a clinic.", "",
-         f"- **Date:** {meta['date']}  **Commit:** `{meta['commit']}`  **Study time:** {meta['minutes']} min",
+         f"- **Date:** {meta['date']}  **Commit:** `{meta['commit']}`  **Study time:** {meta['minutes']} min this run"
+         + (f"; the {len(rows_all)} trainings it uses took {meta['train_minutes']} min of training in all (a study "
+            "from scratch costs about both)" if meta.get("train_minutes") else ""),
          f"- **Command:** `{meta['command']}` (Makefile: `make study`; it resumes when interrupted)",
          f"- **Data:** `{meta['data']}`; the patient-level split (NIH patient id, TBX11K pseudo-patient group) "
          f"of the first training, reused by all: {_split_counts(rows_all)}",

@@ -154,6 +154,12 @@ def test_small_study_end_to_end(tiny_run, synthetic_data, tmp_path):
     for section in ("## Verdict", "## Shortcut audit", "## Robustness to a site change", "## What this data can"):
         assert section in report
     assert f"{cand['test']['accuracy']:.3f}" in report and res["meta"]["commit"] in report
+    # the header tells what the study costs from scratch: the trainings' own wall time, summed
+    walls = [json.loads((out / "train" / n / "train_config.json").read_text())["wall_seconds"]
+             for n in ("mnv2-0.35_plain", "control-border_plain")]
+    assert res["meta"]["train_minutes"] > 0
+    assert res["meta"]["train_minutes"] == pytest.approx(sum(walls) / 60, abs=0.06)
+    assert f"took {res['meta']['train_minutes']} min of training in all" in report
     for png in ("frontier.png", "shortcut_audit.png", "site_shift.png", "heatmaps.png"):
         assert (tmp_path / "pub" / "model_selection" / png).stat().st_size > 1000
     # a second run resumes: nothing is retrained or reconverted
