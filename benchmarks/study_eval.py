@@ -60,12 +60,12 @@ def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dic
     """The study's figures for one set of predictions: pooled and per source, calibrated with ``temperature``;
     the TB rule and the refer rule at the stored ``thresholds``."""
     y, sources = np.asarray(y, int), np.asarray(sources)
-    cal = calibrate(np.asarray(raw, np.float64), temperature)
+    cal = calibrate(raw, temperature)  # float64, as convert fitted the thresholds
     rep = M.report_by_source(y, cal, sources, labels)
     out = {"n": int(len(y)), "accuracy": rep["pooled"]["accuracy"], "macro_auc": rep["pooled"]["macro_auc"],
            "macro_f1": rep["pooled"]["macro_f1"], "tb_auc": tb_auc(y, cal, labels),
            "nih_pneumonia_auc": pair_auc(y[sources == NIH], cal[sources == NIH], labels),
-           "ece_raw": M.expected_calibration_error(y, np.asarray(raw, np.float64)) if len(y) else float("nan"),
+           "ece_raw": M.expected_calibration_error(y, raw) if len(y) else float("nan"),
            "ece": rep["pooled"]["ece"], "by_source": {}, "per_class": {}}
     for name in labels:
         pc = rep["pooled"]["per_class"][name]
