@@ -15,9 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from convert.formats import FORMATS, parse_formats
+from edge_runtime.formats import BASELINE, FORMATS, parse_formats
 
-BASELINE = "keras_fp32"
 
 
 def build_parser() -> argparse.ArgumentParser:

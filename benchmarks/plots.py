@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import metrics as M
-from edge_runtime.classifier import calibrate
+from edge_runtime.operating_point import calibrate
 
 
 def _plt():

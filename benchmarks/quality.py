@@ -9,41 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime import metrics as M
-from edge_runtime.classifier import TB, calibrate
+from edge_runtime import operating_point as OP
 
 MIN_F1_RATIO = 0.99  # an INT8 artifact keeps at least 99% of its float parent's macro-F1
 MIN_AGREEMENT = 0.98  # ... and at least 98% top-1 agreement with it
 
 
-def _tb_at_threshold(y, cal, labels, threshold) -> dict | None:
-    """Sensitivity/specificity of the device's TB rule (P(TB) >= the bundle's threshold)."""
-    if TB not in labels or threshold is None:
-        return None
-    i = labels.index(TB)
-    sens, spec = M.sens_spec_at(np.asarray(y) == i, cal[:, i], threshold)
-    return {"threshold": float(threshold), "sensitivity": sens, "specificity": spec}
-
-
 def evaluate(y, probs, sources, labels: list[str], temperature: float = 1.0, thresholds: dict | None = None) -> dict:
-    """``report_by_source`` of the calibrated probabilities, plus the TB rule at the bundle's threshold."""
+    """``report_by_source`` of the calibrated probabilities, plus the TB rule at the bundle's threshold
+    (``tb_at_threshold``)."""
     y = np.asarray(y, int)
-    cal = calibrate(np.asarray(probs, np.float64), temperature)
+    cal = OP.calibrate(probs, temperature)
     rep = M.report_by_source(y, cal, sources, labels)
-    thr = (thresholds or {}).get(TB)
-    rep["pooled"]["tb_at_bundle_threshold"] = _tb_at_threshold(y, cal, labels, thr)
-    srcs = np.asarray(sources)
-    for src, r in rep["by_source"].items():
-        m = srcs == src
-        r["tb_at_bundle_threshold"] = _tb_at_threshold(y[m], cal[m], labels, thr)
-    return rep
-
-
-def compare(probs, reference) -> dict:
-    """Top-1 agreement and the largest absolute probability difference (raw outputs)."""
-    p, r = np.asarray(probs, np.float64), np.asarray(reference, np.float64)
-    if p.shape != r.shape or not len(p):
-        return {"agreement": float("nan"), "max_prob_diff": float("nan")}
-    return {"agreement": float((p.argmax(1) == r.argmax(1)).mean()), "max_prob_diff": float(np.abs(p - r).max())}
+    return OP.add_tb_at_threshold(rep, y, cal, sources, labels, (thresholds or {}).get(OP.TB))
 
 
 def flat(report: dict, labels: list[str]) -> dict:
@@ -57,7 +35,7 @@ def flat(report: dict, labels: list[str]) -> dict:
         out[f"auc_{name}"] = pc["auc"]
     op = report.get("tb_operating_point") or {}
     out["tb_spec_at_90_sens"] = op.get("specificity", float("nan"))
-    dev = report.get("tb_at_bundle_threshold") or {}
+    dev = report.get("tb_at_threshold") or {}
     out["tb_sens_at_threshold"] = dev.get("sensitivity", float("nan"))
     out["tb_spec_at_threshold"] = dev.get("specificity", float("nan"))
     return out

@@ -12,8 +12,8 @@ import numpy as np
 
 from benchmarks.quality import flat
 from benchmarks.sysinfo import describe
+from edge_runtime.formats import BASELINE
 
-BASELINE = "keras_fp32"
 # The targets, reported against (never asserted)
 TARGET_SPEEDUP = 6.0
 TARGET_E2E_MS = 15.0

@@ -16,12 +16,12 @@ import numpy as np
 
 from benchmarks import quality as Q
 from benchmarks.sysinfo import load_average, machine_info
-from convert.formats import FORMATS
 from edge_runtime import bundle as B
+from edge_runtime import metrics as M
+from edge_runtime.formats import BASELINE, FORMATS
 from edge_runtime.metadata import ModelMetadata
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE = "keras_fp32"
 
 
 class BenchmarkError(RuntimeError):
@@ -211,7 +211,6 @@ def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    env.setdefault("TF_USE_LEGACY_KERAS", "1")
     return env
 
 
@@ -392,7 +391,7 @@ def score(rows: list[dict], details: dict, ev: EvalSet, meta: ModelMetadata, lab
         d["quality"] = rep
         row.update(Q.flat(rep["pooled"], labels))
         if ref is not None:
-            cmp = Q.compare(d["probs"], ref_probs)
+            cmp = M.agreement(d["probs"], ref_probs)
             row["agreement_vs_float"], row["max_prob_diff_vs_float"] = cmp["agreement"], cmp["max_prob_diff"]
             row["float_reference"] = ref["format"]
     for row in rows:

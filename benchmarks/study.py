@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.formats import DEFAULT_FORMATS, DEPLOYED
+
 RECIPES = {
     "plain": {},
     "crop-clahe": {"crop": 0.1, "equalize": "clahe"},
@@ -193,7 +195,7 @@ def _current(bundle: Path) -> bool:
         return False
 
 
-def convert(name: str, run: Path, opts: Options, formats: str = "tflite_int8", tag: str = "") -> Path | None:
+def convert(name: str, run: Path, opts: Options, formats: str = DEPLOYED, tag: str = "") -> Path | None:
     bundle = opts.out / "bundles" / (name + tag)
     if (bundle / "bundle.json").is_file() and _current(bundle):
         return bundle
@@ -313,7 +315,7 @@ def run(opts: Options) -> int:
                 results["rows"][e.name]["shift"] = SE.site_shift(bundles[e.name])
         if opts.benchmark:
             log(f"[formats] {chosen}: every default format, then the benchmark")
-            full = convert(chosen, runs[chosen], opts, "tflite_int8,openvino_int8,onnx_int8,tflite_fp32", tag="-all")
+            full = convert(chosen, runs[chosen], opts, ",".join(dict.fromkeys([*DEFAULT_FORMATS, "tflite_fp32"])), tag="-all")
             if full is not None:
                 results["formats"] = SE.per_format_calibration(full)
                 results["benchmark"] = SE.benchmark(full, runs[chosen], opts.out / "benchmark", opts.out / "logs")

@@ -12,13 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime import formats as F
 from edge_runtime import metrics as M
-from edge_runtime.classifier import TB, Classifier, calibrate
+from edge_runtime import operating_point as OP
+from edge_runtime.classifier import Classifier
 from edge_runtime.metadata import ModelMetadata
-from edge_runtime.preprocess import decode_image, frame_mask, prepare
+from edge_runtime.operating_point import TB, calibrate
+from edge_runtime.preprocess import PreprocessConfig, decode_image, frame_mask, prepare
 
 NORMAL, PNEUMONIA = "normal", "pneumonia"
 NIH, TBX = "nih_dcn", "tbx11k"
+SCORED = F.DEPLOYED  # the artifact every candidate is scored as
 TIE_AUC = 0.01  # candidates within this validation score of the best are tied: the faster one wins
 
 
@@ -75,20 +79,10 @@ def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dic
                                  "sensitivity": {k: v["sensitivity"] for k, v in r["per_class"].items()
                                                  if v["support"]}}
     thresholds = thresholds or {}
-    is_tb = np.zeros(len(y), bool)
-    if TB in labels and TB in thresholds:
-        i = labels.index(TB)
-        is_tb = cal[:, i] >= thresholds[TB]
-        sens, spec = M.sens_spec_at(y == i, cal[:, i], thresholds[TB])
-        out["tb_rule"] = {"threshold": float(thresholds[TB]), "sensitivity": sens, "specificity": spec}
-    if "refer_below" in thresholds:
-        top, pred = cal.max(1), cal.argmax(1)
-        refer = ~is_tb & (top < thresholds["refer_below"])
-        kept = ~refer
-        # accepted images: a TB flag counts as right when the film is TB; the others by their top class
-        right = np.where(is_tb, y == labels.index(TB) if TB in labels else False, pred == y)
-        out["refer_rule"] = {"refer_below": float(thresholds["refer_below"]), "referred": float(refer.mean()),
-                             "accuracy_not_referred": float(right[kept].mean()) if kept.any() else float("nan")}
+    if (tb := OP.tb_at_threshold(y, cal, labels, thresholds.get(TB))) is not None:
+        out["tb_rule"] = tb
+    if (refer := OP.refer_rule(y, cal, labels, thresholds)) is not None:
+        out["refer_rule"] = refer
     return out
 
 
@@ -101,22 +95,16 @@ def _split_arrays(run: Path, meta: ModelMetadata):
 
 
 def _keras_probs(run: Path, images: np.ndarray) -> np.ndarray:
-    from train.qat import load_model
-    from train.train import predict
+    from train import keras_io as K
 
-    model = load_model(run / ("model_qat.h5" if (run / "model_qat.h5").is_file() else "model_float.keras"))
-    return predict(model, images)
+    return K.predict(K.load_model(run / ("model_qat.h5" if (run / "model_qat.h5").is_file() else "model_float.keras")),
+                     images)
 
 
 def latency_ms(clf: Classifier, image: np.ndarray, iterations: int = 40) -> dict:
-    for _ in range(5):
-        clf.predict(image)
-    times = []
-    for _ in range(iterations):
-        t = time.perf_counter()
-        clf.predict(image)
-        times.append((time.perf_counter() - t) * 1000)
-    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)), "n": iterations}
+    from benchmarks.worker import time_calls
+
+    return time_calls(lambda: clf.predict(image), warmup=5, iterations=iterations, budget_s=None)
 
 
 def evaluate_experiment(exp, run: Path, bundle: Path | None) -> dict:
@@ -135,15 +123,15 @@ def evaluate_experiment(exp, run: Path, bundle: Path | None) -> dict:
         for side, a in arrays.items():
             row[side] = summarise(a.labels, _keras_probs(run, a.images), a.sources, labels)
         return row
-    model = bundle / "model_tflite_int8.tflite"
-    clf = Classifier(model, num_threads=1)
-    row["artifact"] = "tflite_int8"
+    model = bundle / F.FORMATS[SCORED].filename
+    clf = Classifier.from_bundle(model, num_threads=1)
+    row["artifact"] = SCORED
     row["size_mb"] = model.stat().st_size / 1e6
     bmeta = clf.metadata  # the INT8 artifact's own calibration
     row["temperature"] = bmeta.temperature
     row["thresholds"] = dict(bmeta.thresholds)
     status = json.loads((bundle / "bundle.json").read_text())
-    fmt = status.get("formats", {}).get("tflite_int8", {})
+    fmt = status.get("formats", {}).get(SCORED, {})
     row["agreement_vs_parent"] = fmt.get("agreement")  # top-1 agreement with the Keras QAT parent, validation
     for side, a in arrays.items():
         raw = clf.predict_batch(a.images)
@@ -235,7 +223,7 @@ def site_shift(bundle: Path, side: str = "test", shifts: tuple[str, ...] | None 
     with each simulated site change (default: all of ``SHIFTS``) applied to the decoded film."""
     from train import data as D
 
-    clf = Classifier(bundle / "model_tflite_int8.tflite", num_threads=2)
+    clf = Classifier.from_bundle(bundle / F.FORMATS[SCORED].filename, num_threads=2)
     meta = clf.metadata  # the artifact's own temperature and thresholds
     labels = list(meta.labels)
     run = Path(json.loads((bundle / "bundle.json").read_text()).get("run_dir", ""))
@@ -267,26 +255,25 @@ def site_shift(bundle: Path, side: str = "test", shifts: tuple[str, ...] | None 
 
 def per_format_calibration(bundle: Path) -> dict:
     """ECE on test before and after the bundle's temperature, accuracy and TB rule, for every artifact."""
-    from edge_runtime.bundle import MODEL_SUFFIXES
-
     meta = ModelMetadata.load(bundle / "metadata.json")
     labels = list(meta.labels)
     run = Path(json.loads((bundle / "bundle.json").read_text()).get("run_dir", ""))
     arrays = _split_arrays(run, meta)
     out = {}
-    for model in sorted(p for p in bundle.iterdir() if p.suffix in MODEL_SUFFIXES and p.stem.startswith("model_")):
+    for model in sorted(p for p in bundle.iterdir() if F.key_of(p) and F.FORMATS[F.key_of(p)].on_device):
+        key = F.key_of(model)
         try:
-            clf = Classifier(model, num_threads=2)
+            clf = Classifier.from_bundle(model, num_threads=2)
         except Exception as exc:  # noqa: BLE001 - a format that does not load is a row with its error
-            out[model.stem.removeprefix("model_")] = {"error": str(exc)}
+            out[key] = {"error": str(exc)}
             continue
         fmt = {"backend": clf.backend, "size_mb": model.stat().st_size / 1e6}
         for side, a in arrays.items():
             fmt[side] = summarise(a.labels, clf.predict_batch(a.images), a.sources, labels,
                                   clf.metadata.temperature, clf.metadata.thresholds)
         fmt["temperature"] = clf.metadata.temperature
-        fmt["own_calibration"] = "temperature" in meta.calibration.get(model.stem.removeprefix("model_"), {})
-        out[model.stem.removeprefix("model_")] = fmt
+        fmt["own_calibration"] = "temperature" in meta.calibration.get(key, {})
+        out[key] = fmt
     return out
 
 
@@ -311,15 +298,15 @@ def heatmap_stats(bundle: Path, per_class: int = 4) -> dict:
     from edge_runtime.heatmap import class_activation_map
     from train import data as D
 
-    clf = Classifier(bundle / "model_tflite_int8.tflite", num_threads=2)
+    clf = Classifier.from_bundle(bundle / F.FORMATS[SCORED].filename, num_threads=2)
     meta = clf.metadata  # the artifact's own temperature and thresholds
     labels = list(meta.labels)
     run = Path(json.loads((bundle / "bundle.json").read_text()).get("run_dir", ""))
     test = D.load_split(run / "split.csv")["test"]
-    frame = frame_mask(meta.image_size, 24 / 256)
+    frame = frame_mask(meta.image_size, PreprocessConfig.frame)
     shares: dict[str, list[float]] = {l: [] for l in labels}
     sample, picked = [], {l: 0 for l in labels}
-    head = clf._head
+    head = clf.head
     for s in test:
         try:
             x = prepare(decode_image(s.path), meta.preprocess)
@@ -377,7 +364,7 @@ def _features(images: np.ndarray, kind: str) -> np.ndarray:
 
     if kind == "border frame":
         thumbs = np.stack([cv2.resize(im, (32, 32), interpolation=cv2.INTER_AREA) for im in images])
-        return thumbs[:, frame_mask(32, 24 / 256)].astype(np.float32)
+        return thumbs[:, frame_mask(32, PreprocessConfig.frame)].astype(np.float32)
     if kind == "intensity histogram":
         return np.stack([np.histogram(im, bins=32, range=(0, 256))[0] / im.size for im in images]).astype(np.float32)
     return np.stack([cv2.resize(im, (24, 24), interpolation=cv2.INTER_AREA).ravel() for im in images]).astype(np.float32)

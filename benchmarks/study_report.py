@@ -11,6 +11,7 @@ import numpy as np
 
 from benchmarks.report import fmt, latency_table, table
 from benchmarks.study_eval import selection_score
+from edge_runtime.formats import DEPLOYED, FORMATS
 
 PLOTS = "model_selection"  # plot folder beside the report (relative links survive --publish)
 WHO_TB_SPEC = 0.70
@@ -113,7 +114,7 @@ def plot_heatmaps(bundle: Path, sample: list[dict], path: Path) -> Path | None:
     from edge_runtime.heatmap import overlay
 
     plt = _plt()
-    clf = Classifier(bundle / "model_tflite_int8.tflite", num_threads=2)
+    clf = Classifier.from_bundle(bundle / FORMATS[DEPLOYED].filename, num_threads=2)
     shown = []
     for s in sample:
         try:

@@ -3,7 +3,7 @@
 A process per format keeps the numbers clean: peak memory is that backend's alone, and libraries of one
 runtime (TensorFlow's thread pools above all) do not slow another. The worker measures, in this order:
 
-1. the import of the runtime and the model load (``Classifier(...)``: read, compile, one warm-up call);
+1. the import of the runtime and the model load (``Classifier.from_bundle(...)``: read, compile, one warm-up call);
 2. single-image latency after warm-up, per thread count (``Classifier.predict`` on a model-ready image:
    input quantisation, invoke, output dequantisation), and throughput at batch 1;
 3. end to end on one thread: a full-size PNG file to a decision and a heatmap (``Classifier.classify``), with
@@ -89,7 +89,7 @@ class KerasBackend:
 
     def __init__(self, path: Path, num_threads: int | None, call: str = "function"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        import train  # noqa: F401  (Keras 2 for TensorFlow: import before it)
         import tensorflow as tf
 
         if num_threads:
@@ -98,10 +98,10 @@ class KerasBackend:
                 tf.config.threading.set_inter_op_parallelism_threads(1)
             except RuntimeError:  # already initialised in this process: keep what it has
                 pass
-        from convert.export import two_output_model
-        from train.qat import load_model
+        from train import keras_io
 
-        self.model = two_output_model(load_model(path))
+        self._io = keras_io
+        self.model = keras_io.two_output_model(keras_io.load_model(path))
         self.input_shape = tuple(int(v) for v in self.model.input_shape[1:3])
         self.package = f"tensorflow {tf.__version__}"
         self.call = call
@@ -114,38 +114,22 @@ class KerasBackend:
         probs, feats = self._fn(image.reshape(1, *image.shape, 1).astype(np.float32))
         return probs.numpy()[0], feats.numpy()[0]
 
-    def run_batch(self, images: np.ndarray, batch: int = 32) -> np.ndarray:
-        out = [self.model(images[i:i + batch, ..., None].astype(np.float32), training=False)[0].numpy()
-               for i in range(0, len(images), batch)]
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    def run_batch(self, images: np.ndarray) -> np.ndarray:
+        return self._io.predict(self.model, images, batch=32)
 
 
 def keras_classifier(model_path: Path, meta_path: Path, num_threads: int, call: str):
-    """A ``Classifier`` over the Keras backend, so the baseline runs the same classify() code as the devices.
-
-    Classifier's constructor only knows bundles and device runtimes, so in this (Keras-only) process the two
-    functions it calls to find and load a model are swapped for ones that return the Keras model and the
-    bundle's metadata; the rest of the constructor (decision rule, heatmap weights and input-check statistics
-    of the float parent) runs as it is."""
-    from unittest import mock
-
-    from edge_runtime import backends as BK
-    from edge_runtime import bundle as BD
+    """A ``Classifier`` over the Keras backend, so the baseline runs the same classify() code as the devices:
+    the bundle's metadata with the float model's own operating point, heatmap weights and input check."""
     from edge_runtime.classifier import Classifier
+    from edge_runtime.formats import BASELINE
     from edge_runtime.metadata import ModelMetadata
 
-    model_path, meta_path = Path(model_path), Path(meta_path)
-    status = BD.read_status(meta_path.parent)
-    status.setdefault("formats", {})[model_path.stem.removeprefix("model_")] = {"parent": "float"}
-
-    def resolve(path, backend=None, verify=True):
-        return model_path, ModelMetadata.load(meta_path), status
-
-    def load_backend(path, num_threads=None, backend=None):
-        return KerasBackend(model_path, num_threads, call)
-
-    with mock.patch.object(BD, "resolve", resolve), mock.patch.object(BK, "load_backend", load_backend):
-        return Classifier(model_path, num_threads=num_threads)
+    t0 = time.perf_counter()
+    backend = KerasBackend(Path(model_path), num_threads, call)
+    meta = ModelMetadata.load(meta_path).for_format(BASELINE)
+    return Classifier(backend, meta, parent="float", name=Path(model_path).name,
+                      load_ms=(time.perf_counter() - t0) * 1000)
 
 
 def import_runtime(backend: str) -> tuple[float, str]:
@@ -168,7 +152,7 @@ def import_runtime(backend: str) -> tuple[float, str]:
         version = f"openvino {openvino.__version__}"
     elif backend == "keras":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        import train  # noqa: F401  (Keras 2 for TensorFlow: import before it)
         import tensorflow as tf
         version = f"tensorflow {tf.__version__}"
     return (time.perf_counter() - t0) * 1000, version
@@ -179,14 +163,14 @@ def load(job: dict, threads: int):
         return keras_classifier(Path(job["model"]), Path(job["metadata"]), threads, job.get("keras_call", "function"))
     from edge_runtime.classifier import Classifier
 
-    return Classifier(job["model"], num_threads=threads)
+    return Classifier.from_bundle(job["model"], num_threads=threads)
 
 
 def end_to_end(clf, image_path: str, warmup: int, iterations: int) -> dict:
     """classify(path) on one thread: the model's (the caller loaded it so) and OpenCV's (decode, resize)."""
-    from edge_runtime.preprocess import _cv2
+    from edge_runtime.preprocess import opencv
 
-    cv2 = _cv2()
+    cv2 = opencv()
     before = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -259,13 +243,11 @@ def run(job: dict, res: dict) -> dict:
         gc.collect()
         clf = load(job, threads[-1])
     res["peak_rss_mb"] = peak_rss_mb()
-    res["package"] = getattr(clf._backend, "package", res["runtime"])
+    res["package"] = clf.package
     if images is not None:
         progress(f"predicting {len(images)} evaluation images")
         t0 = time.perf_counter()
-        arr = np.asarray(images)
-        be = clf._backend
-        probs = be.run_batch(arr) if hasattr(be, "run_batch") else clf.predict_batch(arr)
+        probs = clf.predict_batch(np.asarray(images))
         res["predict_s"] = time.perf_counter() - t0
         np.save(job["probs_out"], np.asarray(probs, np.float32))
         res["probs"] = job["probs_out"]

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 
-from convert.formats import DEFAULT_FORMATS, FORMATS, parse_formats
+from edge_runtime.formats import DEFAULT_FORMATS, FORMATS, parse_formats
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,6 @@ def main(argv=None) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)

@@ -1,4 +1,4 @@
-"""Exporters, one per format in ``convert.formats.FORMATS``. Each takes the prepared ``Sources`` and a
+"""Exporters, one per format of the table ``edge_runtime.formats.FORMATS`` (by its backend). Each takes the prepared ``Sources`` and a
 destination path and writes one artifact with the metadata inside it (ONNX ``metadata_props``, OpenVINO
 ``rt_info``; TFLite reads ``metadata.json`` beside it). ``try_export`` times, logs and reports each one and
 turns a failure into a result row instead of a crash.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.formats import FORMATS
+from edge_runtime.formats import FORMATS
 
 log = logging.getLogger(__name__)
 META_KEY = "cxr_metadata"
@@ -57,16 +57,6 @@ class Sources:
     def representative(self, limit: int = 200):
         for x in self.calib[:limit]:
             yield [x[None, ..., None].astype(np.float32)]
-
-
-def two_output_model(model):
-    """The classifier with the last convolutional feature map as a second output (heatmap, input check)."""
-    import tf_keras
-
-    names = {layer.name for layer in model.layers}
-    pre = "quant_" if "quant_probs" in names else ""
-    return tf_keras.Model(model.input, [model.get_layer(pre + "probs").output,
-                                        model.get_layer(pre + "features").output], name=model.name + "_export")
 
 
 def try_export(fn):

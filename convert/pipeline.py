@@ -12,42 +12,28 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import calibrate as C
 from convert import export as E
 from convert.card import model_card
-from convert.formats import FORMATS
 from edge_runtime import bundle as B
 from edge_runtime import metrics as M
+from edge_runtime import operating_point as OP
 from edge_runtime import scope
-from edge_runtime.classifier import calibrate
+from edge_runtime.formats import BASELINE, FORMATS
 from edge_runtime.metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
 
 
-def _predict(model, images: np.ndarray, batch: int = 32):
-    """Two-output Keras model -> (probs, embeddings) for uint8 images (N, H, W)."""
-    probs, embs = [], []
-    for i in range(0, len(images), batch):
-        p, f = model(images[i:i + batch, ..., None].astype(np.float32), training=False)
-        probs.append(p.numpy())
-        embs.append(f.numpy().mean(axis=(1, 2)))
-    return np.concatenate(probs), np.concatenate(embs)
-
-
 def parity(backend, images: np.ndarray, reference: np.ndarray) -> dict:
     """Run an artifact through the runtime backend on the images; compare with the reference probabilities."""
-    probs = np.stack([backend.run(x)[0] for x in images])
-    return {"probs": probs, "agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
-            "max_prob_diff": float(np.abs(probs - reference).max())}
+    probs = backend.run_batch(images)
+    return {"probs": probs, **M.agreement(probs, reference)}
 
 
 def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: str = "uint8",
         min_agreement: float = 0.98, force: bool = False) -> dict:
-    import tensorflow as tf  # noqa: F401  (imports TF before tf_keras)
-
     from train import data as D
-    from train import qat
+    from train import keras_io as K
 
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / "metadata.json").is_file() or not (run_dir / "model_float.keras").is_file():
@@ -75,23 +61,23 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
                              "calibration and the parity check need them")
 
     log.info("[2/5] loading the Keras models")
-    models = {"float": E.two_output_model(qat.load_model(run_dir / "model_float.keras"))}
+    models = {"float": K.two_output_model(K.load_model(run_dir / "model_float.keras"))}
     if (run_dir / "model_qat.h5").is_file():
-        models["qat"] = E.two_output_model(qat.load_model(run_dir / "model_qat.h5"))
+        models["qat"] = K.two_output_model(K.load_model(run_dir / "model_qat.h5"))
     deployed = "qat" if "qat" in models else "float"
 
     log.info("[3/5] calibrating on validation (%d images) with the %s model", len(val.images), deployed)
-    ref = {side: {p: _predict(m, arrays[side].images) for p, m in models.items()} for side in ("val", "test")
-           if side in arrays}
-    fitted = C.fit(val.labels, ref["val"][deployed][0], labels)
+    ref = {side: {p: K.predict_with_embeddings(m, arrays[side].images) for p, m in models.items()}
+           for side in ("val", "test") if side in arrays}
+    fitted = OP.fit(val.labels, ref["val"][deployed][0], labels)
     temperature, thresholds, op_report = fitted["temperature"], fitted["thresholds"], fitted["operating_point"]
-    scope_stats = {p: scope.fit(_predict(m, arrays["train"].images)[1]) for p, m in models.items()}
+    scope_stats = {p: scope.fit(K.predict_with_embeddings(m, arrays["train"].images)[1]) for p, m in models.items()}
     log.info("temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", temperature,
              op_report["calibration"]["val_ece_before"], op_report["calibration"]["val_ece_after"],
              {k: round(v, 3) for k, v in thresholds.items()})
-    calibration = {"keras_fp32": C.fit(val.labels, ref["val"]["float"][0], labels)}
+    calibration = {BASELINE: OP.fit(val.labels, ref["val"]["float"][0], labels)}
     meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats,
-                   head={p: C.head_weights(m) for p, m in models.items()},
+                   head={p: K.head_weights(m) for p, m in models.items()},
                    metrics={**meta.metrics, "operating_point": op_report}, calibration=calibration)
     meta_json = meta.to_json()
     meta.save(out / "metadata.json")
@@ -116,16 +102,16 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
                     res.update(parent=parent, agreement=pv["agreement"], max_prob_diff=pv["max_prob_diff"],
                                agreement_vs_float=pf["agreement"], max_prob_diff_vs_float=pf["max_prob_diff"])
                     # the artifact's own operating point, fitted on its own validation outputs
-                    own = calibration[key] = C.fit(val.labels, pv["probs"], labels)
+                    own = calibration[key] = OP.fit(val.labels, pv["probs"], labels)
                     log.info("[%s] own calibration: temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", key,
                              own["temperature"], own["operating_point"]["calibration"]["val_ece_before"],
                              own["operating_point"]["calibration"]["val_ece_after"],
                              {k: round(v, 3) for k, v in own["thresholds"].items()})
-                    res["val"] = M.report_by_source(val.labels, calibrate(pv["probs"], own["temperature"]),
+                    res["val"] = M.report_by_source(val.labels, OP.calibrate(pv["probs"], own["temperature"]),
                                                     val.sources, labels)
                     if test is not None and len(test.images):
                         pt = parity(be, test.images, ref["test"][parent][0])
-                        res["test"] = M.report_by_source(test.labels, calibrate(pt["probs"], own["temperature"]),
+                        res["test"] = M.report_by_source(test.labels, OP.calibrate(pt["probs"], own["temperature"]),
                                                          test.sources, labels)
                         res["test_agreement"] = pt["agreement"]
                     res["passed"] = pv["agreement"] >= min_agreement

@@ -1,19 +1,40 @@
 """Inference backends: LiteRT (ai_edge_litert, or tflite_runtime on older Pi images), ONNX Runtime and
 OpenVINO. Each is imported only when a model of its type is loaded.
 
-Every backend takes one uint8 HxW image and returns (probs[K], features[h, w, D] or None), reading the
-quantisation scale/zero-point from the model itself (nothing is hard-coded), and finding its outputs by
-rank: rank 2 is the class probabilities, rank 4 the last convolutional feature map (for the heatmap and
-the input check).
+Every backend follows :class:`Backend`: ``run`` takes one uint8 HxW image and returns (probs[K], features[h, w,
+D] or None), reading the quantisation scale/zero-point from the model itself (nothing is hard-coded), and
+finding its outputs by rank: rank 2 is the class probabilities, rank 4 the last convolutional feature map
+(for the heatmap and the input check). ``Classifier`` takes any object that follows it (the benchmark gives
+it a Keras one).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from edge_runtime.bundle import MODEL_SUFFIXES, BundleError
+from edge_runtime import formats as F
+from edge_runtime.bundle import BundleError
+
+
+class Backend(Protocol):
+    name: str  # "litert", "onnxruntime", "openvino", ...
+    package: str  # the runtime library and version, for reports
+    input_shape: tuple[int, int]  # (H, W); -1 where the model accepts any size
+
+    def run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw probabilities (K,) and the last feature map (h, w, D) or None, for one uint8 (H, W) image."""
+
+    def run_batch(self, images: np.ndarray) -> np.ndarray:
+        """Raw probabilities (N, K) for uint8 images (N, H, W)."""
+
+
+class _OneByOne:
+    def run_batch(self, images: np.ndarray) -> np.ndarray:
+        out = [self.run(im)[0] for im in images]
+        return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
 
 def _split_outputs(outputs):
@@ -22,21 +43,27 @@ def _split_outputs(outputs):
     return probs, feats
 
 
-class LiteRTBackend:
+class LiteRTBackend(_OneByOne):
+    """LiteRT. ``reference_kernels=True``: the portable reference kernels (``OpResolverType.BUILTIN_REF``), which
+    give the same bits on every CPU (the kit's self-test compares them with the workstation's); slow."""
+
     name = "litert"
 
-    def __init__(self, path: Path, num_threads: int | None = None):
+    def __init__(self, path: Path, num_threads: int | None = None, reference_kernels: bool = False):
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert import interpreter as lite
             self.package = "ai_edge_litert"
         except ImportError:
             try:
-                from tflite_runtime.interpreter import Interpreter
+                from tflite_runtime import interpreter as lite
                 self.package = "tflite_runtime"
             except ImportError as exc:
                 raise BundleError("no LiteRT runtime: install ai-edge-litert (or tflite-runtime)") from exc
+        kw = {"num_threads": num_threads or os.cpu_count() or 1}
+        if reference_kernels:
+            kw = {"num_threads": 1, "experimental_op_resolver_type": lite.OpResolverType.BUILTIN_REF}
         try:
-            self.interp = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count() or 1)
+            self.interp = lite.Interpreter(model_path=str(path), **kw)
             self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{path}: not a loadable TFLite model ({exc})") from exc
@@ -64,7 +91,7 @@ class LiteRTBackend:
         return _first(*_split_outputs(outs))
 
 
-class OnnxBackend:
+class OnnxBackend(_OneByOne):
     name = "onnxruntime"
 
     def __init__(self, path: Path, num_threads: int | None = None):
@@ -96,7 +123,7 @@ class OnnxBackend:
         return _first(*_split_outputs([np.asarray(o, np.float32) for o in outs]))
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(_OneByOne):
     name = "openvino"
 
     def __init__(self, path: Path, num_threads: int | None = None):
@@ -135,9 +162,14 @@ def _first(probs, feats):
 BACKENDS = {"litert": LiteRTBackend, "onnxruntime": OnnxBackend, "openvino": OpenVinoBackend}
 
 
-def load_backend(path: str | Path, num_threads: int | None = None, backend: str | None = None):
+def load_backend(path: str | Path, num_threads: int | None = None, backend: str | None = None,
+                 reference_kernels: bool = False) -> Backend:
     path = Path(path)
-    name = backend or MODEL_SUFFIXES.get(path.suffix)
+    name = backend or F.backend_of(path)
     if name not in BACKENDS:
-        raise BundleError(f"{path}: no backend for {path.suffix!r} (known: {sorted(MODEL_SUFFIXES)})")
+        raise BundleError(f"{path}: no backend for {path.suffix!r} (known: {sorted(F.SUFFIX_BACKEND)})")
+    if reference_kernels:
+        if name != "litert":
+            raise BundleError(f"{path}: reference kernels exist for LiteRT only, not {name}")
+        return LiteRTBackend(path, num_threads, reference_kernels=True)
     return BACKENDS[name](path, num_threads)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_runtime import formats as F
 from edge_runtime.metadata import ModelMetadata
 
 SUMS = "SHA256SUMS"
-MODEL_SUFFIXES = {".tflite": "litert", ".onnx": "onnxruntime", ".xml": "openvino"}  # suffix -> backend
-BACKEND_ORDER = ("litert", "openvino", "onnxruntime")  # preference when a bundle holds several artifacts
 
 
 class BundleError(RuntimeError):
@@ -72,7 +72,7 @@ def verify_sums(folder: str | Path) -> list[str]:
 
 
 def model_files(folder: str | Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.suffix in MODEL_SUFFIXES)
+    return sorted(p for p in Path(folder).iterdir() if F.backend_of(p))
 
 
 def read_status(folder: str | Path) -> dict:
@@ -82,11 +82,41 @@ def read_status(folder: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def resolve(path: str | Path, backend: str | None = None, verify: bool = True):
+@dataclass(frozen=True)
+class Artifact:
+    """One model file chosen from a bundle (or given on its own), with what the runtime needs around it."""
+
+    path: Path
+    key: str | None  # format key in edge_runtime.formats (None: a bare file the table does not name)
+    backend: str
+    metadata: ModelMetadata  # the bundle's; ``metadata.for_format(key)`` is this artifact's own operating point
+    status: dict = field(default_factory=dict)  # bundle.json
+    model_card: str = ""
+
+    @property
+    def parent(self) -> str | None:
+        """The Keras model the artifact was made from ("qat"/"float"), as convert recorded it."""
+        recorded = self.status.get("formats", {}).get(self.key or "", {}).get("parent")
+        return recorded or (F.FORMATS[self.key].parent if self.key in F.FORMATS else None)
+
+
+def _artifacts(folder: Path, status: dict) -> list[tuple[str | None, Path]]:
+    """(format key, file) of every model file in a bundle folder: bundle.json names each artifact's key and
+    file; a folder without one (older or hand-made) is read by the table's file names."""
+    listed = {k: folder / r["file"] for k, r in status.get("formats", {}).items()
+              if isinstance(r, dict) and r.get("file") and F.backend_of(r["file"]) and (folder / r["file"]).is_file()}
+    named = {str(p): (F.key_of(p), p) for p in model_files(folder)}
+    for key, p in listed.items():
+        named[str(p)] = (key, p)
+    return sorted(named.values(), key=lambda kp: kp[1].name)
+
+
+def resolve(path: str | Path, backend: str | None = None, verify: bool = True) -> Artifact:
     """Find the model file, metadata and status for a bundle folder or a single model file.
 
-    Returns (model_path, ModelMetadata, status dict). A bare model file needs ``metadata.json`` beside it
-    (for ONNX/OpenVINO the embedded copy is used when there is none).
+    In a folder: the preferred backend (``formats.BACKEND_ORDER``) unless one is asked for; within it a format
+    that passed its parity check, then an INT8 one. A bare model file needs ``metadata.json`` beside it (for
+    ONNX/OpenVINO the embedded copy is used when there is none).
     """
     path = Path(path)
     if not path.exists():
@@ -95,25 +125,24 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True):
         if verify:
             verify_sums(path)
         status = read_status(path)
-        files = model_files(path)
-        if not files:
-            raise BundleError(f"{path}: no model file (.tflite, .onnx or .xml) in the bundle")
+        found = _artifacts(path, status)
+        if not found:
+            raise BundleError(f"{path}: no model file ({', '.join(sorted(F.SUFFIX_BACKEND))}) in the bundle")
         failed = set(status.get("failed_formats", []))
-        by_backend = {}
-        for f in files:
-            fmt = f.stem.removeprefix("model_")
-            by_backend.setdefault(MODEL_SUFFIXES[f.suffix], []).append((fmt in failed, "int8" not in fmt, f.name, f))
-        order = [backend] if backend else [b for b in BACKEND_ORDER if b in by_backend]
+        by_backend: dict[str, list] = {}
+        for key, f in found:
+            fmt = F.FORMATS.get(key or "")
+            by_backend.setdefault(F.backend_of(f), []).append((key in failed, not (fmt and fmt.int8), f.name, key, f))
         if backend and backend not in by_backend:
-            raise BundleError(f"{path}: no {backend} model in the bundle (it holds {[f.name for f in files]})")
-        # within a backend prefer a format that passed parity, then INT8
-        model = sorted(by_backend[order[0]])[0][3]
-        meta_path = path / "metadata.json"
+            raise BundleError(f"{path}: no {backend} model in the bundle (it holds {[f.name for _, f in found]})")
+        chosen = backend or next(b for b in F.BACKEND_ORDER if b in by_backend)
+        *_, key, model = sorted(by_backend[chosen])[0]
+        meta_path, card = path / "metadata.json", path / "MODEL_CARD.md"
     else:
-        if path.suffix not in MODEL_SUFFIXES:
-            raise BundleError(f"{path}: unknown model type {path.suffix!r}; expected {sorted(MODEL_SUFFIXES)}")
-        model, status = path, read_status(path.parent)
-        meta_path = path.with_name("metadata.json")
+        if not F.backend_of(path):
+            raise BundleError(f"{path}: unknown model type {path.suffix!r}; expected {sorted(F.SUFFIX_BACKEND)}")
+        model, status, key = path, read_status(path.parent), F.key_of(path)
+        meta_path, card = path.with_name("metadata.json"), path.with_name("MODEL_CARD.md")
     if meta_path.is_file():
         try:
             meta = ModelMetadata.load(meta_path)
@@ -123,7 +152,7 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True):
         meta = embedded_metadata(model)
         if meta is None:
             raise BundleError(f"{model}: no metadata.json beside it and none embedded in the model")
-    return model, meta, status
+    return Artifact(model, key, F.backend_of(model), meta, status, card.read_text() if card.is_file() else "")
 
 
 def embedded_metadata(model: Path) -> ModelMetadata | None:

@@ -1,13 +1,11 @@
-"""Classifier: a bundle (or one model file) in, a screening result out, on LiteRT, ONNX Runtime or OpenVINO.
+"""Classifier: a model backend and its metadata in, a screening result out.
 
-    clf = Classifier("bundle/")              # verifies SHA256SUMS and metadata first
+    clf = Classifier.from_bundle("bundle/")  # verifies SHA256SUMS and metadata, picks and loads an artifact
     s = clf.classify("film.dcm")             # -> Screening(probs, label, decision, reason, heatmap, ...)
 
-Decision rule, in order, from the metadata (the numbers were chosen on validation data):
-1. the image fails the input check          -> "out_of_scope" (no diagnosis shown)
-2. P(tuberculosis) >= the TB threshold      -> "tuberculosis" (threshold for 90% TB sensitivity)
-3. top probability < ``refer_below``         -> "refer" (the model is unsure: refer to a clinician)
-4. otherwise the most probable class.
+    clf = Classifier(backend, metadata)      # any backend that follows edge_runtime.backends.Backend
+
+The decision rule (input check, TB threshold, refer rule) is ``edge_runtime.operating_point``.
 """
 from __future__ import annotations
 
@@ -22,11 +20,8 @@ from edge_runtime import bundle as B
 from edge_runtime import heatmap as H
 from edge_runtime import scope
 from edge_runtime.metadata import ModelMetadata
+from edge_runtime.operating_point import decide
 from edge_runtime.preprocess import ImageError, decode_image, prepare
-
-TB = "tuberculosis"
-REFER = "refer"
-OUT_OF_SCOPE = "out_of_scope"
 
 
 @dataclass(frozen=True)
@@ -43,35 +38,6 @@ class Screening:
     name: str = ""
 
 
-def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling on probabilities (log-probabilities are logits up to a constant).
-
-    Always float64: a threshold fitted on float32 probabilities and applied to float64 ones (or the reverse)
-    disagrees exactly where an INT8 model saturates (p = 1.0 in float32 is 0.99999997 in float64), and a TB
-    threshold sitting there then flags no film at all."""
-    probs = np.asarray(probs, np.float64)
-    if temperature == 1.0:
-        return probs
-    z = np.log(np.clip(probs, 1e-7, 1.0)) / temperature
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
-def decide(probs: np.ndarray, meta: ModelMetadata, in_scope: bool = True, scope_reason: str = "") -> tuple[str, str]:
-    labels = list(meta.labels)
-    if not in_scope:
-        return OUT_OF_SCOPE, scope_reason or "not recognised as a frontal chest radiograph"
-    thr = meta.thresholds
-    if TB in labels and TB in thr and probs[labels.index(TB)] >= thr[TB]:
-        return TB, (f"TB probability {probs[labels.index(TB)]:.2f} is at or above the screening threshold "
-                    f"{thr[TB]:.2f} (set for 90% TB sensitivity on validation): refer for confirmatory testing")
-    top = int(np.argmax(probs))
-    if probs[top] < thr.get("refer_below", 0.0):
-        return REFER, (f"the model is unsure (top probability {probs[top]:.2f} < {thr['refer_below']:.2f}): "
-                       f"refer to a clinician")
-    return labels[top], f"most probable class ({probs[top]:.2f})"
-
-
 def _for_parent(table: dict, parent: str | None) -> dict:
     """metadata.head/scope are keyed by parent model ("qat", "float"); fall back to the deployed one."""
     if not table or not all(isinstance(v, dict) for v in table.values()):
@@ -82,40 +48,60 @@ def _for_parent(table: dict, parent: str | None) -> dict:
 
 
 class Classifier:
-    """Loads one artifact of a bundle and classifies images. Thread-safe: one inference at a time."""
+    """Classifies images with one model backend. Thread-safe: one inference at a time.
 
-    def __init__(self, path: str | Path, backend: str | None = None, num_threads: int | None = None,
-                 verify: bool = True):
+    ``metadata`` is the artifact's own (``ModelMetadata.for_format``: its temperature and thresholds);
+    ``parent`` names the Keras model it was made from ("qat"/"float"), whose heatmap weights and input-check
+    statistics it uses."""
+
+    def __init__(self, backend, metadata: ModelMetadata, *, parent: str | None = None, name: str = "",
+                 model_card: str = "", status: dict | None = None, load_ms: float = 0.0):
+        t0 = time.perf_counter()
+        self._backend = backend
+        self.backend = backend.name
+        self.metadata = metadata
+        self.name = name or metadata.model_name
+        self.parent = parent
+        self.model_card = model_card
+        self.bundle_status = status or {}
+        self.package = getattr(backend, "package", backend.name)  # runtime library and version
+        self.model_path: Path | None = None  # set by from_bundle
+        self.format: str | None = None  # format key of the artifact (edge_runtime.formats), from_bundle
+        size = metadata.image_size
+        shape = tuple(backend.input_shape)
+        if -1 not in shape and shape != (size, size):
+            raise B.BundleError(f"{self.name}: model input is {shape} but the metadata says {size}x{size}; "
+                                "the model file does not match its metadata")
+        probs, _ = backend.run(np.zeros((size, size), np.uint8))
+        if probs.shape[-1] != len(metadata.labels):
+            raise B.BundleError(f"{self.name}: model gives {probs.shape[-1]} classes but the metadata lists "
+                                f"{len(metadata.labels)} labels {list(metadata.labels)}")
+        self.head = _for_parent(metadata.head, parent)  # classifier weights for the heatmap
+        self.scope = _for_parent(metadata.scope, parent)  # embedding statistics for the input check
+        if self.scope and "components" not in self.scope:  # statistics of an older schema: not used
+            self.scope = {}
+        self.operating_point = metadata.operating_point
+        self._lock = threading.Lock()
+        self.load_ms = load_ms + (time.perf_counter() - t0) * 1000
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, backend: str | None = None, num_threads: int | None = None,
+                    verify: bool = True, reference_kernels: bool = False) -> "Classifier":
+        """Verify a bundle folder (or read one model file with its metadata), choose an artifact, load it.
+
+        ``reference_kernels``: LiteRT's portable reference kernels (the kit's self-test), not the fast ones."""
         from edge_runtime.backends import load_backend
 
         t0 = time.perf_counter()
-        self.path = Path(path)
-        self.model_path, meta, self.bundle_status = B.resolve(self.path, backend, verify)
-        fmt = self.model_path.stem.removeprefix("model_")
-        self.metadata = meta.for_format(fmt)  # this artifact's own temperature and thresholds
-        self._backend = load_backend(self.model_path, num_threads)
-        self.backend = self._backend.name
-        size = self.metadata.image_size
-        if -1 not in self._backend.input_shape and self._backend.input_shape != (size, size):
-            raise B.BundleError(f"{self.model_path}: model input is {self._backend.input_shape} but the metadata says "
-                                f"{size}x{size}; the model file does not match its metadata")
-        probs, _ = self._backend.run(np.zeros((size, size), np.uint8))
-        if probs.shape[-1] != len(self.metadata.labels):
-            raise B.BundleError(f"{self.model_path}: model gives {probs.shape[-1]} classes but the metadata lists "
-                                f"{len(self.metadata.labels)} labels {list(self.metadata.labels)}")
-        card = self.path / "MODEL_CARD.md" if self.path.is_dir() else self.model_path.with_name("MODEL_CARD.md")
-        self.model_card = card.read_text() if card.is_file() else ""
-        # heatmap weights and input-check statistics belong to the Keras parent this artifact was made from
-        self.parent = self.bundle_status.get("formats", {}).get(fmt, {}).get("parent")
-        self._head = _for_parent(self.metadata.head, self.parent)
-        self._scope = _for_parent(self.metadata.scope, self.parent)
-        if self._scope and "components" not in self._scope:  # statistics of an older schema: not used
-            self._scope = {}
-        self._lock = threading.Lock()
-        self.load_ms = (time.perf_counter() - t0) * 1000
+        art = B.resolve(path, backend, verify)
+        be = load_backend(art.path, num_threads, reference_kernels=reference_kernels)
+        clf = cls(be, art.metadata.for_format(art.key), parent=art.parent, name=art.path.name,
+                  model_card=art.model_card, status=art.status, load_ms=(time.perf_counter() - t0) * 1000)
+        clf.model_path, clf.format = art.path, art.key
+        return clf
 
     def __repr__(self):
-        return f"Classifier({self.model_path.name}, backend={self.backend}, model={self.metadata.model_name})"
+        return f"Classifier({self.name}, backend={self.backend}, model={self.metadata.model_name})"
 
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw model outputs for one model-ready uint8 (size, size) image: (probs, features)."""
@@ -124,7 +110,10 @@ class Classifier:
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Uncalibrated probabilities (N, K) for model-ready uint8 images (N, size, size)."""
-        return np.stack([self.predict(im)[0] for im in images]) if len(images) else np.zeros((0, len(self.metadata.labels)))
+        if not len(images):
+            return np.zeros((0, len(self.metadata.labels)))
+        with self._lock:
+            return np.asarray(self._backend.run_batch(np.asarray(images)))
 
     def classify(self, source, name: str | None = None) -> Screening:
         """Classify a path, bytes or a decoded grayscale uint8 array. Raises ImageError for bad input."""
@@ -142,19 +131,19 @@ class Classifier:
         t.append(time.perf_counter())
         raw, feats = self.predict(x)
         t.append(time.perf_counter())
-        probs = calibrate(raw, meta.temperature)
+        probs = self.operating_point.calibrate(raw)
         problem = scope.image_problem(image)
         distance = None
-        if problem is None and self._scope and feats is not None:
-            distance = scope.distance(feats.mean(axis=(0, 1)), self._scope)
+        if problem is None and self.scope and feats is not None:
+            distance = scope.distance(feats.mean(axis=(0, 1)), self.scope)
             if distance > 1.0:
                 problem = (f"the image is unlike the chest radiographs the model was trained on "
                            f"(embedding distance {distance:.2f} x the threshold)")
-        decision, reason = decide(probs, meta, problem is None, problem or "")
+        decision, reason = decide(probs, self.operating_point, problem is None, problem or "")
         top = int(np.argmax(probs))
         heat = None
-        if problem is None and feats is not None and self._head:
-            heat = H.uncrop(H.class_activation_map(feats, self._head, top, meta.image_size), meta.crop)
+        if problem is None and feats is not None and self.head:
+            heat = H.uncrop(H.class_activation_map(feats, self.head, top, meta.image_size), meta.crop)
         t.append(time.perf_counter())
         steps = ("decode", "preprocess", "infer", "postprocess")
         timings = {s: round((t[i + 1] - t[i]) * 1000, 3) for i, s in enumerate(steps)}

@@ -10,6 +10,7 @@ import csv
 import sys
 from pathlib import Path
 
+from edge_runtime.formats import DEVICE_BACKENDS
 from edge_runtime.preprocess import IMAGE_SUFFIXES, ImageError
 
 
@@ -17,7 +18,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("classify", help="classify image files or folders with a bundle", description=__doc__)
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--bundle", default="bundle", help="bundle folder or model file (default ./bundle)")
-    p.add_argument("--backend", choices=("litert", "onnxruntime", "openvino"), help="force a backend")
+    p.add_argument("--backend", choices=DEVICE_BACKENDS, help="force a backend")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     p.add_argument("--csv", help="write the rows to this CSV file as well")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -49,7 +50,7 @@ def run(args) -> int:
     from edge_runtime.classifier import Classifier
 
     try:
-        clf = Classifier(args.bundle, backend=args.backend, num_threads=args.threads)
+        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.threads)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,13 +13,13 @@ import numpy as np
 
 def class_activation_map(features: np.ndarray, head: dict, class_index: int, size: int) -> np.ndarray:
     """features (h, w, D), head {"weights": DxK}: float32 (size, size) map in [0, 1]."""
-    from edge_runtime.preprocess import _cv2
+    from edge_runtime.preprocess import opencv
 
     w = np.asarray(head["weights"], np.float32)[:, class_index]
     cam = np.maximum(features.astype(np.float32) @ w, 0.0)
     peak = float(cam.max())
     cam = cam / peak if peak > 0 else np.zeros_like(cam)
-    return _cv2().resize(cam, (size, size), interpolation=1).clip(0, 1)  # INTER_LINEAR
+    return opencv().resize(cam, (size, size), interpolation=1).clip(0, 1)  # INTER_LINEAR
 
 
 def uncrop(heatmap: np.ndarray, crop: float) -> np.ndarray:
@@ -34,9 +34,9 @@ def uncrop(heatmap: np.ndarray, crop: float) -> np.ndarray:
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     """Blend a [0, 1] heatmap (any size) over a grayscale uint8 image: uint8 RGB of the image's size."""
-    from edge_runtime.preprocess import _cv2
+    from edge_runtime.preprocess import opencv
 
-    cv2 = _cv2()
+    cv2 = opencv()
     h, w = gray.shape[:2]
     heat = cv2.resize(np.asarray(heatmap, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]

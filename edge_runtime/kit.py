@@ -228,15 +228,11 @@ class ReferenceKernels:
     """
 
     def __init__(self, clf):
-        import copy
-
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        from edge_runtime.classifier import Classifier
 
         self.clf = clf
-        self.backend = copy.copy(clf._backend)  # same tensors and quantisation handling, another interpreter
-        self.backend.interp = Interpreter(model_path=str(clf.model_path), num_threads=1,
-                                          experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-        self.backend.interp.allocate_tensors()
+        # the same artifact, metadata and input handling, on another interpreter with the reference kernels
+        self.ref = Classifier.from_bundle(clf.model_path, verify=False, reference_kernels=True)
 
     @classmethod
     def available(cls, clf) -> "ReferenceKernels | None":
@@ -249,7 +245,7 @@ class ReferenceKernels:
 
     def raw(self, path: Path) -> list[float]:
         """The model's raw outputs (before temperature scaling) for one image file."""
-        return [float(v) for v in self.backend.run(_model_input(self.clf, path))[0]]
+        return [float(v) for v in self.ref.predict(_model_input(self.clf, path))[0]]
 
 
 def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance: float) -> dict:
@@ -262,7 +258,7 @@ def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance:
     from edge_runtime.classifier import Classifier
 
     try:
-        clf = Classifier(bundle, backend=backend)
+        clf = Classifier.from_bundle(bundle, backend=backend)
     except BundleError as exc:
         raise KitError(f"the bundle cannot be used with backend {backend}: {exc}") from exc
     ref = ReferenceKernels.available(clf)

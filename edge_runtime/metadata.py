@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from edge_runtime.operating_point import OperatingPoint
 from edge_runtime.preprocess import PreprocessConfig
 
 SCHEMA_VERSION = 1
@@ -67,6 +68,11 @@ class ModelMetadata:
         op = entry.get("operating_point")
         return replace(self, temperature=float(entry["temperature"]), thresholds=dict(entry["thresholds"]),
                        metrics={**self.metrics, "operating_point": op} if op else self.metrics)
+
+    @property
+    def operating_point(self) -> OperatingPoint:
+        """Temperature and thresholds (of one artifact after ``for_format``) for the decision rule."""
+        return OperatingPoint(self.labels, float(self.temperature), dict(self.thresholds))
 
     @property
     def warning(self) -> str:

@@ -150,3 +150,12 @@ def report_by_source(y_true, probs, sources, labels: list[str], **kw) -> dict:
         m = sources == src
         out["by_source"][src] = classification_report(y_true[m], probs[m], labels, **kw)
     return out
+
+
+def agreement(probs, reference) -> dict:
+    """Top-1 agreement and the largest absolute probability difference between two models' outputs on the
+    same images (NaN when the shapes differ or there are no images)."""
+    p, r = np.asarray(probs, np.float64), np.asarray(reference, np.float64)
+    if p.shape != r.shape or not len(p):
+        return {"agreement": float("nan"), "max_prob_diff": float("nan")}
+    return {"agreement": float((p.argmax(1) == r.argmax(1)).mean()), "max_prob_diff": float(np.abs(p - r).max())}

@@ -75,7 +75,8 @@ class PreprocessConfig:
         return ", ".join(parts)
 
 
-def _cv2():
+def opencv():
+    """OpenCV, imported on first use (so ``import edge_runtime`` stays fast) with the pixel limit set."""
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
     import cv2
 
@@ -97,7 +98,7 @@ def _stretch(arr: np.ndarray, lo: float | None = None, hi: float | None = None) 
 
 def _to_gray(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim == 3:
-        cv2 = _cv2()
+        cv2 = opencv()
         if arr.shape[2] == 4:
             arr = arr[:, :, :3]
         if arr.shape[2] == 3:
@@ -173,7 +174,7 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None) -> 
         raise ImageError(f"{name}: empty file (0 bytes)")
     if _is_dicom(data, name):
         return _decode_dicom(data, name)
-    cv2 = _cv2()
+    cv2 = opencv()
     buf = np.frombuffer(data, np.uint8)
     try:
         arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -189,7 +190,7 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None) -> 
 def resize(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Resize a grayscale uint8 image to ``cfg.image_size`` square (aspect not kept: radiographs are near
     square and padding would add an artificial border)."""
-    cv2 = _cv2()
+    cv2 = opencv()
     size = cfg.image_size
     if image.shape[:2] == (size, size):
         return image
@@ -209,7 +210,7 @@ def crop(image: np.ndarray, fraction: float) -> np.ndarray:
 def equalize(image: np.ndarray, method: str) -> np.ndarray:
     if method == "none":
         return image
-    cv2 = _cv2()
+    cv2 = opencv()
     if method == "hist":
         return cv2.equalizeHist(image)
     return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(image)

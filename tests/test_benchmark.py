@@ -16,7 +16,8 @@ from benchmarks import quality as Q
 from benchmarks.__main__ import main
 from benchmarks.report import fmt, markdown
 from benchmarks.runner import Progress, gates
-from convert.formats import FORMATS
+from edge_runtime import metrics as M
+from edge_runtime.formats import FORMATS
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--threads", "1", "--warmup", "2", "--iterations", "5", "--e2e-iterations", "2", "--e2e-size", "256"]
@@ -134,7 +135,7 @@ def test_int8_flags_against_the_float_reference():
     flags = Q.int8_flags({"int8": True, "macro_f1": 0.70, "agreement_vs_float": 0.90}, ref)
     assert len(flags) == 2 and "87.5%" in flags[0] and "90.0%" in flags[1]
     assert Q.int8_flags({"int8": False, "macro_f1": 0.1, "agreement_vs_float": 0.1}, ref) == []
-    assert Q.compare(np.eye(3)[[0, 1, 2]], np.eye(3)[[0, 1, 1]])["agreement"] == pytest.approx(2 / 3)
+    assert M.agreement(np.eye(3)[[0, 1, 2]], np.eye(3)[[0, 1, 1]])["agreement"] == pytest.approx(2 / 3)
 
 
 def test_quality_uses_the_bundle_threshold_and_temperature():
@@ -142,7 +143,7 @@ def test_quality_uses_the_bundle_threshold_and_temperature():
     probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.1, 0.4]])
     rep = Q.evaluate(y, probs, np.array(["a", "a", "b", "b"]), ["normal", "pneumonia", "tuberculosis"],
                      temperature=1.0, thresholds={"tuberculosis": 0.35})
-    assert rep["pooled"]["tb_at_bundle_threshold"]["sensitivity"] == 1.0
+    assert rep["pooled"]["tb_at_threshold"]["sensitivity"] == 1.0
     assert rep["pooled"]["accuracy"] == 0.75 and set(rep["by_source"]) == {"a", "b"}
     flat = Q.flat(rep["pooled"], ["normal", "pneumonia", "tuberculosis"])
     assert flat["sens_tuberculosis"] == 0.5 and flat["tb_spec_at_threshold"] == 1.0

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("tf_keras")
 
-from convert.formats import DEFAULT_FORMATS, FORMATS, parse_formats  # noqa: E402
+from edge_runtime.formats import DEFAULT_FORMATS, FORMATS, SUFFIX_BACKEND, parse_formats  # noqa: E402
 from edge_runtime import bundle as B  # noqa: E402
 from edge_runtime.classifier import Classifier  # noqa: E402
 from edge_runtime.metadata import ModelMetadata  # noqa: E402
@@ -26,7 +26,7 @@ INT8_FLOOR = 0.6
 def test_format_table_is_keyed_and_checked():
     assert set(DEFAULT_FORMATS) <= set(FORMATS)
     assert all(f.key == k and f.filename.startswith("model_" + k) for k, f in FORMATS.items())
-    assert {f.suffix for f in FORMATS.values() if f.on_device} == set(B.MODEL_SUFFIXES)
+    assert {f.suffix for f in FORMATS.values() if f.on_device} == set(SUFFIX_BACKEND)
     assert parse_formats("all") == ON_DEVICE
     with pytest.raises(ValueError, match="unknown format.*tflite_int4.*valid: keras_fp32"):
         parse_formats("tflite_int8,tflite_int4")
@@ -35,13 +35,12 @@ def test_format_table_is_keyed_and_checked():
 @pytest.fixture(scope="module")
 def reference(tiny_run):
     """Keras probabilities of the float and QAT parents on the validation images (what parity compares to)."""
-    from convert.export import two_output_model
-    from convert.pipeline import _predict
-    from train import data as D, qat
+    from train import data as D
+    from train import keras_io as K
 
     meta = ModelMetadata.load(tiny_run / "metadata.json")
     val = D.load_arrays(D.load_split(tiny_run / "split.csv")["val"], meta.labels, meta.preprocess)
-    probs = {p: _predict(two_output_model(qat.load_model(tiny_run / f)), val.images)[0]
+    probs = {p: K.predict(K.two_output_model(K.load_model(tiny_run / f)), val.images)
              for p, f in (("float", "model_float.keras"), ("qat", "model_qat.h5"))}
     return val, probs
 
@@ -52,7 +51,7 @@ def test_every_format_runs_in_the_runtime_and_agrees_with_keras(tiny_bundle, ref
     val, probs = reference
     row = json.loads((tiny_bundle / "bundle.json").read_text())["formats"][key]
     assert row["ok"] and row["bytes"] > 0 and row["parent"] == fmt.parent
-    clf = Classifier(tiny_bundle / fmt.filename)
+    clf = Classifier.from_bundle(tiny_bundle / fmt.filename)
     assert clf.backend == fmt.backend
     assert clf.metadata.labels == ("normal", "pneumonia", "tuberculosis")
     got = clf.predict_batch(val.images)
@@ -67,7 +66,7 @@ def test_every_format_runs_in_the_runtime_and_agrees_with_keras(tiny_bundle, ref
         np.testing.assert_allclose(got, want, atol=1e-3)
     assert row["agreement"] == pytest.approx(agreement, abs=1e-9)
     # the artifact carries its own operating point, fitted on its own validation outputs, and the runtime uses it
-    from convert import calibrate as C
+    from edge_runtime import operating_point as C
 
     own = ModelMetadata.load(tiny_bundle / "metadata.json").calibration[key]
     assert own["temperature"] == pytest.approx(C.fit_temperature(val.labels, got))

@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from train import qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before Keras is touched)
+from train import qat  # noqa: F401
 import tf_keras
 
 from train import efficientnet_lite as E

@@ -77,8 +77,8 @@ def test_tb_threshold_fitted_on_float32_flags_the_same_films_in_float64():
     """Regression: a TB threshold fitted on saturated float32 INT8 outputs (p = 1.0 after temperature in
     float32) flagged no TB film once the same outputs were scored in float64 (the study's TB sensitivity of
     EfficientNet-Lite0 INT8 read 0.000 on 2026-11-28)."""
-    from convert import calibrate as C
-    from edge_runtime.classifier import calibrate
+    from edge_runtime import operating_point as C
+    from edge_runtime.operating_point import calibrate
 
     y, raw32 = _saturated_int8_tb_outputs()
     labels = ["normal", "pneumonia", "tuberculosis"]

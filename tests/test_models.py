@@ -3,7 +3,7 @@ import pytest
 
 tf_keras = pytest.importorskip("tf_keras")
 
-from train import models, qat  # noqa: E402
+from train import keras_io, models, qat  # noqa: E402
 
 
 def test_unknown_model_lists_valid_names():
@@ -30,6 +30,6 @@ def test_qat_wraps_layers_and_round_trips_through_h5(name, tmp_path):
     convs = [l for l in m.layers if isinstance(l, (tf_keras.layers.Conv2D, tf_keras.layers.Dense))]
     assert len(wrapped) >= len(convs)
     q.save(tmp_path / "q.h5")
-    back = qat.load_model(tmp_path / "q.h5")
+    back = keras_io.load_model(tmp_path / "q.h5")
     x = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 1)).astype("float32")
     assert np.allclose(back.predict(x, verbose=0), q.predict(x, verbose=0), atol=1e-6)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edge_runtime import bundle as B
-from edge_runtime.classifier import OUT_OF_SCOPE, REFER, Classifier, decide
+from edge_runtime.classifier import Classifier
+from edge_runtime.operating_point import OUT_OF_SCOPE, REFER, decide
 from edge_runtime.metadata import ModelMetadata
 from edge_runtime.preprocess import ImageError
 
@@ -48,7 +49,7 @@ def test_each_artifact_decides_with_its_own_operating_point():
 
 @pytest.fixture(scope="module")
 def clf(tiny_bundle):
-    return Classifier(tiny_bundle)
+    return Classifier.from_bundle(tiny_bundle)
 
 
 def test_classifier_prefers_litert_int8_and_reads_everything_from_the_bundle(clf, tiny_bundle):
@@ -116,11 +117,11 @@ def test_tampered_or_mismatched_bundle_is_refused_with_the_file_named(tiny_bundl
     with (b / "model_tflite_int8.tflite").open("ab") as fh:
         fh.write(b"\0")
     with pytest.raises(B.BundleError, match="model_tflite_int8.tflite: checksum mismatch"):
-        Classifier(b)
+        Classifier.from_bundle(b)
     b = _tamper(tiny_bundle, tmp_path / "t2")
     (b / B.SUMS).unlink()
     with pytest.raises(B.BundleError, match="no SHA256SUMS"):
-        Classifier(b)
+        Classifier.from_bundle(b)
     # metadata that does not match the model: re-signed, so only the content check can catch it
     for field, value, msg in (("image_size", 96, "does not match its metadata"),
                               ("labels", ["normal", "tuberculosis"], "gives 3 classes but the metadata lists 2")):
@@ -130,9 +131,9 @@ def test_tampered_or_mismatched_bundle_is_refused_with_the_file_named(tiny_bundl
         (b / "metadata.json").write_text(json.dumps(d))
         B.write_sums(b)
         with pytest.raises(B.BundleError, match=msg):
-            Classifier(b)
+            Classifier.from_bundle(b)
     with pytest.raises(B.BundleError, match="no such bundle"):
-        Classifier(tmp_path / "nothing")
+        Classifier.from_bundle(tmp_path / "nothing")
 
 
 def _png_header_only(w, h):
@@ -169,7 +170,7 @@ def test_bad_files_raise_image_errors_naming_the_file(clf, tmp_path, synthetic_d
 def test_runtime_never_imports_tensorflow(tiny_bundle, synthetic_data):
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None; sys.modules['keras'] = None\n"
             "from edge_runtime.classifier import Classifier\n"
-            f"s = Classifier({str(tiny_bundle)!r}).classify({str(sorted(synthetic_data.rglob('*.png'))[0])!r})\n"
+            f"s = Classifier.from_bundle({str(tiny_bundle)!r}).classify({str(sorted(synthetic_data.rglob('*.png'))[0])!r})\n"
             "print(s.decision)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr

@@ -108,7 +108,7 @@ def test_heatmap_of_a_cropped_recipe_lies_over_the_centre_of_the_film(tiny_bundl
     B.write_sums(b)
     film = D.load_split(tiny_run / "split.csv")["test"][0].path
     img = resize(decode_image(film), PreprocessConfig(200))
-    s = Classifier(b, num_threads=1).classify(img)
+    s = Classifier.from_bundle(b, num_threads=1).classify(img)
     assert s.heatmap is not None, s.reason
     assert s.heatmap.shape == (80, 80)  # 64 px model input = the central 80% of the film
     assert s.heatmap[:8].max() == 0 and s.heatmap[:, -8:].max() == 0
@@ -141,7 +141,7 @@ def test_small_study_end_to_end(tiny_run, synthetic_data, tmp_path):
     bundle = out / "bundles" / "mnv2-0.35_plain"
     meta = ModelMetadata.load(bundle / "metadata.json")
     test = D.load_arrays(D.load_split(tiny_run / "split.csv")["test"], meta.labels, meta.preprocess)
-    probs = Classifier(bundle / "model_tflite_int8.tflite", num_threads=1).predict_batch(test.images)
+    probs = Classifier.from_bundle(bundle / "model_tflite_int8.tflite", num_threads=1).predict_batch(test.images)
     assert cand["test"]["accuracy"] == pytest.approx(float((probs.argmax(1) == test.labels).mean()))
     assert cand["test"]["accuracy"] > 0.5  # the tiny model is far above chance (1/3)
     assert set(cand["shift"]) == set(SE.SHIFTS) and cand["shift"]["none"]["accuracy"] == cand["test"]["accuracy"]

@@ -44,11 +44,11 @@ def test_metadata_round_trips_and_says_synthetic(tiny_run):
 
 def test_saved_models_reload_and_agree_with_metrics(tiny_run):
     from edge_runtime.preprocess import PreprocessConfig
-    from train import data as D, qat
+    from train import data as D, keras_io
 
     parts = D.load_split(tiny_run / "split.csv")
     arr = D.load_arrays(parts["test"], D.DEFAULT_CLASSES, PreprocessConfig(64))
-    model = qat.load_model(tiny_run / "model_qat.h5")
+    model = keras_io.load_model(tiny_run / "model_qat.h5")
     acc = float((model.predict(arr.images[..., None].astype("float32"), verbose=0).argmax(1) == arr.labels).mean())
     saved = json.loads((tiny_run / "metrics.json").read_text())["qat"]["test"]["pooled"]["accuracy"]
     assert acc == pytest.approx(saved, abs=1e-9)

@@ -160,7 +160,7 @@ def test_real_bundle_in_process(bundle, tmp_path):
     from edge_runtime.web import create_app
     from test_web_fakes import csrf
 
-    clf = Classifier(bundle)
+    clf = Classifier.from_bundle(bundle)
     c = create_app(clf, tmp_path / "d").test_client()
     tok = csrf(c.get("/").get_data(as_text=True))
     import io

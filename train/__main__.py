@@ -19,7 +19,6 @@ def quiet_tensorflow() -> None:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/benign ERROR lines
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,6 @@ import math
 import os
 from dataclasses import dataclass
 
-from train import qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
 import tf_keras
 
 log = logging.getLogger(__name__)

@@ -9,59 +9,46 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import metrics as M
+from edge_runtime import operating_point as OP
+from train.keras_io import predict
 
 log = logging.getLogger(__name__)
-
-TB = "tuberculosis"
-TB_SENSITIVITY = 0.90  # WHO screening bar: sensitivity >= 90% with specificity >= 70%
-
-
-def choose_thresholds(y_val, probs_val, classes) -> dict:
-    """Per-class decision thresholds from validation. TB: the threshold that reaches 90% sensitivity."""
-    out = {}
-    if TB in classes:
-        i = list(classes).index(TB)
-        y = np.asarray(y_val) == i
-        if y.any() and (~y).any():
-            out[TB] = M.threshold_in_gap(y, probs_val[:, i], TB_SENSITIVITY)
-    return out
 
 
 def evaluate_models(models: dict, arrays: dict, classes, out: Path) -> dict:
     """Predict val and test with each model, write ``metrics.json`` and plots, return the key figures.
 
-    ``models``: name -> tf_keras model or None; the first non-None one is the deployed model.
+    ``models``: name -> tf_keras model or None; the first non-None one is the deployed model. Each model's
+    operating point (temperature, TB threshold, refer rule) is fitted on validation by ``operating_point.fit``
+    (convert fits each artifact again on its own outputs) and its test figures are on calibrated outputs.
     """
-    from train.train import predict
-
     classes = list(classes)
-    results, deployed, thresholds = {}, None, {}
+    results, deployed, fitted = {}, None, {}
     for name, model in models.items():
         if model is None:
             continue
         deployed = deployed or name
-        results[name], model_thresholds = {}, {}
+        results[name], op = {}, None
         for side in ("val", "test"):
             a = arrays[side]
             if len(a.images) == 0:
                 continue
-            probs = predict(model, a.images)
+            raw = predict(model, a.images)
+            if op is None:  # validation comes first: fit there, apply the same operating point to test
+                op = OP.fit(a.labels, raw, classes) if side == "val" else {"temperature": 1.0, "thresholds": {}}
+                fitted[name] = op
+            probs = OP.calibrate(raw, op["temperature"])
             rep = M.report_by_source(a.labels, probs, a.sources, classes)
-            if side == "val":
-                model_thresholds = choose_thresholds(a.labels, probs, classes)
-                if name == deployed:
-                    thresholds = model_thresholds
-            elif TB in model_thresholds:  # test figures at the threshold fixed on validation
-                i, thr = classes.index(TB), model_thresholds[TB]
-                for r, m in [(rep["pooled"], slice(None))] + [
-                        (rep["by_source"][s], a.sources == s) for s in rep["by_source"]]:
-                    sens, spec = M.sens_spec_at(a.labels[m] == i, probs[m][:, i], thr)
-                    r["tb_at_val_threshold"] = {"threshold": thr, "sensitivity": sens, "specificity": spec}
+            rep["pooled"]["ece_raw"] = M.expected_calibration_error(a.labels, raw)
+            OP.add_tb_at_threshold(rep, a.labels, probs, a.sources, classes, op["thresholds"].get(OP.TB))
+            rep["pooled"]["refer_rule"] = OP.refer_rule(a.labels, probs, classes, op["thresholds"])
             results[name][side] = rep
             if side == "test":
                 plot_run(out / "plots", name, a.labels, probs, a.sources, classes)
     (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    return {"thresholds": thresholds, "deployed": deployed,
+    op = fitted.get(deployed) or {"temperature": 1.0, "thresholds": {}}
+    return {"thresholds": op["thresholds"], "temperature": op["temperature"], "operating_point": op.get("operating_point"),
+            "deployed": deployed,
             "deployed_test": results[deployed].get("test", {}), "deployed_val": results[deployed].get("val", {}),
             "all": results}
 
@@ -123,9 +110,9 @@ def summary_table(report: dict, classes) -> str:
         cells = [name, str(r["n"]), _fmt(r["accuracy"]), _fmt(r["macro_f1"]), _fmt(r["macro_auc"]), _fmt(r["ece"])]
         cells += [_fmt(pc[c]["sensitivity"]) for c in classes] + [_fmt(pc[c]["specificity"]) for c in classes]
         lines.append("| " + " | ".join(cells) + " |")
-    op = report["pooled"].get("tb_at_val_threshold")
+    op = report["pooled"].get("tb_at_threshold")
     if op:
-        lines.append(f"\nTB at the validation threshold {op['threshold']:.3f} (chosen for {TB_SENSITIVITY:.0%} "
+        lines.append(f"\nTB at the validation threshold {op['threshold']:.3f} (chosen for {OP.TB_SENSITIVITY:.0%} "
                      f"sensitivity on validation): sensitivity {op['sensitivity']:.3f}, "
                      f"specificity {op['specificity']:.3f} (WHO screening bar: >= 0.90 / >= 0.70)")
     return "\n".join(lines)

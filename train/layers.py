@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import tf_keras
 
-from train import qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before Keras is touched)
 
 
 @tf_keras.utils.register_keras_serializable(package="cxr")

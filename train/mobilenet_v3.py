@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 
-from train import qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before Keras is touched)
 import tf_keras
 
 from train.layers import HardSigmoid, HardSwish

@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from train import qat  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
 import tf_keras
 
 log = logging.getLogger(__name__)

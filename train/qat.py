@@ -11,12 +11,10 @@ A layer class opts into the second by setting the class attribute ``quantize_out
 """
 from __future__ import annotations
 
-import os
+import tensorflow_model_optimization as tfmot
+import tf_keras
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow_model_optimization as tfmot  # noqa: E402
-import tf_keras  # noqa: E402
+from train import layers
 
 _q = tfmot.quantization.keras
 
@@ -53,8 +51,6 @@ class OutputQuantizeConfig(NoOpQuantizeConfig):
 
 def custom_objects() -> dict:
     """Everything ``tf_keras.models.load_model`` needs to read a model saved by this project."""
-    from train import layers
-
     objs = {"NoOpQuantizeConfig": NoOpQuantizeConfig, "OutputQuantizeConfig": OutputQuantizeConfig}
     objs.update(layers.CUSTOM_OBJECTS)
     return objs
@@ -78,7 +74,6 @@ def quantize_model(model: tf_keras.Model) -> tf_keras.Model:
         return _q.quantize_apply(annotated)
 
 
-def load_model(path, compile: bool = False) -> tf_keras.Model:
-    """Load a float or QAT model saved by this project (``.keras`` or SavedModel)."""
-    with _q.quantize_scope(custom_objects()):
-        return tf_keras.models.load_model(path, compile=compile)
+def quantize_scope():
+    """The scope in which tf_keras can read a QAT model saved by this project (``train.keras_io.load_model``)."""
+    return _q.quantize_scope(custom_objects())

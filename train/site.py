@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.preprocess import PreprocessConfig, finish
+from edge_runtime.preprocess import PreprocessConfig, finish, opencv
 
 LETTERS = ("L", "R", "AP", "PA", "PORTABLE", "SUPINE", "ERECT")
 
 
-def _cv2():
-    import cv2
-
-    return cv2
 
 
 def exposure(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -54,7 +50,7 @@ def collimation(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def markers(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Burnt-in side letters and labels, bright or dark, near the edges, plus a solid label box sometimes."""
-    cv2 = _cv2()
+    cv2 = opencv()
     out = np.ascontiguousarray(x.astype(np.uint8))
     h, w = out.shape
     s = h / 256
@@ -74,7 +70,7 @@ def markers(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def sharpness_noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Blur or sharpening (detector, processing), then Gaussian noise (dose), at model resolution."""
-    cv2 = _cv2()
+    cv2 = opencv()
     y = x.astype(np.float32)
     r = rng.random()
     if r < 0.4:
@@ -87,7 +83,7 @@ def sharpness_noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def recompress(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """JPEG storage at a random quality (a PACS export, a phone photo of a film)."""
-    cv2 = _cv2()
+    cv2 = opencv()
     ok, buf = cv2.imencode(".jpg", x.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 95))])
     return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else x
 

@@ -3,7 +3,7 @@ macro-AUC, checkpoints and resume. ``run(TrainConfig)`` returns the run folder:
 
     run_dir/model_float.keras   the float model (best validation macro-AUC)
     run_dir/model_qat.h5        the QAT model (fake-quant graph; HDF5, since tfmot layers do not
-                                reload from .keras; load with train.qat.load_model)
+                                reload from .keras; load with train.keras_io.load_model)
     run_dir/split.csv           the patient-level split, reused by later steps
     run_dir/metadata.json       labels, input size, preprocessing, data hash, thresholds, metrics
     run_dir/metrics.json        test (and validation) metrics, pooled and per source, both models
@@ -29,6 +29,7 @@ from edge_runtime.metadata import ModelMetadata
 from edge_runtime.preprocess import PreprocessConfig
 from train import data as D
 from train import qat
+from train.keras_io import predict
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +117,6 @@ def make_dataset(arrays: D.Arrays, batch_size: int, training: bool, seed: int, a
         ds = ds.map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b),
                     num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def predict(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    if len(images) == 0:
-        return np.zeros((0, model.output_shape[-1]), np.float32)
-    return model.predict(images[..., None].astype(np.float32), batch_size=batch_size, verbose=0)
 
 
 def _macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -328,7 +323,9 @@ def run(cfg: TrainConfig) -> Path:
         model_version=cfg.model_version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
         data_hash=D.data_hash(all_samples), data_sources=tuple(sorted({s.source for s in all_samples})),
         synthetic=synthetic, quantization="qat-int8" if qat_model is not None else "float32",
-        thresholds=result["thresholds"], metrics={"test": result["deployed_test"], "val": result["deployed_val"]},
+        temperature=result["temperature"], thresholds=result["thresholds"],
+        metrics={"test": result["deployed_test"], "val": result["deployed_val"],
+                 **({"operating_point": result["operating_point"]} if result["operating_point"] else {})},
         split={"file": "split.csv", "seed": cfg.seed, "val_frac": cfg.val_frac, "test_frac": cfg.test_frac,
                "unit": "patient (or pseudo-patient group)",
                "counts": {k: len(v) for k, v in parts.items()}},

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from edge_runtime.kit import ReferenceKernels
 
     try:
-        clf = Classifier(args.bundle, backend=expected["backend"])
+        clf = Classifier.from_bundle(args.bundle, backend=expected["backend"])
     except BundleError as exc:
         print(f"self-test FAILED: {exc}", file=sys.stderr)
         return 1

@@ -100,7 +100,7 @@ def run(args) -> int:
     from edge_runtime.web.app import create_app
 
     try:
-        clf = Classifier(args.bundle, backend=args.backend, num_threads=args.num_threads)
+        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

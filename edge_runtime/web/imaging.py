@@ -11,6 +11,8 @@ import struct
 
 import numpy as np
 
+from edge_runtime.preprocess import opencv
+
 DISPLAY_MAX_SIDE = 1024  # the stored display image and overlay; the original upload is kept as it is
 
 
@@ -95,24 +97,18 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> tup
     return kind, w, h
 
 
-def _cv2():
-    from edge_runtime.preprocess import _cv2
-
-    return _cv2()
-
-
 def display_image(gray: np.ndarray) -> np.ndarray:
     """Downscale (never upscale) a grayscale uint8 image so its long side is at most DISPLAY_MAX_SIDE."""
     h, w = gray.shape[:2]
     scale = DISPLAY_MAX_SIDE / max(h, w)
     if scale >= 1:
         return gray
-    cv2 = _cv2()
+    cv2 = opencv()
     return cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def encode_png(img: np.ndarray) -> bytes:
-    cv2 = _cv2()
+    cv2 = opencv()
     ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise RuntimeError("PNG encoding failed")

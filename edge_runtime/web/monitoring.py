@@ -18,8 +18,8 @@ from datetime import date, timedelta
 import numpy as np
 
 from edge_runtime import metrics
-
-REFER, OUT = "refer", "out_of_scope"
+from edge_runtime.operating_point import OUT_OF_SCOPE as OUT
+from edge_runtime.operating_point import REFER
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:

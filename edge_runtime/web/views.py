@@ -9,6 +9,7 @@ from datetime import date
 from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request, send_file,
                    session, url_for)
 
+from edge_runtime.operating_point import OUT_OF_SCOPE, REFER
 from edge_runtime.web import auth as A
 from edge_runtime.web.i18n import translate
 from edge_runtime.web.imaging import UploadError
@@ -140,7 +141,7 @@ def history():
     rows, total = web().store.search(limit=size, offset=(page - 1) * size, **f)
     pages = max(1, -(-total // size))
     return render_template("history.html", rows=rows, total=total, page=page, pages=pages, f=f,
-                           problems=problems, decisions=[*web().meta.labels, "refer", "out_of_scope"])
+                           problems=problems, decisions=[*web().meta.labels, REFER, OUT_OF_SCOPE])
 
 
 def _csv_cell(v) -> str:

@@ -1,5 +1,6 @@
-"""The ONE table of export formats. Conversion, the runtime's backend choice (by suffix, in
-``edge_runtime.bundle.MODEL_SUFFIXES``) and the benchmark rows all iterate it; rows are keyed by name.
+"""The ONE table of model formats, keyed by a stable string. Conversion (``convert.export`` adds an exporter
+per key), the runtime's backend choice, the bundle, the kit and the benchmark rows all look formats up here.
+It lives on the runtime side because the device must read it and may not import ``convert``.
 
 ``parent``: which trained Keras model the artifact is made from: ``float`` (model_float.keras) or ``qat``
 (model_qat.h5, the quantization-aware model, whose fake-quant ranges become the INT8 scales).
@@ -7,12 +8,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
 class Format:
     key: str
-    suffix: str  # file suffix of the artifact; decides the backend
+    suffix: str  # file suffix of the artifact
     backend: str  # "keras" (workstation reference only), "litert", "openvino", "onnxruntime"
     parent: str  # "float" or "qat"
     int8: bool
@@ -43,7 +45,29 @@ FORMATS: dict[str, Format] = {f.key: f for f in (
            "ONNX INT8 QDQ, onnxruntime static quantisation of the float ONNX (per-channel)"),
 )}
 
+BASELINE = "keras_fp32"  # the float Keras model every artifact is compared with
 DEFAULT_FORMATS = ("tflite_int8", "openvino_int8", "onnx_int8")
+DEPLOYED = DEFAULT_FORMATS[0]  # what a default bundle serves first (LiteRT INT8), and what the study scores
+BACKEND_ORDER = ("litert", "openvino", "onnxruntime")  # device preference when a bundle holds several backends
+SUFFIX_BACKEND = {f.suffix: f.backend for f in FORMATS.values() if f.on_device}  # ".tflite" -> "litert", ...
+DEVICE_BACKENDS = tuple(b for b in BACKEND_ORDER if b in SUFFIX_BACKEND.values())
+_BY_FILENAME = {f.filename: f for f in FORMATS.values()}
+
+
+def on_device() -> list[str]:
+    return [k for k, f in FORMATS.items() if f.on_device]
+
+
+def key_of(path: str | Path) -> str | None:
+    """The format key of an artifact file from its name (``model_tflite_int8.tflite`` -> ``tflite_int8``);
+    None for a file the table does not name (a bare model file given by the user)."""
+    f = _BY_FILENAME.get(Path(path).name)
+    return f.key if f else None
+
+
+def backend_of(path: str | Path) -> str | None:
+    """The device backend that loads a model file, by its suffix (None: not a model file)."""
+    return SUFFIX_BACKEND.get(Path(path).suffix)
 
 
 def parse_formats(text: str | None, default=DEFAULT_FORMATS) -> list[str]:
@@ -51,7 +75,7 @@ def parse_formats(text: str | None, default=DEFAULT_FORMATS) -> list[str]:
     if not text:
         return list(default)
     if text.strip() == "all":
-        return [k for k, f in FORMATS.items() if f.on_device]
+        return on_device()
     keys = [k.strip() for k in text.split(",") if k.strip()]
     bad = [k for k in keys if k not in FORMATS]
     if bad:

@@ -1,0 +1,166 @@
+"""The operating point: how a model's raw probabilities become a decision, in one place.
+
+Training (``train.evaluate``), conversion (each artifact fitted on its own validation outputs), the device
+(``Classifier.classify``), the benchmark and the study all call this module, so a threshold means the same
+thing everywhere. A site profile (a clinic's own thresholds) will be one more input to the same decision.
+
+Decision rule, in order (the numbers are chosen on validation data and stored in the metadata):
+1. the image fails the input check          -> "out_of_scope" (no diagnosis shown)
+2. P(tuberculosis) >= the TB threshold      -> "tuberculosis" (threshold for 90% TB sensitivity)
+3. top probability < ``refer_below``         -> "refer" (the model is unsure: refer to a clinician)
+4. otherwise the most probable class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_runtime import metrics as M
+
+TB = "tuberculosis"
+REFER = "refer"
+OUT_OF_SCOPE = "out_of_scope"
+TB_SENSITIVITY = 0.90  # WHO screening bar: sensitivity >= 90% with specificity >= 70%
+REFER_TARGET_ACCURACY = 0.90  # refer images below the confidence at which accepted validation images reach this
+
+
+def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling on probabilities (log-probabilities are logits up to a constant): logits / T.
+
+    Always float64: a threshold fitted on float32 probabilities and applied to float64 ones (or the reverse)
+    disagrees exactly where an INT8 model saturates (p = 1.0 in float32 is 0.99999997 in float64), and a TB
+    threshold sitting there then flags no film at all."""
+    probs = np.asarray(probs, np.float64)
+    if temperature == 1.0:
+        return probs
+    z = np.log(np.clip(probs, 1e-7, 1.0)) / temperature
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Temperature and thresholds of one artifact (``ModelMetadata.operating_point``)."""
+
+    labels: tuple[str, ...]
+    temperature: float = 1.0
+    thresholds: dict = field(default_factory=dict)  # {"tuberculosis": t, "refer_below": r}
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        return calibrate(raw, self.temperature)
+
+    def decide(self, probs: np.ndarray, in_scope: bool = True, scope_reason: str = "") -> tuple[str, str]:
+        return decide(probs, self, in_scope, scope_reason)
+
+    def decide_batch(self, probs: np.ndarray) -> np.ndarray:
+        """The decision (a label, or "refer") for each row of calibrated probabilities (all in scope)."""
+        return np.array([decide(p, self)[0] for p in np.asarray(probs, np.float64)], dtype=object)
+
+
+def decide(probs: np.ndarray, op, in_scope: bool = True, scope_reason: str = "") -> tuple[str, str]:
+    """(decision, reason) for calibrated probabilities; ``op`` has ``labels`` and ``thresholds`` (an
+    :class:`OperatingPoint`, or a ``ModelMetadata`` resolved for its artifact)."""
+    labels = list(op.labels)
+    if not in_scope:
+        return OUT_OF_SCOPE, scope_reason or "not recognised as a frontal chest radiograph"
+    thr = op.thresholds
+    if TB in labels and TB in thr and probs[labels.index(TB)] >= thr[TB]:
+        return TB, (f"TB probability {probs[labels.index(TB)]:.2f} is at or above the screening threshold "
+                    f"{thr[TB]:.2f} (set for 90% TB sensitivity on validation): refer for confirmatory testing")
+    top = int(np.argmax(probs))
+    if probs[top] < thr.get("refer_below", 0.0):
+        return REFER, (f"the model is unsure (top probability {probs[top]:.2f} < {thr['refer_below']:.2f}): "
+                       f"refer to a clinician")
+    return labels[top], f"most probable class ({probs[top]:.2f})"
+
+
+# ----------------------------------------------------------------------------- fitting on validation
+def fit_temperature(y: np.ndarray, probs: np.ndarray) -> float:
+    """Temperature minimising the validation negative log-likelihood (grid search, robust on small sets)."""
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
+    y = np.asarray(y, int)
+
+    def nll(t):
+        p = calibrate(probs, float(t))
+        return -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)))
+    return float(grid[int(np.argmin([nll(t) for t in grid]))])
+
+
+def fit(y: np.ndarray, raw: np.ndarray, labels: list[str]) -> dict:
+    """Temperature, thresholds and their validation report for one model's raw validation probabilities."""
+    y = np.asarray(y, int)
+    temperature = fit_temperature(y, raw)
+    cal = calibrate(raw, temperature)
+    thresholds, report = choose_operating_points(y, cal, labels)
+    report["calibration"] = {"temperature": temperature,
+                             "val_ece_before": M.expected_calibration_error(y, raw),
+                             "val_ece_after": M.expected_calibration_error(y, cal)}
+    return {"temperature": temperature, "thresholds": thresholds, "operating_point": report}
+
+
+def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
+                            target_accuracy: float = REFER_TARGET_ACCURACY) -> tuple[dict, dict]:
+    """(thresholds, report) from calibrated validation probabilities: the TB threshold for 90% sensitivity
+    (in the gap below the chosen score), then the lowest refer threshold (0.00, 0.01, ... 0.95) at which the
+    images neither flagged TB nor referred reach ``target_accuracy``."""
+    y = np.asarray(y, int)
+    thresholds, report = {}, {}
+    is_tb = np.zeros(len(y), bool)
+    if TB in labels:
+        i = labels.index(TB)
+        pos = y == i
+        if pos.any() and (~pos).any():
+            t = M.threshold_in_gap(pos, probs[:, i], TB_SENSITIVITY)
+            thresholds[TB] = t
+            sens, spec = M.sens_spec_at(pos, probs[:, i], t)
+            report["tb"] = {"threshold": t, "val_sensitivity": sens, "val_specificity": spec}
+            is_tb = probs[:, i] >= t
+    top, pred = probs.max(1), probs.argmax(1)
+    rest = ~is_tb
+    for c in np.round(np.arange(0.0, 0.96, 0.01), 2):
+        keep = rest & (top >= c)
+        if keep.sum() and (pred[keep] == y[keep]).mean() >= target_accuracy:
+            chosen = float(c)
+            break
+    else:
+        chosen = 0.95
+    thresholds["refer_below"] = chosen
+    keep = rest & (top >= chosen)
+    report["refer"] = {"refer_below": chosen, "target_accuracy": target_accuracy,
+                       "val_refer_fraction": float((rest & (top < chosen)).mean()),
+                       "val_accuracy_not_referred": float((pred[keep] == y[keep]).mean()) if keep.any() else float("nan")}
+    return thresholds, report
+
+
+# ----------------------------------------------------------------------------- scoring a stored operating point
+def tb_at_threshold(y, probs, labels, threshold) -> dict | None:
+    """Sensitivity/specificity of the TB rule (P(TB) >= ``threshold``) on calibrated probabilities."""
+    if TB not in labels or threshold is None:
+        return None
+    i = list(labels).index(TB)
+    sens, spec = M.sens_spec_at(np.asarray(y) == i, np.asarray(probs)[:, i], threshold)
+    return {"threshold": float(threshold), "sensitivity": sens, "specificity": spec}
+
+
+def add_tb_at_threshold(report: dict, y, probs, sources, labels, threshold) -> dict:
+    """Add ``tb_at_threshold`` to a ``metrics.report_by_source`` result, pooled and per source (in place)."""
+    y, probs, sources = np.asarray(y), np.asarray(probs), np.asarray(sources)
+    report["pooled"]["tb_at_threshold"] = tb_at_threshold(y, probs, labels, threshold)
+    for src, r in report["by_source"].items():
+        m = sources == src
+        r["tb_at_threshold"] = tb_at_threshold(y[m], probs[m], labels, threshold)
+    return report
+
+
+def refer_rule(y, probs, labels, thresholds: dict) -> dict | None:
+    """How the whole rule (TB first, then refer) treats calibrated probabilities: the share referred and the
+    accuracy of the decisions not referred (a TB flag counts as right when the film is TB)."""
+    if "refer_below" not in thresholds:
+        return None
+    y, probs = np.asarray(y, int), np.asarray(probs, np.float64)
+    decisions = OperatingPoint(tuple(labels), 1.0, dict(thresholds)).decide_batch(probs)
+    truth = np.asarray(labels, dtype=object)[y] if len(y) else np.zeros(0, object)
+    kept = decisions != REFER
+    return {"refer_below": float(thresholds["refer_below"]), "referred": float((~kept).mean()) if len(y) else float("nan"),
+            "accuracy_not_referred": float((decisions[kept] == truth[kept]).mean()) if kept.any() else float("nan")}
