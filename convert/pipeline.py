@@ -46,8 +46,8 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     t0 = time.time()
     meta = ModelMetadata.load(run_dir / "metadata.json")
     labels = list(meta.labels)
-    if meta.keep != "all":
-        raise SystemExit(f"{run_dir}: a shortcut-audit control (trained on the {meta.keep} of the image only) "
+    if meta.preprocess.keep != "all":
+        raise SystemExit(f"{run_dir}: a shortcut-audit control (trained on the {meta.preprocess.keep} of the image only) "
                          "measures a shortcut; it is not a model to deploy")
 
     log.info("[1/5] loading the split and images (%d px)", meta.image_size)

@@ -143,7 +143,7 @@ class Classifier:
         top = int(np.argmax(probs))
         heat = None
         if problem is None and feats is not None and self.head:
-            heat = H.uncrop(H.class_activation_map(feats, self.head, top, meta.image_size), meta.crop)
+            heat = H.uncrop(H.class_activation_map(feats, self.head, top, meta.image_size), meta.preprocess.crop)
         t.append(time.perf_counter())
         steps = ("decode", "preprocess", "infer", "postprocess")
         timings = {s: round((t[i + 1] - t[i]) * 1000, 3) for i, s in enumerate(steps)}

@@ -1,6 +1,8 @@
 """Model metadata: written into every artifact by training/conversion, read back by the runtime.
 
-Precedence for preprocessing settings (as timm does): explicit argument, then metadata, then default.
+The preprocessing settings travel as one nested ``PreprocessConfig`` (``metadata.preprocess``): the model was
+trained with them, so the runtime takes them from the metadata only and nothing overrides them. Schema 1
+(before 2026-12-01) stored the same fields flat at the top level; ``from_dict`` still reads it.
 """
 from __future__ import annotations
 
@@ -11,18 +13,17 @@ from pathlib import Path
 from edge_runtime.operating_point import OperatingPoint
 from edge_runtime.preprocess import PreprocessConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: preprocessing nested under "preprocess" (1: flat)
 SYNTHETIC_WARNING = "SYNTHETIC DATA - NOT FOR CLINICAL USE"
 
 
 @dataclass(frozen=True)
 class ModelMetadata:
     labels: tuple[str, ...]
-    image_size: int
+    preprocess: PreprocessConfig
     model_name: str
     model_version: str
     channels: int = 1
-    interpolation: str = "area"
     input_range: tuple[float, float] = (0.0, 255.0)  # the model takes raw uint8-range pixels
     data_hash: str = ""
     data_sources: tuple[str, ...] = ()
@@ -35,10 +36,6 @@ class ModelMetadata:
     temperature: float = 1.0  # temperature scaling fitted on validation (1.0 = none)
     head: dict = field(default_factory=dict)  # per parent model: {"weights": DxK} of the classifier, for the heatmap
     scope: dict = field(default_factory=dict)  # per parent model: embedding statistics of the training images
-    crop: float = 0.0  # harmonisation (edge_runtime.preprocess): fraction trimmed per side
-    equalize: str = "none"  # "none", "clahe" or "hist"
-    keep: str = "all"  # "border"/"centre" only in shortcut-audit controls, never deployed
-    frame: float = 24 / 256
     # per artifact (format key, e.g. "onnx_int8"): {"temperature", "thresholds", "operating_point"} fitted on
     # that artifact's own validation outputs; the top-level temperature/thresholds are the deployed Keras parent's
     calibration: dict = field(default_factory=dict)
@@ -49,12 +46,12 @@ class ModelMetadata:
             raise ValueError(f"metadata needs at least 2 labels, got {list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"duplicate labels in metadata: {list(self.labels)}")
-        self.preprocess  # validates
+        if not isinstance(self.preprocess, PreprocessConfig):
+            raise TypeError(f"metadata.preprocess must be a PreprocessConfig, not {type(self.preprocess).__name__}")
 
     @property
-    def preprocess(self) -> PreprocessConfig:
-        return PreprocessConfig(self.image_size, self.interpolation, crop=float(self.crop), equalize=self.equalize,
-                                keep=self.keep, frame=float(self.frame))
+    def image_size(self) -> int:
+        return self.preprocess.image_size
 
     def for_format(self, key: str | None) -> "ModelMetadata":
         """This metadata with the temperature, thresholds and operating-point report of one artifact.
@@ -92,13 +89,22 @@ class ModelMetadata:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelMetadata":
         known = {f.name for f in fields(cls)}
-        missing = [k for k in ("labels", "image_size", "model_name", "model_version") if k not in d]
+        flat = [f.name for f in fields(PreprocessConfig)]
+        if "preprocess" not in d and "image_size" in d:  # schema 1: the preprocessing fields at the top level
+            d = {**{k: v for k, v in d.items() if k not in flat},
+                 "preprocess": {k: d[k] for k in flat if k in d}}
+        missing = [k for k in ("labels", "preprocess", "model_name", "model_version") if k not in d]
         if missing:
             raise ValueError(f"metadata lacks required keys: {', '.join(missing)}")
         if int(d.get("schema_version", 1)) > SCHEMA_VERSION:
             raise ValueError(f"metadata schema {d['schema_version']} is newer than this runtime understands "
                              f"({SCHEMA_VERSION}); update the runtime")
         kw = {k: v for k, v in d.items() if k in known}
+        pre = d["preprocess"]
+        if not isinstance(pre, dict) or "image_size" not in pre:
+            raise ValueError("metadata.preprocess must be an object with at least image_size")
+        kw["preprocess"] = PreprocessConfig(**{k: v for k, v in pre.items() if k in flat})
+        kw["schema_version"] = SCHEMA_VERSION  # read into the current schema
         kw["labels"] = tuple(kw["labels"])
         kw["data_sources"] = tuple(kw.get("data_sources", ()))
         kw["input_range"] = tuple(kw.get("input_range", (0.0, 255.0)))

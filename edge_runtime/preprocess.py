@@ -19,7 +19,7 @@ Decoding rules:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +39,19 @@ class ImageError(ValueError):
 class PreprocessConfig:
     """What travels with a model so every consumer prepares pixels the same way."""
 
-    image_size: int = 224
-    interpolation: str = "area"
-    crop: float = 0.0  # fraction trimmed from each side before resizing
-    equalize: str = "none"  # "none", "clahe" or "hist", after resizing
-    keep: str = "all"  # shortcut-audit controls only: "border" or "centre"
-    frame: float = 24 / 256  # width of the border frame for ``keep``, as a fraction of the side
+    image_size: int = field(default=224, metadata={"help": "square input size in pixels"})
+    interpolation: str = field(default="area", metadata={
+        "help": "resize filter", "choices": tuple(INTERPOLATIONS)})
+    crop: float = field(default=0.0, metadata={
+        "help": "harmonisation: fraction trimmed from each side of the film before resizing (borders, "
+                "collimation, burnt-in markers), e.g. 0.1"})
+    equalize: str = field(default="none", metadata={
+        "help": "harmonisation: contrast equalisation after resizing", "choices": EQUALIZE})
+    keep: str = field(default="all", metadata={
+        "help": "shortcut-audit control: train on the border frame only (lungs blanked) or on the centre only "
+                "(frame blanked); such a model is a measurement, never for deployment", "choices": KEEP})
+    frame: float = field(default=24 / 256, metadata={
+        "help": "width of the border frame for --keep, as a fraction of the side"})
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:

@@ -1,12 +1,13 @@
 """The model card states what the data can show, computed from where each class came from."""
 from convert.card import data_scope
 from edge_runtime.metadata import ModelMetadata
+from edge_runtime.preprocess import PreprocessConfig
 
 
 def meta_with(by_source):
     metrics = {"test": {"by_source": {src: {"per_class": {c: {"support": n} for c, n in classes.items()}}
                                       for src, classes in by_source.items()}}}
-    return ModelMetadata(labels=("normal", "pneumonia", "tuberculosis"), image_size=64, model_name="m",
+    return ModelMetadata(labels=("normal", "pneumonia", "tuberculosis"), preprocess=PreprocessConfig(64), model_name="m",
                          model_version="1", metrics=metrics)
 
 

@@ -67,8 +67,8 @@ def test_bad_settings_are_refused(kw, message):
 
 
 def test_metadata_carries_the_recipe_and_old_metadata_means_none(tmp_path):
-    meta = ModelMetadata(labels=("a", "b"), image_size=64, model_name="m", model_version="1", crop=0.1,
-                         equalize="clahe")
+    meta = ModelMetadata(labels=("a", "b"), preprocess=PreprocessConfig(64, crop=0.1, equalize="clahe"),
+                         model_name="m", model_version="1")
     back = ModelMetadata.load(meta.save(tmp_path / "m.json"))
     assert back.preprocess == PreprocessConfig(64, crop=0.1, equalize="clahe")
     old = ModelMetadata.from_dict({"labels": ["a", "b"], "image_size": 64, "model_name": "m", "model_version": "1"})

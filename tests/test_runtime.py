@@ -14,13 +14,13 @@ from edge_runtime import bundle as B
 from edge_runtime.classifier import Classifier
 from edge_runtime.operating_point import OUT_OF_SCOPE, REFER, decide
 from edge_runtime.metadata import ModelMetadata
-from edge_runtime.preprocess import ImageError
+from edge_runtime.preprocess import ImageError, PreprocessConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _meta(**kw):
-    base = dict(labels=("normal", "pneumonia", "tuberculosis"), image_size=64, model_name="m", model_version="1",
+    base = dict(labels=("normal", "pneumonia", "tuberculosis"), preprocess=PreprocessConfig(64), model_name="m", model_version="1",
                 thresholds={"tuberculosis": 0.3, "refer_below": 0.6})
     base.update(kw)
     return ModelMetadata(**base)

@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from edge_runtime.metadata import ModelMetadata  # noqa: E402
-from edge_runtime.preprocess import decode_image  # noqa: E402
+from edge_runtime.preprocess import PreprocessConfig, decode_image  # noqa: E402
 
 LABELS = ("normal", "pneumonia", "tuberculosis")
 CARD = """# Fake model card
@@ -42,7 +42,7 @@ def _report(acc):
 
 
 def fake_metadata(synthetic=True) -> ModelMetadata:
-    return ModelMetadata(labels=LABELS, image_size=32, model_name="fake-net", model_version="9.9.9",
+    return ModelMetadata(labels=LABELS, preprocess=PreprocessConfig(32), model_name="fake-net", model_version="9.9.9",
                          synthetic=synthetic, thresholds={"tuberculosis": 0.3, "refer_below": 0.5},
                          metrics={"test": {"pooled": _report(0.75),
                                            "by_source": {"siteA": _report(0.8), "siteB": _report(float("nan"))}}},

@@ -21,6 +21,28 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO/WARNING/benign ERROR lines
 
 
+def add_preprocess_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per field of ``edge_runtime.preprocess.PreprocessConfig`` (--image-size, --crop, ...), with the
+    field's default, type, help text and choices: the settings the model is trained with and carries."""
+    from dataclasses import MISSING, fields
+
+    from edge_runtime.preprocess import PreprocessConfig
+
+    for f in fields(PreprocessConfig):
+        kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+        extra = {"choices": list(f.metadata["choices"])} if "choices" in f.metadata else {}
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default if f.default is not MISSING else None,
+                       help=f.metadata.get("help", ""), **extra)
+
+
+def preprocess_from_args(args):
+    from dataclasses import fields
+
+    from edge_runtime.preprocess import PreprocessConfig
+
+    return PreprocessConfig(**{f.name: getattr(args, f.name) for f in fields(PreprocessConfig)})
+
+
 def build_parser() -> argparse.ArgumentParser:
     from train.data import DEFAULT_CLASSES
     from train.models import REGISTRY
@@ -33,7 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/run", help="run folder to create (models, split, metrics, plots)")
     p.add_argument("--model", default="mobilenet_v2", choices=sorted(REGISTRY), help="architecture")
     p.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNets), e.g. 0.35")
-    p.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
     p.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
                    help="comma-separated class names in output order")
     p.add_argument("--weights", default=None,
@@ -59,16 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-class-balance", dest="class_balance", action="store_false",
                    help="do not weight the loss by inverse class frequency")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")
-    p.add_argument("--interpolation", default="area", help="resize filter (area, linear, cubic, lanczos)")
-    p.add_argument("--crop", type=float, default=0.0,
-                   help="harmonisation: fraction trimmed from each side of the film before resizing (borders, "
-                        "collimation, burnt-in markers), e.g. 0.1")
-    p.add_argument("--equalize", default="none", choices=["none", "clahe", "hist"],
-                   help="harmonisation: contrast equalisation after resizing")
-    p.add_argument("--keep", default="all", choices=["all", "border", "centre"],
-                   help="shortcut-audit control: train on the border frame only (lungs blanked) or on the centre "
-                        "only (frame blanked); such a model is a measurement, never for deployment")
-    p.add_argument("--frame", type=float, default=24 / 256, help="width of the frame for --keep, fraction of the side")
+    add_preprocess_flags(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     p.add_argument("--model-version", default="", help="version string stored in the metadata (default: a timestamp)")
     p.add_argument("--verbose", action="store_true", help="debug logging")
@@ -80,20 +92,23 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     from train.data import DataError
-    from train.evaluate import summary_table
     from train.train import TrainConfig, run
 
     if not 0.0 <= args.site_augment <= 1.0:
         print(f"error: --site-augment is a probability in [0, 1], got {args.site_augment}", file=sys.stderr)
         return 2
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
-    cfg = TrainConfig(data=args.data, out=args.out, model=args.model, alpha=args.alpha, image_size=args.image_size,
+    try:
+        preprocess = preprocess_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = TrainConfig(data=args.data, out=args.out, model=args.model, alpha=args.alpha, preprocess=preprocess,
                       classes=classes, weights=args.weights, epochs=args.epochs, qat_epochs=args.qat_epochs,
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
                       augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout,
-                      interpolation=args.interpolation, crop=args.crop, equalize=args.equalize, keep=args.keep,
-                      frame=args.frame, resume=args.resume, deterministic=args.deterministic,
+                      resume=args.resume, deterministic=args.deterministic,
                       model_version=args.model_version,
                       verbose=0)
     try:
@@ -106,18 +121,20 @@ def main(argv=None) -> int:
 
 
 def print_summary(out: Path) -> None:
-    meta = json.loads((Path(out) / "metadata.json").read_text())
+    from edge_runtime.metadata import ModelMetadata
+
+    meta = ModelMetadata.load(Path(out) / "metadata.json")
     metrics = json.loads((Path(out) / "metrics.json").read_text())
     print()
-    if meta.get("synthetic"):
+    if meta.synthetic:
         print("*** SYNTHETIC DATA - NOT FOR CLINICAL USE ***")
     for name, res in metrics.items():
         if "test" in res:
-            print(f"\nTest metrics, {name} model ({meta['model_name']}, {meta['image_size']} px), "
-                  f"patient-level split {meta['split']['counts']}:")
+            print(f"\nTest metrics, {name} model ({meta.model_name}, {meta.image_size} px), "
+                  f"patient-level split {meta.split['counts']}:")
             from train.evaluate import summary_table
 
-            print(summary_table(res["test"], meta["labels"]))
+            print(summary_table(res["test"], meta.labels))
     print(f"\nRun folder: {out}")
     for f in ("model_qat.h5", "model_float.keras", "metadata.json", "metrics.json", "split.csv", "plots"):
         if (Path(out) / f).exists():

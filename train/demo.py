@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     log = logging.getLogger("demo")
 
     from train import phantom
+    from edge_runtime.preprocess import PreprocessConfig
     from train.train import TrainConfig, run
 
     t0 = time.time()
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     run_dir = out / "run"
     log.info("[2/2] training %s (alpha %s, %d px) -> %s", args.model, args.alpha, args.image_size, run_dir)
     cfg = TrainConfig(data=str(data_dir), out=str(run_dir), model=args.model, alpha=args.alpha,
-                      image_size=args.image_size, epochs=args.epochs, qat_epochs=args.qat_epochs,
+                      preprocess=PreprocessConfig(args.image_size), epochs=args.epochs, qat_epochs=args.qat_epochs,
                       seed=args.seed, patience=10, verbose=0, synthetic=True, augment=args.augment, lr=3e-3,
                       resume=(run_dir / "checkpoints" / "state.json").is_file())
     run(cfg)

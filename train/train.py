@@ -40,7 +40,7 @@ class TrainConfig:
     out: str = "runs/run"
     model: str = "mobilenet_v2"
     alpha: float | None = None
-    image_size: int = 224
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)  # input size, resize, harmonisation
     classes: tuple[str, ...] = D.DEFAULT_CLASSES
     weights: str | None = None  # None, "imagenet" or a file
     epochs: int = 20  # float warm-up epochs (at most; early stopping may end sooner)
@@ -56,11 +56,6 @@ class TrainConfig:
     site_augment: float = 0.0  # probability of each site-style change (train.site); 0 = off
     class_balance: bool = True
     dropout: float = 0.2
-    interpolation: str = "area"
-    crop: float = 0.0  # harmonisation, see edge_runtime.preprocess
-    equalize: str = "none"
-    keep: str = "all"  # shortcut-audit controls: "border" or "centre"
-    frame: float = 24 / 256
     split: str | None = None  # reuse a saved split.csv
     resume: bool = False
     synthetic: bool | None = None  # None: read from the data folder (README/manifest says SYNTHETIC)
@@ -68,6 +63,10 @@ class TrainConfig:
     model_version: str = ""
     verbose: int = 2
     extra: dict = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.image_size
 
 
 def select_strategy():
@@ -258,8 +257,7 @@ def run(cfg: TrainConfig) -> Path:
     log.info("patient-level split (seed %d):\n%s", cfg.seed, D.split_summary(parts))
     for side in ("train", "val"):
         D.check_labels(parts[side], cfg.classes, f"{side} split")
-    pre = PreprocessConfig(cfg.image_size, cfg.interpolation, crop=cfg.crop, equalize=cfg.equalize, keep=cfg.keep,
-                           frame=cfg.frame)
+    pre = cfg.preprocess
     log.info("input preparation: %s", pre.describe())
     arrays = {side: D.load_arrays(parts[side], cfg.classes, pre, out / "cache") for side in parts}
     failed = [f for a in arrays.values() for f in a.failed]
@@ -317,8 +315,7 @@ def run(cfg: TrainConfig) -> Path:
     synthetic = _is_synthetic(cfg.data) if cfg.synthetic is None else cfg.synthetic
     all_samples = [s for v in parts.values() for s in v]
     meta = ModelMetadata(
-        labels=tuple(cfg.classes), image_size=cfg.image_size, interpolation=cfg.interpolation,
-        crop=cfg.crop, equalize=cfg.equalize, keep=cfg.keep, frame=cfg.frame,
+        labels=tuple(cfg.classes), preprocess=cfg.preprocess,
         model_name=cfg.model + (f"_{cfg.alpha:g}" if cfg.alpha else ""),
         model_version=cfg.model_version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
         data_hash=D.data_hash(all_samples), data_sources=tuple(sorted({s.source for s in all_samples})),
