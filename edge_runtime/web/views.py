@@ -10,6 +10,7 @@ from flask import (Blueprint, Response, abort, current_app, g, redirect, render_
                    session, url_for)
 
 from edge_runtime.web import auth as A
+from edge_runtime.web.app import MAX_OFFSET, BadNumber, query_int
 from edge_runtime.web.i18n import translate
 from edge_runtime.web.imaging import UploadError
 from edge_runtime.web.screening import clean_reference, outcome_choices, screen_upload
@@ -134,11 +135,14 @@ def history():
     f, problems = _filters()
     size = current_app.config["PAGE_SIZE"]
     try:
-        page = max(1, int(request.args.get("page", 1)))
-    except ValueError:
-        page = 1
+        page = query_int("page", 1, 1, MAX_OFFSET // size + 1)
+    except BadNumber:
+        page = 1  # a hand-edited link: show the first page rather than an error
     rows, total = web().store.search(limit=size, offset=(page - 1) * size, **f)
     pages = max(1, -(-total // size))
+    if page > pages:  # past the end: show the last page
+        page = pages
+        rows, _ = web().store.search(limit=size, offset=(page - 1) * size, **f)
     return render_template("history.html", rows=rows, total=total, page=page, pages=pages, f=f,
                            problems=problems, decisions=[*web().meta.labels, "refer", "out_of_scope"])
 
