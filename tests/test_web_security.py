@@ -77,3 +77,43 @@ def test_history_page_past_the_end_shows_the_last_page(tmp_path, fake):  # noqa:
         upload(c, (f"{i}.png", png_bytes(seed=i)), reference=f"ref{i}")
     html = c.get(f"/history?page={HUGE}").get_data(as_text=True)
     assert "Page 2 of 2" in html and "ref0" in html and "ref2" not in html
+
+
+# ---- defect 3: the loopback / DNS-rebinding host check -------------------------------------------------------
+LOOPBACK_YES = ["127.0.0.1", "127.0.0.1:8080", "127.255.255.254", "127.0.0.2:1", "localhost", "localhost:8080",
+                "LOCALHOST", "::1", "[::1]", "[::1]:8080", "[0:0:0:0:0:0:0:1]:80", "127.0.0.1:65535"]
+LOOPBACK_NO = ["127.0.0.1.evil.example", "127.0.0.1.evil.example:8080", "127.evil.example", "127.", "127.1",
+               "127.0.0.01", "0x7f.0.0.1", "2130706433", "128.0.0.1", "126.255.255.255", "0.0.0.0", "::",
+               "[::]:8080", "::2", "[::2]", "[::1", "::1]", "[::1]x", "[::1]:", "localhost:", "localhost:http",
+               "localhost:99999", "localhost.", "localhost.evil.example", "evil.localhost", "127.0.0.1 ",
+               " 127.0.0.1", "127.0.0.1:80:80", "::ffff:127.0.0.1", "[::ffff:7f00:1]", "192.168.1.10", "",
+               "127.0.0.1/8", "127.0.0.1%lo", "[::1%lo]", "localhost:+80", "127.0.0.1:-1"]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_YES)
+def test_is_loopback_accepts_literal_loopback_and_localhost(host):
+    from edge_runtime.web.auth import is_loopback
+
+    assert is_loopback(host) is True
+
+
+@pytest.mark.parametrize("host", LOOPBACK_NO)
+def test_is_loopback_refuses_everything_else(host):
+    from edge_runtime.web.auth import is_loopback
+
+    assert is_loopback(host) is False
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1.evil.example", "127.0.0.1.evil.example:8080", "localhost.evil.example"])
+def test_loopback_server_refuses_rebinding_host_names(client, host):  # noqa: F811
+    assert client.get("/history", headers={"Host": host}).status_code == 400
+    assert post_file(client, png_bytes(), headers={"Host": host}).status_code == 400
+    assert client.get("/history", headers={"Host": "localhost:8080"}).status_code == 200
+
+
+def test_a_host_that_only_starts_with_127_needs_a_password(tmp_path):
+    from edge_runtime.web import create_app
+
+    with pytest.raises(ValueError, match="set-password"):
+        create_app(FakeClassifier(), tmp_path / "d", {"HOST": "127.0.0.1.evil.example"})
+    create_app(FakeClassifier(), tmp_path / "e", {"HOST": "127.0.0.2"})  # a literal loopback address is fine

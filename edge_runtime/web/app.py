@@ -11,7 +11,6 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
@@ -194,8 +193,7 @@ def _install_hooks(app: Flask, web: Web) -> None:
         g.lang = i18n.choose(request, app.config["DEFAULT_LANG"])
         g.via_token = False
         # DNS rebinding: a page on another site must not reach a loopback server under its own host name
-        host = urlsplit(f"//{request.host}").hostname or ""
-        if loopback_only and not A.is_loopback(host):
+        if loopback_only and not A.is_loopback(request.host):
             return _deny(400, "bad_host", f"unexpected Host header {request.host!r} for a loopback server")
         auth = web.auth
         if auth is not None and request.endpoint not in PUBLIC_ENDPOINTS:
