@@ -12,6 +12,7 @@ import csv
 import io
 import os
 import stat
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from test_web_fakes import FakeClassifier, app, client, csrf, dicom_bytes, fake, png_bytes, upload  # noqa: F401
@@ -117,3 +118,35 @@ def test_a_host_that_only_starts_with_127_needs_a_password(tmp_path):
     with pytest.raises(ValueError, match="set-password"):
         create_app(FakeClassifier(), tmp_path / "d", {"HOST": "127.0.0.1.evil.example"})
     create_app(FakeClassifier(), tmp_path / "e", {"HOST": "127.0.0.2"})  # a literal loopback address is fine
+
+
+# ---- defect 4: only a same-site relative path may follow a login -------------------------------------------
+EVIL_NEXT = ["/%09/evil.example", "/%0a/evil.example", "/%0d/evil.example", "/%00/evil.example",
+             "%09//evil.example", "//evil.example/x", "///evil.example", "/\\evil.example", "/%5Cevil.example",
+             "\\\\evil.example", "https://evil.example", "http:evil.example", "javascript:alert(1)",
+             "evil.example", "/%2F%2Fevil.example", "/%252F%252Fevil.example", "/%E3%80%80/evil.example",
+             "/%C2%A0/evil.example", " /history", "/history%0d%0aSet-Cookie:x=1"]
+
+
+@pytest.mark.parametrize("evil", EVIL_NEXT)
+def test_login_never_redirects_off_site(lan, evil):
+    app_, _ = lan
+    r = login(app_.test_client(), next_=evil)
+    assert r.status_code == 303 and r.headers["Location"] == "/", (evil, r.headers["Location"])
+
+
+@pytest.mark.parametrize("good", ["/history", "/history?page=2&reference=P-1", "/screenings/abc123", "/"])
+def test_login_returns_to_a_local_page(lan, good):
+    app_, _ = lan
+    r = login(app_.test_client(), next_=quote(good, safe=""))
+    assert r.status_code == 303 and r.headers["Location"] == good
+
+
+def test_redirect_to_login_keeps_the_page_asked_for(lan):
+    app_, _ = lan
+    c = app_.test_client()
+    r = c.get("/history?page=2")
+    assert r.status_code == 302
+    nxt = parse_qs(urlsplit(r.headers["Location"]).query)["next"][0]
+    assert nxt == "/history?page=2"
+    assert login(c, next_=quote(nxt, safe="")).headers["Location"] == nxt

@@ -5,6 +5,7 @@ import csv
 import io
 import logging
 from datetime import date
+from urllib.parse import unquote, urlsplit
 
 from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request, send_file,
                    session, url_for)
@@ -172,8 +173,20 @@ def history_csv():
 
 
 def _local_path(url: str) -> bool:
-    """Only a path on this server may follow a login (no open redirect to another site)."""
-    return url.startswith("/") and not url.startswith(("//", "/\\")) and "\\" not in url
+    """Only a path on this server may follow a login (no open redirect to another site).
+
+    Browsers drop tabs and newlines inside a URL and read a backslash as a slash, so ``/<TAB>/evil.example``
+    becomes ``//evil.example`` (another site). Accept only printable ASCII without backslashes, starting with a
+    single ``/``, with no scheme or host, neither as sent nor once percent-decoded."""
+    if not (isinstance(url, str) and url.startswith("/") and len(url) <= 2000):
+        return False
+    for form in (url, unquote(url)):
+        if any(not ("!" <= ch <= "~") for ch in form) or "\\" in form or form.startswith("//"):
+            return False
+        parts = urlsplit(form)
+        if parts.scheme or parts.netloc:
+            return False
+    return True
 
 
 @bp.route("/login", methods=["GET", "POST"])
