@@ -150,3 +150,54 @@ def test_redirect_to_login_keeps_the_page_asked_for(lan):
     nxt = parse_qs(urlsplit(r.headers["Location"]).query)["next"][0]
     assert nxt == "/history?page=2"
     assert login(c, next_=quote(nxt, safe="")).headers["Location"] == nxt
+
+
+# ---- defect 5: a server started off loopback stays closed for its whole life -------------------------------
+def _every_kind_of_request(c):
+    return [c.get("/").status_code, c.get("/history").status_code, c.get("/history.csv").status_code,
+            c.get("/api/v1/screenings").status_code, c.get("/healthz").status_code,
+            post_file(c, png_bytes()).status_code]
+
+
+def test_lan_server_fails_closed_when_auth_file_is_moved_away(lan):
+    app_, token = lan
+    web = app_.extensions["cxr"]
+    c = app_.test_client()
+    login(c)
+    assert c.get("/history").status_code == 200
+    (web.data_dir / "auth.json").rename(web.data_dir / "auth.json.moved")
+    anonymous = app_.test_client()
+    for codes in (_every_kind_of_request(anonymous), _every_kind_of_request(c)):
+        assert all(code == 503 for code in codes), codes
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert c.get("/healthz", headers=bearer).status_code == 503
+    r = anonymous.get("/api/v1/screenings")
+    assert r.get_json()["error"]["code"] == "auth_missing" and "set-password" in r.get_json()["error"]["message"]
+    assert web.store.search()[1] == 0, "nothing was saved while the password file was missing"
+    # put it back: the same password works again
+    (web.data_dir / "auth.json.moved").rename(web.data_dir / "auth.json")
+    assert anonymous.get("/healthz", headers=bearer).status_code == 200
+    assert anonymous.get("/history").status_code == 302
+
+
+def test_lan_server_fails_closed_when_auth_file_is_emptied_or_corrupt(lan):
+    app_, token = lan
+    path = app_.extensions["cxr"].data_dir / "auth.json"
+    c = app_.test_client()
+    for text in ("", "{}", "not json", '{"password": ""}'):
+        path.write_text(text)
+        os.utime(path, ns=(1, len(text) + 10))  # a new mtime each time (coarse clocks)
+        codes = _every_kind_of_request(c)
+        assert all(code >= 500 or code in (401, 302) for code in codes) and 200 not in codes and 201 not in codes, \
+            (text, codes)
+
+
+def test_loopback_server_with_a_password_stays_closed_too(tmp_path):
+    from edge_runtime.web import create_app
+    from edge_runtime.web.auth import set_password
+
+    data = tmp_path / "d"
+    set_password(data, PASSWORD)
+    app_ = create_app(FakeClassifier(), data)
+    (data / "auth.json").unlink()
+    assert app_.test_client().get("/history").status_code == 503

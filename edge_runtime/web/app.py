@@ -64,16 +64,38 @@ class Web:
     data_dir: Path
     infer_lock: threading.Lock = field(default_factory=threading.Lock)
     throttle: A.Throttle = field(default_factory=A.Throttle)
-    _auth: tuple = (None, None)  # (mtime, auth dict)
+    auth_required: bool = False  # set for a server started off loopback; once True it stays True
+    _auth: tuple = (None, None, "")  # (mtime, auth dict, problem reading it)
+
+    def _read_auth(self) -> tuple[dict | None, str]:
+        """The operator password/token, re-read when set-password changes the file (no restart needed)."""
+        path = self.data_dir / A.AUTH_FILE
+        try:
+            mtime = path.stat().st_mtime_ns if path.is_file() else None
+        except OSError:
+            mtime = None
+        if mtime != self._auth[0]:
+            try:
+                auth, problem = (A.load_auth(self.data_dir) if mtime else None), ""
+            except Exception as exc:  # unreadable or corrupt: fail closed, say why
+                auth, problem = None, f"{path} cannot be read ({exc})"
+            self._auth = (mtime, auth, problem)
+        if self._auth[1] is not None:
+            self.auth_required = True  # a password once seen is never dropped by this process
+        return self._auth[1], self._auth[2]
 
     @property
     def auth(self) -> dict | None:
-        """The operator password/token, re-read when set-password changes the file (no restart needed)."""
-        path = self.data_dir / A.AUTH_FILE
-        mtime = path.stat().st_mtime_ns if path.is_file() else None
-        if mtime != self._auth[0]:
-            self._auth = (mtime, A.load_auth(self.data_dir) if mtime else None)
-        return self._auth[1]
+        return self._read_auth()[0]
+
+    def auth_problem(self) -> str:
+        """Why no request can be served: a password is required but its file is missing or unreadable."""
+        auth, problem = self._read_auth()
+        if auth is not None or not (self.auth_required or problem):
+            return ""
+        return (f"{problem or f'{self.data_dir / A.AUTH_FILE} is missing'}; this server requires a password, so "
+                f"it refuses every request until the file is back (run `python -m edge_runtime set-password "
+                f"--data-dir {self.data_dir}`)")
 
     @property
     def meta(self):
@@ -105,8 +127,9 @@ def create_app(classifier, data_dir, config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
-    web = Web(classifier=classifier, store=Store(data_dir), data_dir=data_dir)
-    if not A.is_loopback(app.config["HOST"]) and web.auth is None:
+    web = Web(classifier=classifier, store=Store(data_dir), data_dir=data_dir,
+              auth_required=not A.is_loopback(app.config["HOST"]))
+    if web.auth is None and web.auth_required:  # (reading it marks a password set at start as required)
         raise ValueError(f"serving on {app.config['HOST']} (not loopback) needs an operator password: run "
                          f"`python -m edge_runtime set-password --data-dir {data_dir}` first")
     app.extensions["cxr"] = web
@@ -195,6 +218,10 @@ def _install_hooks(app: Flask, web: Web) -> None:
         # DNS rebinding: a page on another site must not reach a loopback server under its own host name
         if loopback_only and not A.is_loopback(request.host):
             return _deny(400, "bad_host", f"unexpected Host header {request.host!r} for a loopback server")
+        problem = web.auth_problem()
+        if problem and request.endpoint != "static":  # fail closed: never serve without the password
+            log.error("refusing %s %s: %s", request.method, request.path, problem)
+            return _deny(503, "auth_missing", problem)
         auth = web.auth
         if auth is not None and request.endpoint not in PUBLIC_ENDPOINTS:
             token = _bearer()
