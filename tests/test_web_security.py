@@ -201,3 +201,50 @@ def test_loopback_server_with_a_password_stays_closed_too(tmp_path):
     app_ = create_app(FakeClassifier(), data)
     (data / "auth.json").unlink()
     assert app_.test_client().get("/history").status_code == 503
+
+
+# ---- defect 6: the patient history is private to the service user, whatever the umask ----------------------
+def _mode(p) -> int:
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_data_folder_and_database_are_private(tmp_path, umask):
+    import sqlite3
+
+    from edge_runtime.web import create_app
+    from edge_runtime.web.auth import set_password
+
+    old = os.umask(umask)
+    try:
+        data = tmp_path / "fresh" / "data"
+        set_password(data, PASSWORD)  # set-password runs first on a new device: it makes the folder
+        app_ = create_app(FakeClassifier(), data, {"HOST": "0.0.0.0"})
+        c = app_.test_client()
+        login(c)
+        assert post_file(c, png_bytes()).status_code == 201
+        held = sqlite3.connect(data / "screenings.db")  # an open connection keeps -wal and -shm in place
+        held.execute("SELECT COUNT(*) FROM screenings").fetchone()
+        try:
+            assert _mode(data) == 0o700
+            assert _mode(data / "images") == 0o700
+            for name in ("screenings.db", "screenings.db-wal", "screenings.db-shm", "auth.json", "secret_key"):
+                assert _mode(data / name) == 0o600, name
+            for p in (data / "images").iterdir():
+                assert _mode(p) == 0o600, p.name
+        finally:
+            held.close()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_open_data_folder_is_made_private(tmp_path):
+    from edge_runtime.web import create_app
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    (data / "screenings.db").touch()
+    os.chmod(data / "screenings.db", 0o644)
+    create_app(FakeClassifier(), data)
+    assert _mode(data) == 0o700 and _mode(data / "screenings.db") == 0o600

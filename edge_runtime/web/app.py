@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from edge_runtime.web import auth as A
 from edge_runtime.web import i18n
-from edge_runtime.web.store import Store
+from edge_runtime.web.store import Store, private_dir
 
 log = logging.getLogger("edge_runtime.web")
 
@@ -122,8 +122,7 @@ class Web:
 
 
 def create_app(classifier, data_dir, config: dict | None = None) -> Flask:
-    data_dir = Path(data_dir)
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir = private_dir(data_dir)
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(config or {})

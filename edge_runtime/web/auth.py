@@ -67,9 +67,12 @@ def is_loopback(host: str) -> bool:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from edge_runtime.web.store import private_dir
+
+    private_dir(path.parent)  # set-password is often the first command on a new device: it makes the folder
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()

@@ -76,10 +76,11 @@ def serve(app, host: str, port: int, threads: int = 4) -> None:
 
 def run(args) -> int:
     from edge_runtime.web.auth import is_loopback, load_auth
+    from edge_runtime.web.store import private_dir
 
     data_dir = Path(args.data_dir).expanduser()
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(data_dir)
         if not is_loopback(args.host) and load_auth(data_dir) is None:
             print(f"error: serving on {args.host} (reachable from other machines) needs an operator password.\n"
                   f"  Set one first: python -m edge_runtime set-password --data-dir {args.data_dir}",
