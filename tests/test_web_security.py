@@ -248,3 +248,90 @@ def test_an_existing_open_data_folder_is_made_private(tmp_path):
     os.chmod(data / "screenings.db", 0o644)
     create_app(FakeClassifier(), data)
     assert _mode(data) == 0o700 and _mode(data / "screenings.db") == 0o600
+
+
+# ---- defect 7: a large body is refused on its Content-Length, before authentication and before reading ------
+class CountingStream:
+    """A request body that counts what the server reads from it (and would take forever to read whole)."""
+
+    HEAD = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+
+    def __init__(self, fill=b"x", head=HEAD):
+        self.consumed, self.fill, self.head = 0, fill, head
+
+    def read(self, n=-1):
+        n = 65536 if n is None or n < 0 else n
+        out = (self.head + self.fill * n)[:n]  # a multipart file part that never ends
+        self.head = self.head[len(out):]
+        self.consumed += len(out)
+        return out
+
+    def readline(self, n=-1):
+        return self.read(n)
+
+
+def _raw_post(app_, path, length, headers=None):
+    """POST to ``app_`` with a body that announces ``length`` bytes (None: chunked); returns (response, body)."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+    from werkzeug.wrappers import Response
+
+    stream = CountingStream()
+    env = EnvironBuilder(path=path, method="POST", headers={"Content-Type": "multipart/form-data; boundary=b",
+                                                            **(headers or {})}).get_environ()
+    env["wsgi.input"] = stream
+    if length is None:
+        env.pop("CONTENT_LENGTH", None)
+        env["HTTP_TRANSFER_ENCODING"] = "chunked"
+        env["wsgi.input_terminated"] = True
+    else:
+        env["CONTENT_LENGTH"] = str(length)
+    app_iter, status, hdrs = run_wsgi_app(app_, env, buffered=True)
+    return Response(app_iter, status, hdrs), stream
+
+
+@pytest.mark.parametrize("path", ["/api/v1/screenings", "/screenings", "/login", "/logout",
+                                  "/screenings/abc/outcome", "/api/v1/screenings/abc/outcome"])
+def test_huge_unauthenticated_body_is_413_before_auth_and_unread(lan, path):
+    app_, _ = lan
+    r, body = _raw_post(app_, path, 10**12)
+    assert r.status_code == 413, (path, r.status_code)
+    assert body.consumed == 0, f"{path}: {body.consumed} bytes read before refusing"
+
+
+def test_api_body_limit_is_one_file_not_the_whole_form_limit(lan):
+    app_, token = lan
+    cfg = app_.config
+    over_one_file = int(cfg["MAX_FILE_MB"] * 1e6) + 2_000_000  # well under MAX_REQUEST_MB (200 MB)
+    assert over_one_file < cfg["MAX_CONTENT_LENGTH"]
+    r, body = _raw_post(app_, "/api/v1/screenings", over_one_file,
+                        headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 413 and r.get_json()["error"]["code"] == "too_large" and body.consumed == 0
+    assert "MB" in r.get_json()["error"]["message"]
+
+
+def test_small_forms_have_a_small_body_limit(app):  # noqa: F811
+    r, body = _raw_post(app, "/screenings/abc/outcome", 2_000_000)
+    assert r.status_code == 413 and body.consumed == 0
+
+
+def test_body_without_content_length_is_cut_at_the_limit(tmp_path, fake):  # noqa: F811
+    """A chunked body (no Content-Length) is read only up to the limit, then refused."""
+    from edge_runtime.web import create_app
+    from edge_runtime.web.app import FORM_SLACK
+
+    app_ = create_app(fake, tmp_path / "d", {"MAX_FILE_MB": 0.1})
+    r, body = _raw_post(app_, "/api/v1/screenings", None)
+    assert r.status_code == 413
+    assert body.consumed <= 100_000 + FORM_SLACK + 65_536, body.consumed  # the limit plus one read
+
+
+def test_one_oversized_file_is_not_read_whole(tmp_path):
+    from werkzeug.datastructures import FileStorage
+
+    from edge_runtime.web.imaging import UploadError, read_upload
+
+    stream = CountingStream(b"\x89", head=b"")
+    with pytest.raises(UploadError) as e:
+        read_upload(FileStorage(stream, "big.png"), 1_000)
+    assert e.value.status == 413 and "big.png" in e.value.message and stream.consumed <= 1_001
+    assert read_upload(FileStorage(io.BytesIO(b"abc"), "a.png"), 3) == b"abc"

@@ -8,7 +8,7 @@ from datetime import date
 from flask import Blueprint, current_app, jsonify, request
 
 from edge_runtime.web.app import MAX_OFFSET, BadNumber, json_error, query_int
-from edge_runtime.web.imaging import UploadError
+from edge_runtime.web.imaging import UploadError, read_upload
 from edge_runtime.web.screening import clean_reference, outcome_choices, record_json, screen_upload
 
 bp = Blueprint("api", __name__)
@@ -60,7 +60,8 @@ def create_screening():
     f = files[0]
     try:
         reference = clean_reference(request.form.get("reference"))
-        rec = screen_upload(web(), current_app.config, f.read(), f.filename or "", reference)
+        data = read_upload(f, int(current_app.config["MAX_FILE_MB"] * 1e6))
+        rec = screen_upload(web(), current_app.config, data, f.filename or "", reference)
     except UploadError as exc:
         return json_error(exc.status, exc.code, exc.message)
     body = record_json(rec, web().warnings_text())

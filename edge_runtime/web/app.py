@@ -34,6 +34,8 @@ DEFAULTS = {
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PUBLIC_ENDPOINTS = {"views.login", "static"}
+SMALL_BODY = 100_000  # login, logout, outcome: a form of a few fields
+FORM_SLACK = 64_000  # multipart framing and the reference field around one file
 MAX_OFFSET = 10**9  # rows skipped by a listing; far past any history, well inside SQLite's 64-bit integers
 _INT = re.compile(r"[+-]?[0-9]{1,400}")  # ASCII digits only (int() would also take "1_0", " 1", "\uff11")
 
@@ -214,6 +216,11 @@ def _install_hooks(app: Flask, web: Web) -> None:
     def _guard():
         g.lang = i18n.choose(request, app.config["DEFAULT_LANG"])
         g.via_token = False
+        # a body larger than this endpoint can use is refused on its Content-Length before anything else
+        # (no authentication work, nothing read); a body without a length is cut at the same limit
+        g.body_limit = request.max_content_length = body_limit(app.config, request.endpoint)
+        if (request.content_length or 0) > g.body_limit:
+            return _too_large()
         # DNS rebinding: a page on another site must not reach a loopback server under its own host name
         if loopback_only and not A.is_loopback(request.host):
             return _deny(400, "bad_host", f"unexpected Host header {request.host!r} for a loopback server")
@@ -273,19 +280,33 @@ def _install_hooks(app: Flask, web: Web) -> None:
             "logged_in": A.session_ok(web.auth, session),
         }
 
+    def _too_large():
+        limit = getattr(g, "body_limit", app.config["MAX_CONTENT_LENGTH"])
+        return _deny(413, "too_large", i18n.translate(getattr(g, "lang", "en"), "error.request_too_large",
+                                                       mb=f"{limit / 1e6:.3g}"))
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        code = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.code, "bad_request")
-        msg = exc.description or exc.name
         if exc.code == 413:
-            msg = i18n.translate(getattr(g, "lang", "en"), "error.request_too_large",
-                                 mb=app.config["MAX_REQUEST_MB"])
-        return _deny(exc.code or 400, code, msg)
+            return _too_large()
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.code, "bad_request")
+        return _deny(exc.code or 400, code, exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _deny(500, "internal", "internal error (details in the server log); the server keeps running")
+
+
+def body_limit(config, endpoint: str | None) -> int:
+    """The largest request body ``endpoint`` accepts: the upload form takes several files, the API one file,
+    every other endpoint a small form."""
+    whole = int(config["MAX_CONTENT_LENGTH"])
+    if endpoint == "views.upload":
+        return whole
+    if endpoint == "api.create_screening":
+        return min(whole, int(config["MAX_FILE_MB"] * 1e6) + FORM_SLACK)
+    return min(whole, SMALL_BODY)
 
 
 def _deny(status: int, code: str, message: str):

@@ -61,7 +61,10 @@ def serve(app, host: str, port: int, threads: int = 4) -> None:
     from waitress.server import create_server
 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # uploads queue for the model by design
-    body = int(app.config["MAX_CONTENT_LENGTH"]) + 1_000_000  # let Flask answer 413 with a clear message
+    # waitress refuses a larger Content-Length (413) before reading the body; below it, waitress buffers the
+    # body (in a temporary file past 512 kB) before the app sees the request, and the app then refuses what
+    # the endpoint cannot use (app.body_limit) without reading further
+    body = int(app.config["MAX_CONTENT_LENGTH"])
     server = create_server(app, host=host, port=port, threads=threads, max_request_body_size=body,
                            ident="cxr-edge", channel_timeout=120)
     shown = f"[{host}]" if ":" in host else host

@@ -22,6 +22,16 @@ class UploadError(ValueError):
         self.code, self.message, self.status = code, message, status
 
 
+def read_upload(f, max_bytes: int) -> bytes:
+    """The bytes of an uploaded file (werkzeug FileStorage), reading at most ``max_bytes`` + 1 of them: a file
+    over the limit is refused (413) without being loaded into memory whole."""
+    data = f.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        name = f.filename or "upload"
+        raise UploadError("too_large", f"{name}: the file is too large; the limit is {max_bytes / 1e6:g} MB", 413)
+    return data
+
+
 def sniff(data: bytes) -> str | None:
     """'png', 'jpeg' or 'dicom' from the first bytes, else None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):

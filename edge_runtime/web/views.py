@@ -13,7 +13,7 @@ from flask import (Blueprint, Response, abort, current_app, g, redirect, render_
 from edge_runtime.web import auth as A
 from edge_runtime.web.app import MAX_OFFSET, BadNumber, query_int
 from edge_runtime.web.i18n import translate
-from edge_runtime.web.imaging import UploadError
+from edge_runtime.web.imaging import UploadError, read_upload
 from edge_runtime.web.screening import clean_reference, outcome_choices, screen_upload
 
 bp = Blueprint("views", __name__)
@@ -59,7 +59,8 @@ def upload():
     if not errors:
         for f in files:
             try:
-                done.append(screen_upload(web(), cfg, f.read(), f.filename or "", reference))
+                data = read_upload(f, int(cfg["MAX_FILE_MB"] * 1e6))
+                done.append(screen_upload(web(), cfg, data, f.filename or "", reference))
             except UploadError as exc:
                 errors.append((exc.status, exc.message))
             except Exception:  # one bad file must not lose the others, nor stop the server
