@@ -15,7 +15,7 @@ import stat
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from test_web_fakes import FakeClassifier, app, client, csrf, dicom_bytes, fake, png_bytes, upload  # noqa: F401
+from test_web_fakes import ROOT, FakeClassifier, app, client, csrf, dicom_bytes, fake, png_bytes, upload  # noqa: F401
 
 PASSWORD = "correct horse battery"
 HUGE = "9" * 30
@@ -335,3 +335,51 @@ def test_one_oversized_file_is_not_read_whole(tmp_path):
         read_upload(FileStorage(stream, "big.png"), 1_000)
     assert e.value.status == 413 and "big.png" in e.value.message and stream.consumed <= 1_001
     assert read_upload(FileStorage(io.BytesIO(b"abc"), "a.png"), 3) == b"abc"
+
+
+# ---- defect 8 (web): the web accepts the DICOM files the decoder accepts; "no pixels" is 422 as API.md says --
+def _dicom_without_pixels(preamble=True) -> bytes:
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.PatientID, ds.Modality = "P-1", "CR"
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue() if preamble else buf.getvalue()[132:]
+
+
+@pytest.mark.parametrize("name", ["film.dcm", "film", "film.png"])
+def test_dicom_without_preamble_is_screened_like_the_cli_does(client, name):  # noqa: F811
+    from edge_runtime.preprocess import decode_image
+
+    bare = dicom_bytes()[132:]  # no 128-byte preamble, no "DICM": pydicom and the CLI read it
+    assert bare[:2] == b"\x02\x00" and decode_image(bare, "film.dcm").shape == (64, 64)
+    r = post_file(client, bare, name)
+    assert r.status_code == 201, r.get_json()
+    assert r.get_json()["image"]["kind"] == "dicom" and r.get_json()["file_name"] == name
+
+
+def test_dicom_without_pixels_is_422_as_documented(client):  # noqa: F811
+    for data in (_dicom_without_pixels(), _dicom_without_pixels(preamble=False)):
+        r = post_file(client, data, "empty.dcm")
+        assert r.status_code == 422 and r.get_json()["error"]["code"] == "bad_image", r.get_json()
+        assert "pixel" in r.get_json()["error"]["message"]
+    assert "422 | `bad_image`" in (ROOT / "edge_runtime" / "web" / "API.md").read_text()
+
+
+def test_a_png_named_dcm_is_screened_as_a_png(client):  # noqa: F811
+    r = post_file(client, png_bytes(), "looks-like.dcm")
+    assert r.status_code == 201 and r.get_json()["image"]["kind"] == "png"
+
+
+@pytest.mark.parametrize("data", [b"\x08\x00" + b"\xff" * 200, b"\x02\x00\x00\x00UL" + b"\x00" * 10])
+def test_junk_that_starts_like_a_dicom_tag_is_a_clear_4xx(client, data):  # noqa: F811
+    r = post_file(client, data, "junk.dcm")
+    assert r.status_code in (400, 415, 422) and r.is_json and "junk.dcm" in r.get_json()["error"]["message"]
