@@ -383,3 +383,25 @@ def test_a_png_named_dcm_is_screened_as_a_png(client):  # noqa: F811
 def test_junk_that_starts_like_a_dicom_tag_is_a_clear_4xx(client, data):  # noqa: F811
     r = post_file(client, data, "junk.dcm")
     assert r.status_code in (400, 415, 422) and r.is_json and "junk.dcm" in r.get_json()["error"]["message"]
+
+
+def test_serve_on_a_busy_port_is_one_clear_line(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from test_web_fakes import write_tiny_bundle
+
+    pytest.importorskip("onnxruntime")
+    bundle = write_tiny_bundle(tmp_path / "bundle")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "edge_runtime", "serve", "--bundle", str(bundle), "--port",
+                            str(port), "--data-dir", str(tmp_path / "d")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+    assert len(errors) == 1 and str(port) in errors[0] and "in use" in errors[0], r.stderr
+    assert len(r.stderr.splitlines()) <= 4, r.stderr  # the error, and the start-up lines before it at most
