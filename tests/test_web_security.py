@@ -405,3 +405,83 @@ def test_serve_on_a_busy_port_is_one_clear_line(tmp_path):
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
     assert len(errors) == 1 and str(port) in errors[0] and "in use" in errors[0], r.stderr
     assert len(r.stderr.splitlines()) <= 4, r.stderr  # the error, and the start-up lines before it at most
+
+
+# ---- guards that held (pinned so they cannot come back) ---------------------------------------------------
+def test_guard_csrf_on_every_form(lan):
+    app_, _ = lan
+    c = app_.test_client()
+    c.get("/login")
+    assert c.post("/login", data={"password": PASSWORD}).status_code == 400  # no token: not even a login
+    login(c)
+    sid = post_file(c, png_bytes()).get_json()["id"]
+    for path, data in (("/screenings", {"files": None}), (f"/screenings/{sid}/outcome", {"outcome": "normal"}),
+                       ("/logout", {})):
+        for token in (None, "forged"):
+            form = dict(data, **({"csrf_token": token} if token else {}))
+            if "files" in form:
+                form["files"] = [(io.BytesIO(png_bytes()), "a.png")]
+            r = c.post(path, data=form, content_type="multipart/form-data")
+            assert r.status_code == 400, (path, token)
+    assert app_.extensions["cxr"].store.search()[1] == 1
+    assert app_.extensions["cxr"].store.get(sid)["outcome"] is None
+    assert c.get("/history").status_code == 200, "the forged logout did not end the session"
+
+
+def test_guard_cross_site_api_posts_need_the_token(client):  # noqa: F811
+    assert post_file(client, png_bytes(), headers={"Origin": "http://evil.example"}).status_code == 403
+    assert post_file(client, png_bytes(), headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert post_file(client, png_bytes(), headers={"Origin": "null"}).status_code == 403
+
+
+def test_guard_login_throttle_per_client(lan):
+    app_, _ = lan
+    c = app_.test_client()
+    for _ in range(5):
+        assert login(c, "wrong wrong").status_code == 401
+    assert login(c).status_code == 429, "the right password is refused too while throttled"
+    other = app_.test_client()
+    page = other.get("/login", environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    r = other.post("/login", data={"csrf_token": csrf(page.get_data(as_text=True)), "password": PASSWORD},
+                   environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert r.status_code == 303
+
+
+def test_guard_html_escaping(client):  # noqa: F811
+    evil = '<script>alert("x")</script>'
+    r = post_file(client, png_bytes(), name=evil + ".png", reference=evil)
+    assert r.status_code == 201
+    sid = r.get_json()["id"]
+    for path in (f"/screenings/{sid}", "/history", "/", "/model"):
+        html = client.get(path).get_data(as_text=True)
+        assert "<script>alert" not in html, path
+    assert "&lt;script&gt;alert" in client.get(f"/screenings/{sid}").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("ref", ["=1+1", "+1", "-1", "@SUM(A1)", "=HYPERLINK(\"http://evil.example\")"])
+def test_guard_csv_formula_escaping(client, ref):  # noqa: F811
+    assert post_file(client, png_bytes(), name=ref + ".png", reference=ref).status_code == 201
+    rows = list(csv.DictReader(io.StringIO(client.get("/history.csv").get_data(as_text=True))))
+    assert rows[0]["reference"] == "'" + ref
+    for row in rows:
+        for value in row.values():
+            assert value[:1] not in ("=", "+", "-", "@"), value
+
+
+@pytest.mark.parametrize("path", ["/screenings/..%2F..%2Fauth.json/original", "/screenings/../auth.json",
+                                  "/screenings/%2e%2e/original", "/screenings/..%2fsecret_key/image.png",
+                                  "/static/..%2Fauth.json", "/static/../../auth.json",
+                                  "/screenings/abc/..%2F..%2F..%2Fscreenings.db.png"])
+def test_guard_path_traversal(client, path):  # noqa: F811
+    r = client.get(path)
+    assert r.status_code in (400, 404), (path, r.status_code)
+    body = r.get_data()
+    assert b"password" not in body and b"SQLite format" not in body
+
+
+def test_guard_uploads_are_stored_under_generated_names(client, app):  # noqa: F811
+    r = post_file(client, png_bytes(), name="../../../escape.png")
+    assert r.status_code == 201 and r.get_json()["file_name"] == "escape.png"
+    data_dir = app.extensions["cxr"].data_dir
+    names = {p.name for p in data_dir.rglob("*")}
+    assert not any("escape" in n for n in names) and not (data_dir.parent / "escape.png").exists()
