@@ -118,6 +118,13 @@ def test_a_host_that_only_starts_with_127_needs_a_password(tmp_path):
     with pytest.raises(ValueError, match="set-password"):
         create_app(FakeClassifier(), tmp_path / "d", {"HOST": "127.0.0.1.evil.example"})
     create_app(FakeClassifier(), tmp_path / "e", {"HOST": "127.0.0.2"})  # a literal loopback address is fine
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "edge_runtime", "serve", "--bundle", str(tmp_path / "none"), "--host",
+                        "127.0.0.1.evil.example", "--data-dir", str(tmp_path / "f")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "set-password" in r.stderr, r.stderr
 
 
 # ---- defect 4: only a same-site relative path may follow a login -------------------------------------------
