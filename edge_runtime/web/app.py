@@ -226,8 +226,10 @@ def _install_hooks(app: Flask, web: Web) -> None:
             return _deny(400, "bad_host", f"unexpected Host header {request.host!r} for a loopback server")
         problem = web.auth_problem()
         if problem and request.endpoint != "static":  # fail closed: never serve without the password
-            log.error("refusing %s %s: %s", request.method, request.path, problem)
-            return _deny(503, "auth_missing", problem)
+            log.error("refusing %s %s: %s", request.method, request.path, problem)  # the details: log only
+            return _deny(503, "auth_missing", "this server requires a password but its password file is missing "
+                                              "or unreadable: it refuses every request until an operator runs "
+                                              "set-password (details in the server log)")
         auth = web.auth
         if auth is not None and request.endpoint not in PUBLIC_ENDPOINTS:
             token = _bearer()
