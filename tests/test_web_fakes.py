@@ -113,6 +113,54 @@ class FakeClassifier:
                 self.active -= 1
 
 
+# ---- a real (tiny) bundle for the real Classifier: no training, an ONNX graph written by hand -------------
+TINY_W, TINY_B = (-10.0, 0.0, 10.0), (5.0, 0.5, -5.0)  # logits = W * mean(image)/255 + B, softmax over LABELS
+TINY_THRESHOLDS = {"tuberculosis": 0.9, "refer_below": 0.5}
+
+
+def tiny_probs(mean: float) -> np.ndarray:
+    """The tiny model's probabilities for an image of this mean grey level (for expected values in tests)."""
+    z = np.array(TINY_W) * (mean / 255.0) + np.array(TINY_B)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def write_tiny_bundle(folder: Path, size: int = 32) -> Path:
+    """A verified bundle (model_onnx_fp32.onnx, metadata.json, SHA256SUMS) whose model gives ``tiny_probs`` of
+    the image mean: dark -> normal, mid grey -> refer, bright -> tuberculosis with the thresholds above."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge_runtime.bundle import write_sums
+
+    folder.mkdir(parents=True, exist_ok=True)
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["f"], ["m4"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Reshape", ["m4", "shape"], ["m"]),
+        helper.make_node("Div", ["m", "k255"], ["x"]),
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    inits = [helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1]),
+             helper.make_tensor("k255", TensorProto.FLOAT, [1], [255.0]),
+             helper.make_tensor("W", TensorProto.FLOAT, [1, 3], list(TINY_W)),
+             helper.make_tensor("B", TensorProto.FLOAT, [1, 3], list(TINY_B))]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.UINT8,
+                                                                           [1, size, size, 1])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(folder / "model_onnx_fp32.onnx"))
+    meta = ModelMetadata(labels=LABELS, image_size=size, model_name="tiny-onnx", model_version="0.0.1",
+                         synthetic=True, thresholds=dict(TINY_THRESHOLDS))
+    meta.save(folder / "metadata.json")
+    write_sums(folder)
+    return folder
+
+
 def png_bytes(mean=60, size=(64, 64), seed=0, noise=20) -> bytes:
     import cv2
 

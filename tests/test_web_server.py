@@ -190,3 +190,25 @@ def test_real_bundle_served_by_the_serve_command(bundle, tmp_path):
         assert get_json(url + "/healthz")[0] == 200  # still serving
     finally:
         stop_server(proc)
+
+
+def test_waitress_refuses_a_large_body_on_its_content_length_unread(tmp_path):
+    """Issue 13 defect 7 at the socket: a body over the app's limit is refused by waitress from the headers
+    alone (before, waitress accepted up to 1 MB more and waited for it before the app could refuse)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from edge_runtime.web.app import DEFAULTS
+
+    proc, url = fake_server(tmp_path / "data", tmp_path / "server.log")
+    try:
+        u = urlsplit(url)
+        length = int(DEFAULTS["MAX_REQUEST_MB"] * 1e6) + 500_000
+        with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+            s.sendall(f"POST /api/v1/screenings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
+                      "Content-Type: multipart/form-data; boundary=b\r\n\r\n".encode())
+            head = s.recv(200)  # no body sent: only a server that refuses on the header answers at all
+        assert head.startswith(b"HTTP/1.1 413"), head
+        assert get_json(url + "/healthz")[0] == 200
+    finally:
+        stop_server(proc)

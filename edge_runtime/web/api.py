@@ -7,8 +7,8 @@ from datetime import date
 
 from flask import Blueprint, current_app, jsonify, request
 
-from edge_runtime.web.app import json_error
-from edge_runtime.web.imaging import UploadError
+from edge_runtime.web.app import MAX_OFFSET, BadNumber, json_error, query_int
+from edge_runtime.web.imaging import UploadError, read_upload
 from edge_runtime.web.screening import clean_reference, outcome_choices, record_json, screen_upload
 
 bp = Blueprint("api", __name__)
@@ -60,7 +60,8 @@ def create_screening():
     f = files[0]
     try:
         reference = clean_reference(request.form.get("reference"))
-        rec = screen_upload(web(), current_app.config, f.read(), f.filename or "", reference)
+        data = read_upload(f, int(current_app.config["MAX_FILE_MB"] * 1e6))
+        rec = screen_upload(web(), current_app.config, data, f.filename or "", reference)
     except UploadError as exc:
         return json_error(exc.status, exc.code, exc.message)
     body = record_json(rec, web().warnings_text())
@@ -93,10 +94,10 @@ def list_screenings():
     if request.args.get("decision"):
         f["decision"] = request.args["decision"][:32]
     try:
-        limit = min(max(int(request.args.get("limit", 50)), 1), 500)
-        offset = max(int(request.args.get("offset", 0)), 0)
-    except ValueError:
-        return json_error(400, "bad_number", "limit and offset must be integers")
+        limit = query_int("limit", 50, 1, 500)
+        offset = query_int("offset", 0, 0, MAX_OFFSET)
+    except BadNumber as exc:
+        return json_error(400, "bad_number", f"{exc} (limit: 1-500, offset: 0-{MAX_OFFSET})")
     rows, total = web().store.search(limit=limit, offset=offset, **f)
     warnings = web().warnings_text()
     return jsonify({"total": total, "limit": limit, "offset": offset,

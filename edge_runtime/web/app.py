@@ -6,18 +6,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
 from edge_runtime.web import auth as A
 from edge_runtime.web import i18n
-from edge_runtime.web.store import Store
+from edge_runtime.web.store import Store, private_dir
 
 log = logging.getLogger("edge_runtime.web")
 
@@ -34,6 +34,27 @@ DEFAULTS = {
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 PUBLIC_ENDPOINTS = {"views.login", "static"}
+SMALL_BODY = 100_000  # login, logout, outcome: a form of a few fields
+FORM_SLACK = 64_000  # multipart framing and the reference field around one file
+MAX_OFFSET = 10**9  # rows skipped by a listing; far past any history, well inside SQLite's 64-bit integers
+_INT = re.compile(r"[+-]?[0-9]{1,400}")  # ASCII digits only (int() would also take "1_0", " 1", "\uff11")
+
+
+class BadNumber(ValueError):
+    """A query parameter that should be an integer is not one."""
+
+
+def query_int(name: str, default: int, lo: int, hi: int) -> int:
+    """The integer query parameter ``name`` clamped to [lo, hi]; ``default`` when absent or empty.
+
+    Raises BadNumber for anything but optionally signed ASCII digits. Clamping keeps a huge value (30 nines)
+    from overflowing SQLite's integers."""
+    raw = request.args.get(name, "")
+    if raw == "":
+        return default
+    if not _INT.fullmatch(raw):
+        raise BadNumber(f"{name} must be an integer, not {raw[:40]!r}")
+    return min(max(int(raw), lo), hi)
 
 
 @dataclass
@@ -45,16 +66,38 @@ class Web:
     data_dir: Path
     infer_lock: threading.Lock = field(default_factory=threading.Lock)
     throttle: A.Throttle = field(default_factory=A.Throttle)
-    _auth: tuple = (None, None)  # (mtime, auth dict)
+    auth_required: bool = False  # set for a server started off loopback; once True it stays True
+    _auth: tuple = (None, None, "")  # (mtime, auth dict, problem reading it)
+
+    def _read_auth(self) -> tuple[dict | None, str]:
+        """The operator password/token, re-read when set-password changes the file (no restart needed)."""
+        path = self.data_dir / A.AUTH_FILE
+        try:
+            mtime = path.stat().st_mtime_ns if path.is_file() else None
+        except OSError:
+            mtime = None
+        if mtime != self._auth[0]:
+            try:
+                auth, problem = (A.load_auth(self.data_dir) if mtime else None), ""
+            except Exception as exc:  # unreadable or corrupt: fail closed, say why
+                auth, problem = None, f"{path} cannot be read ({exc})"
+            self._auth = (mtime, auth, problem)
+        if self._auth[1] is not None:
+            self.auth_required = True  # a password once seen is never dropped by this process
+        return self._auth[1], self._auth[2]
 
     @property
     def auth(self) -> dict | None:
-        """The operator password/token, re-read when set-password changes the file (no restart needed)."""
-        path = self.data_dir / A.AUTH_FILE
-        mtime = path.stat().st_mtime_ns if path.is_file() else None
-        if mtime != self._auth[0]:
-            self._auth = (mtime, A.load_auth(self.data_dir) if mtime else None)
-        return self._auth[1]
+        return self._read_auth()[0]
+
+    def auth_problem(self) -> str:
+        """Why no request can be served: a password is required but its file is missing or unreadable."""
+        auth, problem = self._read_auth()
+        if auth is not None or not (self.auth_required or problem):
+            return ""
+        return (f"{problem or f'{self.data_dir / A.AUTH_FILE} is missing'}; this server requires a password, so "
+                f"it refuses every request until the file is back (run `python -m edge_runtime set-password "
+                f"--data-dir {self.data_dir}`)")
 
     @property
     def meta(self):
@@ -81,13 +124,13 @@ class Web:
 
 
 def create_app(classifier, data_dir, config: dict | None = None) -> Flask:
-    data_dir = Path(data_dir)
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir = private_dir(data_dir)
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
-    web = Web(classifier=classifier, store=Store(data_dir), data_dir=data_dir)
-    if not A.is_loopback(app.config["HOST"]) and web.auth is None:
+    web = Web(classifier=classifier, store=Store(data_dir), data_dir=data_dir,
+              auth_required=not A.is_loopback(app.config["HOST"]))
+    if web.auth is None and web.auth_required:  # (reading it marks a password set at start as required)
         raise ValueError(f"serving on {app.config['HOST']} (not loopback) needs an operator password: run "
                          f"`python -m edge_runtime set-password --data-dir {data_dir}` first")
     app.extensions["cxr"] = web
@@ -173,10 +216,20 @@ def _install_hooks(app: Flask, web: Web) -> None:
     def _guard():
         g.lang = i18n.choose(request, app.config["DEFAULT_LANG"])
         g.via_token = False
+        # a body larger than this endpoint can use is refused on its Content-Length before anything else
+        # (no authentication work, nothing read); a body without a length is cut at the same limit
+        g.body_limit = request.max_content_length = body_limit(app.config, request.endpoint)
+        if (request.content_length or 0) > g.body_limit:
+            return _too_large()
         # DNS rebinding: a page on another site must not reach a loopback server under its own host name
-        host = urlsplit(f"//{request.host}").hostname or ""
-        if loopback_only and not A.is_loopback(host):
+        if loopback_only and not A.is_loopback(request.host):
             return _deny(400, "bad_host", f"unexpected Host header {request.host!r} for a loopback server")
+        problem = web.auth_problem()
+        if problem and request.endpoint != "static":  # fail closed: never serve without the password
+            log.error("refusing %s %s: %s", request.method, request.path, problem)  # the details: log only
+            return _deny(503, "auth_missing", "this server requires a password but its password file is missing "
+                                              "or unreadable: it refuses every request until an operator runs "
+                                              "set-password (details in the server log)")
         auth = web.auth
         if auth is not None and request.endpoint not in PUBLIC_ENDPOINTS:
             token = _bearer()
@@ -229,19 +282,33 @@ def _install_hooks(app: Flask, web: Web) -> None:
             "logged_in": A.session_ok(web.auth, session),
         }
 
+    def _too_large():
+        limit = getattr(g, "body_limit", app.config["MAX_CONTENT_LENGTH"])
+        return _deny(413, "too_large", i18n.translate(getattr(g, "lang", "en"), "error.request_too_large",
+                                                       mb=f"{limit / 1e6:.3g}"))
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        code = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.code, "bad_request")
-        msg = exc.description or exc.name
         if exc.code == 413:
-            msg = i18n.translate(getattr(g, "lang", "en"), "error.request_too_large",
-                                 mb=app.config["MAX_REQUEST_MB"])
-        return _deny(exc.code or 400, code, msg)
+            return _too_large()
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.code, "bad_request")
+        return _deny(exc.code or 400, code, exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _deny(500, "internal", "internal error (details in the server log); the server keeps running")
+
+
+def body_limit(config, endpoint: str | None) -> int:
+    """The largest request body ``endpoint`` accepts: the upload form takes several files, the API one file,
+    every other endpoint a small form."""
+    whole = int(config["MAX_CONTENT_LENGTH"])
+    if endpoint == "views.upload":
+        return whole
+    if endpoint == "api.create_screening":
+        return min(whole, int(config["MAX_FILE_MB"] * 1e6) + FORM_SLACK)
+    return min(whole, SMALL_BODY)
 
 
 def _deny(status: int, code: str, message: str):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -24,17 +26,53 @@ from pathlib import Path
 AUTH_FILE = "auth.json"
 SECRET_FILE = "secret_key"
 MIN_PASSWORD = 8
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_PORT = re.compile(r"[0-9]{1,5}")
+_LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
+_LOOPBACK_V6 = ipaddress.ip_address("::1")
+
+
+def _loopback_address(text: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(text)  # strict: no "127.1", no leading zeros, no scope ids, no names
+    except ValueError:
+        return False
+    return ip in _LOOPBACK_V4 if ip.version == 4 else ip == _LOOPBACK_V6
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK or host.startswith("127.")
+    """True only for a literal loopback address (IPv4 127.0.0.0/8, IPv6 ::1) or ``localhost``, written as a
+    ``--host`` value or a ``Host`` header: ``127.0.0.1``, ``127.0.0.1:8080``, ``localhost:8080``, ``::1``,
+    ``[::1]``, ``[::1]:8080``. Anything else, ``127.0.0.1.evil.example`` included, is not loopback.
+
+    It guards against DNS rebinding (a loopback server serves only loopback Host headers) and decides whether
+    ``serve --host`` needs a password."""
+    if not isinstance(host, str):
+        return False
+    name, port = host, None
+    if host.startswith("["):  # [IPv6] or [IPv6]:port
+        end = host.find("]")
+        rest = host[end + 1:] if end > 0 else None
+        if rest is None or (rest and not rest.startswith(":")):
+            return False
+        name, port = host[1:end], (rest[1:] if rest else None)
+        if not _loopback_address(name) or ipaddress.ip_address(name).version != 6:
+            return False
+    elif host.count(":") == 1:  # name:port or IPv4:port
+        name, port = host.split(":")
+    elif ":" in host:  # a bare IPv6 address (a --host value), no port
+        return _loopback_address(host)
+    if port is not None and not (_PORT.fullmatch(port) and int(port) <= 65535):
+        return False
+    return host.startswith("[") or name.lower() == "localhost" or _loopback_address(name)
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from edge_runtime.web.store import private_dir
+
+    private_dir(path.parent)  # set-password is often the first command on a new device: it makes the folder
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()

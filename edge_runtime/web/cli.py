@@ -6,6 +6,7 @@ development server. Binding to anything but loopback needs an operator password 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -54,16 +55,23 @@ def _lock(data_dir: Path):
     return fh
 
 
-def serve(app, host: str, port: int, threads: int = 4) -> None:
-    """Run ``app`` under waitress until interrupted; prints the URL (with the real port when port is 0)."""
+def listen(app, host: str, port: int, threads: int = 4):
+    """A waitress server bound to host:port (not yet serving). Raises OSError when it cannot listen there."""
     import logging
 
     from waitress.server import create_server
 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # uploads queue for the model by design
-    body = int(app.config["MAX_CONTENT_LENGTH"]) + 1_000_000  # let Flask answer 413 with a clear message
-    server = create_server(app, host=host, port=port, threads=threads, max_request_body_size=body,
-                           ident="cxr-edge", channel_timeout=120)
+    # waitress refuses a larger Content-Length (413) before reading the body; below it, waitress buffers the
+    # body (in a temporary file past 512 kB) before the app sees the request, and the app then refuses what
+    # the endpoint cannot use (app.body_limit) without reading further
+    body = int(app.config["MAX_CONTENT_LENGTH"])
+    return create_server(app, host=host, port=port, threads=threads, max_request_body_size=body,
+                         ident="cxr-edge", channel_timeout=120)
+
+
+def run_server(server, host: str) -> None:
+    """Serve until interrupted; prints the URL (with the real port when port 0 was asked)."""
     shown = f"[{host}]" if ":" in host else host
     print(f"serving on http://{shown}:{server.effective_port}/", flush=True)
     try:
@@ -74,12 +82,28 @@ def serve(app, host: str, port: int, threads: int = 4) -> None:
         server.close()
 
 
+def serve(app, host: str, port: int, threads: int = 4) -> None:
+    """Run ``app`` under waitress until interrupted."""
+    run_server(listen(app, host, port, threads), host)
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """One line that says why the server cannot listen, and what to do."""
+    reason = exc.strerror or str(exc)
+    hint = {errno.EADDRINUSE: "another program (or another server) is using that port: stop it or choose "
+                              "another --port",
+            errno.EACCES: "ports below 1024 need administrator rights: choose a --port above 1023",
+            errno.EADDRNOTAVAIL: "that address is not one of this machine's: check --host"}.get(exc.errno, "")
+    return f"error: cannot listen on {host}:{port}: {reason}" + (f" ({hint})" if hint else "")
+
+
 def run(args) -> int:
     from edge_runtime.web.auth import is_loopback, load_auth
+    from edge_runtime.web.store import private_dir
 
     data_dir = Path(args.data_dir).expanduser()
     try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(data_dir)
         if not is_loopback(args.host) and load_auth(data_dir) is None:
             print(f"error: serving on {args.host} (reachable from other machines) needs an operator password.\n"
                   f"  Set one first: python -m edge_runtime set-password --data-dir {args.data_dir}",
@@ -114,5 +138,10 @@ def run(args) -> int:
         print(f"WARNING: {line}", file=sys.stderr)
     meta = clf.metadata
     print(f"model {meta.model_name} {meta.model_version} ({clf.backend}); data in {data_dir}", file=sys.stderr)
-    serve(app, args.host, args.port, args.threads)
+    try:
+        server = listen(app, args.host, args.port, args.threads)
+    except OSError as exc:  # a busy port, a port that needs root, an address not on this machine
+        print(listen_error(args.host, args.port, exc), file=sys.stderr)
+        return 1
+    run_server(server, args.host)
     return 0

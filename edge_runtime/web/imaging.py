@@ -24,15 +24,49 @@ class UploadError(ValueError):
         self.code, self.message, self.status = code, message, status
 
 
+def read_upload(f, max_bytes: int) -> bytes:
+    """The bytes of an uploaded file (werkzeug FileStorage), reading at most ``max_bytes`` + 1 of them: a file
+    over the limit is refused (413) without being loaded into memory whole."""
+    data = f.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        name = f.filename or "upload"
+        raise UploadError("too_large", f"{name}: the file is too large; the limit is {max_bytes / 1e6:g} MB", 413)
+    return data
+
+
+DICOM_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB", b"OD",
+             b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI",
+             b"UL", b"UN", b"UR", b"US", b"UT", b"UV"}
+
+
+def _bare_dicom(data: bytes) -> bool:
+    """A DICOM data set without the 128-byte preamble and "DICM" (pydicom, and so the CLI, read these): it
+    starts with a little-endian tag of the file meta (0002,xxxx) or identifying (0008,xxxx) group, followed by
+    an explicit VR or, in implicit VR, a length that fits in the file."""
+    if len(data) < 8 or data[:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    return data[4:6] in DICOM_VRS or struct.unpack("<I", data[4:8])[0] <= len(data) - 8
+
+
 def sniff(data: bytes) -> str | None:
     """'png', 'jpeg' or 'dicom' from the first bytes, else None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
         return "jpeg"
-    if len(data) > 132 and data[128:132] == b"DICM":
+    if (len(data) > 132 and data[128:132] == b"DICM") or _bare_dicom(data):
         return "dicom"
     return None
+
+
+def decode_name(name: str, kind: str) -> str:
+    """The name to give the decoder (``edge_runtime.preprocess.decode_image``), which reads a file as DICOM
+    when its content says so *or* its name ends in .dcm/.dicom: make the name agree with the content sniffed
+    here, so a preamble-less DICOM called "film" is read as DICOM and a PNG called "film.dcm" as a PNG."""
+    dicom_name = name.lower().endswith((".dcm", ".dicom"))
+    if kind == "dicom":
+        return name if dicom_name else name + ".dcm"
+    return name + {"png": ".png", "jpeg": ".jpg"}[kind] if dicom_name else name
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -63,6 +97,10 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     raise ValueError("JPEG has no frame header (truncated or not a JPEG)")
 
 
+class NoPixels(ValueError):
+    """A readable header that describes no image: the file is well formed but cannot be screened (422)."""
+
+
 def _dicom_size(data: bytes) -> tuple[int, int]:
     import pydicom
 
@@ -70,7 +108,7 @@ def _dicom_size(data: bytes) -> tuple[int, int]:
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if not rows or not cols:
-        raise ValueError("DICOM file has no image (no Rows/Columns)")
+        raise NoPixels("DICOM file has no pixel data (no Rows/Columns)")
     return cols, rows * max(frames, 1)
 
 
@@ -87,6 +125,8 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> tup
                                               f"not its name)", 415)
     try:
         w, h = {"png": _png_size, "jpeg": _jpeg_size, "dicom": _dicom_size}[kind](data)
+    except NoPixels as exc:
+        raise UploadError("bad_image", f"{name}: {exc}", 422) from exc
     except Exception as exc:  # any parser failure is a bad file, never a server error
         raise UploadError("bad_image", f"{name}: cannot read the {kind.upper()} header ({exc})") from exc
     if w * h > max_pixels:

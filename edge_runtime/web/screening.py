@@ -14,7 +14,7 @@ from flask import url_for
 
 from edge_runtime.preprocess import ImageError
 from edge_runtime.heatmap import overlay
-from edge_runtime.web.imaging import UploadError, check_upload, display_image, encode_png
+from edge_runtime.web.imaging import UploadError, check_upload, decode_name, display_image, encode_png
 
 MAX_REFERENCE = 64
 OUTCOME_OTHER = "other"
@@ -42,11 +42,12 @@ def screen_upload(web, config: dict, data: bytes, name: str, reference: str) -> 
     t0 = time.perf_counter()
     name = safe_name(name)
     kind, width, height = check_upload(data, name, int(config["MAX_FILE_MB"] * 1e6), int(config["MAX_PIXELS"]))
+    as_decoded = decode_name(name, kind)
     try:
         with web.infer_lock:  # one inference at a time per classifier, whatever the classifier does itself
-            s = web.classifier.classify(data, name=name)
+            s = web.classifier.classify(data, name=as_decoded)
     except ImageError as exc:
-        raise UploadError("bad_image", str(exc), 422) from exc
+        raise UploadError("bad_image", str(exc).replace(as_decoded, name, 1), 422) from exc
     image = np.asarray(s.image)
     if image.ndim != 2 or image.dtype != np.uint8:
         raise UploadError("bad_image", f"{name}: decoded to an unexpected array {image.shape} {image.dtype}", 422)

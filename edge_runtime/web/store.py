@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import uuid
 from contextlib import contextmanager
 from datetime import datetime
@@ -57,6 +58,25 @@ FILES = {"original": "{id}.original.{ext}", "display": "{id}.png", "overlay": "{
 EXT = {"png": "png", "jpeg": "jpg", "dicom": "dcm"}
 
 
+def private_dir(path: str | Path) -> Path:
+    """Make ``path`` (and missing parents) and set it to 0700, whatever the umask or its mode before: the
+    data folder and the image folder hold patient data."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` if missing and set it to 0600 (the umask does not apply to chmod)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def now_local() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -69,9 +89,15 @@ class Store:
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
         self.images = self.data_dir / "images"
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # patient data: owner only
-        self.images.mkdir(mode=0o700, exist_ok=True)
+        private_dir(self.data_dir)  # patient data: owner only
+        private_dir(self.images)
         self.db_path = self.data_dir / "screenings.db"
+        # SQLite gives the -wal and -shm files the mode of the database file, so 0600 here covers all three
+        private_file(self.db_path)
+        for extra in ("-wal", "-shm"):
+            side = self.db_path.with_name(self.db_path.name + extra)
+            if side.exists():
+                os.chmod(side, 0o600)
         with self.connect() as db:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -98,7 +124,9 @@ class Store:
 
     def _write(self, path: Path, data: bytes) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -5,14 +5,16 @@ import csv
 import io
 import logging
 from datetime import date
+from urllib.parse import unquote, urlsplit
 
 from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request, send_file,
                    session, url_for)
 
 from edge_runtime.operating_point import OUT_OF_SCOPE, REFER
 from edge_runtime.web import auth as A
+from edge_runtime.web.app import MAX_OFFSET, BadNumber, query_int
 from edge_runtime.web.i18n import translate
-from edge_runtime.web.imaging import UploadError
+from edge_runtime.web.imaging import UploadError, read_upload
 from edge_runtime.web.screening import clean_reference, outcome_choices, screen_upload
 
 bp = Blueprint("views", __name__)
@@ -58,7 +60,8 @@ def upload():
     if not errors:
         for f in files:
             try:
-                done.append(screen_upload(web(), cfg, f.read(), f.filename or "", reference))
+                data = read_upload(f, int(cfg["MAX_FILE_MB"] * 1e6))
+                done.append(screen_upload(web(), cfg, data, f.filename or "", reference))
             except UploadError as exc:
                 errors.append((exc.status, exc.message))
             except Exception:  # one bad file must not lose the others, nor stop the server
@@ -135,11 +138,14 @@ def history():
     f, problems = _filters()
     size = current_app.config["PAGE_SIZE"]
     try:
-        page = max(1, int(request.args.get("page", 1)))
-    except ValueError:
-        page = 1
+        page = query_int("page", 1, 1, MAX_OFFSET // size + 1)
+    except BadNumber:
+        page = 1  # a hand-edited link: show the first page rather than an error
     rows, total = web().store.search(limit=size, offset=(page - 1) * size, **f)
     pages = max(1, -(-total // size))
+    if page > pages:  # past the end: show the last page
+        page = pages
+        rows, _ = web().store.search(limit=size, offset=(page - 1) * size, **f)
     return render_template("history.html", rows=rows, total=total, page=page, pages=pages, f=f,
                            problems=problems, decisions=[*web().meta.labels, REFER, OUT_OF_SCOPE])
 
@@ -169,8 +175,20 @@ def history_csv():
 
 
 def _local_path(url: str) -> bool:
-    """Only a path on this server may follow a login (no open redirect to another site)."""
-    return url.startswith("/") and not url.startswith(("//", "/\\")) and "\\" not in url
+    """Only a path on this server may follow a login (no open redirect to another site).
+
+    Browsers drop tabs and newlines inside a URL and read a backslash as a slash, so ``/<TAB>/evil.example``
+    becomes ``//evil.example`` (another site). Accept only printable ASCII without backslashes, starting with a
+    single ``/``, with no scheme or host, neither as sent nor once percent-decoded."""
+    if not (isinstance(url, str) and url.startswith("/") and len(url) <= 2000):
+        return False
+    for form in (url, unquote(url)):
+        if any(not ("!" <= ch <= "~") for ch in form) or "\\" in form or form.startswith("//"):
+            return False
+        parts = urlsplit(form)
+        if parts.scheme or parts.netloc:
+            return False
+    return True
 
 
 @bp.route("/login", methods=["GET", "POST"])
