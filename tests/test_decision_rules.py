@@ -113,15 +113,16 @@ def test_refer_threshold_when_no_cut_reaches_the_target():
 
 
 def test_films_flagged_tb_do_not_count_for_the_refer_rule():
-    # 10 TB films all at p_TB 0.9 (flagged), and 4 others: right at 0.8 and 0.7, wrong at 0.65 and 0.6
-    tb = [[0.05, 0.05, 0.90]] * 10
+    # 10 TB films and one normal film all at p_TB 0.9 (flagged; the normal one is a confident mistake that
+    # would need a cut above 0.9 if it counted), and 4 others: right at 0.8 and 0.7, wrong at 0.65 and 0.6
+    tb = [[0.05, 0.05, 0.90]] * 11
     rest = [[0.80, 0.15, 0.05], [0.70, 0.25, 0.05], [0.30, 0.65, 0.05], [0.35, 0.60, 0.05]]
-    y = np.array([2] * 10 + [0, 0, 0, 0])
+    y = np.array([2] * 10 + [0] + [0, 0, 0, 0])
     thresholds, report = choose_operating_points(y, np.array(tb + rest), list(LABELS), target_accuracy=1.0)
     # TB threshold: the 90% sensitivity point among the TB films, moved into the gap down to the next score
     assert thresholds[TB] == pytest.approx((0.90 + 0.05) / 2)
     # among the 4 others: cut 0.66..0.70 keeps 0.8 and 0.7 (2/2 right); lower cuts keep a wrong one
-    assert thresholds["refer_below"] == 0.66 and report["refer"]["val_refer_fraction"] == pytest.approx(2 / 14)
+    assert thresholds["refer_below"] == 0.66 and report["refer"]["val_refer_fraction"] == pytest.approx(2 / 15)
 
 
 # ---- the TB operating point (edge_runtime.metrics) ------------------------------------------------------------
