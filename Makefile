@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 DATA   ?= ../shared/data/cxr-dev
 
-.PHONY: setup demo test test-fast study clean help
+.PHONY: setup demo test test-fast fuzz study clean help
 
 help:
 	@echo "make demo   - set up .venv, make synthetic data, train a tiny QAT model, convert it to a bundle, benchmark every format, print metrics"
 	@echo "make test   - set up .venv and run the test suite"
+	@echo "make fuzz   - fuzz the image decoder with a long budget (FUZZ_EXAMPLES=5000)"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
 	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
 
@@ -33,6 +34,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The decode fuzz test with a long budget (the suite runs it with 60 examples). FUZZ_EXAMPLES=N to change.
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	CXR_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz_decode.py
 
 # The model-selection study on real images (train every candidate and the shortcut controls, convert, measure,
 # write benchmarks/MODEL_SELECTION.md). Hours on 2 cores; rerun to resume. DATA=path to use other images.
