@@ -55,11 +55,19 @@ def test_hand_computed_checksum_passes_and_any_change_fails(tmp_path):
     (f"{ABC}  a.txt\n{ABC}  ./a.txt\n", "./a.txt: not a plain relative path"),
     (f"{ABC}  a.txt\n{ABC}  sub//a.txt\n", "sub//a.txt: not a plain relative path"),
     (f"{ABC}  a.txt\n{ABC}  gone.txt\n", "gone.txt: listed in SHA256SUMS but missing"),
+    (f"{ABC}  a.txt\n{ABC}  sub\\..\\a.txt\n", "sub\\..\\a.txt: path leaves the bundle"),
+    (f"{ABC}  a.txt\n{ABC}  sub\\a.txt\n", "sub\\a.txt: not a plain relative path"),
+    (f"{ABC}  a.txt\n\nbad line\n{ABC}  gone.txt\n", "line 3 is malformed (expected"),
 ])
 def test_bad_sums_files_are_refused(tmp_path, sums, message):
     with pytest.raises(B.BundleError, match="bundle verification failed") as err:
         B.verify_sums(_abc(tmp_path, sums))
     assert message in str(err.value), str(err.value)
+
+
+def test_blank_lines_are_skipped_and_every_entry_after_them_checked(tmp_path):
+    (tmp_path / "b.txt").write_bytes(b"abc")
+    assert B.verify_sums(_abc(tmp_path, f"{ABC}  a.txt\n\n{ABC}  b.txt\n")) == ["a.txt", "b.txt"]
 
 
 def test_unlisted_files_are_refused_by_name(tmp_path):
