@@ -6,11 +6,13 @@ STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 DATA   ?= ../shared/data/cxr-dev
 
-.PHONY: setup demo test test-fast study clean help
+.PHONY: setup demo test test-fast fuzz mutation study clean help
 
 help:
 	@echo "make demo   - set up .venv, make synthetic data, train a tiny QAT model, convert it to a bundle, benchmark every format, print metrics"
 	@echo "make test   - set up .venv and run the test suite"
+	@echo "make fuzz   - fuzz the image decoder with a long budget (FUZZ_EXAMPLES=5000)"
+	@echo "make mutation - mutmut over the decision/calibration/metrics/bundle code; lists surviving mutants"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
 	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
 
@@ -33,6 +35,18 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The decode fuzz test with a long budget (the suite runs it with 60 examples). FUZZ_EXAMPLES=N to change.
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	CXR_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz_decode.py
+
+# Mutation testing of the decision, calibration, metrics and bundle-verification code ([mutmut] in setup.cfg;
+# minutes; not part of `make test`). Lists the surviving mutants; `mutmut show NAME` prints one.
+mutation: setup
+	$(PY) -m pip install --quiet -c requirements/constraints.txt mutmut
+	$(VENV)/bin/mutmut run --max-children 2 || true
+	$(VENV)/bin/mutmut results
 
 # The model-selection study on real images (train every candidate and the shortcut controls, convert, measure,
 # write benchmarks/MODEL_SELECTION.md). Hours on 2 cores; rerun to resume. DATA=path to use other images.

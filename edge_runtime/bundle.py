@@ -5,7 +5,8 @@
       metadata.json              (edge_runtime.metadata.ModelMetadata: labels, input size, thresholds, ...)
       bundle.json                (which formats it holds, their parity check against the float model, status)
       MODEL_CARD.md              (intended use, data, metrics per source, limitations)
-      SHA256SUMS                 (sha256sum format; verified before anything is served)
+      SHA256SUMS                 (sha256sum format; verified before anything is served: every file
+                                  in the folder must be listed and match, see verify_sums)
 
 The runtime refuses a bundle whose checksums or metadata do not match, with a message that names the file.
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from edge_runtime import formats as F
 from edge_runtime.metadata import ModelMetadata
@@ -43,29 +45,61 @@ def write_sums(folder: str | Path) -> Path:
     return folder / SUMS
 
 
+_SUMS_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")  # sha256sum format: digest, "  " or " *" (binary), name
+
+
+def _bad_name(name: str) -> str | None:
+    """Why a listed name cannot be a file of this bundle (None when it is a plain relative POSIX path)."""
+    if name.startswith("/") or PureWindowsPath(name).is_absolute():
+        return "absolute path"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "path leaves the bundle"
+    if PurePosixPath(name).as_posix() != name or "\\" in name:
+        return "not a plain relative path"
+    return None
+
+
 def verify_sums(folder: str | Path) -> list[str]:
-    """Check every entry of SHA256SUMS; raise BundleError naming each missing or changed file."""
+    """Check SHA256SUMS and the folder against each other; return the listed names.
+
+    Refused, each named: a missing, unreadable or empty list, a malformed line, an absolute or ``..`` path or
+    one not written plainly, a name listed twice, a listed file that is missing or changed, and any file in
+    the folder that the list does not name (an unlisted file could be served unverified)."""
     folder = Path(folder)
     sums = folder / SUMS
     if not sums.is_file():
         raise BundleError(f"{folder}: no {SUMS} file; this folder is not a verified bundle "
                           f"(make one with `python -m convert RUN --out BUNDLE`)")
+    try:
+        text = sums.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{folder}: {SUMS} cannot be read ({exc})") from exc
     problems, names = [], []
-    for n, line in enumerate(sums.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not name:
-            problems.append(f"{SUMS} line {n} is malformed")
+        m = _SUMS_LINE.fullmatch(line)
+        if not m:
+            problems.append(f"{SUMS} line {n} is malformed (expected '<64 hex digits>  <file name>')")
             continue
-        path = folder / name
+        digest, name = m.group(1).lower(), m.group(2)
+        if name in names:
+            problems.append(f"{name}: listed twice in {SUMS}")
+            continue
         names.append(name)
-        if ".." in Path(name).parts:
-            problems.append(f"{name}: path leaves the bundle")
+        path = folder / name
+        if why := _bad_name(name):
+            problems.append(f"{name}: {why}")
         elif not path.is_file():
             problems.append(f"{name}: listed in {SUMS} but missing")
         elif sha256(path) != digest:
             problems.append(f"{name}: checksum mismatch (file changed or corrupt)")
+    if not names and not problems:
+        problems.append(f"{SUMS} lists no files")
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() and p.name != SUMS}
+    unlisted = sorted(present - set(names))
+    if unlisted:
+        problems.append(f"not listed in {SUMS}: {', '.join(unlisted)} (remove it or sign the bundle again)")
     if problems:
         raise BundleError(f"{folder}: bundle verification failed: " + "; ".join(problems))
     return names
@@ -122,10 +156,9 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True) -
     if not path.exists():
         raise BundleError(f"{path}: no such bundle or model file")
     if path.is_dir():
-        if verify:
-            verify_sums(path)
+        listed = verify_sums(path) if verify else None
         status = read_status(path)
-        found = _artifacts(path, status)
+        found = [(k, f) for k, f in _artifacts(path, status) if listed is None or f.name in listed]  # verified only
         if not found:
             raise BundleError(f"{path}: no model file ({', '.join(sorted(F.SUFFIX_BACKEND))}) in the bundle")
         failed = set(status.get("failed_formats", []))

@@ -1,17 +1,26 @@
 """``python -m edge_runtime classify PATH... [--bundle B] [--csv out.csv]``
 
-Files, folders (searched recursively for PNG/JPEG/DICOM) and DICOM alike; one output row per image, a bad
-file is a row with its error and the run goes on. Exit status 0 when every file was classified, 1 when
-some could not be, 2 when the bundle itself is unusable.
+Files, folders (searched recursively) and DICOM alike; one output row per file, a bad file is a row with
+its error and the run goes on. In a folder every regular file gets a row: images are recognised by their
+content (a film without an extension is classified), other files are rows marked ``skipped``. A FIFO or
+device is an error row, never read. The ``--csv`` path is checked before any image is classified.
+Exit status 0 when every image was classified, 1 when some could not be, 2 when the bundle itself is
+unusable or the ``--csv`` file cannot be written.
 """
 from __future__ import annotations
 
 import csv
+import logging
+import os
+import stat
 import sys
 from pathlib import Path
 
 from edge_runtime.formats import DEVICE_BACKENDS
-from edge_runtime.preprocess import IMAGE_SUFFIXES, ImageError
+from edge_runtime.preprocess import IMAGE_SUFFIXES, ImageError, sniff
+
+SKIPPED = "skipped"
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
@@ -25,15 +34,41 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def expand(paths) -> list[Path]:
-    out = []
+def _head(path: Path, n: int = 140) -> bytes:
+    try:
+        with open(path, "rb") as fh:  # only called on regular files
+            return fh.read(n)
+    except OSError:
+        return b""
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by its suffix, or by its content when the suffix says nothing (a film without extension)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES or sniff(_head(path)) is not None
+
+
+def expand(paths) -> tuple[list[Path], list[Path]]:
+    """(files to classify, regular files in folders skipped as not images). Named paths are always
+    classified: a missing or odd file becomes an error row, never a silent skip; so does a FIFO or device
+    found in a folder."""
+    out, skipped = [], []
     for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            out.extend(found)
-        else:
-            out.append(p)  # a missing or odd file becomes an error row, not a silent skip
-    return out
+        if not p.is_dir():
+            out.append(p)
+            continue
+        for f in sorted(p.rglob("*")):
+            try:
+                mode = f.lstat().st_mode if not f.is_symlink() else f.stat().st_mode
+            except OSError:
+                out.append(f)  # a dangling link or a file gone meanwhile: its error row says so
+                continue
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode) or is_image_file(f):
+                out.append(f)
+            else:
+                skipped.append(f)
+    return out, skipped
 
 
 def _progress(i: int, n: int, name: str) -> None:
@@ -43,6 +78,22 @@ def _progress(i: int, n: int, name: str) -> None:
     if i == n:
         sys.stderr.write("\n")
     sys.stderr.flush()
+
+
+def open_csv(path: str):
+    """Open the --csv file for writing before any work, so a bad path costs nothing. Only a regular file
+    (new or existing) is accepted: a FIFO would block and a device is no place for a report."""
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise OSError(f"not a regular file ({'a folder' if p.is_dir() else 'a FIFO, device or socket'})")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as exc:
+        raise OSError(exc.strerror or str(exc)) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since the check
+        os.close(fd)
+        raise OSError("not a regular file")
+    return os.fdopen(fd, "w", newline="")
 
 
 def run(args) -> int:
@@ -57,10 +108,17 @@ def run(args) -> int:
     meta = clf.metadata
     if meta.warning:
         print(f"*** {meta.warning} ***", file=sys.stderr)
-    files = expand(args.paths)
+    files, skipped = expand(args.paths)
     if not files:
         print("error: no image files found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
+    csv_file = None
+    if args.csv:
+        try:
+            csv_file = open_csv(args.csv)
+        except OSError as exc:
+            print(f"error: cannot write --csv {args.csv}: {exc}", file=sys.stderr)
+            return 2
     fields = ["file", "decision", "label", *[f"p_{l}" for l in meta.labels], "in_scope", "ms", "reason", "error"]
     rows, errors = [], 0
     for i, f in enumerate(files, 1):
@@ -73,17 +131,30 @@ def run(args) -> int:
         except ImageError as exc:
             errors += 1
             row.update(decision="error", error=str(exc))
+        except Exception as exc:  # a fault outside decoding still must not end the batch
+            log.debug("classifying %s failed", f, exc_info=True)
+            errors += 1
+            row.update(decision="error", error=f"{f}: unexpected error ({type(exc).__name__}: {exc})")
         rows.append(row)
         if not args.no_progress and sys.stderr.isatty():
             _progress(i, len(files), f.name)
+    for f in skipped:
+        rows.append({**dict.fromkeys(fields, ""), "file": str(f), "decision": SKIPPED,
+                     "error": f"{f}: not an image (neither an image suffix nor PNG/JPEG/BMP/TIFF/DICOM content)"})
     out = csv.DictWriter(sys.stdout, fieldnames=fields)
     out.writeheader()
     out.writerows(rows)
-    if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-    print(f"{len(files) - errors} classified, {errors} error(s); model {meta.model_name} {meta.model_version} "
-          f"on {clf.backend}", file=sys.stderr)
-    return 1 if errors else 0
+    status = 1 if errors else 0
+    if csv_file is not None:
+        try:
+            with csv_file:
+                w = csv.DictWriter(csv_file, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
+        except OSError as exc:
+            print(f"error: writing --csv {args.csv} failed: {exc.strerror or exc}", file=sys.stderr)
+            status = 2
+    print(f"{len(files) - errors} classified, {errors} error(s)"
+          + (f", {len(skipped)} skipped (not an image)" if skipped else "")
+          + f"; model {meta.model_name} {meta.model_version} on {clf.backend}", file=sys.stderr)
+    return status

@@ -10,15 +10,19 @@ Harmonisation (all stored in the model metadata, so a device prepares pixels exa
 - ``keep``: only for the shortcut-audit controls: ``"border"`` blanks everything inside a frame of
   ``frame`` (fraction of the side) so that the model sees the border alone; ``"centre"`` blanks the frame.
 
-Decoding rules:
+Decoding rules (the format is told by the content, see ``sniff``; every failure is the file's ``ImageError``):
 - 8-bit PNG/JPEG/BMP/TIFF: read as is; colour images are converted to grayscale (luma).
 - 16-bit (or float) images: stretched linearly from the 0.5th to the 99.5th percentile to 0..255.
-- DICOM: modality LUT (rescale slope/intercept), then the VOI LUT or the first window (centre/width),
-  else a percentile stretch; MONOCHROME1 is inverted so that bone is always bright.
+- DICOM (``edge_runtime.dicom``, every attribute checked): modality LUT (rescale slope/intercept), then the
+  VOI LUT or the first window (centre/width), else a percentile stretch; MONOCHROME1 is inverted so that bone
+  is always bright.
+- Regular files only (a FIFO or a device is refused, never read); images over ``MAX_PIXELS`` are refused
+  from their header before decoding (decompression bombs).
 """
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +30,8 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 MAX_PIXELS = 80_000_000  # refuse larger images (decompression bombs); a large CR plate is ~20 MP
+MAX_FILE_BYTES = 1 << 30  # refuse larger files before reading them (a large uncompressed CR DICOM is ~50 MB)
+MIN_SIDE = 8  # smaller images are refused
 INTERPOLATIONS = {"area": 3, "linear": 1, "cubic": 2, "nearest": 0, "lanczos": 4}  # cv2.INTER_* values
 EQUALIZE = ("none", "clahe", "hist")
 KEEP = ("all", "border", "centre")
@@ -90,8 +96,56 @@ def opencv():
     return cv2
 
 
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"BM", "bmp"), (b"II*\0", "tiff"),
+          (b"MM\0*", "tiff"), (b"\0\0\0\x0cjP  \r\n\x87\n", "jpeg2000"), (b"\xff\x4f\xff\x51", "jpeg2000"))
+_DICOM_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB", b"OD", b"OF",
+              b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN",
+              b"UR", b"US", b"UT", b"UV"}
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format told by the content ("png", "jpeg", "bmp", "tiff", "jpeg2000", "webp", "dicom"), or
+    None. DICOM is recognised with its 128-byte preamble and ``DICM`` or, without them, by a first element
+    of group 0002 or 0008 (explicit or implicit VR little endian)."""
+    head = bytes(data[:140])
+    if head[128:132] == b"DICM":
+        return "dicom"
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if len(head) >= 12 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00" and (
+            head[4:6] in _DICOM_VRS or int.from_bytes(head[4:8], "little") < 256):
+        return "dicom"
+    return None
+
+
 def _is_dicom(data: bytes, name: str) -> bool:
-    return (len(data) > 132 and data[128:132] == b"DICM") or name.lower().endswith((".dcm", ".dicom"))
+    fmt = sniff(data)
+    return fmt == "dicom" or (fmt is None and name.lower().endswith((".dcm", ".dicom")))
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding, or None."""
+    fmt = sniff(data)
+    if fmt == "png" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if fmt == "bmp" and len(data) >= 26:
+        return abs(int.from_bytes(data[18:22], "little", signed=True)), abs(int.from_bytes(data[22:26], "little", signed=True))
+    if fmt == "jpeg":
+        i = 2
+        while i + 9 <= len(data) and data[i] == 0xFF:
+            marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            i += 2 + length
+    return None
+
+
+def _too_large(name: str, size: tuple[int, int] | None) -> ImageError:
+    dims = f"{size[0]}x{size[1]} pixels; " if size else ""
+    return ImageError(f"{name}: image too large ({dims}the limit is {MAX_PIXELS:,} pixels)")
 
 
 def _stretch(arr: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
@@ -118,78 +172,81 @@ def _to_gray(arr: np.ndarray, name: str) -> np.ndarray:
         raise ImageError(f"{name}: expected a 2-D image, got shape {arr.shape}")
     if arr.dtype == np.uint8:
         return arr
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageError(f"{name}: image holds non-finite values (NaN or infinity)")
     return _stretch(arr)
 
 
-def _decode_dicom(data: bytes, name: str) -> np.ndarray:
-    import io
-
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
+def _read(path: str | os.PathLike, name: str) -> bytes:
+    """The bytes of a regular file; FIFOs, devices and folders are refused without blocking on them."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except Exception as exc:  # pydicom raises many types for bad files
-        raise ImageError(f"{name}: not a readable DICOM file ({exc})") from exc
-    if "PixelData" not in ds:
-        raise ImageError(f"{name}: DICOM file has no pixel data")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if rows * cols > MAX_PIXELS:
-        raise ImageError(f"{name}: DICOM image of {cols}x{rows} exceeds the {MAX_PIXELS} pixel limit")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if isinstance(exc, IsADirectoryError):
+            raise ImageError(f"{name}: not a regular file (a folder)") from exc
+        raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
     try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        raise ImageError(f"{name}: DICOM pixel data cannot be decoded ({exc})") from exc
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1 and arr.ndim == 3:
-        arr = arr[0]  # first frame of a multi-frame file
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if arr.ndim == 3:  # colour DICOM (RGB/YBR): convert to grey, no windowing applies
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            arr = convert_color_space(arr, photometric, "RGB")
-        return _to_gray(np.ascontiguousarray(arr[:, :, ::-1]), name)
-    arr = apply_modality_lut(arr, ds).astype(np.float32)
-    if "VOILUTSequence" in ds:
-        out = apply_voi_lut(arr, ds, index=0).astype(np.float32)
-        img = _stretch(out, float(out.min()), float(out.max()))
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        center = float(np.atleast_1d(ds.WindowCenter)[0])
-        width = max(float(np.atleast_1d(ds.WindowWidth)[0]), 1.0)
-        img = _stretch(arr, center - width / 2, center + width / 2)
-    else:
-        img = _stretch(arr)
-    if photometric == "MONOCHROME1":
-        img = 255 - img
-    return img
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
+                "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket or other special file"
+            raise ImageError(f"{name}: not a regular file ({kind})")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageError(f"{name}: file too large ({st.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,})")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
+    finally:
+        os.close(fd)
 
 
 def decode_image(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
     """Decode a PNG/JPEG/DICOM file (path or bytes) into a full-resolution grayscale uint8 array.
 
-    Raises ``ImageError`` with the file name and the reason for anything that is not a usable image.
+    The format is told by the content (the name only for a DICOM-named file the content does not tell).
+    Raises ``ImageError`` with the file name and the reason for anything that is not a usable image, whatever
+    the decoding library raised.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), name or "<bytes>"
     else:
         name = name or str(source)
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from exc
+        data = _read(source, name)
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
-    if _is_dicom(data, name):
-        return _decode_dicom(data, name)
-    cv2 = opencv()
-    buf = np.frombuffer(data, np.uint8)
     try:
-        arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:  # raised for images over OPENCV_IO_MAX_IMAGE_PIXELS
-        raise ImageError(f"{name}: cannot decode image ({str(exc).strip().splitlines()[-1]})") from exc
+        img = _decode(data, name)
+    except ImageError:
+        raise
+    except Exception as exc:  # any library failure on a bad file is this file's error, never the batch's
+        detail = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ""
+        raise ImageError(f"{name}: cannot decode image ({type(exc).__name__}{': ' + detail if detail else ''})") from exc
+    if img.ndim != 2 or img.dtype != np.uint8:
+        raise ImageError(f"{name}: decoded to {img.dtype} {img.shape}, not a grey image")
+    if min(img.shape) < MIN_SIDE:
+        raise ImageError(f"{name}: image too small ({img.shape[1]}x{img.shape[0]})")
+    return img
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    if _is_dicom(data, name):
+        from edge_runtime import dicom
+
+        return dicom.decode(data, name)
+    size = _declared_size(data)
+    if size and size[0] * size[1] > MAX_PIXELS:
+        raise _too_large(name, size)
+    cv2 = opencv()
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # raised for images over OPENCV_IO_MAX_IMAGE_PIXELS, among others
+        if "IMAGE_PIXELS" in str(exc) or "validateInputImageSize" in str(exc):
+            raise _too_large(name, size) from exc
+        raise ImageError(f"{name}: not a decodable image (corrupt or truncated)") from exc
     if arr is None:
         raise ImageError(f"{name}: not a decodable image (corrupt, truncated or not an image file)")
-    if arr.size == 0 or min(arr.shape[:2]) < 8:
+    if arr.size == 0 or min(arr.shape[:2]) < MIN_SIDE:
         raise ImageError(f"{name}: image too small ({arr.shape[1]}x{arr.shape[0]})")
     return _to_gray(arr, name)
 
