@@ -35,10 +35,11 @@ def write_onnx(path: Path, size: int = 32) -> Path:
 def make_bundle(folder: Path, size: int = 32, name: str = "model_onnx_fp32.onnx") -> Path:
     from edge_runtime import bundle as B
     from edge_runtime.metadata import ModelMetadata
+    from edge_runtime.preprocess import PreprocessConfig
 
     folder.mkdir(parents=True, exist_ok=True)
     write_onnx(folder / name, size)
-    ModelMetadata(labels=LABELS, image_size=size, model_name="fake", model_version="0", synthetic=True,
+    ModelMetadata(labels=LABELS, preprocess=PreprocessConfig(size), model_name="fake", model_version="0", synthetic=True,
                   thresholds={"tuberculosis": 0.5, "refer_below": 0.5}).save(folder / "metadata.json")
     (folder / "bundle.json").write_text(json.dumps({"validated": True, "formats": {}, "failed_formats": []}))
     B.write_sums(folder)

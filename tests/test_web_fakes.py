@@ -154,7 +154,7 @@ def write_tiny_bundle(folder: Path, size: int = 32) -> Path:
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(folder / "model_onnx_fp32.onnx"))
-    meta = ModelMetadata(labels=LABELS, image_size=size, model_name="tiny-onnx", model_version="0.0.1",
+    meta = ModelMetadata(labels=LABELS, preprocess=PreprocessConfig(size), model_name="tiny-onnx", model_version="0.0.1",
                          synthetic=True, thresholds=dict(TINY_THRESHOLDS))
     meta.save(folder / "metadata.json")
     write_sums(folder)
