@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from edge_runtime.preprocess import MAX_PIXELS, MIN_SIDE, ImageError, _stretch, _to_gray
+from edge_runtime.pixels import MAX_PIXELS, MIN_SIDE, ImageError, _stretch, _to_gray
 
 GREY = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")

@@ -24,21 +24,16 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.pixels import MAX_PIXELS, MIN_SIDE, ImageError, _to_gray, opencv
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
-MAX_PIXELS = 80_000_000  # refuse larger images (decompression bombs); a large CR plate is ~20 MP
 MAX_FILE_BYTES = 1 << 30  # refuse larger files before reading them (a large uncompressed CR DICOM is ~50 MB)
-MIN_SIDE = 8  # smaller images are refused
 INTERPOLATIONS = {"area": 3, "linear": 1, "cubic": 2, "nearest": 0, "lanczos": 4}  # cv2.INTER_* values
 EQUALIZE = ("none", "clahe", "hist")
 KEEP = ("all", "border", "centre")
-
-
-class ImageError(ValueError):
-    """An input that cannot be turned into an image; the message names the file and the reason."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +81,6 @@ class PreprocessConfig:
         if self.keep != "all":
             parts.append(f"CONTROL: {self.keep} only (frame {self.frame:.3f})")
         return ", ".join(parts)
-
-
-def opencv():
-    """OpenCV, imported on first use (so ``import edge_runtime`` stays fast) with the pixel limit set."""
-    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
-    import cv2
-
-    return cv2
 
 
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"BM", "bmp"), (b"II*\0", "tiff"),
@@ -146,35 +133,6 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
 def _too_large(name: str, size: tuple[int, int] | None) -> ImageError:
     dims = f"{size[0]}x{size[1]} pixels; " if size else ""
     return ImageError(f"{name}: image too large ({dims}the limit is {MAX_PIXELS:,} pixels)")
-
-
-def _stretch(arr: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    arr = arr.astype(np.float32, copy=False)
-    if lo is None or hi is None:
-        lo, hi = np.percentile(arr, [0.5, 99.5])
-    if hi <= lo:
-        hi = lo + 1.0
-    return np.clip((arr - lo) * (255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
-
-
-def _to_gray(arr: np.ndarray, name: str) -> np.ndarray:
-    if arr.ndim == 3:
-        cv2 = opencv()
-        if arr.shape[2] == 4:
-            arr = arr[:, :, :3]
-        if arr.shape[2] == 3:
-            arr = cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
-        elif arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        else:
-            raise ImageError(f"{name}: unsupported channel count {arr.shape[2]}")
-    if arr.ndim != 2:
-        raise ImageError(f"{name}: expected a 2-D image, got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ImageError(f"{name}: image holds non-finite values (NaN or infinity)")
-    return _stretch(arr)
 
 
 def _read(path: str | os.PathLike, name: str) -> bytes:

@@ -8,8 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from benchmarks import study_eval as SE
-from benchmarks.study import MODELS, Experiment, main, plan
+from benchmarks.study import evaluate as SE
+from benchmarks.study.plan import MODELS, Experiment, plan
+from benchmarks.study.run import main
 
 LABELS = ["normal", "pneumonia", "tuberculosis"]
 
@@ -175,7 +176,7 @@ def test_source_probe_finds_a_planted_source_signal(tmp_path):
     cropped recipe that removes the frame brings the probe down."""
     import cv2
 
-    from benchmarks.study_eval import source_probe
+    from benchmarks.study.evaluate import source_probe
     from train import data as D
 
     rng = np.random.default_rng(0)

@@ -6,7 +6,7 @@ contrast, collimation, burnt-in markers, sharpness, noise and compression. Rando
 probability ``p`` and a random strength, to the cropped and resized film *before* equalisation (CLAHE), as a
 real site change would reach the device's preprocessing.
 
-The families overlap those of the study's simulated site shift (``benchmarks.study_eval.SHIFTS``) by design,
+The families overlap those of the study's simulated site shift (``benchmarks.study.evaluate.SHIFTS``) by design,
 with their own random ranges and drawings; the shift table therefore measures robustness to these families,
 not to a real new hospital.
 """

@@ -7,7 +7,7 @@ from datetime import date
 
 from flask import Blueprint, current_app, jsonify, request
 
-from edge_runtime.web.app import MAX_OFFSET, BadNumber, json_error, query_int
+from edge_runtime.web.http import MAX_OFFSET, BadNumber, json_error, query_int
 from edge_runtime.web.imaging import UploadError, read_upload
 from edge_runtime.web.screening import clean_reference, outcome_choices, record_json, screen_upload
 

@@ -6,16 +6,16 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Flask, g, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
 from edge_runtime.web import auth as A
+from edge_runtime.web.http import json_error
 from edge_runtime.web import i18n
 from edge_runtime.web.store import Store, private_dir
 
@@ -36,27 +36,6 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 PUBLIC_ENDPOINTS = {"views.login", "static"}
 SMALL_BODY = 100_000  # login, logout, outcome: a form of a few fields
 FORM_SLACK = 64_000  # multipart framing and the reference field around one file
-MAX_OFFSET = 10**9  # rows skipped by a listing; far past any history, well inside SQLite's 64-bit integers
-_INT = re.compile(r"[+-]?[0-9]{1,400}")  # ASCII digits only (int() would also take "1_0", " 1", "\uff11")
-
-
-class BadNumber(ValueError):
-    """A query parameter that should be an integer is not one."""
-
-
-def query_int(name: str, default: int, lo: int, hi: int) -> int:
-    """The integer query parameter ``name`` clamped to [lo, hi]; ``default`` when absent or empty.
-
-    Raises BadNumber for anything but optionally signed ASCII digits. Clamping keeps a huge value (30 nines)
-    from overflowing SQLite's integers."""
-    raw = request.args.get(name, "")
-    if raw == "":
-        return default
-    if not _INT.fullmatch(raw):
-        raise BadNumber(f"{name} must be an integer, not {raw[:40]!r}")
-    return min(max(int(raw), lo), hi)
-
-
 @dataclass
 class Web:
     """What the views share: the classifier (one inference at a time), the store and the auth state."""
@@ -186,14 +165,6 @@ def _install_filters(app: Flask) -> None:
 
 def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/healthz"
-
-
-def json_error(status: int, code: str, message: str):
-    resp = jsonify({"error": {"code": code, "message": message}})
-    resp.status_code = status
-    if status == 401:
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="cxr-edge"'
-    return resp
 
 
 def _bearer() -> str:

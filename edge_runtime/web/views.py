@@ -12,7 +12,7 @@ from flask import (Blueprint, Response, abort, current_app, g, redirect, render_
 
 from edge_runtime.operating_point import OUT_OF_SCOPE, REFER
 from edge_runtime.web import auth as A
-from edge_runtime.web.app import MAX_OFFSET, BadNumber, query_int
+from edge_runtime.web.http import MAX_OFFSET, BadNumber, query_int
 from edge_runtime.web.i18n import translate
 from edge_runtime.web.imaging import UploadError, read_upload
 from edge_runtime.web.screening import clean_reference, outcome_choices, screen_upload

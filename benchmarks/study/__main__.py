@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.study.run import main
+
+sys.exit(main())
