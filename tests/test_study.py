@@ -51,7 +51,7 @@ def test_summarise_rules_and_pair_auc():
     raw = np.array([[.8, .1, .1], [.4, .35, .25], [.3, .6, .1], [.6, .3, .1], [.1, .1, .8], [.5, .2, .3]])
     src = np.array(["nih_dcn"] * 4 + ["tbx11k"] * 2)
     s = SE.summarise(y, raw, src, LABELS, 1.0, {"tuberculosis": 0.3, "refer_below": 0.5})
-    assert s["tb_rule"]["sensitivity"] == 1.0 and s["tb_rule"]["specificity"] == 1.0
+    assert s["tb_at_threshold"]["sensitivity"] == 1.0 and s["tb_at_threshold"]["specificity"] == 1.0
     # referred: films not flagged TB whose top probability is under 0.5: rows 1 only (0.40)
     assert s["refer_rule"]["referred"] == pytest.approx(1 / 6)
     # accepted: rows 0, 2, 3 by their top class (right, right, wrong) and rows 4, 5 flagged TB (right): 4/5

@@ -346,20 +346,9 @@ def test_one_oversized_file_is_not_read_whole(tmp_path):
 
 # ---- defect 8 (web): the web accepts the DICOM files the decoder accepts; "no pixels" is 422 as API.md says --
 def _dicom_without_pixels(preamble=True) -> bytes:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from dicom_factory import dicom_bytes as factory_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.PatientID, ds.Modality = "P-1", "CR"
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue() if preamble else buf.getvalue()[132:]
+    return factory_dicom(pixel_data=False, preamble=preamble)
 
 
 @pytest.mark.parametrize("name", ["film.dcm", "film", "film.png"])

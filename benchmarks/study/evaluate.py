@@ -91,7 +91,7 @@ def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dic
                                                  if v["support"]}}
     thresholds = thresholds or {}
     if (tb := OP.tb_at_threshold(y, cal, labels, thresholds.get(TB))) is not None:
-        out["tb_rule"] = tb
+        out["tb_at_threshold"] = tb
     if (refer := OP.refer_rule(y, cal, labels, thresholds)) is not None:
         out["refer_rule"] = refer
     return out

@@ -97,7 +97,7 @@ def plot_shift(shift: dict, label: str, path: Path) -> Path:
     series = (("accuracy", "accuracy (pooled)"), ("pair_normals_called_normal", "normals called normal"),
               ("tb_sens", "TB sensitivity at the threshold"))
     for j, (key, lab) in enumerate(series):
-        vals = [(_g(shift[n], "tb_rule", "sensitivity") if key == "tb_sens" else _g(shift[n], key)) for n in names]
+        vals = [(_g(shift[n], "tb_at_threshold", "sensitivity") if key == "tb_sens" else _g(shift[n], key)) for n in names]
         ax.bar(x + (j - 1) * 0.27, vals, 0.27, label=lab)
     ax.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
@@ -170,7 +170,7 @@ def candidate_table(rows: list[dict], default: str | None) -> str:
                     f"{fmt(selection_score(r))}",
                     fmt(t["accuracy"]), *_by_source(t, srcs), fmt(t["macro_auc"]), fmt(t["tb_auc"]),
                     fmt(t["pair_auc"]),
-                    f"{fmt(_g(t, 'tb_rule', 'sensitivity'))}/{fmt(_g(t, 'tb_rule', 'specificity'))}",
+                    f"{fmt(_g(t, 'tb_at_threshold', 'sensitivity'))}/{fmt(_g(t, 'tb_at_threshold', 'specificity'))}",
                     f"{fmt(_g(t, 'per_class', 'pneumonia', 'sensitivity'))}/"
                     f"{fmt(_g(t, 'per_class', 'pneumonia', 'specificity'))}",
                     f"{fmt(t['ece_raw'])}->{fmt(t['ece'])}", _pct(_g(t, "refer_rule", "referred")),
@@ -219,7 +219,7 @@ def shift_table(shift: dict) -> str:
     for name, r in shift.items():
         out.append([name, fmt(r["accuracy"]), *_by_source(r, srcs), _pct(r["pair_normals_called_normal"]),
                     _pct(r["pair_normals_called_pneumonia"]), _pct(r["pair_normals_flagged_tb"]),
-                    fmt(_g(r, "tb_rule", "sensitivity")), fmt(_g(r, "tb_rule", "specificity")), fmt(r["tb_auc"]),
+                    fmt(_g(r, "tb_at_threshold", "sensitivity")), fmt(_g(r, "tb_at_threshold", "specificity")), fmt(r["tb_auc"]),
                     _pct(_g(r, "refer_rule", "referred"))])
     return table(header, out)
 
@@ -230,7 +230,7 @@ def shift_summary_table(rows: list[dict]) -> str:
     out = []
     for r in rows:
         out.append([f"{r['label']} ({r['recipe']})"] + [f"{fmt(r['shift'][n]['accuracy'])} / {_pct(r['shift'][n]['pair_normals_called_normal'])}"
-                                   f" / {fmt(_g(r['shift'][n], 'tb_rule', 'sensitivity'))}" for n in names])
+                                   f" / {fmt(_g(r['shift'][n], 'tb_at_threshold', 'sensitivity'))}" for n in names])
     return table(header, out)
 
 
@@ -248,7 +248,7 @@ def format_table(formats: dict) -> str:
         out.append([key, f["backend"], fmt(f["size_mb"], 2), temp, fmt(t["accuracy"]), *_by_source(t, srcs),
                     fmt(t["macro_auc"]), fmt(t["ece_raw"]), fmt(t["ece"]),
                     f"{fmt(v['ece_raw'])}/{fmt(v['ece'])}",
-                    f"{fmt(_g(t, 'tb_rule', 'sensitivity'))}/{fmt(_g(t, 'tb_rule', 'specificity'))}",
+                    f"{fmt(_g(t, 'tb_at_threshold', 'sensitivity'))}/{fmt(_g(t, 'tb_at_threshold', 'specificity'))}",
                     _pct(_g(t, "refer_rule", "referred")), fmt(_g(t, "refer_rule", "accuracy_not_referred"))])
     return table(header, out)
 
@@ -309,8 +309,8 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
                   ["accuracy", fmt(t["accuracy"]), *_by_source(t, _sources(t))],
                   ["macro-AUC", fmt(t["macro_auc"]), *_by_source(t, _sources(t), "macro_auc")]]),
               "",
-              f"- TB at the validation threshold {fmt(_g(t, 'tb_rule', 'threshold'))}: sensitivity "
-              f"{fmt(_g(t, 'tb_rule', 'sensitivity'))}, specificity {fmt(_g(t, 'tb_rule', 'specificity'))} "
+              f"- TB at the validation threshold {fmt(_g(t, 'tb_at_threshold', 'threshold'))}: sensitivity "
+              f"{fmt(_g(t, 'tb_at_threshold', 'sensitivity'))}, specificity {fmt(_g(t, 'tb_at_threshold', 'specificity'))} "
               f"(WHO screening bar: 0.90 / {WHO_TB_SPEC:.2f}); TB-vs-rest AUC {fmt(t['tb_auc'])}.",
               f"- Pneumonia: sensitivity {fmt(_g(t, 'per_class', 'pneumonia', 'sensitivity'))}, specificity "
               f"{fmt(_g(t, 'per_class', 'pneumonia', 'specificity'))}; normal-vs-pneumonia AUC within {_pair(t)} "
@@ -453,8 +453,8 @@ def _recipe_text(audit: list[dict], rows: dict) -> list[str]:
                        f"{fmt(_g(r, 'test', 'pair_auc'))}, border-control TB AUC "
                        f"{fmt(_g(a, 'border', 'tb_auc'))}; with a black collimation border: accuracy "
                        f"{fmt(_g(border_shift, 'accuracy'))}, TB sensitivity "
-                       f"{fmt(_g(border_shift, 'tb_rule', 'sensitivity'))}; simulated site B: accuracy "
-                       f"{fmt(_g(site_b, 'accuracy'))}, TB sensitivity {fmt(_g(site_b, 'tb_rule', 'sensitivity'))}, "
+                       f"{fmt(_g(border_shift, 'tb_at_threshold', 'sensitivity'))}; simulated site B: accuracy "
+                       f"{fmt(_g(site_b, 'accuracy'))}, TB sensitivity {fmt(_g(site_b, 'tb_at_threshold', 'sensitivity'))}, "
                        f"{_pair(r['test'])} normals called normal {_pct(_g(site_b, 'pair_normals_called_normal'))}.")
     out += ["", "Fixed for every run (not varied here for lack of time on this CPU): class-balanced loss, cosine "
             "learning-rate decay from 1e-3, the augmentation above, batch 32, dropout 0.2; QAT fine-tuning at 1e-4."]
