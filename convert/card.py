@@ -56,6 +56,12 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
         out.append(f"- Refer to a clinician when the top probability is below {r['refer_below']:.2f}: "
                    f"{r['val_refer_fraction']:.1%} of validation images referred; accuracy on the rest "
                    f"{_fmt(r['val_accuracy_not_referred'])}.")
+    ori = meta.orientation.get("test") or meta.orientation.get("val")
+    if ori:
+        out.append(f"- Out of scope when the film seems turned or grey-inverted (a check on a 16x16 thumbnail, "
+                   f"fitted on the training films): on {ori['n']} held-out films it caught "
+                   f"{ori['caught_all']:.1%} of their turned/inverted copies and flagged {ori['false_flags']:.1%} "
+                   "of them as they are (targets: >= 99% and <= 1%).")
     out.append("")
     out += ["## Formats in this bundle", "",
             "Each artifact has its own temperature and thresholds, fitted on its own validation outputs (an INT8 "

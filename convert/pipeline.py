@@ -17,7 +17,7 @@ from convert.card import model_card
 from edge_runtime import bundle as B
 from edge_runtime import metrics as M
 from edge_runtime import operating_point as OP
-from edge_runtime import scope
+from edge_runtime import orientation, scope
 from edge_runtime.formats import BASELINE, FORMATS
 from edge_runtime.metadata import ModelMetadata
 
@@ -72,11 +72,18 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     fitted = OP.fit(val.labels, ref["val"][deployed][0], labels)
     temperature, thresholds, op_report = fitted["temperature"], fitted["thresholds"], fitted["operating_point"]
     scope_stats = {p: scope.fit(K.predict_with_embeddings(m, arrays["train"].images)[1]) for p, m in models.items()}
+    orient = orientation.fit(arrays["train"].images)
+    for side in ("val", "test"):
+        if side in arrays and len(arrays[side].images):
+            orient[side] = orientation.evaluate(arrays[side].images, orient)
+    log.info("film-orientation check: %s", ", ".join(
+        f"{side} {100 * orient[side]['caught_all']:.1f}% of turned/inverted films caught, "
+        f"{100 * orient[side]['false_flags']:.1f}% of upright films flagged" for side in ("val", "test") if side in orient))
     log.info("temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", temperature,
              op_report["calibration"]["val_ece_before"], op_report["calibration"]["val_ece_after"],
              {k: round(v, 3) for k, v in thresholds.items()})
     calibration = {BASELINE: OP.fit(val.labels, ref["val"]["float"][0], labels)}
-    meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats,
+    meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats, orientation=orient,
                    head={p: K.head_weights(m) for p, m in models.items()},
                    metrics={**meta.metrics, "operating_point": op_report}, calibration=calibration)
     meta_json = meta.to_json()

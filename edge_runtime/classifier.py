@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_runtime import bundle as B
 from edge_runtime import heatmap as H
-from edge_runtime import scope
+from edge_runtime import orientation, scope
 from edge_runtime.metadata import ModelMetadata
 from edge_runtime.operating_point import decide
 from edge_runtime.preprocess import ImageError, decode_image, prepare
@@ -132,7 +132,7 @@ class Classifier:
         raw, feats = self.predict(x)
         t.append(time.perf_counter())
         probs = self.operating_point.calibrate(raw)
-        problem = scope.image_problem(image)
+        problem = scope.image_problem(image) or orientation.problem(x, meta.orientation)
         distance = None
         if problem is None and self.scope and feats is not None:
             distance = scope.distance(feats.mean(axis=(0, 1)), self.scope)

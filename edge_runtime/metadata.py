@@ -36,6 +36,7 @@ class ModelMetadata:
     temperature: float = 1.0  # temperature scaling fitted on validation (1.0 = none)
     head: dict = field(default_factory=dict)  # per parent model: {"weights": DxK} of the classifier, for the heatmap
     scope: dict = field(default_factory=dict)  # per parent model: embedding statistics of the training images
+    orientation: dict = field(default_factory=dict)  # the film-orientation check (edge_runtime.orientation)
     # per artifact (format key, e.g. "onnx_int8"): {"temperature", "thresholds", "operating_point"} fitted on
     # that artifact's own validation outputs; the top-level temperature/thresholds are the deployed Keras parent's
     calibration: dict = field(default_factory=dict)

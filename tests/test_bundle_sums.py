@@ -80,24 +80,24 @@ def test_unlisted_files_are_refused_by_name(tmp_path):
 
 @pytest.mark.parametrize("intruder", ["model_aaa_int8.tflite", "model_aaa_int8.onnx", "notes.txt"])
 def test_an_unlisted_file_dropped_into_a_signed_bundle_is_refused(bundle, intruder):
-    assert Classifier(bundle).model_path.name == "model_onnx_fp32.onnx"  # signed as it is
+    assert Classifier.from_bundle(bundle).model_path.name == "model_onnx_fp32.onnx"  # signed as it is
     if intruder.endswith(".onnx"):
         write_onnx(bundle / intruder)  # a loadable model that would sort ahead of the signed one
     else:
         (bundle / intruder).write_bytes(b"not signed")
     with pytest.raises(B.BundleError, match=f"not listed in SHA256SUMS: {intruder}"):
-        Classifier(bundle)
+        Classifier.from_bundle(bundle)
 
 
 def test_empty_sums_file_in_a_bundle_is_refused(bundle):
     (bundle / B.SUMS).write_text("")
     with pytest.raises(B.BundleError, match="lists no files"):
-        Classifier(bundle)
+        Classifier.from_bundle(bundle)
 
 
 def test_resolve_picks_among_listed_models_only(bundle, monkeypatch):
     # even if verification were to let an extra model through, resolve chooses among the listed ones
     write_onnx(bundle / "model_aaa_int8.onnx")
     monkeypatch.setattr(B, "verify_sums", lambda folder: ["model_onnx_fp32.onnx", "metadata.json", "bundle.json"])
-    assert B.resolve(bundle)[0].name == "model_onnx_fp32.onnx"
-    assert B.resolve(bundle, verify=False)[0].name == "model_aaa_int8.onnx"  # unverified: INT8 preferred
+    assert B.resolve(bundle).path.name == "model_onnx_fp32.onnx"
+    assert B.resolve(bundle, verify=False).path.name == "model_aaa_int8.onnx"  # unverified: any file goes

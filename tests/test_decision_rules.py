@@ -5,10 +5,9 @@ above a threshold, so a wrong comparison or order fails here."""
 import numpy as np
 import pytest
 
-from edge_runtime.operating_point import choose_operating_points
 from edge_runtime import metrics as M
-from edge_runtime.operating_point import OUT_OF_SCOPE, REFER, TB, calibrate, decide
-from edge_runtime.metadata import ModelMetadata
+from edge_runtime.operating_point import (OUT_OF_SCOPE, REFER, TB, OperatingPoint, calibrate, choose_operating_points,
+                                          decide)
 
 LABELS = ("normal", "pneumonia", "tuberculosis")
 T_TB, REFER_BELOW = 0.30, 0.60
@@ -17,8 +16,7 @@ above = lambda x: np.nextafter(x, 1.0)  # noqa: E731
 
 
 def meta(labels=LABELS, **thresholds):
-    return ModelMetadata(labels=labels, image_size=32, model_name="m", model_version="1",
-                         thresholds=thresholds or {TB: T_TB, "refer_below": REFER_BELOW})
+    return OperatingPoint(labels, 1.0, thresholds or {TB: T_TB, "refer_below": REFER_BELOW})
 
 
 @pytest.mark.parametrize("p_tb,expected", [

@@ -26,7 +26,7 @@ def real_client(real_bundle, tmp_path):
     from edge_runtime.classifier import Classifier
     from edge_runtime.web import create_app
 
-    clf = Classifier(real_bundle)
+    clf = Classifier.from_bundle(real_bundle)
     assert type(clf).__module__ == "edge_runtime.classifier" and clf.backend == "onnxruntime"
     return create_app(clf, tmp_path / "data").test_client()
 
