@@ -304,7 +304,7 @@ def benchmark(bundle: Path, run: Path, out: Path, logs: Path) -> dict:
 
 def heatmap_stats(bundle: Path, per_class: int = 4) -> dict:
     """Where the default model looks, on the test set: the share of the class-activation mass of the predicted
-    class that lies on the border frame (24/256 of the side, the shortcut audit's frame) of the model input,
+    class that lies on the border frame (``PreprocessConfig.frame`` of the side, the shortcut audit's frame) of the model input,
     per true class, against the frame's share of the area; and a sample of films for the report's figure."""
     from edge_runtime.heatmap import class_activation_map
     from train import data as D

@@ -12,6 +12,7 @@ import numpy as np
 from benchmarks.report import fmt, latency_table, table
 from benchmarks.study.evaluate import selection_score
 from edge_runtime.formats import DEPLOYED, FORMATS
+from edge_runtime.preprocess import PreprocessConfig
 
 PLOTS = "model_selection"  # plot folder beside the report (relative links survive --publish)
 WHO_TB_SPEC = 0.70
@@ -344,7 +345,7 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
     L += ["## Shortcut audit", "",
           f"{_class_sources(d['test']) if d else 'Where a class comes from its own source'}, so a "
           "model can score TB by recognising the source. The controls train the same architecture (MobileNetV2 "
-          "0.35, same epochs, same recipe) on the border frame alone (24/256 of the side, lungs blanked) and on the "
+          f"0.35, same epochs, same recipe) on the border frame alone ({PreprocessConfig.frame:.1%} of the side, lungs blanked) and on the "
           "centre alone (frame blanked). If the border-only model separates TB, the whole-image TB score is not "
           "evidence of TB detection.", "",
           audit_table(audit), "", f"![shortcut audit]({PLOTS}/shortcut_audit.png)", "",
