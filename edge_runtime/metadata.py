@@ -91,6 +91,9 @@ class ModelMetadata:
     def from_dict(cls, d: dict) -> "ModelMetadata":
         known = {f.name for f in fields(cls)}
         flat = [f.name for f in fields(PreprocessConfig)]
+        if "preprocess" in d and (mixed := [k for k in flat if k in d]):
+            raise ValueError(f"metadata has both flat ({', '.join(mixed)}) and nested preprocessing settings; "
+                             "which one the model was trained with is unknown")
         if "preprocess" not in d and "image_size" in d:  # schema 1: the preprocessing fields at the top level
             d = {**{k: v for k, v in d.items() if k not in flat},
                  "preprocess": {k: d[k] for k in flat if k in d}}

@@ -124,10 +124,14 @@ def test_tampered_or_mismatched_bundle_is_refused_with_the_file_named(tiny_bundl
         Classifier.from_bundle(b)
     # metadata that does not match the model: re-signed, so only the content check can catch it
     for field, value, msg in (("image_size", 96, "does not match its metadata"),
-                              ("labels", ["normal", "tuberculosis"], "gives 3 classes but the metadata lists 2")):
+                              ("labels", ["normal", "tuberculosis"], "gives 3 classes but the metadata lists 2"),
+                              ("crop", 0.1, "both flat .* and nested preprocessing")):
         b = _tamper(tiny_bundle, tmp_path / f"t_{field}")
         d = json.loads((b / "metadata.json").read_text())
-        d[field] = value
+        if field == "image_size":
+            d["preprocess"][field] = value
+        else:  # labels; a flat preprocessing key beside the nested ones is ambiguous metadata
+            d[field] = value
         (b / "metadata.json").write_text(json.dumps(d))
         B.write_sums(b)
         with pytest.raises(B.BundleError, match=msg):

@@ -58,7 +58,7 @@ def test_summarise_rules_and_pair_auc():
     assert s["refer_rule"]["accuracy_not_referred"] == pytest.approx(4 / 5)
     assert s["by_source"]["nih_dcn"]["n"] == 4 and s["accuracy"] == pytest.approx(4 / 6)  # rows 3, 5 wrong
     # NIH normal vs pneumonia: pneumonia share p1/(p0+p1): normals .111, .467; pneumonias .667, .333 -> 3 of 4 pairs
-    assert s["nih_pneumonia_auc"] == pytest.approx(0.75)
+    assert s["pair_source"] == "nih_dcn" and s["pair_auc"] == pytest.approx(0.75)  # the one source with both
     assert math.isnan(SE.pair_auc(y[:2], raw[:2], LABELS))  # one class only
 
 
@@ -104,7 +104,8 @@ def test_heatmap_of_a_cropped_recipe_lies_over_the_centre_of_the_film(tiny_bundl
     b = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, b)
     meta = json.loads((b / "metadata.json").read_text())
-    meta.update(crop=0.1, equalize="clahe", scope={})  # input check off: this test is about geometry
+    meta["preprocess"].update(crop=0.1, equalize="clahe")
+    meta.update(scope={}, orientation={})  # input checks off: this test is about geometry
     (b / "metadata.json").write_text(json.dumps(meta))
     B.write_sums(b)
     film = D.load_split(tiny_run / "split.csv")["test"][0].path
@@ -133,7 +134,7 @@ def test_small_study_end_to_end(tiny_run, synthetic_data, tmp_path):
     assert cand["artifact"] == "tflite_int8" and ctrl["artifact"] == "keras (float)"
     assert (out / "train" / "control-border_plain" / "metadata.json").is_file()
     ctrl_meta = json.loads((out / "train" / "control-border_plain" / "metadata.json").read_text())
-    assert ctrl_meta["keep"] == "border" and ctrl_meta["image_size"] == 64
+    assert ctrl_meta["preprocess"]["keep"] == "border" and ctrl_meta["preprocess"]["image_size"] == 64
     # the figures are the runtime's: recompute the candidate's test accuracy from the INT8 model
     from edge_runtime.classifier import Classifier
     from edge_runtime.metadata import ModelMetadata
