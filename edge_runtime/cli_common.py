@@ -57,13 +57,15 @@ class HonestRawDescriptionFormatter(HonestDefaultsFormatter, argparse.RawDescrip
     """The same, keeping the description's own line breaks (a module docstring with a usage block)."""
 
 
-def rate_text(done: int, total: int, seconds: float) -> str:
-    """``"3/10, 12.5 s each, ~1 min 28 s left"``: rate and time left after ``done`` of ``total`` steps."""
-    if done <= 0 or seconds <= 0:
+def rate_text(done: int, total: int, seconds: float, start: int = 0) -> str:
+    """``"3/10, 12.5 s each, ~1 min 28 s left"``: rate and time left after ``done`` of ``total`` steps, the
+    rate measured over the ``done - start`` steps that took ``seconds`` (``start``: steps done before, e.g. by
+    an interrupted run that was resumed)."""
+    if done <= start or seconds <= 0:
         return f"{done}/{total}"
-    each = seconds / done
+    each = seconds / (done - start)
     left = each * max(total - done, 0)
-    return f"{done}/{total}, {_duration(each)} each, ~{_duration(left)} left"
+    return f"{done}/{total}, {_duration(each)} each" + (f", ~{_duration(left)} left" if done < total else "")
 
 
 def _duration(s: float) -> str:
