@@ -199,3 +199,21 @@ def test_rate_text_gives_the_pace_and_the_time_left():
     assert rate_text(5, 17, 4.0, start=3) == "5/17, 2.0 s each, ~24 s left"  # resumed at 3: rate of this session
     assert rate_text(10, 10, 4000) == "10/10, 6 min 40 s each"
     assert rate_text(1, 100, 120) == "1/100, 2 min each, ~3 h 18 min left"
+
+
+def test_batch_progress_on_a_terminal_shows_rate_and_leaves_the_csv_alone(tmp_path, monkeypatch, capsys):
+    from edge_runtime.__main__ import main
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    bundle = make_bundle(tmp_path / "bundle")
+    for i in range(3):
+        (tmp_path / f"f{i}.png").write_bytes(film(40 + i))
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert main(["classify", *(str(tmp_path / f"f{i}.png") for i in range(3)), "--bundle", str(bundle)]) == 0
+    bar = err.getvalue().split("\r")[-1]
+    assert "3/3" in bar and "film/s" in bar
+    assert len(list(csv.DictReader(io.StringIO(capsys.readouterr().out)))) == 3
