@@ -1,4 +1,4 @@
-"""python -m benchmarks --bundle B | --run RUN_DIR [--data DIR] [--formats ...] [--threads 1,2] [--out DIR]
+"""python -m benchmarks (or cxr-bench) --bundle B | --run RUN_DIR [--data DIR] [--formats ...] [--threads 1,2] [--out DIR]
 
 Every format of the format table, side by side, through the same preprocessing and the same metrics: quality
 pooled and per source (accuracy, macro-F1, per-class sensitivity/specificity, AUC, specificity at 90% TB
@@ -15,13 +15,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge_runtime.cli_common import add_version, prog
 from edge_runtime.formats import BASELINE, FORMATS, parse_formats
 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog("python -m benchmarks"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     src = p.add_argument_group("what to benchmark")
     src.add_argument("--bundle", type=Path, help="model bundle folder (python -m convert ... --out BUNDLE)")
     src.add_argument("--run", type=Path, dest="run_dir",

@@ -18,6 +18,7 @@ from benchmarks import quality as Q
 from benchmarks.sysinfo import load_average, machine_info
 from edge_runtime import bundle as B
 from edge_runtime import metrics as M
+from edge_runtime.cli_common import rate_text
 from edge_runtime.formats import BASELINE, FORMATS
 from edge_runtime.metadata import ModelMetadata
 
@@ -50,30 +51,37 @@ class Options:
 
 
 class Progress:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+    """The benchmark rows' progress on stderr: a tqdm bar (rate and time left) on a terminal, plain lines with the
+    same figures otherwise (a log file gets no carriage returns)."""
 
     def __init__(self, total: int, stream=sys.stderr):
         self.total, self.done, self.stream, self.t0 = total, 0, stream, time.time()
-        self.tty = stream.isatty()
-        self.label = ""
-        self._last = ""
+        self.label, self._last = "", ""
+        self.bar = None
+        if stream.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="format", file=stream, dynamic_ncols=True)
+            except ImportError:
+                pass
 
     def show(self, label: str, detail: str = "", advance: bool = False) -> None:
         if advance:
             self.done += 1
         self.label = label or self.label
-        width = 24
-        fill = int(width * self.done / max(self.total, 1))
-        line = (f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} {self.label}"
-                f"{': ' + detail if detail else ''} ({time.time() - self.t0:.0f} s)")
-        if self.tty:
-            self.stream.write("\r" + line[:150].ljust(len(self._last)))
-            if advance and self.done == self.total:
-                self.stream.write("\n")
-        elif line.split(" (")[0] != self._last.split(" (")[0]:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-        self._last = line[:150]
+        text = f"{self.label}{': ' + detail if detail else ''}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text[:80], refresh=not advance)
+            if advance:
+                self.bar.update()
+                if self.done >= self.total:
+                    self.bar.close()
+            return
+        if text != self._last:
+            self.stream.write(f"[{rate_text(self.done, self.total, time.time() - self.t0)}] {text}\n")
+            self.stream.flush()
+        self._last = text
 
 
 # --- inputs ---------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""python -m convert RUN_DIR --formats tflite_int8,openvino_int8,onnx_int8 --out BUNDLE
+"""python -m convert (or cxr-convert) RUN_DIR --formats tflite_int8,openvino_int8,onnx_int8 --out BUNDLE
 
 Turns a training run into a model bundle a technician copies to a device: the chosen artifacts, each
 checked through the device runtime against its Keras parent, with metadata, a model card and checksums.
 Exit status: 0 all formats passed; 3 the bundle was written but some format failed its parity check;
-2 bad arguments; anything else an error.
+2 bad arguments (among them a missing or unfinished run folder, a non-empty --out without --force), found
+before TensorFlow is loaded; anything else an error.
 """
 from __future__ import annotations
 
@@ -12,12 +13,18 @@ import json
 import logging
 import sys
 
+from pathlib import Path
+
+from edge_runtime.cli_common import add_version, prog
 from edge_runtime.formats import DEFAULT_FORMATS, FORMATS, parse_formats
+
+RUN_FILES = ("metadata.json", "model_float.keras")  # what makes a folder a training run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog("python -m convert"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("run_dir", help="training run folder (python -m train --out ...)")
     p.add_argument("--out", required=True, help="bundle folder to create")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
@@ -28,6 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
+
+
+def check_paths(run_dir: Path, out: Path, force: bool) -> None:
+    """Bad arguments found before anything heavy is imported (ValueError, exit status 2)."""
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: no such run folder (make one with python -m train --out ...)")
+    missing = [f for f in RUN_FILES if not (run_dir / f).is_file()]
+    if missing:
+        raise ValueError(f"{run_dir}: not a training run (no {', '.join(missing)})")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+        raise ValueError(f"{out} is not an empty folder; choose another --out or pass --force")
 
 
 def main(argv=None) -> int:
@@ -41,12 +59,19 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         formats = parse_formats(args.formats)
+        check_paths(Path(args.run_dir), Path(args.out), args.force)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from convert.pipeline import run
+    from convert.pipeline import run  # TensorFlow comes with the work, after the arguments are known good
 
-    status = run(args.run_dir, args.out, formats, args.input_type, args.min_agreement, args.force)
+    try:
+        status = run(args.run_dir, args.out, formats, args.input_type, args.min_agreement, args.force)
+    except SystemExit as exc:  # the pipeline refuses a run it cannot convert (a control, images gone): say why
+        if not isinstance(exc.code, str):
+            raise
+        print(f"error: {exc.code}", file=sys.stderr)
+        return 2
     print()
     print(f"{'format':<16} {'MB':>6} {'agree':>7} {'max diff':>9} {'test acc':>9}  status")
     for key, r in status["formats"].items():

@@ -18,6 +18,7 @@ from edge_runtime import bundle as B
 from edge_runtime import metrics as M
 from edge_runtime import operating_point as OP
 from edge_runtime import orientation, scope
+from edge_runtime.cli_common import rate_text
 from edge_runtime.formats import BASELINE, FORMATS
 from edge_runtime.metadata import ModelMetadata
 
@@ -95,10 +96,12 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     from edge_runtime.backends import load_backend
 
     results = {}
+    t_export = time.time()
     try:
         for i, key in enumerate(formats, 1):
             f = FORMATS[key]
-            log.info("(%d/%d) %s: %s", i, len(formats), key, f.description)
+            log.info("(%d/%d) %s: %s%s", i, len(formats), key, f.description,
+                     f" [{rate_text(i - 1, len(formats), time.time() - t_export)}]" if i > 1 else "")
             res = E.export(key, src, out)
             if res["ok"] and f.on_device:
                 parent = f.parent if f.parent in models else "float"
@@ -135,6 +138,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
             else:
                 res["passed"] = False
             results[key] = res
+        log.info("exports done [%s]", rate_text(len(formats), len(formats), time.time() - t_export))
     finally:
         E.cleanup(src)
 

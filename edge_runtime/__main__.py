@@ -1,4 +1,4 @@
-"""Device command line: ``python -m edge_runtime {classify,serve,set-password,kit} ...``.
+"""Device command line: ``cxr-edge`` or ``python -m edge_runtime {classify,serve,set-password,kit} ...``.
 
 Each sub-command lives in its own module with ``add_parser(subparsers)`` and ``run(args) -> int``, imported
 only when chosen, so ``--help`` and the classify path stay light.
@@ -10,6 +10,8 @@ import importlib
 import logging
 import sys
 
+from edge_runtime.cli_common import add_version, prog
+
 COMMANDS = {  # name -> module providing add_parser(sub) and run(args)
     "classify": "edge_runtime.cli_classify",
     "serve": "edge_runtime.web.cli",
@@ -19,8 +21,9 @@ COMMANDS = {  # name -> module providing add_parser(sub) and run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m edge_runtime",
+    p = argparse.ArgumentParser(prog=prog("python -m edge_runtime"),
                                 description="Chest X-ray screening aid on the device (not a diagnosis).")
+    add_version(p)
     p.add_argument("--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():

@@ -6,9 +6,16 @@ content (a film without an extension is classified), other files are rows marked
 device is an error row, never read. The ``--csv`` path is checked before any image is classified.
 Exit status 0 when every image was classified, 1 when some could not be, 2 when the bundle itself is
 unusable or the ``--csv`` file cannot be written.
+
+Columns: ``decision`` (what to do: a class, ``refer``, ``out_of_scope``, ``error`` or ``skipped``), ``top_class``
+(the model's most probable class, not a ground truth), one ``p_<class>`` per class, ``in_scope``, ``ms``,
+``reason``, ``error``, then what made the answer, as the web page's history.csv gives it: ``model_name``,
+``model_version``, ``backend``, ``synthetic`` and the decision rule applied (``tb_threshold``, ``refer_below``,
+``temperature``).
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import logging
 import os
@@ -24,11 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("classify", help="classify image files or folders with a bundle", description=__doc__)
+    p = sub.add_parser("classify", help="classify image files or folders with a bundle", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--bundle", default="bundle", help="bundle folder or model file (default ./bundle)")
     p.add_argument("--backend", choices=DEVICE_BACKENDS, help="force a backend")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    p.add_argument("--num-threads", type=int, default=None, help="inference threads (default: all cores)")
+    p.add_argument("--threads", type=int, dest="num_threads", help=argparse.SUPPRESS)  # deprecated: --num-threads
     p.add_argument("--csv", help="write the rows to this CSV file as well")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=run)
@@ -71,13 +80,26 @@ def expand(paths) -> tuple[list[Path], list[Path]]:
     return out, skipped
 
 
-def _progress(i: int, n: int, name: str) -> None:
-    width = 30
-    done = int(width * i / max(1, n))
-    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {name[-40:]:<40}")
-    if i == n:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+def model_columns(meta, backend) -> dict:
+    """The model and decision rule behind every row (the same names as the web page's history.csv)."""
+    from edge_runtime.operating_point import TB
+
+    thr = meta.thresholds or {}
+    num = lambda v: "" if v is None else f"{float(v):.4g}"  # noqa: E731
+    return {"model_name": meta.model_name, "model_version": meta.model_version, "backend": str(backend or ""),
+            "synthetic": int(bool(meta.synthetic)), "tb_threshold": num(thr.get(TB)),
+            "refer_below": num(thr.get("refer_below")), "temperature": num(meta.temperature)}
+
+
+def progress_bar(total: int, enabled: bool):
+    """A tqdm bar on stderr (rate and time left), or None when off or tqdm is not installed."""
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="film", file=sys.stderr, dynamic_ncols=True)
 
 
 def open_csv(path: str):
@@ -101,7 +123,7 @@ def run(args) -> int:
     from edge_runtime.classifier import Classifier
 
     try:
-        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.threads)
+        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -119,14 +141,17 @@ def run(args) -> int:
         except OSError as exc:
             print(f"error: cannot write --csv {args.csv}: {exc}", file=sys.stderr)
             return 2
-    fields = ["file", "decision", "label", *[f"p_{l}" for l in meta.labels], "in_scope", "ms", "reason", "error"]
+    model = model_columns(meta, clf.backend)
+    fields = ["file", "decision", "top_class", *[f"p_{l}" for l in meta.labels], "in_scope", "ms", "reason", "error",
+              *model]
     rows, errors = [], 0
-    for i, f in enumerate(files, 1):
-        row = dict.fromkeys(fields, "")
+    bar = progress_bar(len(files), enabled=not args.no_progress and sys.stderr.isatty())
+    for f in files:
+        row = {**dict.fromkeys(fields, ""), **model}
         row["file"] = str(f)
         try:
             s = clf.classify(f)
-            row.update(decision=s.decision, label=s.label, in_scope=s.in_scope, ms=f"{s.timings_ms['total']:.1f}",
+            row.update(decision=s.decision, top_class=s.label, in_scope=s.in_scope, ms=f"{s.timings_ms['total']:.1f}",
                        reason=s.reason, **{f"p_{l}": f"{p:.4f}" for l, p in s.probs.items()})
         except ImageError as exc:
             errors += 1
@@ -136,10 +161,13 @@ def run(args) -> int:
             errors += 1
             row.update(decision="error", error=f"{f}: unexpected error ({type(exc).__name__}: {exc})")
         rows.append(row)
-        if not args.no_progress and sys.stderr.isatty():
-            _progress(i, len(files), f.name)
+        if bar is not None:
+            bar.set_postfix_str(f.name[-30:], refresh=False)
+            bar.update()
+    if bar is not None:
+        bar.close()
     for f in skipped:
-        rows.append({**dict.fromkeys(fields, ""), "file": str(f), "decision": SKIPPED,
+        rows.append({**dict.fromkeys(fields, ""), **model, "file": str(f), "decision": SKIPPED,
                      "error": f"{f}: not an image (neither an image suffix nor PNG/JPEG/BMP/TIFF/DICOM content)"})
     out = csv.DictWriter(sys.stdout, fieldnames=fields)
     out.writeheader()

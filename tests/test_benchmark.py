@@ -170,7 +170,26 @@ def test_progress_prints_plain_lines_off_a_terminal():
     p.show("a", "done", advance=True)
     p.show("b", "done", advance=True)
     lines = buf.getvalue().splitlines()
-    assert len(lines) == 3 and lines[-1].startswith("[" + "#" * 24 + "] 2/2 b")
+    assert len(lines) == 3 and "\r" not in buf.getvalue()
+    assert lines[0] == "[0/2] a: loading" and lines[-1].startswith("[2/2, ") and lines[-1].endswith(" each] b: done")
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar_with_rate_and_counts():
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    buf = Tty()
+    p = Progress(2, stream=buf)
+    p.show("a", "loading")
+    p.show("a", "done", advance=True)
+    p.show("b", "done", advance=True)
+    text = buf.getvalue()
+    assert p.bar is not None and "\r" in text  # one line redrawn, not a line per update
+    last = text.split("\r")[-1]
+    assert "2/2" in last and "format/s" in last and "b: done" in last
 
 
 def test_parent_process_does_not_import_tensorflow():

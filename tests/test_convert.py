@@ -110,9 +110,9 @@ def test_failed_parity_is_marked_and_exit_code_says_so(tiny_run, tmp_path):
     assert "FAILED" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
 
 
-def test_convert_refuses_a_folder_that_is_not_a_run(tmp_path):
+def test_convert_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     from convert.__main__ import main
 
-    with pytest.raises(SystemExit, match="not a training run"):
-        main([str(tmp_path), "--out", str(tmp_path / "b")])
+    assert main([str(tmp_path), "--out", str(tmp_path / "b")]) == 2  # bad arguments, as the help promises
+    assert "not a training run (no metadata.json, model_float.keras)" in capsys.readouterr().err
     assert main([str(tmp_path), "--out", str(tmp_path / "b"), "--formats", "nope"]) == 2

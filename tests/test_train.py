@@ -89,3 +89,29 @@ def test_unreadable_file_is_skipped_not_fatal(synthetic_data, tmp_path):
     listed = (tmp_path / "r" / "unreadable.txt").read_text()
     assert "zz_corrupt.png" in listed and len(listed.splitlines()) == 1
     assert np.isfinite(json.loads((tmp_path / "r" / "metrics.json").read_text())["float"]["val"]["pooled"]["accuracy"])
+
+
+def test_epoch_log_line_gives_the_pace_and_time_left_after_a_resume(tmp_path, caplog):
+    """Seconds, not a run: a 8x8 model fits epochs 2-3 of 3 (resumed after epoch 1) with the real monitor."""
+    import logging
+
+    import tf_keras
+
+    from train import data as D
+    from train.train import _callback_class
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (12, 8, 8), dtype=np.uint8), np.arange(12) % 3
+    model = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Flatten(),
+                                 tf_keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    monitor = _callback_class()("float", D.Arrays(images, labels, [], []), tmp_path, tmp_path / "history.csv",
+                                patience=5, state={})
+    with caplog.at_level(logging.INFO, logger="train.train"):
+        model.fit(images[..., None].astype(np.float32), labels, epochs=3, initial_epoch=1, verbose=0,
+                  callbacks=[monitor])
+    lines = [r.getMessage() for r in caplog.records if "] epoch" in r.getMessage()]
+    assert len(lines) == 2 and "] epoch 2:" in lines[0] and "] epoch 3:" in lines[1]
+    assert lines[0].split("| epoch ")[1].startswith("2/3, ") and lines[0].endswith(" left")
+    assert lines[1].split("| epoch ")[1].startswith("3/3, ") and lines[1].endswith(" each")

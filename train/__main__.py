@@ -1,4 +1,4 @@
-"""``python -m train --data DIR --model NAME ...``: train a float model, then QAT-fine-tune it."""
+"""``python -m train`` (or ``cxr-train``) ``--data DIR --model NAME ...``: train a float model, then QAT-fine-tune it."""
 from __future__ import annotations
 
 import argparse
@@ -44,17 +44,19 @@ def preprocess_from_args(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge_runtime.cli_common import HonestDefaultsFormatter, add_version, prog
     from train.data import DEFAULT_CLASSES
-    from train.models import REGISTRY
+    from train.models import REGISTRY  # names only: TensorFlow is imported when a model is built
 
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog("python -m train"), description=__doc__,
+                                formatter_class=HonestDefaultsFormatter)
+    add_version(p)
     p.add_argument("--data", required=True,
                    help="a folder of class sub-folders (or a known public layout), a folder with manifest.csv, "
                         "or a manifest .csv (path,label[,patient_id,source,group])")
     p.add_argument("--out", default="runs/run", help="run folder to create (models, split, metrics, plots)")
     p.add_argument("--model", default="mobilenet_v2", choices=sorted(REGISTRY), help="architecture")
-    p.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNets), e.g. 0.35")
+    p.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNets), e.g. 0.35; default: the model's own")
     p.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
                    help="comma-separated class names in output order")
     p.add_argument("--weights", default=None,

@@ -17,8 +17,11 @@ def main(argv=None) -> int:
     from train.__main__ import print_summary, quiet_tensorflow, setup_logging
 
     quiet_tensorflow()
+    from edge_runtime.cli_common import HonestDefaultsFormatter, add_version
+
     p = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HonestDefaultsFormatter)
+    add_version(p)
     p.add_argument("--out", default="runs/demo", help="folder for the data and the run")
     p.add_argument("--per-class", type=int, default=150, help="synthetic images per class")
     p.add_argument("--model", default="mobilenet_v2", help="architecture from the registry")

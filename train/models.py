@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import tf_keras
+if TYPE_CHECKING:  # TensorFlow is imported when a model is built, so the names stay cheap (``train --help``)
+    import tf_keras
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class ModelSpec:
 
 def _keras_app(app_name: str, **fixed):
     def backbone(x, *, alpha: float, weights):
+        import tf_keras
+
         app = getattr(tf_keras.applications, app_name)
         kwargs = dict(input_tensor=x, include_top=False, weights=weights if weights == "imagenet" else None, **fixed)
         if alpha is not None:
@@ -95,6 +98,8 @@ def build_model(name: str, *, image_size: int, num_classes: int, alpha: float | 
     ``bn_momentum``: BatchNorm moving-average momentum; 0.9 keeps inference statistics in step when training
     from scratch on a small data set (Keras' 0.999 default lags and can collapse validation).
     """
+    import tf_keras
+
     spec = get_spec(name)
     if alpha is None:
         alpha = spec.default_alpha

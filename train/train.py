@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import metrics as M
+from edge_runtime.cli_common import rate_text
 from edge_runtime.metadata import ModelMetadata
 from edge_runtime.preprocess import PreprocessConfig
 from train import data as D
@@ -146,10 +147,13 @@ def _callback_class():
             self.patience = patience
             self.best = state.get("best", -1.0)
             self.wait = state.get("wait", 0)
-            self.t0 = time.time()
+            self.t0 = self.t_first = time.time()
+            self.first = None  # the first epoch of this fit (after a resume, not 0)
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.time()
+            if self.first is None:
+                self.first, self.t_first = epoch, self.t0
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
@@ -175,9 +179,11 @@ def _callback_class():
                 if new:
                     w.writeheader()
                 w.writerow(row)
-            log.info("[%s] epoch %d: loss %.4f acc %.3f | val acc %.3f macro-AUC %.4f%s | %.1f s",
+            epochs = self.params.get("epochs") or epoch + 1  # rate and time left (early stopping may end sooner)
+            pace = rate_text(epoch + 1, epochs, time.time() - self.t_first, start=self.first or 0)
+            log.info("[%s] epoch %d: loss %.4f acc %.3f | val acc %.3f macro-AUC %.4f%s | %.1f s | epoch %s",
                      self.phase, epoch + 1, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
-                     acc, auc, " (best)" if improved else "", secs)
+                     acc, auc, " (best)" if improved else "", secs, pace)
             if self.wait >= self.patience:
                 log.info("[%s] early stop: no macro-AUC gain for %d epochs", self.phase, self.patience)
                 self.model.stop_training = True

@@ -120,8 +120,11 @@ def convert(name: str, run: Path, opts: Options, formats: str = DEPLOYED, tag: s
 
 
 def main(argv=None) -> int:
+    from edge_runtime.cli_common import add_version
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("--data", type=Path, default=Path(os.environ.get("CXR_DATA", DATA_DEFAULT)),
                    help=f"the real images (a folder with manifest.csv or class folders); default {DATA_DEFAULT}")
     p.add_argument("--out", type=Path, default=Path("runs/study"), help="study folder (default runs/study)")
