@@ -18,18 +18,9 @@ from datetime import date, timedelta
 import numpy as np
 
 from edge_runtime import metrics
+from edge_runtime.metrics import wilson  # noqa: F401  (re-exported: the page and its tests use it from here)
 from edge_runtime.operating_point import OUT_OF_SCOPE as OUT
 from edge_runtime.operating_point import REFER
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    if n == 0:
-        return None
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 def normal_label(labels) -> str:
