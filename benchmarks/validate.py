@@ -32,6 +32,7 @@ from edge_runtime import operating_point as OP
 from edge_runtime.operating_point import OUT_OF_SCOPE, REFER, TB, OperatingPoint
 
 MIN_FILMS = 30  # fewer films of a class than this: too small to decide or to change its threshold
+WHO_TB_SPECIFICITY = 0.70  # WHO target product profile for TB screening: specificity >= 70% at 90% sensitivity
 DECIDE_HALF_WIDTH = 0.10  # an interval wider than +-10 points cannot tell a good threshold from a poor one
 
 
@@ -148,7 +149,7 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
                                  f"need {MIN_FILMS} in-scope films of each class")
         temperature = OP.fit_temperature(y, raw)
     base = OperatingPoint(tuple(labels), temperature or bundle_op.temperature, dict(bundle_op.thresholds))
-    chosen, _ = OP.choose_operating_points(y, base.calibrate(raw), labels, tb_sensitivity=target)
+    chosen, rep = OP.choose_operating_points(y, base.calibrate(raw), labels, tb_sensitivity=target)
     changes, skipped = {}, []
     if TB in labels:
         n_tb, n_other = counts[TB], len(y) - counts[TB]
@@ -157,8 +158,12 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
         else:
             skipped.append(f"the TB threshold needs {MIN_FILMS} TB and {MIN_FILMS} other in-scope films "
                            f"(have {n_tb} and {n_other})")
-    if not small:
+    reached = rep["refer"]["val_accuracy_not_referred"] >= rep["refer"]["target_accuracy"]
+    if not small and reached:
         changes["refer_below"] = chosen["refer_below"]
+    elif not small:
+        skipped.append(f"no refer threshold brings the films not referred to {rep['refer']['target_accuracy']:.0%} "
+                       f"accuracy here, so the refer threshold stays the bundle's")
     else:
         skipped.append(f"the refer threshold changes every class and needs {MIN_FILMS} films of each "
                        f"(have {_films(counts)})")
@@ -169,8 +174,14 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
     why = worse(before, after, labels, target)
     if why:
         raise ProfileRefused(f"worse than the bundle's own values on the same films: {why}")
+    warnings = []
+    if TB in changes:
+        spec = after["per_class"][TB]["specificity"]
+        if spec["value"] is not None and spec["value"] < WHO_TB_SPECIFICITY:
+            warnings.append(f"at {target:.0%} TB sensitivity the TB specificity on these films is {_pct(spec)}, below "
+                            f"the WHO minimum of {WHO_TB_SPECIFICITY:.0%}: the model separates TB poorly at this site")
     return {"thresholds": changes, "temperature": temperature, "films": counts, "target_tb_sensitivity": target,
-            "kept_from_bundle": skipped, "before": before, "after": after}
+            "kept_from_bundle": skipped, "warnings": warnings, "before": before, "after": after}
 
 
 def _films(counts: dict) -> str:
@@ -234,7 +245,8 @@ def run(bundle: Path, data: Path, out: Path, target: float = OP.TB_SENSITIVITY, 
                 data=describe or str(data), made_for={"model_name": meta.model_name, "model_version": meta.model_version,
                                                       "data_hash": meta.data_hash, "format": clf.format},
                 evidence={"target_tb_sensitivity": target, "at_profile": _brief(prop["after"]),
-                          "at_bundle_values": _brief(prop["before"]), "kept_from_bundle": prop["kept_from_bundle"]})
+                          "at_bundle_values": _brief(prop["before"]), "kept_from_bundle": prop["kept_from_bundle"],
+                          "warnings": prop["warnings"]})
             result["profile"] = {**prop, "path": str(profile.save(make_profile))}
         except ProfileRefused as exc:
             refused = exc
@@ -313,6 +325,7 @@ def markdown(r: dict) -> str:
                   + f" (target TB sensitivity {p['target_tb_sensitivity']:.0%}; chosen on these same films, so the "
                     "intervals, not the point values, say how sure it is).", ""] + _table(p["after"])
         lines += [f"- kept the bundle's value: {s}" for s in p["kept_from_bundle"]]
+        lines += [f"- WARNING: {w}" for w in p["warnings"]]
     if "profile_refused" in r:
         lines += ["", "## Site profile refused", "", r["profile_refused"]]
     return "\n".join(lines) + "\n"
@@ -347,6 +360,8 @@ def main(argv=None) -> int:
         print(c["support"])
     if "profile" in r:
         print(f"site profile written: {r['profile']['path']} {r['profile']['thresholds']}")
+        for w in r["profile"]["warnings"]:
+            print(f"WARNING: {w}")
     print(f"report: {a.out / 'report.md'}")
     return 0
 
