@@ -12,6 +12,7 @@ import numpy as np
 
 LABELS = ("normal", "pneumonia", "tuberculosis")
 SIZE, GRID = 32, 4
+EMBED_GRID = 8  # the embedding for the input check: 8x8 grid means (finer than the classifier's 4x4)
 
 
 def phantom_set(root: Path, per_class: int = 150, seed: int = 3) -> dict[str, list[dict]]:
@@ -35,9 +36,9 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def features(images: np.ndarray) -> np.ndarray:
-    """(N, 16) grid means in [0, 1] of (N, 32, 32) uint8 films: what the ONNX graph computes."""
-    x = np.asarray(images, np.float64).reshape(len(images), GRID, SIZE // GRID, GRID, SIZE // GRID)
+def features(images: np.ndarray, grid: int = GRID) -> np.ndarray:
+    """(N, grid*grid) grid means in [0, 1] of (N, 32, 32) uint8 films: what the ONNX graph computes."""
+    x = np.asarray(images, np.float64).reshape(len(images), grid, SIZE // grid, grid, SIZE // grid)
     return x.mean(axis=(2, 4)).reshape(len(images), -1) / 255.0
 
 
@@ -66,7 +67,10 @@ def load_images(root: Path, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
             np.array([LABELS.index(r["class"]) for r in rows]))
 
 
-def write_grid_bundle(folder: Path, w: np.ndarray, b: np.ndarray, thresholds: dict) -> Path:
+def write_grid_bundle(folder: Path, w: np.ndarray, b: np.ndarray, thresholds: dict, scope: dict | None = None) -> Path:
+    """The grid model as a signed bundle; with ``scope`` (``edge_runtime.scope.fit`` of home-site grid features)
+    it also outputs the 8x8 grid means as a (1, 1, 1, 64) feature map, so the runtime measures the embedding
+    distance."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -79,6 +83,7 @@ def write_grid_bundle(folder: Path, w: np.ndarray, b: np.ndarray, thresholds: di
     inits = [numpy_helper.from_array(np.array([1, 1, SIZE, SIZE], np.int64), "nchw"),
              numpy_helper.from_array(np.array([1, GRID * GRID], np.int64), "flat"),
              numpy_helper.from_array(np.array([255.0], np.float32), "k255"),
+             numpy_helper.from_array(np.array([1, 1, 1, EMBED_GRID ** 2], np.int64), "fmap"),
              numpy_helper.from_array(w.astype(np.float32), "W"), numpy_helper.from_array(b.astype(np.float32)[None], "B")]
     nodes = [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
              helper.make_node("Reshape", ["f", "nchw"], ["x4"]),  # one channel: NHWC and NCHW hold the same order
@@ -88,21 +93,30 @@ def write_grid_bundle(folder: Path, w: np.ndarray, b: np.ndarray, thresholds: di
              helper.make_node("MatMul", ["x", "W"], ["xw"]),
              helper.make_node("Add", ["xw", "B"], ["logits"]),
              helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])]
+    if scope:
+        e = SIZE // EMBED_GRID
+        nodes += [helper.make_node("AveragePool", ["x4"], ["e8"], kernel_shape=[e, e], strides=[e, e]),
+                  helper.make_node("Reshape", ["e8", "fmap"], ["e255"]),
+                  helper.make_node("Div", ["e255", "k255"], ["features"])]
+        outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 1, 1, EMBED_GRID ** 2]))
     graph = helper.make_graph(nodes, "grid", [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, SIZE, SIZE, 1])],
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])], inits)
+                              outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(folder / "model_onnx_fp32.onnx"))
     ModelMetadata(labels=LABELS, preprocess=PreprocessConfig(SIZE), model_name="grid-home", model_version="1",
                   data_hash="home-a", data_sources=("synthetic_a",), synthetic=True,
-                  thresholds={k: float(v) for k, v in thresholds.items()}).save(folder / "metadata.json")
+                  thresholds={k: float(v) for k, v in thresholds.items()}, scope=scope or {}).save(folder / "metadata.json")
     write_sums(folder)
     return folder
 
 
-def home_bundle(root: Path, rows_a: list[dict], folder: Path) -> Path:
-    """Fit on half the home-site films, choose thresholds on the other half, write the bundle."""
+def home_bundle(root: Path, rows_a: list[dict], folder: Path, with_scope: bool = False) -> Path:
+    """Fit on half the home-site films, choose thresholds on the other half, write the bundle (with input-check
+    statistics of the fitting half when ``with_scope``)."""
+    from edge_runtime import scope
     from edge_runtime.operating_point import calibrate, choose_operating_points
 
     x, y = load_images(root, rows_a)
@@ -113,4 +127,5 @@ def home_bundle(root: Path, rows_a: list[dict], folder: Path) -> Path:
     p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     thresholds, _ = choose_operating_points(y[val], calibrate(p, 1.0), list(LABELS))
-    return write_grid_bundle(folder, w, b, thresholds)
+    stats = scope.fit(features(x[fit], EMBED_GRID), k=6) if with_scope else None
+    return write_grid_bundle(folder, w, b, thresholds, stats)

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS screenings (
     total_ms REAL NOT NULL DEFAULT 0,
     outcome TEXT,                     -- confirmed outcome: a label or 'other'
     outcome_note TEXT NOT NULL DEFAULT '',
-    outcome_at TEXT
+    outcome_at TEXT,
+    scope_distance REAL               -- embedding distance / input-check threshold (NULL: not measured)
 );
 CREATE INDEX IF NOT EXISTS screenings_created ON screenings(created);
 CREATE INDEX IF NOT EXISTS screenings_reference ON screenings(reference);
@@ -103,6 +104,9 @@ class Store:
             if mode.lower() != "wal":
                 raise RuntimeError(f"{self.db_path}: cannot switch SQLite to WAL mode (got {mode!r})")
             db.executescript(SCHEMA)
+            cols = {r[1] for r in db.execute("PRAGMA table_info(screenings)")}
+            if "scope_distance" not in cols:  # a database made before drift tracking
+                db.execute("ALTER TABLE screenings ADD COLUMN scope_distance REAL")
 
     @contextmanager
     def connect(self):
@@ -225,7 +229,8 @@ class Store:
                 yield self._decode(row)
 
     def rows_for_monitoring(self, since: str = "") -> list[dict]:
-        sql = "SELECT created, labels, probs, decision, in_scope, outcome, model_version FROM screenings"
+        sql = ("SELECT created, labels, probs, decision, in_scope, outcome, model_version, scope_distance "
+               "FROM screenings")
         args = []
         if since:
             sql += " WHERE substr(created, 1, 10) >= ?"

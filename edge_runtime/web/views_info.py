@@ -6,7 +6,7 @@ import math
 from flask import Blueprint, current_app, render_template
 
 from edge_runtime.web import markdown
-from edge_runtime.web.monitoring import summarize
+from edge_runtime.web.monitoring import drift, summarize
 
 bp = Blueprint("info", __name__)
 
@@ -18,8 +18,10 @@ def web():
 @bp.get("/monitoring")
 def monitoring():
     w = web()
-    summary = summarize(w.store.rows_for_monitoring(), w.meta.labels)
-    return render_template("monitoring.html", s=summary)
+    rows = w.store.rows_for_monitoring()
+    profile = getattr(w.classifier, "site_profile", None)
+    return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=drift(rows),
+                           profile=profile.summary() if profile else "")
 
 
 def _num(v) -> float | None:
