@@ -59,7 +59,7 @@ def test_drift_stays_quiet_on_the_home_site_and_shows_the_active_profile(world, 
 
     bundle = shutil.copytree(world["bundle"], tmp_path / "bundle")
     meta = Classifier.from_bundle(bundle).metadata
-    SiteProfile(thresholds={"tuberculosis": meta.thresholds["tuberculosis"]}, made_by="Dr Okafor",
+    SiteProfile(thresholds={"tuberculosis": 0.99}, made_by="Dr Okafor",
                 created="2026-12-01T10:00:00+00:00", films={"normal": 40, "tuberculosis": 35}, data="clinic A",
                 made_for={"model_name": meta.model_name, "model_version": meta.model_version,
                           "data_hash": meta.data_hash, "format": "onnx_fp32"}).save(bundle)
@@ -70,6 +70,10 @@ def test_drift_stays_quiet_on_the_home_site_and_shows_the_active_profile(world, 
     html = client.get("/monitoring").get_data(as_text=True)
     assert 'id="drift-quiet"' in html and 'id="drift-alert"' not in html
     assert "Active site profile: site profile by Dr Okafor" in html
+    assert "site profile by Dr Okafor" in client.get("/model").get_data(as_text=True)
+    api = client.get("/api/v1/model").get_json()
+    assert api["site_profile"].startswith("site profile by Dr Okafor") and api["thresholds"]["tuberculosis"] == 0.99
+    assert meta.thresholds["tuberculosis"] != 0.99
 
 
 def test_drift_without_distances_and_a_referral_rise():

@@ -83,6 +83,17 @@ class Web:
         return self.classifier.metadata
 
     @property
+    def thresholds(self) -> dict:
+        """The thresholds classify() applies: a site profile's where one is active, else the artifact's own."""
+        op = getattr(self.classifier, "operating_point", None)
+        return dict(op.thresholds if op is not None else (self.meta.thresholds or {}))
+
+    @property
+    def site_profile(self) -> str:
+        profile = getattr(self.classifier, "site_profile", None)
+        return profile.summary() if profile else ""
+
+    @property
     def status(self) -> dict:
         return dict(getattr(self.classifier, "bundle_status", None) or {})
 

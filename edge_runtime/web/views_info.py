@@ -19,9 +19,8 @@ def web():
 def monitoring():
     w = web()
     rows = w.store.rows_for_monitoring()
-    profile = getattr(w.classifier, "site_profile", None)
     return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=drift(rows),
-                           profile=profile.summary() if profile else "")
+                           profile=w.site_profile)
 
 
 def _num(v) -> float | None:
@@ -65,4 +64,4 @@ def model():
     card = getattr(w.classifier, "model_card", "") or ""
     return render_template("model.html", card=markdown.render(card) if card else "",
                            rows=metric_rows(dict(meta.metrics or {}), meta.labels),
-                           thresholds=dict(meta.thresholds or {}), status=w.status)
+                           thresholds=w.thresholds, profile=w.site_profile, status=w.status)
