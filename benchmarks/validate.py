@@ -121,6 +121,7 @@ def figures(films: dict, op: OperatingPoint) -> dict:
     n = len(y)
     return {"films": n, "per_class": per_class,
             "pooled": {"accuracy": rate((dec == truth).sum(), n), "referred": rate((dec == REFER).sum(), n),
+                       "accuracy_not_referred": rate((dec == truth).sum(), int(((dec != REFER) & (dec != OUT_OF_SCOPE)).sum())),
                        "out_of_scope": rate((dec == OUT_OF_SCOPE).sum(), n)},
             "decisions": {str(k): int(v) for k, v in zip(*np.unique(dec.astype(str), return_counts=True))}}
 
@@ -199,11 +200,12 @@ def worse(before: dict, after: dict, labels: list[str], target: float) -> str:
                 return f"TB sensitivity falls below the target {target:.0%} ({bs:.1%} -> {as_:.1%})"
             if bp is not None and as_ <= bs and ap <= bp and (as_, ap) != (bs, bp):
                 return f"TB sensitivity {bs:.1%} -> {as_:.1%} and specificity {bp:.1%} -> {ap:.1%}: neither improves"
-    ba, aa = before["pooled"]["accuracy"]["value"], after["pooled"]["accuracy"]["value"]
+    ba, aa = (before["pooled"]["accuracy_not_referred"]["value"], after["pooled"]["accuracy_not_referred"]["value"])
     br, ar = before["pooled"]["referred"]["value"], after["pooled"]["referred"]["value"]
-    if ba is not None and aa < ba and ar >= br:
-        return f"accuracy {ba:.1%} -> {aa:.1%} with no fewer referrals ({br:.1%} -> {ar:.1%})"
-    if before["decisions"] == after["decisions"] and ba == aa:
+    if ba is not None and aa is not None and aa < ba and ar >= br:
+        return (f"accuracy of the decisions not referred {ba:.1%} -> {aa:.1%} with no fewer referrals "
+                f"({br:.1%} -> {ar:.1%})")
+    if before["decisions"] == after["decisions"] and before["pooled"]["accuracy"] == after["pooled"]["accuracy"]:
         return "it changes no decision on these films"
     return ""
 
@@ -297,8 +299,8 @@ def _table(fig: dict) -> list[str]:
     for lab, c in fig["per_class"].items():
         rows.append(f"| {lab} | {c['films']} | {_pct(c['sensitivity'])} | {_pct(c['specificity'])} | {_pct(c['referred'])} |")
     p = fig["pooled"]
-    rows.append(f"\nPooled ({fig['films']} films): accuracy {_pct(p['accuracy'])}, referred {_pct(p['referred'])}, "
-                f"out of scope {_pct(p['out_of_scope'])}.")
+    rows.append(f"\nPooled ({fig['films']} films): accuracy {_pct(p['accuracy'])}, of the decisions not referred "
+                f"{_pct(p['accuracy_not_referred'])}, referred {_pct(p['referred'])}, out of scope {_pct(p['out_of_scope'])}.")
     return rows
 
 

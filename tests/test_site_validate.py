@@ -119,3 +119,20 @@ def test_make_profile_needs_a_name(sites, tmp_path, capsys):
     rc = V.main(["--bundle", str(sites["bundle"]), "--data", str(sites["calib"]), "--out", str(tmp_path / "r"),
                  "--make-profile", str(tmp_path / "site.json")])
     assert rc == 2 and "--by NAME" in capsys.readouterr().err and not (tmp_path / "site.json").exists()
+
+
+def test_what_the_data_supports_is_said_plainly():
+    assert V.support("sensitivity", 47, 52, "tuberculosis") == "52 tuberculosis films: the sensitivity interval is +-8 points"
+    small = V.support("sensitivity", 9, 12, "tuberculosis")
+    assert small.startswith("12 tuberculosis films: the sensitivity interval is +-2") and "too few to decide" in small
+    assert V.support("sensitivity", 0, 0, "pneumonia") == "no pneumonia films: the sensitivity cannot be measured here"
+    assert V.films_for(0.10, 0.9) == 34 and V.half_width(31, 34) <= 0.10 < V.half_width(30, 33)
+
+
+def test_unreadable_data_is_a_clear_error(sites, tmp_path, capsys):
+    assert V.main(["--bundle", str(sites["bundle"]), "--data", str(tmp_path / "nowhere")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,class\nx.png,covid\n")
+    assert V.main(["--bundle", str(sites["bundle"]), "--data", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "covid" in capsys.readouterr().err
