@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import validate as V
+from edge_runtime import site_eval as E
 from edge_runtime.classifier import Classifier
 from edge_runtime.operating_point import OperatingPoint
 from edge_runtime.site import SITE_FILE, SiteProfileError
@@ -95,11 +96,11 @@ def test_worse_than_the_bundle_is_refused():
     raw[:40] = [0.8, 0.1, 0.1]
     raw[40:] = [0.45, 0.15, 0.4]  # TB only by the TB rule (P(TB) >= threshold), not by the top class
     films = {"y": y, "raw": raw, "in_scope": np.ones(80, bool)}
-    before = V.figures(films, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.3}))
-    after = V.figures(films, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.9}))
-    assert "falls below the target" in V.worse(before, after, labels, 0.9)
-    assert V.worse(before, before, labels, 0.9) == "it changes no decision on these films"
-    assert V.worse(after, before, labels, 0.9) == ""
+    before = E.figures(films, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.3}))
+    after = E.figures(films, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.9}))
+    assert "falls below the target" in E.worse(before, after, labels, 0.9)
+    assert E.worse(before, before, labels, 0.9) == "it changes no decision on these films"
+    assert E.worse(after, before, labels, 0.9) == ""
 
 
 def test_a_profile_for_another_bundle_is_refused_by_the_device_and_the_report(sites, tmp_path, capsys):
@@ -122,11 +123,11 @@ def test_make_profile_needs_a_name(sites, tmp_path, capsys):
 
 
 def test_what_the_data_supports_is_said_plainly():
-    assert V.support("sensitivity", 47, 52, "tuberculosis") == "52 tuberculosis films: the sensitivity interval is +-8 points"
-    small = V.support("sensitivity", 9, 12, "tuberculosis")
+    assert E.support("sensitivity", 47, 52, "tuberculosis") == "52 tuberculosis films: the sensitivity interval is +-8 points"
+    small = E.support("sensitivity", 9, 12, "tuberculosis")
     assert small.startswith("12 tuberculosis films: the sensitivity interval is +-2") and "too few to decide" in small
-    assert V.support("sensitivity", 0, 0, "pneumonia") == "no pneumonia films: the sensitivity cannot be measured here"
-    assert V.films_for(0.10, 0.9) == 34 and V.half_width(31, 34) <= 0.10 < V.half_width(30, 33)
+    assert E.support("sensitivity", 0, 0, "pneumonia") == "no pneumonia films: the sensitivity cannot be measured here"
+    assert E.films_for(0.10, 0.9) == 34 and E.half_width(31, 34) <= 0.10 < E.half_width(30, 33)
 
 
 def test_unreadable_data_is_a_clear_error(sites, tmp_path, capsys):
