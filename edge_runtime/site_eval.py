@@ -100,6 +100,9 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
     m = films["in_scope"]
     y, raw = films["y"][m], films["raw"][m]
     counts = {lab: int((y == i).sum()) for i, lab in enumerate(labels)}
+    if not len(y):
+        raise ProfileRefused(f"too small: no in-scope film with a confirmed label (need {MIN_FILMS} of each class "
+                             f"a threshold changes)")
     small = {lab: n for lab, n in counts.items() if n < MIN_FILMS}
     temperature = None
     if fit_temperature:

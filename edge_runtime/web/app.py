@@ -135,12 +135,14 @@ def create_app(classifier, data_dir, config: dict | None = None) -> Flask:
     app.json.sort_keys = False
 
     from edge_runtime.web.api import bp as api_bp
+    from edge_runtime.web.site_views import bp as site_bp
     from edge_runtime.web.views import bp as views_bp
     from edge_runtime.web.views_info import bp as info_bp
 
     app.register_blueprint(views_bp)
     app.register_blueprint(info_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(site_bp)
     _install_hooks(app, web)
     _install_filters(app)
     return app

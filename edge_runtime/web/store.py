@@ -52,6 +52,12 @@ CREATE TABLE IF NOT EXISTS screenings (
     scope_distance REAL               -- embedding distance / input-check threshold (NULL: not measured)
 );
 CREATE INDEX IF NOT EXISTS screenings_created ON screenings(created);
+CREATE TABLE IF NOT EXISTS audit (    -- who changed what on this device (site profile applied / removed)
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
 CREATE INDEX IF NOT EXISTS screenings_reference ON screenings(reference);
 """
 JSON_FIELDS = ("labels", "probs", "timings")
@@ -243,6 +249,16 @@ class Store:
             d["labels"], d["probs"] = json.loads(d["labels"]), json.loads(d["probs"])
             out.append(d)
         return out
+
+    def add_audit(self, action: str, detail: str = "") -> None:
+        with self.connect() as db:
+            db.execute("INSERT INTO audit (created, action, detail) VALUES (?, ?, ?)", (now_local(), action, detail))
+
+    def audit(self, limit: int = 20) -> list[dict]:
+        """The latest audit lines, newest first."""
+        with self.connect() as db:
+            return [dict(r) for r in db.execute("SELECT created, action, detail FROM audit ORDER BY seq DESC LIMIT ?",
+                                                (limit,))]
 
     def ping(self) -> bool:
         with self.connect() as db:

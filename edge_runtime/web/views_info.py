@@ -19,8 +19,10 @@ def web():
 def monitoring():
     w = web()
     rows = w.store.rows_for_monitoring()
+    from edge_runtime.web.site_views import offer
+
     return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=drift(rows),
-                           profile=w.site_profile)
+                           profile=w.site_profile, offer=offer(w), audit=w.store.audit())
 
 
 def _num(v) -> float | None:
