@@ -149,9 +149,10 @@ class Classifier:
         t.append(time.perf_counter())
         raw, feats = self.predict(x)
         t.append(time.perf_counter())
-        probs = self.operating_point.calibrate(raw)
+        op = self.operating_point  # read once: the web page may swap in a site profile meanwhile
+        probs = op.calibrate(raw)
         problem, distance = self.input_check(image, feats)
-        decision, reason = decide(probs, self.operating_point, problem is None, problem or "")
+        decision, reason = decide(probs, op, problem is None, problem or "")
         top = int(np.argmax(probs))
         heat = None
         if problem is None and feats is not None and self.head:
