@@ -98,3 +98,31 @@ def plot_all(result: dict, probs: dict, ev, folder: Path) -> list[Path]:
             paths.append(roc(plt, y, cal, labels, folder / "roc.png"))
     paths.append(latency_accuracy(plt, result["rows"], result["options"]["threads"], folder / "latency_accuracy.png"))
     return paths
+
+
+def reliability(plt, y, probs, path: Path, n_bins: int = 10, title: str = "") -> Path:
+    """Top-label reliability diagram: accuracy against confidence per equal-width bin, with the bin counts."""
+    probs = np.asarray(probs, np.float64)
+    conf, correct = probs.max(1), probs.argmax(1) == np.asarray(y)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    centers, accs, counts = [], [], []
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            centers.append(conf[m].mean())
+            accs.append(correct[m].mean())
+            counts.append(int(m.sum()))
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.plot(centers, accs, "o-", lw=1.2)
+    for c, a, n in zip(centers, accs, counts):
+        ax.annotate(str(n), (c, a), textcoords="offset points", xytext=(3, -10), fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or f"reliability (ECE {M.expected_calibration_error(y, probs):.3f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

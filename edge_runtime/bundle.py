@@ -7,6 +7,8 @@
       MODEL_CARD.md              (intended use, data, metrics per source, limitations)
       SHA256SUMS                 (sha256sum format; verified before anything is served: every file
                                   in the folder must be listed and match, see verify_sums)
+      site.json                  (optional: a clinic's own thresholds, edge_runtime.site; not in SHA256SUMS,
+                                  it carries its own checksum and the identity of the bundle it was made for)
 
 The runtime refuses a bundle whose checksums or metadata do not match, with a message that names the file.
 """
@@ -22,6 +24,7 @@ from edge_runtime import formats as F
 from edge_runtime.metadata import ModelMetadata
 
 SUMS = "SHA256SUMS"
+SITE_FILE = "site.json"  # edge_runtime.site: added at the clinic after signing, verified on its own
 
 
 class BundleError(RuntimeError):
@@ -97,7 +100,7 @@ def verify_sums(folder: str | Path) -> list[str]:
     if not names and not problems:
         problems.append(f"{SUMS} lists no files")
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() and p.name != SUMS}
-    unlisted = sorted(present - set(names))
+    unlisted = sorted(present - set(names) - {SITE_FILE})
     if unlisted:
         problems.append(f"not listed in {SUMS}: {', '.join(unlisted)} (remove it or sign the bundle again)")
     if problems:

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_runtime import bundle as B
 from edge_runtime import heatmap as H
-from edge_runtime import orientation, scope
+from edge_runtime import orientation, scope, site
 from edge_runtime.metadata import ModelMetadata
 from edge_runtime.operating_point import decide
 from edge_runtime.preprocess import ImageError, decode_image, prepare
@@ -80,7 +80,8 @@ class Classifier:
         self.scope = _for_parent(metadata.scope, parent)  # embedding statistics for the input check
         if self.scope and "components" not in self.scope:  # statistics of an older schema: not used
             self.scope = {}
-        self.operating_point = metadata.operating_point
+        self.operating_point = metadata.operating_point  # what classify() applies (a site profile may replace it)
+        self.site_profile = None  # edge_runtime.site.SiteProfile applied by from_bundle, if any
         self._lock = threading.Lock()
         self.load_ms = load_ms + (time.perf_counter() - t0) * 1000
 
@@ -98,7 +99,13 @@ class Classifier:
         clf = cls(be, art.metadata.for_format(art.key), parent=art.parent, name=art.path.name,
                   model_card=art.model_card, status=art.status, load_ms=(time.perf_counter() - t0) * 1000)
         clf.model_path, clf.format = art.path, art.key
+        clf.use_site_profile(site.find(path, clf.metadata, art.key))
         return clf
+
+    def use_site_profile(self, profile) -> None:
+        """Apply a verified ``edge_runtime.site.SiteProfile`` (None: the artifact's own values again)."""
+        self.site_profile = profile
+        self.operating_point = profile.apply(self.metadata.operating_point) if profile else self.metadata.operating_point
 
     def __repr__(self):
         return f"Classifier({self.name}, backend={self.backend}, model={self.metadata.model_name})"
@@ -114,6 +121,21 @@ class Classifier:
             return np.zeros((0, len(self.metadata.labels)))
         with self._lock:
             return np.asarray(self._backend.run_batch(np.asarray(images)))
+
+    def input_check(self, image: np.ndarray, feats: np.ndarray | None,
+                    x: np.ndarray | None = None) -> tuple[str | None, float | None]:
+        """(problem or None, embedding distance or None) for a decoded image, its model input ``x`` (for the
+        orientation check) and its model features: the image checks, the orientation, then the embedding."""
+        problem = scope.image_problem(image)
+        if problem is None and x is not None:
+            problem = orientation.problem(x, self.metadata.orientation)
+        distance = None
+        if problem is None and self.scope and feats is not None:
+            distance = scope.distance(feats.mean(axis=(0, 1)), self.scope)
+            if distance > 1.0:
+                problem = (f"the image is unlike the chest radiographs the model was trained on "
+                           f"(embedding distance {distance:.2f} x the threshold)")
+        return problem, distance
 
     def classify(self, source, name: str | None = None) -> Screening:
         """Classify a path, bytes or a decoded grayscale uint8 array. Raises ImageError for bad input."""
@@ -131,15 +153,10 @@ class Classifier:
         t.append(time.perf_counter())
         raw, feats = self.predict(x)
         t.append(time.perf_counter())
-        probs = self.operating_point.calibrate(raw)
-        problem = scope.image_problem(image) or orientation.problem(x, meta.orientation)
-        distance = None
-        if problem is None and self.scope and feats is not None:
-            distance = scope.distance(feats.mean(axis=(0, 1)), self.scope)
-            if distance > 1.0:
-                problem = (f"the image is unlike the chest radiographs the model was trained on "
-                           f"(embedding distance {distance:.2f} x the threshold)")
-        decision, reason = decide(probs, self.operating_point, problem is None, problem or "")
+        op = self.operating_point  # read once: the web page may swap in a site profile meanwhile
+        probs = op.calibrate(raw)
+        problem, distance = self.input_check(image, feats, x)
+        decision, reason = decide(probs, op, problem is None, problem or "")
         top = int(np.argmax(probs))
         heat = None
         if problem is None and feats is not None and self.head:

@@ -5,6 +5,8 @@ the metadata's class order.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -159,3 +161,14 @@ def agreement(probs, reference) -> dict:
     if p.shape != r.shape or not len(p):
         return {"agreement": float("nan"), "max_prob_diff": float("nan")}
     return {"agreement": float((p.argmax(1) == r.argmax(1)).mean()), "max_prob_diff": float(np.abs(p - r).max())}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of the proportion k/n (None when n == 0): honest at small n and near 0 or 1."""
+    if n == 0:
+        return None
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)

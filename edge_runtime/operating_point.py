@@ -2,7 +2,7 @@
 
 Training (``train.evaluate``), conversion (each artifact fitted on its own validation outputs), the device
 (``Classifier.classify``), the benchmark and the study all call this module, so a threshold means the same
-thing everywhere. A site profile (a clinic's own thresholds) will be one more input to the same decision.
+thing everywhere. A site profile (``edge_runtime.site``: a clinic's own thresholds) is one more input to the same decision.
 
 Decision rule, in order (the numbers are chosen on validation data and stored in the metadata):
 1. the image fails the input check          -> "out_of_scope" (no diagnosis shown)
@@ -100,8 +100,9 @@ def fit(y: np.ndarray, raw: np.ndarray, labels: list[str]) -> dict:
 
 
 def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
-                            target_accuracy: float = REFER_TARGET_ACCURACY) -> tuple[dict, dict]:
-    """(thresholds, report) from calibrated validation probabilities: the TB threshold for 90% sensitivity
+                            target_accuracy: float = REFER_TARGET_ACCURACY,
+                            tb_sensitivity: float = TB_SENSITIVITY) -> tuple[dict, dict]:
+    """(thresholds, report) from calibrated validation probabilities: the TB threshold for ``tb_sensitivity``
     (in the gap below the chosen score), then the lowest refer threshold (0.00, 0.01, ... 0.95) at which the
     images neither flagged TB nor referred reach ``target_accuracy``."""
     y = np.asarray(y, int)
@@ -111,7 +112,7 @@ def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
         i = labels.index(TB)
         pos = y == i
         if pos.any() and (~pos).any():
-            t = M.threshold_in_gap(pos, probs[:, i], TB_SENSITIVITY)
+            t = M.threshold_in_gap(pos, probs[:, i], tb_sensitivity)
             thresholds[TB] = t
             sens, spec = M.sens_spec_at(pos, probs[:, i], t)
             report["tb"] = {"threshold": t, "val_sensitivity": sens, "val_specificity": spec}

@@ -161,8 +161,11 @@ def _from_folders(root: Path) -> list[Sample]:
     return out
 
 
-def scan(data: str | Path, classes: tuple[str, ...] = DEFAULT_CLASSES) -> list[Sample]:
-    """Find every image with its label, source and patient, and check the labels against ``classes``."""
+def scan(data: str | Path, classes: tuple[str, ...] = DEFAULT_CLASSES, allow_missing: bool = False) -> list[Sample]:
+    """Find every image with its label, source and patient, and check the labels against ``classes``.
+
+    ``allow_missing``: a class may have no images (a clinic's local set of normals and TB only), but labels
+    outside ``classes`` are still refused and at least one image is needed."""
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data}: no such file or folder")
@@ -174,11 +177,15 @@ def scan(data: str | Path, classes: tuple[str, ...] = DEFAULT_CLASSES) -> list[S
         samples = _from_manifest(data / "manifest.csv")
     else:
         samples = _from_folders(data)
-    check_labels(samples, classes, where=str(data))
+    if allow_missing:
+        check_labels(samples, classes, where=str(data), allow_missing=True)
+    else:
+        check_labels(samples, classes, where=str(data))
     return samples
 
 
-def check_labels(samples: list[Sample], classes: tuple[str, ...], where: str = "data") -> None:
+def check_labels(samples: list[Sample], classes: tuple[str, ...], where: str = "data",
+                 allow_missing: bool = False) -> None:
     """Clear errors, before any work: labels outside ``classes``, an empty class, fewer than 2 classes."""
     if len(classes) < 2:
         raise DataError(f"at least 2 classes are needed, got {list(classes)}")
@@ -187,6 +194,10 @@ def check_labels(samples: list[Sample], classes: tuple[str, ...], where: str = "
     if unknown:
         raise DataError(f"{where}: labels {unknown} are not among the configured classes {list(classes)}; "
                         "pass --classes to change them or remove those images")
+    if allow_missing:
+        if not samples:
+            raise DataError(f"{where}: no labelled images found")
+        return
     empty = [c for c in classes if counts[c] == 0]
     if empty:
         raise DataError(f"{where}: no images for class(es) {empty} (found {dict(counts)}); every configured "

@@ -128,6 +128,6 @@ def model():
     meta = w.meta
     return jsonify({"name": meta.model_name, "version": meta.model_version, "labels": list(meta.labels),
                     "image_size": meta.image_size, "backend": getattr(w.classifier, "backend", ""),
-                    "synthetic": bool(meta.synthetic), "thresholds": dict(meta.thresholds or {}),
-                    "metrics": _finite(dict(meta.metrics or {})), "bundle_status": w.status,
+                    "synthetic": bool(meta.synthetic), "thresholds": w.thresholds,
+                    "site_profile": w.site_profile or None, "metrics": _finite(dict(meta.metrics or {})), "bundle_status": w.status,
                     "warnings": w.warnings_text()})

@@ -83,6 +83,17 @@ class Web:
         return self.classifier.metadata
 
     @property
+    def thresholds(self) -> dict:
+        """The thresholds classify() applies: a site profile's where one is active, else the artifact's own."""
+        op = getattr(self.classifier, "operating_point", None)
+        return dict(op.thresholds if op is not None else (self.meta.thresholds or {}))
+
+    @property
+    def site_profile(self) -> str:
+        profile = getattr(self.classifier, "site_profile", None)
+        return profile.summary() if profile else ""
+
+    @property
     def status(self) -> dict:
         return dict(getattr(self.classifier, "bundle_status", None) or {})
 
@@ -124,12 +135,14 @@ def create_app(classifier, data_dir, config: dict | None = None) -> Flask:
     app.json.sort_keys = False
 
     from edge_runtime.web.api import bp as api_bp
+    from edge_runtime.web.site_views import bp as site_bp
     from edge_runtime.web.views import bp as views_bp
     from edge_runtime.web.views_info import bp as info_bp
 
     app.register_blueprint(views_bp)
     app.register_blueprint(info_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(site_bp)
     _install_hooks(app, web)
     _install_filters(app)
     return app

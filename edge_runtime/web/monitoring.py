@@ -18,18 +18,9 @@ from datetime import date, timedelta
 import numpy as np
 
 from edge_runtime import metrics
+from edge_runtime.metrics import wilson  # noqa: F401  (re-exported: the page and its tests use it from here)
 from edge_runtime.operating_point import OUT_OF_SCOPE as OUT
 from edge_runtime.operating_point import REFER
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    if n == 0:
-        return None
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 def normal_label(labels) -> str:
@@ -102,4 +93,44 @@ def summarize(rows: list[dict], labels, today: date | None = None) -> dict:
         rep = metrics.classification_report(y, p, labels)
         out["model"] = {"n": rep["n"], "accuracy": rep["accuracy"], "macro_auc": rep["macro_auc"],
                         "per_class": rep["per_class"]}
+    return out
+
+
+# ----------------------------------------------------------------------------- drift, before outcomes show it
+DRIFT_WINDOW = 50  # the last films the rolling figures cover
+MIN_DRIFT_FILMS = 20  # fewer measured films in the window: no alert either way
+EXPECTED_PAST = 0.02  # the input-check thresholds sit at 1.1 x the 99.5% quantile of the training films'
+#                       distances, so well under 1% of films like them pass it; 2% leaves room
+
+
+def drift(rows: list[dict], window: int = DRIFT_WINDOW) -> dict:
+    """Rolling figures of the last ``window`` films (rows in the order recorded) and the alerts they raise.
+
+    - share of films past the input-check threshold (embedding distance > 1) and the mean distance: alert when
+      the share's 95% interval lies above ``EXPECTED_PAST`` (the training films themselves almost never pass);
+    - mean distance, referral rate and decision mix against this device's first ``window`` films (once there
+      are two windows): alert when the mean distance rose by over 25% and 3 standard errors, or when the
+      referral rate's interval lies wholly above the first window's.
+    These move when a new X-ray unit or film processing arrives, before confirmed outcomes could show it."""
+    measured = [r for r in rows if r.get("scope_distance") is not None]
+    out = {"window": window, "available": bool(measured), "alerts": []}
+    recent_all, first_all = rows[-window:], rows[:window] if len(rows) >= 2 * window else []
+    d = np.array([r["scope_distance"] for r in measured[-window:]], np.float64)
+    base = np.array([r["scope_distance"] for r in measured[:window]], np.float64) if len(measured) >= 2 * window else None
+    out["past"] = _rate(int((d > 1).sum()), len(d))
+    out["mean_distance"] = float(d.mean()) if len(d) else None
+    out["baseline_mean_distance"] = float(base.mean()) if base is not None else None
+    out["refer"] = _rate(sum(r["decision"] == REFER for r in recent_all), len(recent_all))
+    out["baseline_refer"] = _rate(sum(r["decision"] == REFER for r in first_all), len(first_all)) if first_all else None
+    out["mix"] = dict(Counter(r["decision"] for r in recent_all))
+    if len(d) >= MIN_DRIFT_FILMS and out["past"]["ci"][0] > EXPECTED_PAST:
+        out["alerts"].append(("drift.alert_past", {"share": out["past"]["value"], "n": len(d),
+                                                   "lo": out["past"]["ci"][0], "hi": out["past"]["ci"][1]}))
+    if base is not None and len(d) >= MIN_DRIFT_FILMS:
+        se = math.sqrt(d.var(ddof=1) / len(d) + base.var(ddof=1) / len(base))
+        if d.mean() > 1.25 * base.mean() and d.mean() - base.mean() > 3 * se:
+            out["alerts"].append(("drift.alert_distance", {"now": float(d.mean()), "then": float(base.mean())}))
+    b = out["baseline_refer"]
+    if b and len(recent_all) >= MIN_DRIFT_FILMS and out["refer"]["ci"][0] > b["ci"][1]:
+        out["alerts"].append(("drift.alert_refer", {"now": out["refer"]["value"], "then": b["value"]}))
     return out

@@ -5,6 +5,7 @@ Nothing is written unless the whole screening succeeded: a refused or failed upl
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 import unicodedata
@@ -73,6 +74,7 @@ def screen_upload(web, config: dict, data: bytes, name: str, reference: str) -> 
         "decision": s.decision,
         "reason": s.reason or "",
         "in_scope": bool(s.in_scope),
+        "scope_distance": _finite_or_none(getattr(s, "scope_distance", None)),
         "has_heatmap": has_heatmap,
         "model_name": meta.model_name,
         "model_version": meta.model_version,
@@ -116,3 +118,11 @@ def record_json(rec: dict, warnings: list[str]) -> dict:
             "heatmap": url_for("views.image", sid=sid, which="heatmap") if rec["has_heatmap"] else None,
         },
     }
+
+
+def _finite_or_none(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

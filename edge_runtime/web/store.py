@@ -48,9 +48,16 @@ CREATE TABLE IF NOT EXISTS screenings (
     total_ms REAL NOT NULL DEFAULT 0,
     outcome TEXT,                     -- confirmed outcome: a label or 'other'
     outcome_note TEXT NOT NULL DEFAULT '',
-    outcome_at TEXT
+    outcome_at TEXT,
+    scope_distance REAL               -- embedding distance / input-check threshold (NULL: not measured)
 );
 CREATE INDEX IF NOT EXISTS screenings_created ON screenings(created);
+CREATE TABLE IF NOT EXISTS audit (    -- who changed what on this device (site profile applied / removed)
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
 CREATE INDEX IF NOT EXISTS screenings_reference ON screenings(reference);
 """
 JSON_FIELDS = ("labels", "probs", "timings")
@@ -103,6 +110,9 @@ class Store:
             if mode.lower() != "wal":
                 raise RuntimeError(f"{self.db_path}: cannot switch SQLite to WAL mode (got {mode!r})")
             db.executescript(SCHEMA)
+            cols = {r[1] for r in db.execute("PRAGMA table_info(screenings)")}
+            if "scope_distance" not in cols:  # a database made before drift tracking
+                db.execute("ALTER TABLE screenings ADD COLUMN scope_distance REAL")
 
     @contextmanager
     def connect(self):
@@ -225,7 +235,8 @@ class Store:
                 yield self._decode(row)
 
     def rows_for_monitoring(self, since: str = "") -> list[dict]:
-        sql = "SELECT created, labels, probs, decision, in_scope, outcome, model_version FROM screenings"
+        sql = ("SELECT created, labels, probs, decision, in_scope, outcome, model_version, scope_distance "
+               "FROM screenings")
         args = []
         if since:
             sql += " WHERE substr(created, 1, 10) >= ?"
@@ -238,6 +249,16 @@ class Store:
             d["labels"], d["probs"] = json.loads(d["labels"]), json.loads(d["probs"])
             out.append(d)
         return out
+
+    def add_audit(self, action: str, detail: str = "") -> None:
+        with self.connect() as db:
+            db.execute("INSERT INTO audit (created, action, detail) VALUES (?, ?, ?)", (now_local(), action, detail))
+
+    def audit(self, limit: int = 20) -> list[dict]:
+        """The latest audit lines, newest first."""
+        with self.connect() as db:
+            return [dict(r) for r in db.execute("SELECT created, action, detail FROM audit ORDER BY seq DESC LIMIT ?",
+                                                (limit,))]
 
     def ping(self) -> bool:
         with self.connect() as db:

@@ -6,7 +6,7 @@ import math
 from flask import Blueprint, current_app, render_template
 
 from edge_runtime.web import markdown
-from edge_runtime.web.monitoring import summarize
+from edge_runtime.web.monitoring import drift, summarize
 
 bp = Blueprint("info", __name__)
 
@@ -18,8 +18,11 @@ def web():
 @bp.get("/monitoring")
 def monitoring():
     w = web()
-    summary = summarize(w.store.rows_for_monitoring(), w.meta.labels)
-    return render_template("monitoring.html", s=summary)
+    rows = w.store.rows_for_monitoring()
+    from edge_runtime.web.site_views import offer
+
+    return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=drift(rows),
+                           profile=w.site_profile, offer=offer(w), audit=w.store.audit())
 
 
 def _num(v) -> float | None:
@@ -63,4 +66,4 @@ def model():
     card = getattr(w.classifier, "model_card", "") or ""
     return render_template("model.html", card=markdown.render(card) if card else "",
                            rows=metric_rows(dict(meta.metrics or {}), meta.labels),
-                           thresholds=dict(meta.thresholds or {}), status=w.status)
+                           thresholds=w.thresholds, profile=w.site_profile, status=w.status)

@@ -1,0 +1,178 @@
+"""Site evaluation: how decisions under an operating point fare on one clinic's labelled films, with 95% Wilson
+intervals, what the number of films supports, and the site-profile proposal (thresholds for the programme's target
+TB sensitivity, refused when too small or worse than the bundle's own values on the same films).
+
+Numpy only, on the runtime side: the workstation's ``python -m benchmarks.validate`` and the device's monitoring
+page call the same code. ``films`` is ``{"y": class indices, "raw": (N, K) probabilities before the operating
+point's temperature, "in_scope": bools}``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime import metrics as M
+from edge_runtime import operating_point as OP
+from edge_runtime.operating_point import OUT_OF_SCOPE, REFER, TB, OperatingPoint
+
+MIN_FILMS = 30  # fewer films of a class than this: too small to decide or to change its threshold
+WHO_TB_SPECIFICITY = 0.70  # WHO target product profile for TB screening: specificity >= 70% at 90% sensitivity
+DECIDE_HALF_WIDTH = 0.10  # an interval wider than +-10 points cannot tell a good threshold from a poor one
+
+
+class ProfileRefused(RuntimeError):
+    """The local data cannot support a site profile; the message says why."""
+
+
+# ----------------------------------------------------------------------------- what n films support
+def half_width(k: int, n: int) -> float:
+    lo, hi = M.wilson(k, n)
+    return (hi - lo) / 2
+
+
+def films_for(half: float, p: float) -> int:
+    """The smallest number of films whose 95% Wilson interval at proportion ``p`` is at most +-``half``."""
+    for n in range(1, 100_001):
+        if half_width(round(p * n), n) <= half:
+            return n
+    return 100_000
+
+
+def support(what: str, k: int, n: int, films: str) -> str:
+    """One sentence on what ``n`` films say about a proportion ``k/n``."""
+    if n == 0:
+        return f"no {films} films: the {what} cannot be measured here"
+    hw = half_width(k, n)
+    line = f"{n} {films} films: the {what} interval is +-{hw * 100:.0f} points"
+    if n < MIN_FILMS or hw > DECIDE_HALF_WIDTH:
+        p = min(max(k / n, 0.5), 0.95)
+        line += (f"; too few to decide (about {films_for(DECIDE_HALF_WIDTH, p)} films give +-10 points, "
+                 f"{films_for(0.05, p)} give +-5)")
+    return line
+
+
+def rate(k: int, n: int) -> dict:
+    return {"k": int(k), "n": int(n), "value": k / n if n else None, "ci": M.wilson(int(k), int(n))}
+
+
+def decisions(films: dict, op: OperatingPoint) -> np.ndarray:
+    d = op.decide_batch(op.calibrate(films["raw"])) if len(films["y"]) else np.zeros(0, object)
+    d[~films["in_scope"]] = OUT_OF_SCOPE
+    return d
+
+
+def figures(films: dict, op: OperatingPoint) -> dict:
+    """Per class and pooled figures of the decisions under ``op`` (an out-of-scope film got no diagnosis: it
+    counts as missed for its class)."""
+    labels = list(op.labels)
+    y, dec = films["y"], decisions(films, op)
+    truth = np.asarray(labels, dtype=object)[y] if len(y) else np.zeros(0, object)
+    per_class = {}
+    for i, lab in enumerate(labels):
+        pos = y == i
+        said = dec == lab
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        per_class[lab] = {
+            "films": n_pos,
+            "sensitivity": rate((said & pos).sum(), n_pos), "specificity": rate((~said & ~pos).sum(), n_neg),
+            "referred": rate((dec[pos] == REFER).sum(), n_pos),
+            "support": support("sensitivity", int((said & pos).sum()), n_pos, lab)}
+    n = len(y)
+    return {"films": n, "per_class": per_class,
+            "pooled": {"accuracy": rate((dec == truth).sum(), n), "referred": rate((dec == REFER).sum(), n),
+                       "accuracy_not_referred": rate((dec == truth).sum(), int(((dec != REFER) & (dec != OUT_OF_SCOPE)).sum())),
+                       "out_of_scope": rate((dec == OUT_OF_SCOPE).sum(), n)},
+            "decisions": {str(k): int(v) for k, v in zip(*np.unique(dec.astype(str), return_counts=True))}}
+
+
+def model_figures(films: dict, op: OperatingPoint) -> dict:
+    """Threshold-free figures of the in-scope films: one-vs-rest AUC per class and the calibration error."""
+    m = films["in_scope"]
+    y, cal = films["y"][m], op.calibrate(films["raw"][m])
+    auc = {lab: M.binary_auc(y == i, cal[:, i]) for i, lab in enumerate(op.labels)}
+    return {"auc": {k: (None if np.isnan(v) else v) for k, v in auc.items()},
+            "ece": M.expected_calibration_error(y, cal) if len(y) else None}
+
+
+# ----------------------------------------------------------------------------- the profile proposal
+def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperature: bool = False) -> dict:
+    """Thresholds (and temperature) for this site, with the figures before and after; raises ProfileRefused."""
+    labels = list(bundle_op.labels)
+    m = films["in_scope"]
+    y, raw = films["y"][m], films["raw"][m]
+    counts = {lab: int((y == i).sum()) for i, lab in enumerate(labels)}
+    if not len(y):
+        raise ProfileRefused(f"too small: no in-scope film with a confirmed label (need {MIN_FILMS} of each class "
+                             f"a threshold changes)")
+    small = {lab: n for lab, n in counts.items() if n < MIN_FILMS}
+    temperature = None
+    if fit_temperature:
+        if small:
+            raise ProfileRefused(f"too small to fit a temperature (it changes every class): {_films(small)}; "
+                                 f"need {MIN_FILMS} in-scope films of each class")
+        temperature = OP.fit_temperature(y, raw)
+    base = OperatingPoint(tuple(labels), temperature or bundle_op.temperature, dict(bundle_op.thresholds))
+    chosen, rep = OP.choose_operating_points(y, base.calibrate(raw), labels, tb_sensitivity=target)
+    changes, skipped = {}, []
+    if TB in labels:
+        n_tb, n_other = counts[TB], len(y) - counts[TB]
+        if n_tb >= MIN_FILMS and n_other >= MIN_FILMS and TB in chosen:
+            changes[TB] = chosen[TB]
+        else:
+            skipped.append(f"the TB threshold needs {MIN_FILMS} TB and {MIN_FILMS} other in-scope films "
+                           f"(have {n_tb} and {n_other})")
+    reached = rep["refer"]["val_accuracy_not_referred"] >= rep["refer"]["target_accuracy"]
+    if not small and reached:
+        changes["refer_below"] = chosen["refer_below"]
+    elif not small:
+        skipped.append(f"no refer threshold brings the films not referred to {rep['refer']['target_accuracy']:.0%} "
+                       f"accuracy here, so the refer threshold stays the bundle's")
+    else:
+        skipped.append(f"the refer threshold changes every class and needs {MIN_FILMS} films of each "
+                       f"(have {_films(counts)})")
+    if not changes and temperature is None:
+        raise ProfileRefused("too small: " + "; ".join(skipped))
+    new_op = OperatingPoint(tuple(labels), base.temperature, {**bundle_op.thresholds, **changes})
+    before, after = figures(films, bundle_op), figures(films, new_op)
+    why = worse(before, after, labels, target)
+    if why:
+        raise ProfileRefused(f"worse than the bundle's own values on the same films: {why}")
+    warnings = []
+    if TB in changes:
+        spec = after["per_class"][TB]["specificity"]
+        if spec["value"] is not None and spec["value"] < WHO_TB_SPECIFICITY:
+            warnings.append(f"at {target:.0%} TB sensitivity the TB specificity on these films is {_pct(spec)}, below "
+                            f"the WHO minimum of {WHO_TB_SPECIFICITY:.0%}: the model separates TB poorly at this site")
+    return {"thresholds": changes, "temperature": temperature, "films": counts, "target_tb_sensitivity": target,
+            "kept_from_bundle": skipped, "warnings": warnings, "before": before, "after": after}
+
+
+def _films(counts: dict) -> str:
+    return ", ".join(f"{n} {lab}" for lab, n in counts.items())
+
+
+def worse(before: dict, after: dict, labels: list[str], target: float) -> str:
+    """Why ``after`` is worse than ``before`` on the same films ('' when it is not)."""
+    if TB in labels:
+        b, a = before["per_class"][TB], after["per_class"][TB]
+        bs, as_ = b["sensitivity"]["value"], a["sensitivity"]["value"]
+        bp, ap = b["specificity"]["value"], a["specificity"]["value"]
+        if bs is not None and as_ is not None:
+            if bs >= target > as_:
+                return f"TB sensitivity falls below the target {target:.0%} ({bs:.1%} -> {as_:.1%})"
+            if bp is not None and as_ <= bs and ap <= bp and (as_, ap) != (bs, bp):
+                return f"TB sensitivity {bs:.1%} -> {as_:.1%} and specificity {bp:.1%} -> {ap:.1%}: neither improves"
+    ba, aa = (before["pooled"]["accuracy_not_referred"]["value"], after["pooled"]["accuracy_not_referred"]["value"])
+    br, ar = before["pooled"]["referred"]["value"], after["pooled"]["referred"]["value"]
+    if ba is not None and aa is not None and aa < ba and ar >= br:
+        return (f"accuracy of the decisions not referred {ba:.1%} -> {aa:.1%} with no fewer referrals "
+                f"({br:.1%} -> {ar:.1%})")
+    if before["decisions"] == after["decisions"] and before["pooled"]["accuracy"] == after["pooled"]["accuracy"]:
+        return "it changes no decision on these films"
+    return ""
+
+
+def _pct(r: dict) -> str:
+    if r["value"] is None:
+        return "-"
+    lo, hi = r["ci"]
+    return f"{r['value']:.1%} ({lo:.0%}-{hi:.0%}, {r['k']}/{r['n']})"

@@ -1,0 +1,109 @@
+"""The site profile on the device: offered on the monitoring page once enough confirmed outcomes exist, applied
+after an explicit confirmation, undone with one button; every change is a line in the audit trail.
+
+The proposal is ``edge_runtime.site_eval.propose`` (the same code as ``python -m benchmarks.validate``) on the
+probabilities this device recorded for screenings with a confirmed outcome. It changes thresholds only: the
+recorded probabilities already carry the bundle's temperature, so the thresholds chosen on them apply as they
+are. The profile is written as ``site.json`` beside the bundle (the model files are never touched); removing it
+returns to the bundle's own values. Login and CSRF are checked for every POST by the app's hooks.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+from flask import Blueprint, abort, current_app, redirect, request, url_for
+
+from edge_runtime import site
+from edge_runtime.operating_point import TB_SENSITIVITY, OperatingPoint
+from edge_runtime.site_eval import ProfileRefused, propose
+from edge_runtime.web import i18n
+
+bp = Blueprint("site", __name__)
+
+
+def web():
+    return current_app.extensions["cxr"]
+
+
+def _t(key, **kw):
+    from flask import g
+
+    return i18n.translate(getattr(g, "lang", "en"), key, **kw)
+
+
+def device_films(rows: list[dict], labels) -> dict:
+    """Screenings with a confirmed outcome among the model's classes, in scope, scored by this class order."""
+    labels = list(labels)
+    use = [r for r in rows if r.get("outcome") in labels and r["in_scope"] and list(r["labels"]) == labels
+           and all(k in r["probs"] for k in labels)]
+    return {"y": np.array([labels.index(r["outcome"]) for r in use], int),
+            "raw": np.array([[r["probs"][k] for k in labels] for r in use], np.float64).reshape(-1, len(labels)),
+            "in_scope": np.ones(len(use), bool)}
+
+
+def offer(w) -> dict:
+    """{"proposal": ..., "refused": reason, "active": summary} for the monitoring page."""
+    clf = w.classifier
+    active = getattr(clf, "site_profile", None)
+    out = {"active": active.summary() if active else "", "proposal": None, "refused": "", "can_change": True}
+    if not hasattr(clf, "use_site_profile") or getattr(clf, "model_path", None) is None:
+        out.update(can_change=False, refused=_t("site.not_a_bundle"))
+        return out
+    if active and active.temperature is not None:
+        out["refused"] = _t("site.temperature_active")
+        return out
+    own = clf.metadata.operating_point
+    films = device_films(w.store.rows_for_monitoring(), clf.metadata.labels)
+    try:
+        out["proposal"] = propose(films, OperatingPoint(own.labels, 1.0, dict(own.thresholds)), TB_SENSITIVITY)
+    except ProfileRefused as exc:
+        out["refused"] = str(exc)
+    return out
+
+
+@bp.post("/site-profile/apply")
+def apply():
+    w = web()
+    by = request.form.get("by", "").strip()[:80]
+    if request.form.get("confirm") != "yes" or not by:
+        abort(400, description=_t("site.confirm_needed"))
+    o = offer(w)
+    if not o["proposal"]:
+        abort(409, description=o["refused"] or _t("site.not_a_bundle"))
+    clf, p = w.classifier, o["proposal"]
+    meta = clf.metadata
+    profile = site.SiteProfile(
+        thresholds=p["thresholds"], made_by=by, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        films=p["films"], data=f"confirmed outcomes recorded on this device ({sum(p['films'].values())} films)",
+        made_for={"model_name": meta.model_name, "model_version": meta.model_version, "data_hash": meta.data_hash,
+                  "format": clf.format},
+        evidence={"target_tb_sensitivity": p["target_tb_sensitivity"], "kept_from_bundle": p["kept_from_bundle"],
+                  "warnings": p["warnings"]})
+    path = site.profile_path(clf.model_path)
+    try:
+        profile.save(path)
+    except OSError as exc:
+        abort(500, description=_t("site.cannot_write", path=str(path), error=str(exc)))
+    clf.use_site_profile(site.find(clf.model_path, meta, clf.format))  # read back and verified, as at start-up
+    w.store.add_audit("site_profile_applied", f"{profile.summary()}; written to {path}")
+    return redirect(url_for("info.monitoring", profile_saved=1), code=303)
+
+
+@bp.post("/site-profile/remove")
+def remove():
+    w = web()
+    clf = w.classifier
+    if request.form.get("confirm") != "yes":
+        abort(400, description=_t("site.confirm_needed"))
+    if getattr(clf, "model_path", None) is None or getattr(clf, "site_profile", None) is None:
+        abort(409, description=_t("site.none_active"))
+    path = site.profile_path(clf.model_path)
+    was = clf.site_profile.summary()
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        abort(500, description=_t("site.cannot_write", path=str(path), error=str(exc)))
+    clf.use_site_profile(None)
+    w.store.add_audit("site_profile_removed", f"{was}; the bundle's own thresholds again")
+    return redirect(url_for("info.monitoring", profile_removed=1), code=303)

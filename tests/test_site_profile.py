@@ -1,0 +1,98 @@
+"""The site profile (edge_runtime.site): written beside a bundle, verified, applied by Classifier.from_bundle as
+one more input to the same operating point, refused with a clear reason, undone by removing the file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_runtime import bundle as B
+from edge_runtime.classifier import Classifier
+from edge_runtime.site import SITE_FILE, SiteProfile, SiteProfileError
+from tests.fake_bundle import make_bundle
+
+
+def _profile(meta, **kw) -> SiteProfile:
+    base = dict(thresholds={"tuberculosis": 0.2}, made_for={"model_name": meta.model_name, "model_version":
+                meta.model_version, "data_hash": meta.data_hash, "format": "onnx_fp32"}, made_by="Dr Test",
+                created="2026-12-01T10:00:00+00:00", films={"normal": 40, "tuberculosis": 35}, data="clinic X, Nov")
+    base.update(kw)
+    return SiteProfile(**base)
+
+
+@pytest.fixture()
+def bundle(tmp_path):
+    return make_bundle(tmp_path / "bundle")
+
+
+def test_profile_applied_by_from_bundle_and_removed(bundle):
+    clf = Classifier.from_bundle(bundle)
+    assert clf.site_profile is None and clf.operating_point.thresholds["tuberculosis"] == 0.5
+    rng = np.random.default_rng(0)  # a textured mid-grey film (a flat one fails the input check)
+    grey = np.clip(rng.normal(118, 20, (64, 64)), 0, 255).astype(np.uint8)  # fake model: P(TB) ~ 0.19 here
+    assert clf.classify(grey).decision == "normal"
+    model_bytes = {p.name: p.read_bytes() for p in bundle.iterdir()}
+
+    path = _profile(clf.metadata, temperature=1.5).save(bundle)
+    assert path.name == SITE_FILE
+    clf2 = Classifier.from_bundle(bundle)  # the bundle still verifies: site.json is checked on its own
+    assert clf2.site_profile is not None and clf2.site_profile.made_by == "Dr Test"
+    assert clf2.operating_point.thresholds == {"tuberculosis": 0.2, "refer_below": 0.5}
+    assert clf2.operating_point.temperature == 1.5
+    assert clf2.metadata.thresholds["tuberculosis"] == 0.5  # the model's own values are untouched
+    assert clf2.classify(grey).decision == "tuberculosis"
+    assert {p.name: p.read_bytes() for p in bundle.iterdir() if p.name != SITE_FILE} == model_bytes
+
+    path.unlink()
+    clf3 = Classifier.from_bundle(bundle)
+    assert clf3.site_profile is None and clf3.operating_point == clf.operating_point
+    assert clf3.classify(grey).decision == clf.classify(grey).decision
+
+
+def test_tampered_profile_is_refused(bundle):
+    clf = Classifier.from_bundle(bundle)
+    path = _profile(clf.metadata).save(bundle)
+    d = json.loads(path.read_text())
+    d["thresholds"]["tuberculosis"] = 0.01
+    path.write_text(json.dumps(d))
+    with pytest.raises(SiteProfileError, match="checksum mismatch"):
+        Classifier.from_bundle(bundle)
+
+
+def test_profile_for_another_bundle_is_refused(bundle):
+    clf = Classifier.from_bundle(bundle)
+    p = _profile(clf.metadata)
+    _profile(clf.metadata, made_for={**p.made_for, "model_version": "9"}).save(bundle)
+    with pytest.raises(SiteProfileError, match="model_version '9'.*do not apply"):
+        Classifier.from_bundle(bundle)
+    _profile(clf.metadata, made_for={**p.made_for, "format": "tflite_int8"}).save(bundle)
+    with pytest.raises(SiteProfileError, match="tflite_int8 artifact but this device loads onnx_fp32"):
+        Classifier.from_bundle(bundle)
+    _profile(clf.metadata, thresholds={"covid": 0.3}).save(bundle)
+    with pytest.raises(SiteProfileError, match="not classes of this model"):
+        Classifier.from_bundle(bundle)
+
+
+def test_newer_schema_and_bad_values_are_refused(bundle, tmp_path):
+    clf = Classifier.from_bundle(bundle)
+    d = _profile(clf.metadata).content()
+    d["schema_version"] = 99
+    from edge_runtime.site import checksum
+    d["sha256"] = checksum({k: v for k, v in d.items() if k != "sha256"})
+    (bundle / SITE_FILE).write_text(json.dumps(d))
+    with pytest.raises(SiteProfileError, match="schema 99 is newer"):
+        Classifier.from_bundle(bundle)
+    with pytest.raises(SiteProfileError, match="not a number in \\[0, 1\\]"):
+        _profile(clf.metadata, thresholds={"tuberculosis": 1.7})
+    with pytest.raises(SiteProfileError, match="who made it"):
+        _profile(clf.metadata, made_by=" ")
+    (bundle / SITE_FILE).write_text("{not json")
+    with pytest.raises(SiteProfileError, match="cannot read"):
+        Classifier.from_bundle(bundle)
+
+
+def test_other_unlisted_files_are_still_refused(bundle):
+    (bundle / "extra.onnx").write_bytes(b"x")
+    with pytest.raises(B.BundleError, match="not listed in SHA256SUMS: extra.onnx"):
+        B.verify_sums(bundle)
