@@ -130,9 +130,9 @@ def test_french_reason_legend_and_opacity(served, browser):
     page = browser.new_page(viewport={"width": 800, "height": 480})
     seen = watch(page, served)
     _screen(page, served, "clair.png", png_bytes(215, size=(200, 200), seed=3), lang="fr")
-    reason = page.locator("#reason").inner_text()
+    reason = page.locator(".main-reason").inner_text()
     assert reason.startswith("Classe la plus probable (0,") and "probable class" not in reason
-    legend = page.locator("#legend")
+    legend = page.locator("figure.legend")
     assert legend.is_visible() and "Échelle des couleurs" in legend.inner_text()
     box = legend.bounding_box()
     assert box and box["y"] + box["height"] <= 480, "the legend is on screen beside the film at 800x480"
@@ -141,8 +141,8 @@ def test_french_reason_legend_and_opacity(served, browser):
     page.locator("input.opacity").fill("80")
     assert overlay.evaluate("e => getComputedStyle(e).opacity") == "0.8"
     url = _screen(page, served, "unlike-7.png", png_bytes(100, size=(200, 200), seed=4), lang="fr")
-    assert "ne ressemble pas aux films sur lesquels ce modèle a été entraîné" in page.locator("#reason").inner_text()
-    assert "Adressez le patient à un clinicien" in page.locator("#advice").inner_text()
+    assert "ne ressemble pas aux films sur lesquels ce modèle a été entraîné" in page.locator(".main-reason").inner_text()
+    assert "Adressez le patient à un clinicien" in page.locator(".advice").inner_text()
     page.goto(served + "/history?lang=fr")
     assert "Classe la plus probable" in page.locator("table.list").inner_text()
     assert url and seen["off_machine"] == [] and seen["console"] == []
@@ -156,6 +156,13 @@ def test_every_touch_target_is_44px_at_800x480(served, browser, lang):
         page.goto(f"{url}?lang={lang}")
         small = page.evaluate(SMALL_TARGETS_JS)
         assert small == [], f"{url}: targets under 44 px: {small}"
+    page.goto(f"{served}/?lang={lang}")  # two films at once: the batch page, one result per film
+    page.set_input_files("#files", files=[{"name": f"b{i}.png", "mimeType": "image/png",
+                                           "buffer": png_bytes(60 + 100 * i, size=(120, 120), seed=i)} for i in (1, 2)])
+    page.click("#submit")
+    page.wait_for_selector("h2 > a")
+    assert page.locator("figure.legend").count() >= 1
+    assert page.evaluate(SMALL_TARGETS_JS) == [], "batch page"
     banner = page.locator("#banner").bounding_box()
     assert banner and banner["height"] <= 60, f"the banners take {banner['height']} px at 800x480"
 

@@ -73,7 +73,7 @@ def test_old_history_rows_keep_their_text_after_the_schema_migration(tmp_path):
 
 def test_heatmap_has_a_legend_and_an_opacity_slider(client):  # noqa: F811
     page = client.get(upload(client, ("bright.png", png_bytes(215))).headers["Location"]).get_data(as_text=True)
-    assert 'id="legend"' in page and "One scale for every film read by this model" in page
+    assert 'class="legend"' in page and "One scale for every film read by this model" in page
     assert 'type="range"' in page and 'class="opacity"' in page and "heatmap.png" in page
 
 
@@ -84,7 +84,7 @@ def test_a_coarse_feature_map_is_said_not_drawn(tmp_path):
     r = upload(c, ("bright.png", png_bytes(215)))
     page = c.get(r.headers["Location"]).get_data(as_text=True)
     assert "No heatmap: this model&#39;s feature map is only 2x2 cells" in page
-    assert "heatmap.png" not in page and 'id="legend"' not in page
+    assert "heatmap.png" not in page and 'class="legend"' not in page
 
 
 def test_model_page_shows_the_thresholds_applied_and_the_check_detail(client):  # noqa: F811
