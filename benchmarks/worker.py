@@ -192,6 +192,7 @@ def _end_to_end(clf, image_path: str, warmup: int, iterations: int) -> dict:
     out["total_p90"] = float(np.percentile([r.timings_ms["total"] for r in runs], 90))
     last = runs[-1]
     out.update(n=len(runs), decision=last.decision, heatmap=last.heatmap is not None, in_scope=last.in_scope,
+               heatmap_grid=list(getattr(last, "heatmap_grid", None) or []),
                image_shape=list(last.image.shape) if last.image is not None else None)
     return out
 

@@ -20,7 +20,7 @@ from edge_runtime import bundle as B
 from edge_runtime import heatmap as H
 from edge_runtime import orientation, scope, site
 from edge_runtime.metadata import ModelMetadata
-from edge_runtime.operating_point import decide
+from edge_runtime.operating_point import decide_coded, reason_text
 from edge_runtime.preprocess import ImageError, decode_image, prepare
 
 
@@ -36,6 +36,9 @@ class Screening:
     image: np.ndarray | None = field(repr=False)
     timings_ms: dict = field(default_factory=dict)
     name: str = ""
+    reason_code: str = ""  # the reason as a code and its numbers (edge_runtime.operating_point.REASONS_EN),
+    reason_args: dict = field(default_factory=dict)  # so that a page can say it in the reader's language
+    heatmap_grid: tuple | None = None  # (rows, cols) of the feature map behind the heatmap
 
 
 def _for_parent(table: dict, parent: str | None) -> dict:
@@ -123,18 +126,18 @@ class Classifier:
             return np.asarray(self._backend.run_batch(np.asarray(images)))
 
     def input_check(self, image: np.ndarray, feats: np.ndarray | None,
-                    x: np.ndarray | None = None) -> tuple[str | None, float | None]:
-        """(problem or None, embedding distance or None) for a decoded image, its model input ``x`` (for the
-        orientation check) and its model features: the image checks, the orientation, then the embedding."""
-        problem = scope.image_problem(image)
+                    x: np.ndarray | None = None) -> tuple[dict | None, float | None]:
+        """(problem as {"code": ..., numbers} or None, embedding distance or None) for a decoded image, its model
+        input ``x`` (for the orientation check) and its model features: the image checks, the orientation, then
+        the embedding."""
+        problem = scope.image_check(image)
         if problem is None and x is not None:
-            problem = orientation.problem(x, self.metadata.orientation)
+            problem = orientation.check(x, self.metadata.orientation)
         distance = None
         if problem is None and self.scope and feats is not None:
             distance = scope.distance(feats.mean(axis=(0, 1)), self.scope)
             if distance > 1.0:
-                problem = (f"the image is unlike the chest radiographs the model was trained on "
-                           f"(embedding distance {distance:.2f} x the threshold)")
+                problem = {"code": "oos_unlike_training", "distance": round(float(distance), 3)}
         return problem, distance
 
     def classify(self, source, name: str | None = None) -> Screening:
@@ -156,15 +159,18 @@ class Classifier:
         op = self.operating_point  # read once: the web page may swap in a site profile meanwhile
         probs = op.calibrate(raw)
         problem, distance = self.input_check(image, feats, x)
-        decision, reason = decide(probs, op, problem is None, problem or "")
+        decision, code, args = decide_coded(probs, op, problem)
         top = int(np.argmax(probs))
-        heat = None
+        heat, grid = None, None
         if problem is None and feats is not None and self.head:
-            heat = H.uncrop(H.class_activation_map(feats, self.head, top, meta.image_size), meta.preprocess.crop)
+            grid = tuple(int(n) for n in feats.shape[:2])
+            if H.fine_enough(grid):  # a 2x2 map says nothing about where: no heatmap, and the page says why
+                heat = H.uncrop(H.class_activation_map(feats, self.head, top, meta.image_size), meta.preprocess.crop)
         t.append(time.perf_counter())
         steps = ("decode", "preprocess", "infer", "postprocess")
         timings = {s: round((t[i + 1] - t[i]) * 1000, 3) for i, s in enumerate(steps)}
         timings["total"] = round((t[-1] - t[0]) * 1000, 3)
         return Screening(probs={l: float(p) for l, p in zip(meta.labels, probs)}, label=meta.labels[top],
-                         decision=decision, reason=reason, in_scope=problem is None, scope_distance=distance,
-                         heatmap=heat, image=image, timings_ms=timings, name=name)
+                         decision=decision, reason=reason_text(code, args), in_scope=problem is None,
+                         scope_distance=distance, heatmap=heat, image=image, timings_ms=timings, name=name,
+                         reason_code=code, reason_args=args, heatmap_grid=grid)

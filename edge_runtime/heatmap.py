@@ -11,15 +11,57 @@ from __future__ import annotations
 import numpy as np
 
 
+MIN_CELLS = 5  # a feature map coarser than 5x5 (e.g. 2x2 on a 64 px model) cannot say where: not drawn
+# One colour scale per model: full colour at ``head["cam_scale"]`` (fitted on validation films by
+# ``fit_scale`` at conversion), else at this fixed value. A cell's value is its contribution to the class
+# logit before average pooling (features . class weights), so a value means the same on every film.
+FIXED_CAM_SCALE = 10.0
+SCALE_QUANTILE = 0.99
+
+
+def fine_enough(grid) -> bool:
+    """Is a (rows, cols) feature map fine enough to draw a heatmap from?"""
+    return grid is not None and min(grid) >= MIN_CELLS
+
+
+def cam_scale(head: dict, class_index: int) -> float:
+    """The value drawn at full colour for this model and class: from validation films, else the fixed one."""
+    scale = head.get("cam_scale")
+    if isinstance(scale, (list, tuple)):
+        scale = scale[class_index] if class_index < len(scale) else None
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        return FIXED_CAM_SCALE
+    return scale if np.isfinite(scale) and scale > 0 else FIXED_CAM_SCALE
+
+
+def raw_cam(features: np.ndarray, head: dict, class_index: int) -> np.ndarray:
+    """(h, w) non-negative contribution of each feature-map cell to the class logit."""
+    w = np.asarray(head["weights"], np.float32)[:, class_index]
+    return np.maximum(features.astype(np.float32) @ w, 0.0)
+
+
 def class_activation_map(features: np.ndarray, head: dict, class_index: int, size: int) -> np.ndarray:
-    """features (h, w, D), head {"weights": DxK}: float32 (size, size) map in [0, 1]."""
+    """features (h, w, D), head {"weights": DxK, "cam_scale": ...}: float32 (size, size) map in [0, 1] on the
+    model's fixed scale (not the film's own maximum, so a film with weak evidence stays cool)."""
     from edge_runtime.preprocess import opencv
 
-    w = np.asarray(head["weights"], np.float32)[:, class_index]
-    cam = np.maximum(features.astype(np.float32) @ w, 0.0)
-    peak = float(cam.max())
-    cam = cam / peak if peak > 0 else np.zeros_like(cam)
-    return opencv().resize(cam, (size, size), interpolation=1).clip(0, 1)  # INTER_LINEAR
+    cam = raw_cam(features, head, class_index) / cam_scale(head, class_index)
+    return opencv().resize(cam.clip(0, 1), (size, size), interpolation=1).clip(0, 1)  # INTER_LINEAR
+
+
+def fit_scale(feature_maps, head: dict, quantile: float = SCALE_QUANTILE) -> list[float]:
+    """Per class: the ``quantile`` of the cell values of validation films (N, h, w, D), the value to draw at
+    full colour. Stored as ``head["cam_scale"]``."""
+    f = np.asarray(feature_maps, np.float32)
+    k = np.asarray(head["weights"]).shape[1]
+    out = []
+    for c in range(k):
+        v = raw_cam(f, head, c).ravel()
+        q = float(np.quantile(v, quantile)) if v.size else 0.0
+        out.append(round(q, 5) if q > 0 else FIXED_CAM_SCALE)
+    return out
 
 
 def uncrop(heatmap: np.ndarray, crop: float) -> np.ndarray:

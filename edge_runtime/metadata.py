@@ -34,7 +34,7 @@ class ModelMetadata:
     split: dict = field(default_factory=dict)  # how the patient-level split was made
     created: str = ""
     temperature: float = 1.0  # temperature scaling fitted on validation (1.0 = none)
-    head: dict = field(default_factory=dict)  # per parent model: {"weights": DxK} of the classifier, for the heatmap
+    head: dict = field(default_factory=dict)  # per parent model: {"weights": DxK, "cam_scale": [K]} for the heatmap
     scope: dict = field(default_factory=dict)  # per parent model: embedding statistics of the training images
     orientation: dict = field(default_factory=dict)  # the film-orientation check (edge_runtime.orientation)
     # per artifact (format key, e.g. "onnx_int8"): {"temperature", "thresholds", "operating_point"} fitted on

@@ -60,19 +60,61 @@ class OperatingPoint:
 
 def decide(probs: np.ndarray, op, in_scope: bool = True, scope_reason: str = "") -> tuple[str, str]:
     """(decision, reason) for calibrated probabilities; ``op`` has ``labels`` and ``thresholds`` (an
-    :class:`OperatingPoint`, or a ``ModelMetadata`` resolved for its artifact)."""
+    :class:`OperatingPoint`, or a ``ModelMetadata`` resolved for its artifact). The reason is English text (the
+    CLI's); :func:`decide_coded` gives the same decision with a code and its numbers, for other languages."""
+    decision, code, args = decide_coded(probs, op, None if in_scope else {"code": OOS_UNKNOWN})
+    if not in_scope and scope_reason:
+        return decision, scope_reason
+    return decision, reason_text(code, args)
+
+
+OOS_UNKNOWN = "oos_unknown"
+# English sentences for each reason code (the CLI and the CSV's "reason" column); the web page renders the
+# same codes through its catalogues (edge_runtime/web/messages/*.json, keys "reason.<code>").
+REASONS_EN = {
+    "tb_at_threshold": "TB probability {p:.2f} is at or above the screening threshold {threshold:.2f} (set for 90% TB "
+                       "sensitivity on validation): refer for confirmatory testing",
+    "unsure": "the model is unsure (top probability {p:.2f} < {threshold:.2f}): refer to a clinician",
+    "most_probable": "most probable class ({p:.2f})",
+    "oos_shape": "image shape {width}x{height} is not that of a chest radiograph",
+    "oos_blank": "image is blank or nearly uniform",
+    "oos_few_levels": "the image has only {levels} grey levels: a drawing or graphic, not a radiograph",
+    "oos_saturated": "{fraction:.0%} of the image is black or white (saturated or not a radiograph)",
+    "oos_orientation": "the film seems {view_text} (probability {p:.2f}): check how it was loaded or exported, "
+                       "then screen it again",
+    "oos_unlike_training": "the image is unlike the chest radiographs the model was trained on "
+                           "(embedding distance {distance:.2f} x the threshold)",
+    OOS_UNKNOWN: "not recognised as a frontal chest radiograph",
+}
+ORIENTATION_VIEWS = {"rotated_ccw": "rotated a quarter turn (anticlockwise)", "upside_down": "upside down",
+                     "rotated_cw": "rotated a quarter turn (clockwise)", "inverted": "grey levels inverted (negative)"}
+
+
+def reason_text(code: str, args: dict | None = None) -> str:
+    """The English sentence of a reason code and its numbers (unknown code: the code itself)."""
+    args = dict(args or {})
+    if "view" in args:
+        args["view_text"] = ORIENTATION_VIEWS.get(args["view"], str(args["view"]))
+    try:
+        return REASONS_EN[code].format(**args)
+    except (KeyError, ValueError, TypeError):
+        return code.replace("_", " ")
+
+
+def decide_coded(probs: np.ndarray, op, problem: dict | None = None) -> tuple[str, str, dict]:
+    """(decision, reason code, reason numbers) for calibrated probabilities. ``problem`` is the input check's
+    finding ({"code": ..., **numbers}) or None when the image is in scope."""
+    if problem is not None:
+        args = {k: v for k, v in problem.items() if k != "code"}
+        return OUT_OF_SCOPE, problem.get("code") or OOS_UNKNOWN, args
     labels = list(op.labels)
-    if not in_scope:
-        return OUT_OF_SCOPE, scope_reason or "not recognised as a frontal chest radiograph"
     thr = op.thresholds
     if TB in labels and TB in thr and probs[labels.index(TB)] >= thr[TB]:
-        return TB, (f"TB probability {probs[labels.index(TB)]:.2f} is at or above the screening threshold "
-                    f"{thr[TB]:.2f} (set for 90% TB sensitivity on validation): refer for confirmatory testing")
+        return TB, "tb_at_threshold", {"p": round(float(probs[labels.index(TB)]), 4), "threshold": float(thr[TB])}
     top = int(np.argmax(probs))
     if probs[top] < thr.get("refer_below", 0.0):
-        return REFER, (f"the model is unsure (top probability {probs[top]:.2f} < {thr['refer_below']:.2f}): "
-                       f"refer to a clinician")
-    return labels[top], f"most probable class ({probs[top]:.2f})"
+        return REFER, "unsure", {"p": round(float(probs[top]), 4), "threshold": float(thr["refer_below"])}
+    return labels[top], "most_probable", {"p": round(float(probs[top]), 4)}
 
 
 # ----------------------------------------------------------------------------- fitting on validation

@@ -52,16 +52,27 @@ def probabilities(images: np.ndarray, table: dict) -> np.ndarray:
     return _softmax(x @ np.asarray(table["weights"]) + np.asarray(table["bias"]))
 
 
-def problem(image: np.ndarray, table: dict) -> str | None:
-    """A reason when the model input (uint8 S x S) does not look upright, else None."""
+VIEW_CODES = (UPRIGHT, "rotated_ccw", "upside_down", "rotated_cw", "inverted")  # stable keys of CLASSES
+
+
+def check(image: np.ndarray, table: dict) -> dict | None:
+    """{"code": "oos_orientation", "view": "upside_down", "p": 0.97} when the model input (uint8 S x S) does not
+    look upright, else None."""
     if not table:
         return None
     p = probabilities(image, table)[0]
     if 1.0 - p[0] <= table.get("flag_above", FLAG_ABOVE):
         return None
     k = int(np.argmax(p[1:])) + 1
-    return (f"the film seems {CLASSES[k]} (probability {p[k]:.2f}): check how it was loaded or exported, "
-            "then screen it again")
+    return {"code": "oos_orientation", "view": VIEW_CODES[k], "p": round(float(p[k]), 4)}
+
+
+def problem(image: np.ndarray, table: dict) -> str | None:
+    """A reason (English) when the model input (uint8 S x S) does not look upright, else None."""
+    from edge_runtime.operating_point import reason_text
+
+    found = check(image, table)
+    return None if found is None else reason_text(found["code"], found)
 
 
 def fit(images: np.ndarray, iterations: int = 600, lr: float = 0.05, l2: float = 1e-3) -> dict:

@@ -20,22 +20,31 @@ MAX_ASPECT = 2.0
 MIN_LEVELS = 32  # distinct grey levels: a radiograph (even an 8-bit JPEG) has far more; a drawing has few
 
 
-def image_problem(image: np.ndarray) -> str | None:
-    """A reason string when the decoded grayscale image cannot be a usable radiograph, else None."""
+def image_check(image: np.ndarray) -> dict | None:
+    """What is wrong with the decoded grayscale image as a radiograph, as a reason code and its numbers
+    ({"code": "oos_blank"}, {"code": "oos_few_levels", "levels": 12}, ...), or None when it may be one."""
     h, w = image.shape[:2]
     if max(h, w) / max(1, min(h, w)) > MAX_ASPECT:
-        return f"image shape {w}x{h} is not that of a chest radiograph"
+        return {"code": "oos_shape", "width": int(w), "height": int(h)}
     small = image[:: max(1, h // 256), :: max(1, w // 256)]
     if float(small.std()) < MIN_STD:
-        return "image is blank or nearly uniform"
+        return {"code": "oos_blank"}
     levels = int(np.count_nonzero(np.bincount(small.ravel() if small.dtype == np.uint8 else
                                               small.ravel().astype(np.uint8), minlength=256)))
     if levels < MIN_LEVELS:
-        return f"the image has only {levels} grey levels: a drawing or graphic, not a radiograph"
+        return {"code": "oos_few_levels", "levels": levels}
     clipped = float(((small <= 2) | (small >= 253)).mean())
     if clipped > MAX_CLIPPED:
-        return f"{clipped:.0%} of the image is black or white (saturated or not a radiograph)"
+        return {"code": "oos_saturated", "fraction": round(clipped, 4)}
     return None
+
+
+def image_problem(image: np.ndarray) -> str | None:
+    """A reason string (English) when the decoded grayscale image cannot be a usable radiograph, else None."""
+    from edge_runtime.operating_point import reason_text
+
+    found = image_check(image)
+    return None if found is None else reason_text(found["code"], found)
 
 
 def scores(embedding: np.ndarray, stats: dict) -> tuple[float, float]:

@@ -79,6 +79,7 @@ def test_metadata_is_embedded_in_every_artifact(tiny_bundle):
     assert meta.synthetic and 0 < meta.temperature
     for parent in ("float", "qat"):  # heatmap weights and input-check statistics for each parent model
         assert np.asarray(meta.head[parent]["weights"]).shape[1] == len(meta.labels)
+        assert len(meta.head[parent]["cam_scale"]) == len(meta.labels)  # the heatmap's scale, from validation
         assert meta.scope[parent]["within_threshold"] > 0 and meta.scope[parent]["residual_threshold"] > 0
     assert 0 < meta.thresholds["tuberculosis"] < 1 and 0 <= meta.thresholds["refer_below"] < 1
     assert set(meta.calibration) == {"keras_fp32", *ON_DEVICE}

@@ -64,12 +64,10 @@ def test_classify_a_phantom_film(clf, synthetic_data):
     assert list(s.probs) == list(clf.metadata.labels)
     assert sum(s.probs.values()) == pytest.approx(1.0, abs=0.02)
     assert s.in_scope and s.decision in (*clf.metadata.labels, REFER)
-    assert s.heatmap.shape == (64, 64) and 0 <= s.heatmap.min() and s.heatmap.max() <= 1
+    # a 64 px model has a 2x2 feature map: too coarse to say where, so no heatmap is drawn
+    assert s.heatmap_grid == (2, 2) and s.heatmap is None
+    assert s.reason_code in ("tb_at_threshold", "unsure", "most_probable") and "p" in s.reason_args
     assert s.image.ndim == 2 and set(s.timings_ms) == {"decode", "preprocess", "infer", "postprocess", "total"}
-    from edge_runtime.heatmap import overlay
-
-    ov = overlay(s.image, s.heatmap)
-    assert ov.shape == (*s.image.shape, 3) and ov.dtype == np.uint8
 
 
 def test_phantoms_are_in_scope_and_non_chest_images_are_not(clf, synthetic_data, tmp_path):

@@ -106,3 +106,72 @@ def test_phone_layout_and_french(served, browser, tmp_path):
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 360 + 1, f"{path or 'result'}: page is {width}px wide on a 360px phone"
     assert seen["off_machine"] == [] and seen["console"] == []
+
+
+SMALL_TARGETS_JS = """() => {
+    const sel = 'a[href], button, select, input:not([type=hidden]):not(.toggle), label.toggle-label, label.drop';
+    return Array.from(document.querySelectorAll(sel))
+        .filter(e => e.offsetParent !== null || e.getClientRects().length)
+        .map(e => ({what: e.tagName + (e.className ? '.' + e.className : '') + ' ' + (e.innerText || e.name || '').slice(0, 30),
+                    h: e.getBoundingClientRect().height}))
+        .filter(t => t.h > 0 && t.h < 44);
+}"""
+
+
+def _screen(page, served, name, data, lang="en"):
+    page.goto(f"{served}/?lang={lang}")
+    page.set_input_files("#files", files=[{"name": name, "mimeType": "image/png", "buffer": data}])
+    page.click("#submit")
+    page.wait_for_selector("#saved", timeout=30_000)
+    return page.url.split("?")[0]
+
+
+def test_french_reason_legend_and_opacity(served, browser):
+    page = browser.new_page(viewport={"width": 800, "height": 480})
+    seen = watch(page, served)
+    _screen(page, served, "clair.png", png_bytes(215, size=(200, 200), seed=3), lang="fr")
+    reason = page.locator(".main-reason").inner_text()
+    assert reason.startswith("Classe la plus probable (0,") and "probable class" not in reason
+    legend = page.locator("figure.legend")
+    assert legend.is_visible() and "Échelle des couleurs" in legend.inner_text()
+    box = legend.bounding_box()
+    assert box and box["y"] + box["height"] <= 480, "the legend is on screen beside the film at 800x480"
+    overlay = page.locator("img.overlay")
+    assert overlay.evaluate("e => getComputedStyle(e).opacity") == "0.45"
+    page.locator("input.opacity").fill("80")
+    assert overlay.evaluate("e => getComputedStyle(e).opacity") == "0.8"
+    url = _screen(page, served, "unlike-7.png", png_bytes(100, size=(200, 200), seed=4), lang="fr")
+    assert "ne ressemble pas aux films sur lesquels ce modèle a été entraîné" in page.locator(".main-reason").inner_text()
+    assert "Adressez le patient à un clinicien" in page.locator(".advice").inner_text()
+    page.goto(served + "/history?lang=fr")
+    assert "Classe la plus probable" in page.locator("table.list").inner_text()
+    assert url and seen["off_machine"] == [] and seen["console"] == []
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_every_touch_target_is_44px_at_800x480(served, browser, lang):
+    page = browser.new_page(viewport={"width": 800, "height": 480}, has_touch=True)
+    result = _screen(page, served, "t.png", png_bytes(215, size=(120, 120), seed=9), lang=lang)
+    for url in (f"{served}/", result, f"{served}/history", f"{served}/model"):
+        page.goto(f"{url}?lang={lang}")
+        small = page.evaluate(SMALL_TARGETS_JS)
+        assert small == [], f"{url}: targets under 44 px: {small}"
+    page.goto(f"{served}/?lang={lang}")  # two films at once: the batch page, one result per film
+    page.set_input_files("#files", files=[{"name": f"b{i}.png", "mimeType": "image/png",
+                                           "buffer": png_bytes(60 + 100 * i, size=(120, 120), seed=i)} for i in (1, 2)])
+    page.click("#submit")
+    page.wait_for_selector("h2 > a")
+    assert page.locator("figure.legend").count() >= 1
+    assert page.evaluate(SMALL_TARGETS_JS) == [], "batch page"
+    banner = page.locator("#banner").bounding_box()
+    assert banner and banner["height"] <= 60, f"the banners take {banner['height']} px at 800x480"
+
+
+def test_screenshots_for_the_docs_are_made_and_small(served, browser, tmp_path):
+    import screens
+
+    made = screens.make_screens(tmp_path, browser, served)
+    assert len(made) == len(screens.PAGES) * len(screens.LANGS) * len(screens.VIEWPORTS)
+    for p in made:
+        data = p.read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) < 300_000, (p.name, len(data))

@@ -59,10 +59,15 @@ class FakeScreening:
     heatmap: np.ndarray | None = field(repr=False)
     image: np.ndarray | None = field(repr=False)
     timings_ms: dict = field(default_factory=dict)
+    reason_code: str = ""
+    reason_args: dict = field(default_factory=dict)
+    heatmap_grid: tuple | None = None
 
 
 class FakeClassifier:
-    """Dark image -> normal, bright -> pneumonia, mid grey -> refer, flat image -> out of scope.
+    """Dark image -> normal, bright -> pneumonia, mid grey -> refer, flat image -> out of scope (blank), a file
+    named "unlike*" -> out of scope (unlike the training films). Reasons come as codes with numbers, as the
+    real Classifier's; ``grid`` is the feature map's size (below 5x5 no heatmap is drawn).
 
     It has no lock of its own and counts overlapping calls, so a test can prove the web app serialises them.
     """
@@ -70,8 +75,9 @@ class FakeClassifier:
     backend = "fake"
     model_card = CARD
 
-    def __init__(self, synthetic=True, validated=False, delay_s=0.0, fail=False):
+    def __init__(self, synthetic=True, validated=False, delay_s=0.0, fail=False, grid=7):
         self.metadata = fake_metadata(synthetic)
+        self.grid = grid
         self.bundle_status = {"validated": validated, "failed_formats": [] if validated else ["tflite_int8"]}
         self.delay_s, self.fail = delay_s, fail
         self.active = self.max_active = self.calls = 0
@@ -95,19 +101,26 @@ class FakeClassifier:
             p /= p.sum()
             probs = {k: float(v) for k, v in zip(LABELS, p)}
             label = LABELS[int(p.argmax())]
+            top = round(float(p.max()), 4)
             if float(img.std()) < 1.0:
-                decision, reason, in_scope, heat = "out_of_scope", "flat image", False, None
+                decision, code, args, in_scope = "out_of_scope", "oos_blank", {}, False
+            elif Path(str(name or "")).name.startswith("unlike"):
+                decision, code, args, in_scope = "out_of_scope", "oos_unlike_training", {"distance": 1.84}, False
             elif p.max() < 0.5:
-                decision, reason, in_scope = "refer", f"unsure (top {p.max():.2f})", True
+                decision, code, args, in_scope = "refer", "unsure", {"p": top, "threshold": 0.5}, True
             else:
-                decision, reason, in_scope = label, f"most probable class ({p.max():.2f})", True
-            if in_scope:
+                decision, code, args, in_scope = label, "most_probable", {"p": top}, True
+            from edge_runtime.operating_point import reason_text
+
+            reason, heat = reason_text(code, args), None
+            if in_scope and self.grid >= 5:
                 import cv2
 
                 heat = cv2.resize(img, (32, 32)).astype(np.float32) / 255.0
             ms = (time.perf_counter() - t0) * 1000
             return FakeScreening(probs, label, decision, reason, in_scope, heat, img,
-                                 {"decode": 0.1, "preprocess": 0.1, "infer": ms, "postprocess": 0.1, "total": ms})
+                                 {"decode": 0.1, "preprocess": 0.1, "infer": ms, "postprocess": 0.1, "total": ms},
+                                 code, args, (self.grid, self.grid) if in_scope else None)
         finally:
             with self._count:
                 self.active -= 1

@@ -93,7 +93,8 @@ def test_refer_and_out_of_scope_decisions(client, app):  # noqa: F811
     r = upload(client, ("flat.png", png_bytes(128, noise=0)))
     sid = r.headers["Location"].split("/")[2].split("?")[0]
     page = client.get(r.headers["Location"]).get_data(as_text=True)
-    assert "Not a frontal chest X-ray" in page
+    assert "No result: outside what the model can read" in page and "Not a frontal chest X-ray" not in page
+    assert "The image is blank or nearly uniform." in page and "Check the file" in page
     assert "<meter" not in page and "heatmap.png" not in page, "no diagnosis shown when out of scope"
     assert client.get(f"/screenings/{sid}/heatmap.png").status_code == 404
 

@@ -76,6 +76,9 @@ def test_real_classifier_out_of_scope_for_blank_and_saturated_films(real_client)
         assert body["decision"] == "out_of_scope" and body["in_scope"] is False, value
         assert body["probabilities"] is None and body["label"] is None and body["links"]["heatmap"] is None
         assert "blank" in body["reason"] or "black or white" in body["reason"], body["reason"]
+        assert body["reason_code"] in ("oos_blank", "oos_saturated"), body
+        fr = real_client.get(body["links"]["page"] + "?lang=fr").get_data(as_text=True)
+        assert "L&#39;image est vide" in fr or "de l&#39;image est noir ou blanc pur" in fr
 
 
 def test_real_classifier_tb_and_normal_through_the_upload_form(real_client):
@@ -88,3 +91,8 @@ def test_real_classifier_tb_and_normal_through_the_upload_form(real_client):
         sid = r.headers["Location"].split("/")[-1].split("?")[0]
         rec = real_client.get(f"/api/v1/screenings/{sid}").get_json()
         assert rec["decision"] == want, (mean, rec["reason"])
+        if want == "tuberculosis":  # the real rule's code and numbers, said in French on the page
+            assert rec["reason_code"] == "tb_at_threshold"
+            assert rec["reason_args"]["threshold"] == TINY_THRESHOLDS["tuberculosis"]
+            fr = real_client.get(f"/screenings/{sid}?lang=fr").get_data(as_text=True)
+            assert "atteint ou dépasse le seuil de dépistage 0,90" in fr

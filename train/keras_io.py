@@ -47,6 +47,24 @@ def predict_with_embeddings(model, images: np.ndarray, batch: int = 64) -> tuple
     return np.concatenate(probs), (np.concatenate(embs) if embs else None)
 
 
+def feature_maps(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The last convolutional feature maps (N, h, w, D) of a two-output model for uint8 images (N, H, W)."""
+    maps = [model(np.asarray(images[i:i + batch])[..., None].astype(np.float32), training=False)[1].numpy()
+            for i in range(0, len(images), batch)]
+    return np.concatenate(maps) if maps else np.zeros((0, 1, 1, 1), np.float32)
+
+
+def head_with_scale(model, images: np.ndarray, n: int = 256) -> dict:
+    """``head_weights`` plus the heatmap's colour scale for this model (``edge_runtime.heatmap.fit_scale`` on
+    the feature maps of up to ``n`` validation films), so every film is drawn on the same scale."""
+    from edge_runtime import heatmap as H
+
+    head = head_weights(model)
+    if len(images):
+        head["cam_scale"] = H.fit_scale(feature_maps(model, np.asarray(images)[:n]), head)
+    return head
+
+
 def head_weights(model) -> dict:
     """Classifier weights (D x K) for the class activation map, from the (possibly QAT-wrapped) Dense layer."""
     names = {layer.name for layer in model.layers}

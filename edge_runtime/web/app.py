@@ -256,6 +256,8 @@ def _install_hooks(app: Flask, web: Web) -> None:
         return {
             "_": lambda key, **kw: i18n.translate(lang, key, **kw),
             "lbl": lambda name: i18n.label_text(lang, name),
+            "reason": lambda rec: i18n.reason_text(lang, rec),
+            "oos_advice": lambda rec: i18n.oos_advice(lang, rec),
             "lang": lang,
             "languages": i18n.LANGUAGES,
             "csrf_token": lambda: A.csrf_token(session),

@@ -45,3 +45,38 @@ def label_text(lang: str, label: str) -> str:
     key = f"label.{label.lower()}"
     text = translate(lang, key)
     return label.replace("_", " ") if text == key else text
+
+
+OOS_ADVICE = {"oos_shape": "oos.advice_image", "oos_blank": "oos.advice_image", "oos_few_levels": "oos.advice_image",
+              "oos_saturated": "oos.advice_image", "oos_orientation": "oos.advice_orientation",
+              "oos_unlike_training": "oos.advice_unlike"}
+
+
+def _number(lang: str, key: str, v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    text = f"{v:.0%}" if key == "fraction" else f"{v:.2f}"
+    if lang == "fr":
+        text = text.replace(".", ",").replace("%", "\u202f%")
+    return text
+
+
+def reason_text(lang: str, rec: dict) -> str:
+    """A screening's reason in the reader's language, from its code and numbers; a row stored before reason
+    codes (or with a code the catalogue lacks) shows its stored text."""
+    code = rec.get("reason_code") or ""
+    key = f"reason.{code}"
+    if not code or key not in catalogue("en"):
+        return rec.get("reason") or ""
+    args = dict(rec.get("reason_args") or {})
+    fields = {k: _number(lang, k, v) for k, v in args.items()}
+    if "view" in args:
+        fields["view"] = translate(lang, f"view.{args['view']}")
+    return translate(lang, key, **fields)
+
+
+def oos_advice(lang: str, rec: dict) -> str:
+    """What the operator should do with an out-of-scope film, for its cause."""
+    return translate(lang, OOS_ADVICE.get(rec.get("reason_code") or "", "oos.advice_unknown"))

@@ -56,7 +56,8 @@ def screen_upload(web, config: dict, data: bytes, name: str, reference: str) -> 
     files = {"original": data, "display": encode_png(disp)}
     has_heatmap = bool(s.in_scope and s.heatmap is not None)
     if has_heatmap:
-        rgb = overlay(disp, np.clip(np.nan_to_num(np.asarray(s.heatmap, np.float32)), 0, 1), alpha=0.45)
+        # blended at full weight: the page lays it over the plain image with an opacity the operator sets
+        rgb = overlay(disp, np.clip(np.nan_to_num(np.asarray(s.heatmap, np.float32)), 0, 1), alpha=1.0)
         files["overlay"] = encode_png(np.ascontiguousarray(rgb[..., ::-1]))  # cv2 writes BGR
     meta = web.meta
     timings = {k: round(float(v), 1) for k, v in dict(s.timings_ms or {}).items()}
@@ -73,6 +74,9 @@ def screen_upload(web, config: dict, data: bytes, name: str, reference: str) -> 
         "label": s.label,
         "decision": s.decision,
         "reason": s.reason or "",
+        "reason_code": str(getattr(s, "reason_code", "") or ""),
+        "reason_args": _plain(getattr(s, "reason_args", None) or {}),
+        "heatmap_grid": "x".join(map(str, getattr(s, "heatmap_grid", None) or ())),
         "in_scope": bool(s.in_scope),
         "scope_distance": _finite_or_none(getattr(s, "scope_distance", None)),
         "has_heatmap": has_heatmap,
@@ -84,6 +88,14 @@ def screen_upload(web, config: dict, data: bytes, name: str, reference: str) -> 
         "total_ms": timings["server"],
     }
     return web.store.add(record, files)
+
+
+def _plain(args: dict) -> dict:
+    """A reason's numbers as JSON-safe values (numpy scalars to Python)."""
+    out = {}
+    for k, v in dict(args).items():
+        out[str(k)] = v.item() if isinstance(v, np.generic) else (v if isinstance(v, (int, float, str)) else str(v))
+    return out
 
 
 def outcome_choices(labels) -> list[str]:
@@ -100,6 +112,8 @@ def record_json(rec: dict, warnings: list[str]) -> dict:
         "file_name": rec["original_name"],
         "decision": rec["decision"],
         "reason": rec["reason"],
+        "reason_code": rec.get("reason_code") or None,
+        "reason_args": rec.get("reason_args") or {},
         "in_scope": rec["in_scope"],
         "label": rec["label"] if rec["in_scope"] else None,
         "probabilities": rec["probs"] if rec["in_scope"] else None,

@@ -37,7 +37,10 @@ CREATE TABLE IF NOT EXISTS screenings (
     probs TEXT NOT NULL,              -- JSON object label -> probability ({} when out of scope)
     label TEXT NOT NULL,
     decision TEXT NOT NULL,           -- a label, 'refer' or 'out_of_scope'
-    reason TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',  -- English text (rows from before reason codes have only this)
+    reason_code TEXT NOT NULL DEFAULT '',      -- edge_runtime.operating_point.REASONS_EN key
+    reason_args TEXT NOT NULL DEFAULT '{}',    -- JSON object: the reason's numbers
+    heatmap_grid TEXT NOT NULL DEFAULT '',     -- "7x7": the feature map behind the heatmap ('' unknown)
     in_scope INTEGER NOT NULL,
     has_heatmap INTEGER NOT NULL,
     model_name TEXT NOT NULL,
@@ -60,7 +63,11 @@ CREATE TABLE IF NOT EXISTS audit (    -- who changed what on this device (site p
 );
 CREATE INDEX IF NOT EXISTS screenings_reference ON screenings(reference);
 """
-JSON_FIELDS = ("labels", "probs", "timings")
+JSON_FIELDS = ("labels", "probs", "timings", "reason_args")
+# columns added after the first schema: (name, definition); added in place to an older file, old rows keep
+# the defaults (an old row's reason shows its stored English text)
+ADDED_COLUMNS = (("scope_distance", "REAL"), ("reason_code", "TEXT NOT NULL DEFAULT ''"), ("reason_args", "TEXT NOT NULL DEFAULT '{}'"),
+                 ("heatmap_grid", "TEXT NOT NULL DEFAULT ''"))
 FILES = {"original": "{id}.original.{ext}", "display": "{id}.png", "overlay": "{id}.heatmap.png"}
 EXT = {"png": "png", "jpeg": "jpg", "dicom": "dcm"}
 
@@ -110,9 +117,15 @@ class Store:
             if mode.lower() != "wal":
                 raise RuntimeError(f"{self.db_path}: cannot switch SQLite to WAL mode (got {mode!r})")
             db.executescript(SCHEMA)
-            cols = {r[1] for r in db.execute("PRAGMA table_info(screenings)")}
-            if "scope_distance" not in cols:  # a database made before drift tracking
-                db.execute("ALTER TABLE screenings ADD COLUMN scope_distance REAL")
+            self._migrate(db)
+
+    @staticmethod
+    def _migrate(db) -> None:
+        """Add the columns an older history file lacks (SQLite ADD COLUMN keeps every row, with the default)."""
+        have = {r[1] for r in db.execute("PRAGMA table_info(screenings)")}
+        for name, definition in ADDED_COLUMNS:
+            if name not in have:
+                db.execute(f"ALTER TABLE screenings ADD COLUMN {name} {definition}")
 
     @contextmanager
     def connect(self):

@@ -13,7 +13,7 @@ from flask import (Blueprint, Response, abort, current_app, g, redirect, render_
 from edge_runtime.operating_point import OUT_OF_SCOPE, REFER
 from edge_runtime.web import auth as A
 from edge_runtime.web.http import MAX_OFFSET, BadNumber, query_int
-from edge_runtime.web.i18n import translate
+from edge_runtime.web.i18n import reason_text, translate
 from edge_runtime.web.imaging import UploadError, read_upload
 from edge_runtime.web.screening import clean_reference, outcome_choices, screen_upload
 
@@ -161,13 +161,14 @@ def history_csv():
     labels = list(web().meta.labels)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["id", "created", "reference", "file_name", "decision", "label", "reason",
+    w.writerow(["id", "created", "reference", "file_name", "decision", "label", "reason", "reason_code",
                 *[f"p_{k}" for k in labels], "in_scope", "model_name", "model_version", "backend", "synthetic",
                 "outcome", "outcome_note", "outcome_at", "total_ms"])
     for r in web().store.iter_all(**f):
         probs = [f"{r['probs'][k]:.4f}" if k in r["probs"] else "" for k in labels]
         w.writerow([_csv_cell(v) for v in (
-            r["id"], r["created"], r["reference"], r["original_name"], r["decision"], r["label"], r["reason"],
+            r["id"], r["created"], r["reference"], r["original_name"], r["decision"], r["label"],
+            reason_text(g.lang, r), r.get("reason_code", ""),
             *probs, int(r["in_scope"]), r["model_name"], r["model_version"], r["backend"], int(r["synthetic"]),
             r["outcome"], r["outcome_note"], r["outcome_at"], r["total_ms"])])
     return Response(buf.getvalue(), mimetype="text/csv",

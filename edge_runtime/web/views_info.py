@@ -66,4 +66,28 @@ def model():
     card = getattr(w.classifier, "model_card", "") or ""
     return render_template("model.html", card=markdown.render(card) if card else "",
                            rows=metric_rows(dict(meta.metrics or {}), meta.labels),
-                           thresholds=w.thresholds, profile=w.site_profile, status=w.status)
+                           applied=applied_thresholds(w.classifier, meta), heat=heatmap_scale(w.classifier),
+                           profile=w.site_profile, status=w.status)
+
+
+def applied_thresholds(classifier, meta) -> dict:
+    """The temperature and thresholds the device applies to every film: the Classifier's own operating point
+    (its artifact's, after ``ModelMetadata.for_format``), not the Keras parent's figures."""
+    op = getattr(classifier, "operating_point", None) or meta.operating_point
+    thr = dict(op.thresholds or {})
+    artifact = getattr(classifier, "format", None) or getattr(classifier, "name", "") or getattr(classifier, "backend", "")
+    return {"temperature": float(op.temperature), "tb": thr.get("tuberculosis"), "refer_below": thr.get("refer_below"),
+            "other": {k: v for k, v in thr.items() if k not in ("tuberculosis", "refer_below")},
+            "artifact": str(artifact)}
+
+
+def heatmap_scale(classifier) -> dict:
+    """How the heatmap's colours are scaled for this model: fitted on validation films, or the fixed scale."""
+    from edge_runtime import heatmap as H
+
+    head = getattr(classifier, "head", None) or {}
+    fitted = head.get("cam_scale") if isinstance(head, dict) else None
+    if fitted:
+        values = fitted if isinstance(fitted, (list, tuple)) else [fitted]
+        return {"fitted": True, "values": ", ".join(f"{float(v):.3g}" for v in values)}
+    return {"fitted": False, "value": f"{H.FIXED_CAM_SCALE:g}"}

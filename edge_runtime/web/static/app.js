@@ -5,6 +5,18 @@
     if (document.readyState !== "loading") { fn(); } else { document.addEventListener("DOMContentLoaded", fn); }
   }
   ready(function () {
+    // the heatmap's opacity, set by the operator (CSSOM changes are allowed by the CSP; no inline style)
+    var sliders = document.querySelectorAll("input.opacity");
+    for (var i = 0; i < sliders.length; i++) {
+      (function (slider) {
+        var target = document.getElementById(slider.getAttribute("data-target"));
+        function apply() { if (target) { target.style.opacity = String(Number(slider.value) / 100); } }
+        slider.addEventListener("input", apply);
+        apply();
+      })(sliders[i]);
+    }
+  });
+  ready(function () {
     var form = document.getElementById("upload-form");
     if (!form) { return; }
     var zone = document.getElementById("drop-zone");
