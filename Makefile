@@ -42,7 +42,8 @@ study: setup
 	$(PY) -m benchmarks.study --data $(DATA) --out $(STUDY_OUT) --publish benchmarks
 
 # The default model, from its versioned recipe: train on the real images, convert to a bundle (model card
-# inside), benchmark every format of it on the run's test split. About an hour on 2 cores. The training
+# inside), benchmark every format of it on the run's test split (speed, quality; then issue 16's figures:
+# NIH normal-vs-pneumonia AUC, TB rule, referral rate, intervals, simulated site B). About an hour on 2 cores. The training
 # refuses an existing MODEL_OUT: remove it, choose another, or pass TRAIN_FLAGS=--resume to continue it.
 RECIPE          ?= recipes/default.toml
 MODEL_OUT       ?= runs/default
@@ -53,6 +54,7 @@ model: setup
 	# exit status 3 = bundle written but some format failed its parity check (shown in the table): go on
 	$(PY) -m convert $(MODEL_OUT) --formats $(CONVERT_FORMATS) --out $(MODEL_OUT)-bundle --force || test $$? -eq 3
 	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark
+	$(PY) -m benchmarks.default_figures $(MODEL_OUT)-bundle --out $(MODEL_OUT)-benchmark/default_figures.json
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
 
 # Training only, with the default recipe, on the real development images (about an hour on 2 cores).
