@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog("python -m train"), description=__doc__,
                                 formatter_class=HonestDefaultsFormatter)
     add_version(p)
+    p.add_argument("--recipe", default=None,
+                   help="TOML recipe (e.g. recipes/default.toml) whose keys set these options' defaults; "
+                        "flags given here override it")
     p.add_argument("--data", required=True,
                    help="a folder of class sub-folders (or a known public layout), a folder with manifest.csv, "
                         "or a manifest .csv (path,label[,patient_id,source,group])")
@@ -91,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     quiet_tensorflow()
-    args = build_parser().parse_args(argv)
+    from train import recipe
+
+    parser = build_parser()
+    recipe_info = recipe.apply(parser, argv)  # recipe values become defaults: explicit flags still win
+    args = parser.parse_args(argv)
     setup_logging(args.verbose)
     from train.data import DataError
     from train.train import TrainConfig, run
@@ -111,7 +118,7 @@ def main(argv=None) -> int:
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
                       augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout,
                       resume=args.resume, deterministic=args.deterministic,
-                      model_version=args.model_version,
+                      model_version=args.model_version, extra=recipe_info,
                       verbose=0)
     try:
         out = run(cfg)

@@ -1,0 +1,146 @@
+"""``python -m benchmarks.default_figures BUNDLE [--side test] [--out FILE]``: the figures issue 16 judges the
+default model on, for every artifact of a bundle, through the device runtime (``edge_runtime.Classifier``)
+on one side of the bundle's training-run split.
+
+Per artifact: pooled and per-source accuracy, the normal-vs-pneumonia AUC within the source holding both, TB-vs-rest AUC, the TB rule's
+sensitivity/specificity and the refer rule's referral rate at the thresholds stored in the bundle, ECE, and top-1
+agreement with the bundle's float artifacts (same films). For the LiteRT INT8 artifact also: bootstrap 95%
+intervals (films resampled) on accuracy and that AUC, and the same figures on the films as simulated "site B"
+would make them (``benchmarks.study.evaluate.SHIFTS``). Speed is ``python -m benchmarks``' job, not this one's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.study import evaluate as E
+from edge_runtime import formats as F
+from edge_runtime.classifier import Classifier
+from edge_runtime.operating_point import calibrate
+
+PRIMARY = F.DEPLOYED
+
+
+def bootstrap_ci(y, raw, sources, labels, temperature: float = 1.0, n: int = 1000, seed: int = 0) -> dict:
+    """95% percentile intervals of accuracy and the normal-vs-pneumonia AUC within the source that holds both
+    classes (``E.pair_source``), resampling films with replacement."""
+    y, sources = np.asarray(y), np.asarray(sources)
+    cal = calibrate(raw, temperature)
+    pair = E.pair_source(y, sources, labels)
+    rng = np.random.default_rng(seed)
+    acc, auc = [], []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        acc.append(float((cal[i].argmax(1) == y[i]).mean()))
+        nih = i[sources[i] == pair]
+        a = E.pair_auc(y[nih], cal[nih], labels)
+        if not np.isnan(a):
+            auc.append(a)
+    ci = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2  # noqa: E731
+    return {"n_boot": n, "unit": "film", "accuracy": ci(acc), "pair_source": pair, "pair_auc": ci(auc)}
+
+
+def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
+    from edge_runtime.bundle import model_files
+    from edge_runtime.metadata import ModelMetadata
+
+    bundle = Path(bundle)
+    status = json.loads((bundle / "bundle.json").read_text())
+    run = Path(status.get("run_dir", ""))
+    meta = ModelMetadata.load(bundle / "metadata.json")
+    labels = list(meta.labels)
+    arr = E._split_arrays(run, meta)[side]
+    out = {"bundle": str(bundle), "run": str(run), "side": side, "n": int(len(arr.labels)), "formats": {}}
+    raws = {}
+    for model in model_files(bundle):
+        fmt = F.key_of(model) or model.name
+        try:
+            clf = Classifier.from_bundle(model, num_threads=2)
+        except Exception as exc:  # noqa: BLE001 - a format that does not load is a row with its error
+            out["formats"][fmt] = {"error": str(exc)}
+            continue
+        raw = clf.predict_batch(arr.images)
+        raws[fmt] = raw
+        row = E.summarise(arr.labels, raw, arr.sources, labels, clf.metadata.temperature, clf.metadata.thresholds)
+        row["backend"] = clf.backend
+        row["agreement_vs_keras_parent_at_convert"] = status.get("formats", {}).get(fmt, {}).get("agreement")
+        out["formats"][fmt] = row
+        if fmt == PRIMARY:
+            out["formats"][fmt]["ci95"] = bootstrap_ci(arr.labels, raw, arr.sources, labels,
+                                                       clf.metadata.temperature, n_boot)
+    floats = [f for f in raws if f in F.FORMATS and not F.FORMATS[f].int8]
+    for fmt, raw in raws.items():
+        out["formats"][fmt]["agreement"] = {f: float((raw.argmax(1) == raws[f].argmax(1)).mean())
+                                            for f in floats if f != fmt}
+    if (bundle / F.FORMATS[PRIMARY].filename).is_file():
+        out["site_shift"] = E.site_shift(bundle, side, ("none", E.SITE_B))
+    return out
+
+
+def _f(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def table(res: dict) -> str:
+    srcs = sorted({src for r in res["formats"].values() if "by_source" in r for src in r["by_source"]})
+    lines = [f"{res['side']} split, {res['n']} films, {res['bundle']}",
+             "| format | accuracy | " + " | ".join(f"acc {src}" for src in srcs) + " | normal-vs-pneumonia AUC "
+             "(one source) | TB AUC | TB sens/spec | referred | acc not referred | ECE | agreement |",
+             "|" + "---|" * (10 + len(srcs))]
+    for fmt, r in res["formats"].items():
+        if "error" in r:
+            lines.append(f"| {fmt} | error: {r['error']} |")
+            continue
+        bs = r["by_source"]
+        tb, ref = r.get("tb_at_threshold", {}), r.get("refer_rule", {})
+        agree = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.get("agreement", {}).items())
+        lines.append(f"| {fmt} | {_f(r['accuracy'])} | " + " | ".join(_f(bs.get(src, {}).get("accuracy")) for src in srcs)
+                     + f" | {_f(r['pair_auc'])} ({r.get('pair_source')}) | {_f(r['tb_auc'])} | "
+                     f"{_f(tb.get('sensitivity'))}/{_f(tb.get('specificity'))} | {_f(ref.get('referred'))} | "
+                     f"{_f(ref.get('accuracy_not_referred'))} | {_f(r['ece'])} | {agree} |")
+    ci = res["formats"].get(PRIMARY, {}).get("ci95")
+    if ci:
+        lines.append(f"{PRIMARY} 95% bootstrap intervals ({ci['n_boot']} resamples of films): accuracy "
+                     f"{_f(ci['accuracy'][0])}-{_f(ci['accuracy'][1])}, normal-vs-pneumonia AUC within "
+                     f"{ci['pair_source']} {_f(ci['pair_auc'][0])}-{_f(ci['pair_auc'][1])}")
+    for name, r in res.get("site_shift", {}).items():
+        lines.append(f"{PRIMARY}, films {name}: accuracy {_f(r['accuracy'])}, normal-vs-pneumonia AUC "
+                     f"{_f(r['pair_auc'])}, {r.get('pair_source')} normals called normal "
+                     f"{_f(r['pair_normals_called_normal'])}, "
+                     f"referred {_f(r.get('refer_rule', {}).get('referred'))}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.default_figures", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", type=Path, help="model bundle folder (python -m convert ... --out BUNDLE)")
+    p.add_argument("--side", default="test", choices=["test", "val"], help="side of the run's split")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    a = p.parse_args(argv)
+    if not (a.bundle / "bundle.json").is_file():
+        print(f"error: {a.bundle} is not a bundle (no bundle.json)", file=sys.stderr)
+        return 2
+    from benchmarks.sysinfo import machine_info
+
+    t0 = time.time()
+    res = figures(a.bundle, a.side, a.bootstrap)
+    res["provenance"] = {"command": "python -m benchmarks.default_figures " + " ".join(argv or sys.argv[1:]),
+                         "machine": machine_info(), "seconds": round(time.time() - t0, 1)}
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(res, indent=2, default=E.jsonable) + "\n")
+    print(table(res))
+    m = res["provenance"]["machine"]
+    print(f"{m['date']}; {m['cpu']}; commit {m['commit']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

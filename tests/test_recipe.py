@@ -1,0 +1,111 @@
+"""``python -m train --recipe FILE``: the recipe sets the defaults, flags override it, bad keys exit 2.
+
+No training here: the parser is exercised directly, and ``main`` with ``train.train.run`` replaced by a stub
+that captures the configuration it would train with.
+"""
+import hashlib
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tf_keras")
+
+from train import recipe as R  # noqa: E402
+from train.__main__ import build_parser, main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "recipes" / "default.toml"
+
+
+def parse(argv):
+    parser = build_parser()
+    info = R.apply(parser, argv)
+    return parser.parse_args(argv), info
+
+
+def write(tmp_path, text, name="r.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_recipe_sets_the_defaults(tmp_path):
+    path = write(tmp_path, 'model = "mobilenet_v3_small"\nimage-size = 96\nepochs = 7\nlr = 1\n'
+                           'equalize = "clahe"\naugment = false\nsite_augment = 0.25\n')
+    args, info = parse(["--recipe", str(path), "--data", "d"])
+    assert (args.model, args.image_size, args.epochs, args.equalize) == ("mobilenet_v3_small", 96, 7, "clahe")
+    assert args.lr == 1.0 and isinstance(args.lr, float)  # a TOML integer for a float option
+    assert args.augment is False and args.site_augment == 0.25
+    assert args.qat_epochs == build_parser().parse_args(["--data", "d"]).qat_epochs  # unset keys keep the CLI default
+    assert info == {"recipe": str(path), "recipe_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def test_command_line_flags_override_the_recipe(tmp_path):
+    path = write(tmp_path, 'epochs = 7\nimage-size = 96\naugment = false\n')
+    args, _ = parse(["--epochs", "3", "--recipe", str(path), "--data", "d", "--image-size", "128"])
+    assert (args.epochs, args.image_size) == (3, 128)
+    assert args.augment is False  # not overridden
+
+
+def test_without_a_recipe_nothing_changes():
+    args, info = parse(["--data", "d"])
+    assert info == {} and args.recipe is None
+    assert vars(args) == vars(build_parser().parse_args(["--data", "d"]))
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("epochz = 3\n", "unknown key 'epochz'"),
+    ('data = "/somewhere"\n', "'data' is a per-run option"),
+    ('epochs = "many"\n', "epochs takes an integer"),
+    ("augment = 1\n", "augment takes true or false"),
+    ('equalize = "gamma"\n', "equalize must be one of none, clahe, hist"),
+    ('model = "resnet"\n', "model must be one of"),
+    ("epochs = [1, 2]\n", "epochs takes a single value"),
+    ("epochs = \n", "not valid TOML"),
+])
+def test_a_bad_recipe_exits_2_naming_the_valid_keys(tmp_path, capsys, text, needle):
+    path = write(tmp_path, text)
+    with pytest.raises(SystemExit) as exc:
+        main(["--recipe", str(path), "--data", "d"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(path) in err
+    if "TOML" not in needle:
+        assert "Valid keys:" in err and "image-size" in err and "qat-epochs" in err and "data" not in err.split(
+            "Valid keys:")[1]
+
+
+def test_a_missing_recipe_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--recipe", str(tmp_path / "nope.toml"), "--data", "d"])
+    assert exc.value.code == 2 and "cannot read recipe" in capsys.readouterr().err
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_main_trains_with_the_recipe_and_records_it(tmp_path, monkeypatch):
+    import train.train
+
+    seen = {}
+
+    def fake_run(cfg):
+        seen["cfg"] = cfg
+        raise _Captured
+
+    monkeypatch.setattr(train.train, "run", fake_run)
+    path = write(tmp_path, 'model = "mobilenet_v2"\nalpha = 0.35\nepochs = 2\nclasses = "a,b"\n')
+    with pytest.raises(_Captured):
+        main(["--recipe", str(path), "--data", "d", "--out", str(tmp_path / "run"), "--epochs", "1"])
+    cfg = seen["cfg"]
+    assert (cfg.model, cfg.alpha, cfg.epochs, cfg.classes) == ("mobilenet_v2", 0.35, 1, ("a", "b"))
+    assert cfg.extra == {"recipe": str(path), "recipe_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def test_the_default_recipe_is_valid_and_is_the_plain_mobilenet_v2():
+    args, info = parse(["--recipe", str(DEFAULT), "--data", "d"])
+    assert len(info["recipe_sha256"]) == 64
+    assert (args.model, args.alpha, args.image_size) == ("mobilenet_v2", 1.0, 224)
+    assert (args.crop, args.equalize, args.site_augment, args.keep) == (0.0, "none", 0.0, "all")
+    assert args.epochs >= 20 and args.qat_epochs >= 1 and args.weights is None
