@@ -5,7 +5,7 @@
 Run on the workstation (online, or offline from a local wheel folder with ``--no-index --find-links DIR``).
 It gathers, for the target platform and Python, binary wheels of this project, its ``edge`` extra and the
 chosen backend (``pip download --only-binary=:all: --platform ...``), copies the model bundle, classifies
-the embedded sample images with the same backend to record the expected probabilities, and writes:
+the self-test samples with the same backend to record the expected probabilities, and writes:
 
     cxr-edge-kit-<platform>-py<XY>-<backend>/
       install.sh            offline installer (pip --no-index), service, self-test, prints the URL
@@ -18,6 +18,12 @@ the embedded sample images with the same backend to record the expected probabil
       SHA256SUMS            every file above (``sha256sum -c SHA256SUMS``)
 
 A dependency without a wheel for the target stops the build with a message naming the package.
+
+Self-test samples: a model trained on real data (``metadata.synthetic`` false) is checked on real films,
+``SAMPLES_PER_CLASS`` validation films per class from its training run's split.csv (or ``--sample``); a
+synthetic demo model on the embedded phantoms. What the self-test demands (``self_test_rule``): LiteRT's
+reference kernels reproduce the workstation exactly (proves the install); the optimised kernels may drift up to
+``DRIFT_LIMIT`` (reported); a real-data model that already drifts more on the workstation is refused here.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
 import platform as _platform
 import re
 import shutil
@@ -203,7 +210,45 @@ def _tail(text: str, lines: int = 12) -> str:
     return "\n".join("  " + line for line in keep[-lines:])
 
 
-# ----------------------------------------------------------------------------- expected results
+# ----------------------------------------------------------------------------- the self-test's rule
+EXACT = 1e-6  # reference kernels vs the workstation: the same bits (float32 round-off at most)
+TOLERANCE = 1e-3  # production probabilities "match" within this (and must, without reference kernels)
+DRIFT_LIMIT = 0.05  # optimised-kernel drift of a probability accepted (and reported) on a device
+SAMPLES_PER_CLASS = 2  # real validation films per class in the self-test
+
+
+def self_test_rule(reference: bool, tolerance: float, drift_limit: float | None) -> str:
+    """What the self-test demands of the device and the model, in words (kit build and install output)."""
+    if not reference:
+        return (f"the probabilities must match the workstation's within {tolerance:g} on every sample "
+                f"(no reference kernels with this backend)")
+    drift = (f"a drift up to {drift_limit:g} is accepted and reported, more fails the install; the kit builder "
+             f"refuses a model whose optimised kernels already drift more than {drift_limit:g} on the "
+             f"workstation (an INT8 model sensitive to rounding: ship its OpenVINO/ONNX artifact or a robust model)"
+             if drift_limit is not None else
+             "any drift is reported, not enforced (a synthetic demo model: its numbers mean nothing for a patient)")
+    return (f"LiteRT's reference kernels must reproduce the workstation's outputs exactly (|diff| <= {EXACT:g}): "
+            f"this proves the model file, the preprocessing and the runtime. Its optimised kernels round "
+            f"differently on each CPU: {drift}")
+
+
+def judge(diff: float, same_decision: bool, exact_ok: bool | None, tolerance: float,
+          drift_limit: float | None, strict: bool = False) -> str:
+    """One self-test sample: "ok", "kernel drift" (accepted, reported) or "MISMATCH" (the install fails).
+
+    ``diff``: the largest |probability difference| of the production kernels vs the workstation;
+    ``exact_ok``: the reference kernels reproduced the workstation (None: no reference with this backend);
+    ``drift_limit``: None accepts any drift (synthetic demo models); ``strict``: no drift accepted."""
+    if exact_ok is False:
+        return "MISMATCH"
+    if diff <= tolerance and same_decision:
+        return "ok"
+    if exact_ok is None or strict or (drift_limit is not None and diff > drift_limit):
+        return "MISMATCH"
+    return "kernel drift"
+
+
+# ----------------------------------------------------------------------------- samples
 def sample_images(samples: list[Path] | None = None) -> list[Path]:
     paths = list(samples) if samples else sorted((KIT_FILES / "samples").glob("*.png"))
     if not paths:
@@ -215,6 +260,75 @@ def sample_images(samples: list[Path] | None = None) -> list[Path]:
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         raise KitError(f"sample images must have distinct file names; repeated: {', '.join(dupes)}")
     return [Path(p) for p in paths]
+
+
+def find_split(bundle: Path) -> Path | None:
+    """The training run's split.csv for a bundle: beside the bundle's files, or in the run folder that
+    bundle.json's ``run_dir`` names (absolute, or relative to the current folder or to a folder above the
+    bundle: the converter records it as it was given)."""
+    bundle = Path(bundle)
+    if (bundle / "split.csv").is_file():
+        return bundle / "split.csv"
+    try:
+        run_dir = json.loads((bundle / "bundle.json").read_text()).get("run_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not run_dir:
+        return None
+    run_dir = Path(run_dir)
+    bases = [Path()] if run_dir.is_absolute() else [Path.cwd(), *bundle.resolve().parents]
+    for base in bases:
+        if (base / run_dir / "split.csv").is_file():
+            return base / run_dir / "split.csv"
+    return None
+
+
+def validation_films(split_csv: Path, labels: list[str], per_class: int = SAMPLES_PER_CLASS) -> list[Path]:
+    """The first ``per_class`` readable validation films of each class, in the split file's order (paths are
+    relative to the split file's folder). Never more than ``per_class`` x classes files."""
+    import csv
+
+    base = Path(split_csv).resolve().parent
+    picked: dict[str, list[Path]] = {label: [] for label in labels}
+    with open(split_csv, newline="") as fh:
+        for row in csv.DictReader(fh):
+            got = picked.get(row.get("label", ""))
+            if row.get("split") != "val" or got is None or len(got) >= per_class:
+                continue
+            path = Path(row["path"]) if Path(row["path"]).is_absolute() else base / row["path"]
+            if path.is_file():
+                got.append(Path(os.path.normpath(path)))
+    if missing := [label for label, films in picked.items() if not films]:
+        raise KitError(f"{split_csv}: no readable validation film of class {', '.join(missing)} for the self-test; "
+                       f"pass real films with --sample")
+    return [p for label in labels for p in picked[label]]
+
+
+def choose_samples(bundle: Path, metadata, samples: list[Path] | None = None) -> tuple[list[Path], dict]:
+    """The self-test's images and what they are: given (``--sample``), real validation films (a model trained
+    on real data: a synthetic phantom means nothing to it), or the embedded phantoms (a synthetic model)."""
+    if samples:
+        paths = sample_images(samples)
+        return paths, {"kind": "given", "from": None, "files": [p.name for p in paths]}
+    if metadata.synthetic:
+        paths = sample_images()
+        return paths, {"kind": "phantoms", "from": None, "files": [p.name for p in paths]}
+    split = find_split(bundle)
+    if split is None:
+        raise KitError(f"{bundle}: the model was trained on real data, so the self-test needs real films, and the "
+                       f"training run's split.csv (bundle.json run_dir) is not found from here; pass "
+                       f"{SAMPLES_PER_CLASS} validation films per class with --sample")
+    paths = sample_images(validation_films(split, list(metadata.labels)))
+    return paths, {"kind": "validation films", "from": str(split), "files": [p.name for p in paths]}
+
+
+def describe_samples(info: dict) -> str:
+    n = len(info["files"])
+    if info["kind"] == "validation films":
+        return f"{n} real validation films ({SAMPLES_PER_CLASS} per class, from {info['from']})"
+    if info["kind"] == "phantoms":
+        return f"{n} synthetic phantoms (they check the installation, not the model's accuracy)"
+    return f"{n} images given with --sample"
 
 
 class ReferenceKernels:
@@ -247,12 +361,20 @@ class ReferenceKernels:
         """The model's raw outputs (before temperature scaling) for one image file."""
         return [float(v) for v in self.ref.predict(_model_input(self.clf, path))[0]]
 
+    def probs(self, path: Path) -> dict[str, float]:
+        """The reference kernels' probabilities as the service shows them (calibrated), for one image file."""
+        return {k: float(v) for k, v in self.ref.classify(str(path)).probs.items()}
 
-def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance: float) -> dict:
+
+def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance: float = TOLERANCE,
+                     drift_limit: float | None = DRIFT_LIMIT, samples_info: dict | None = None) -> dict:
     """Classify the samples here, with the backend the device will use: the numbers the self-test compares.
 
-    ``probs``: the production kernels' probabilities (tolerance ``tolerance``); ``reference_raw`` (LiteRT):
-    the portable reference kernels' raw outputs, which the device must reproduce exactly.
+    ``probs``: the production kernels' probabilities; ``reference_raw`` (LiteRT): the portable reference
+    kernels' raw outputs, which the device must reproduce exactly. ``workstation_kernel_drift``: the largest
+    |probability difference| between the optimised and the reference kernels here; above ``drift_limit``
+    the model is refused (a real-data model; a synthetic one is only warned about, and its drift is not
+    enforced on the device).
     """
     from edge_runtime.bundle import BundleError
     from edge_runtime.classifier import Classifier
@@ -265,19 +387,30 @@ def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance:
     results, drift = {}, 0.0
     for p in samples:
         s = clf.classify(str(p))
-        results[p.name] = {"probs": {k: float(v) for k, v in s.probs.items()}, "label": s.label,
-                           "decision": s.decision}
+        probs = {k: float(v) for k, v in s.probs.items()}
+        results[p.name] = {"probs": probs, "label": s.label, "decision": s.decision}
         if ref:
             results[p.name]["reference_raw"] = ref.raw(p)
-            raw, _ = clf.predict(_model_input(clf, p))
-            drift = max(drift, float(max(abs(float(a) - b) for a, b in zip(raw, results[p.name]["reference_raw"]))))
-    if drift > tolerance:
-        log.warning("%s: the optimised kernels differ from the reference kernels by up to %.3g on the "
-                    "self-test images, here on %s: this INT8 model is sensitive to rounding, and the device's "
-                    "CPU will give probabilities that differ from this workstation's by a similar amount",
-                    clf.model_path.name, drift, _platform.machine())
+            ref_probs = ref.probs(p)
+            drift = max(drift, max(abs(probs[k] - ref_probs[k]) for k in probs))
+    synthetic = bool(clf.metadata.synthetic)
+    enforced = drift_limit if ref and not synthetic else None
+    if ref and drift_limit is not None and drift > drift_limit:
+        why = (f"{clf.model_path.name}: on this {_platform.machine()} workstation LiteRT's optimised INT8 kernels "
+               f"and its reference kernels give probabilities up to {drift:.3f} apart on the self-test images "
+               f"(limit {drift_limit:g}): this model is sensitive to rounding, and a device's CPU would move its "
+               f"probabilities by as much or more away from the validated ones")
+        if not synthetic:
+            raise KitError(f"{why}. Refused: ship its OpenVINO or ONNX artifact (--backend openvino or "
+                           f"onnxruntime) or a model robust to rounding (e.g. MobileNetV2 INT8), or accept the "
+                           f"drift knowingly with --drift-limit")
+        log.warning("%s (a synthetic demo model: built anyway, drift not enforced on the device)", why)
     return {"backend": backend, "model": clf.model_path.name, "labels": list(clf.metadata.labels),
-            "tolerance": tolerance, "recorded_on": f"{_platform.machine()} {_platform.python_version()}",
+            "exact": EXACT, "tolerance": tolerance, "drift_limit": enforced, "synthetic": synthetic,
+            "rule": self_test_rule(ref is not None, tolerance, enforced),
+            "samples_kind": (samples_info or {}).get("kind"),
+            "samples_text": describe_samples(samples_info) if samples_info else None,
+            "recorded_on": f"{_platform.machine()} {_platform.python_version()}",
             "workstation_kernel_drift": drift if ref else None, "samples": results}
 
 
@@ -295,6 +428,9 @@ class Kit:
     backend: str
     wheels: list[str] = field(default_factory=list)
     size_bytes: int = 0
+    samples: str = ""  # what the self-test classifies, in words
+    rule: str = ""  # what the self-test demands, in words
+    workstation_drift: float | None = None
 
 
 def _fill(template: str, values: dict) -> str:
@@ -328,9 +464,11 @@ def _default_constraints() -> Path | None:
 def build_kit(bundle: str | Path, out: str | Path, platform: str = "host", python: str | None = None,
               backend: str = "litert", glibc: str | None = None, constraints: str | Path | None = "default",
               find_links: tuple = (), no_index: bool = False, project_wheel: str | Path | None = None,
-              samples: list[Path] | None = None, tolerance: float = 1e-3) -> Kit:
+              samples: list[Path] | None = None, tolerance: float = TOLERANCE,
+              drift_limit: float = DRIFT_LIMIT) -> Kit:
     """Build the kit into ``out`` (a folder, or a ``.tar.gz``/``.tgz`` file). See the module docstring."""
     from edge_runtime.bundle import BundleError, verify_sums
+    from edge_runtime.metadata import ModelMetadata
 
     bundle, out = Path(bundle), Path(out)
     if backend not in BACKENDS:
@@ -347,14 +485,19 @@ def build_kit(bundle: str | Path, out: str | Path, platform: str = "host", pytho
         constraints = None
     elif not Path(constraints).is_file():
         raise KitError(f"--constraints {constraints}: no such file")
-    expected = expected_results(bundle, runtime_backend, sample_images(samples), tolerance)
+    try:
+        metadata = ModelMetadata.load(bundle / "metadata.json")
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise KitError(f"{bundle}/metadata.json: {exc}") from exc
+    paths, info = choose_samples(bundle, metadata, samples)
+    expected = expected_results(bundle, runtime_backend, paths, tolerance, drift_limit, info)
 
     tarball = out.name.endswith((".tar.gz", ".tgz"))
     if not tarball and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KitError(f"{out}: exists and is not an empty folder; choose a new --out")
     try:
         return _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expected, constraints,
-                         find_links, no_index, project_wheel, samples)
+                         find_links, no_index, project_wheel, paths, info)
     except BaseException:
         if not tarball:
             shutil.rmtree(out, ignore_errors=True)  # nothing half-built left behind
@@ -362,7 +505,7 @@ def build_kit(bundle: str | Path, out: str | Path, platform: str = "host", pytho
 
 
 def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expected, constraints, find_links,
-              no_index, project_wheel, samples) -> Kit:
+              no_index, project_wheel, samples, samples_info) -> Kit:
     from edge_runtime.bundle import verify_sums
 
     runtime_backend = BACKENDS[backend][0]
@@ -391,7 +534,7 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
         st = kit / "selftest"
         (st / "samples").mkdir(parents=True)
         shutil.copy2(KIT_FILES / "selftest.py", st / "selftest.py")
-        for p in sample_images(samples):
+        for p in samples:  # a handful of films at most (choose_samples)
             shutil.copy2(p, st / "samples" / p.name)
         (st / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
         values = {"ARCH": target.arch, "PYTHON_VERSION": target.python, "BACKEND": backend,
@@ -406,7 +549,10 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
                 "wheels": [w.name for w in wheels], "model": expected["model"],
                 "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "built_on": f"{_platform.machine()} Python {_platform.python_version()}",
-                "constraints": str(constraints) if constraints else None}
+                "constraints": str(constraints) if constraints else None,
+                "samples": samples_info,
+                "self_test": {k: expected[k] for k in ("exact", "tolerance", "drift_limit", "workstation_kernel_drift",
+                                                       "rule")}}
         (kit / "kit.json").write_text(json.dumps(meta, indent=2) + "\n")
         write_sums(kit)
         if tarball:
@@ -416,7 +562,8 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
             size = out.stat().st_size
         else:
             size = sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())
-    return Kit(out, target, backend, [w.name for w in wheels], size)
+    return Kit(out, target, backend, [w.name for w in wheels], size, describe_samples(samples_info),
+               expected["rule"], expected["workstation_kernel_drift"])
 
 
 # ----------------------------------------------------------------------------- command line
@@ -440,10 +587,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="also take wheels from this folder (repeatable), e.g. NVIDIA's onnxruntime-gpu wheel")
     p.add_argument("--no-index", action="store_true", help="do not contact a package index (offline build)")
     p.add_argument("--project-wheel", type=Path, help="use this cxr_edge wheel instead of building one")
-    p.add_argument("--sample", action="append", type=Path, default=None, metavar="IMAGE",
-                   help="self-test image(s) (default: the embedded synthetic phantoms)")
-    p.add_argument("--tolerance", type=float, default=1e-3,
-                   help="self-test: largest allowed |probability difference| (default: %(default)s)")
+    p.add_argument("--sample", "--samples", dest="sample", action="append", type=Path, default=None,
+                   metavar="IMAGE", help=f"self-test image(s), repeatable (default: a model trained on real data: "
+                   f"{SAMPLES_PER_CLASS} validation films per class from its run's split.csv; a synthetic one: "
+                   f"the embedded phantoms)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help="self-test: probabilities match within this (default: %(default)s)")
+    p.add_argument("--drift-limit", type=float, default=DRIFT_LIMIT,
+                   help="LiteRT: largest optimised-kernel drift of a probability accepted on the device, and on "
+                        "this workstation at build time (default: %(default)s)")
     p.set_defaults(run=run)
     return p
 
@@ -453,12 +605,16 @@ def run(args) -> int:
         kit = build_kit(args.bundle, args.out, platform=args.platform, python=args.python, backend=args.backend,
                         glibc=args.glibc, constraints=args.constraints, find_links=tuple(args.find_links),
                         no_index=args.no_index, project_wheel=args.project_wheel, samples=args.sample,
-                        tolerance=args.tolerance)
+                        tolerance=args.tolerance, drift_limit=args.drift_limit)
     except KitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"kit for {kit.target.name} ({kit.backend}, glibc <= {kit.target.glibc}): {kit.path} "
           f"({kit.size_bytes / 1e6:.1f} MB, {len(kit.wheels)} wheels)")
+    print(f"self-test samples: {kit.samples}")
+    if kit.workstation_drift is not None:
+        print(f"optimised vs reference kernels on this workstation: max |probability diff| {kit.workstation_drift:.3g}")
+    print(f"self-test rule: {kit.rule}")
     if kit.path.is_dir():
         print(f"on the device: copy the folder, then: cd {kit.path.name} && sudo ./install.sh")
     else:
