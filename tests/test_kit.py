@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime import kit as K
+from edge_runtime import kit_selftest as S
 
 ROOT = Path(__file__).resolve().parents[1]  # install.sh runs from here: the checkout must not leak in
 
@@ -196,20 +197,20 @@ def test_host_kit_installs_offline_and_selftest_passes(tmp_path, bundle):
 def test_judge_boundaries():
     """Hand-picked cases at, below and above each limit (tolerance 1e-3, drift limit 0.05)."""
     tol, lim = 1e-3, 0.05
-    assert K.judge(1e-3, True, True, tol, lim) == "ok"  # at the tolerance
-    assert K.judge(0.0011, True, True, tol, lim) == "kernel drift"  # just above: drift, accepted
-    assert K.judge(0.05, True, True, tol, lim) == "kernel drift"  # at the limit: accepted
-    assert K.judge(0.0501, True, True, tol, lim) == "MISMATCH"  # beyond the limit: the install fails
-    assert K.judge(0.0, False, True, tol, lim) == "kernel drift"  # another decision with exact reference
-    assert K.judge(0.0, True, False, tol, lim) == "MISMATCH"  # reference kernels differ: install fault
-    assert K.judge(0.01, True, True, tol, lim, strict=True) == "MISMATCH"
-    assert K.judge(0.5, True, True, tol, None) == "kernel drift"  # synthetic model: drift reported only
-    assert K.judge(0.0011, True, None, tol, lim) == "MISMATCH"  # no reference (ONNX/OpenVINO): tolerance only
-    assert K.judge(0.0009, True, None, tol, lim) == "ok"
-    rule = K.self_test_rule(True, tol, lim)
+    assert S.judge(1e-3, True, True, tol, lim) == "ok"  # at the tolerance
+    assert S.judge(0.0011, True, True, tol, lim) == "kernel drift"  # just above: drift, accepted
+    assert S.judge(0.05, True, True, tol, lim) == "kernel drift"  # at the limit: accepted
+    assert S.judge(0.0501, True, True, tol, lim) == "MISMATCH"  # beyond the limit: the install fails
+    assert S.judge(0.0, False, True, tol, lim) == "kernel drift"  # another decision with exact reference
+    assert S.judge(0.0, True, False, tol, lim) == "MISMATCH"  # reference kernels differ: install fault
+    assert S.judge(0.01, True, True, tol, lim, strict=True) == "MISMATCH"
+    assert S.judge(0.5, True, True, tol, None) == "kernel drift"  # synthetic model: drift reported only
+    assert S.judge(0.0011, True, None, tol, lim) == "MISMATCH"  # no reference (ONNX/OpenVINO): tolerance only
+    assert S.judge(0.0009, True, None, tol, lim) == "ok"
+    rule = S.self_test_rule(True, tol, lim)
     assert "exactly" in rule and "up to 0.05 is accepted and reported" in rule and "refuses" in rule
-    assert "within 0.001" in K.self_test_rule(False, tol, lim)
-    assert "not enforced" in K.self_test_rule(True, tol, None)
+    assert "within 0.001" in S.self_test_rule(False, tol, lim)
+    assert "not enforced" in S.self_test_rule(True, tol, None)
 
 
 def _png(path: Path, value: int) -> Path:
@@ -245,27 +246,27 @@ def test_samples_real_model_uses_validation_films(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "..")  # run_dir is not relative to the current folder here
     bundle = _real_run(tmp_path)
     real = SimpleNamespace(synthetic=False, labels=("normal", "pneumonia", "tuberculosis"))
-    paths, info = K.choose_samples(bundle, real)
+    paths, info = S.choose_samples(bundle, real)
     assert [p.name for p in paths] == ["normal_1.png", "normal_2.png", "pneumonia_1.png", "pneumonia_2.png",
                                        "tuberculosis_1.png", "tuberculosis_2.png"]  # val only, 2 per class
     assert info["kind"] == "validation films" and Path(info["from"]) == tmp_path / "runs" / "r1" / "split.csv"
-    assert "6 real validation films (2 per class" in K.describe_samples(info)
+    assert "6 real validation films (2 per class" in S.describe_samples(info)
 
     synthetic = SimpleNamespace(synthetic=True, labels=real.labels)
-    paths, info = K.choose_samples(bundle, synthetic)
+    paths, info = S.choose_samples(bundle, synthetic)
     assert info["kind"] == "phantoms" and {p.name for p in paths} == {
         "phantom_normal.png", "phantom_pneumonia.png", "phantom_tuberculosis.png"}
     given = _png(tmp_path / "mine.png", 5)
-    paths, info = K.choose_samples(bundle, real, [given])
+    paths, info = S.choose_samples(bundle, real, [given])
     assert paths == [given] and info["kind"] == "given"
 
     (bundle / "bundle.json").write_text(json.dumps({"run_dir": "runs/elsewhere"}))
-    with pytest.raises(K.KitError, match="--sample"):
-        K.choose_samples(bundle, real)
+    with pytest.raises(S.KitError, match="--sample"):
+        S.choose_samples(bundle, real)
     (bundle / "split.csv").write_text("path,label,source,patient_id,group,split\n"
                                       f"{tmp_path}/data/normal/normal_3.png,normal,s,n,,val\n")
-    with pytest.raises(K.KitError, match="no readable validation film of class pneumonia, tuberculosis"):
-        K.choose_samples(bundle, real)
+    with pytest.raises(S.KitError, match="no readable validation film of class pneumonia, tuberculosis"):
+        S.choose_samples(bundle, real)
 
 
 class _FakeClassifier:
@@ -303,7 +304,7 @@ def _fake_runtime(monkeypatch, optimised: dict, reference: dict, synthetic=False
     from edge_runtime.classifier import Classifier
 
     monkeypatch.setattr(Classifier, "from_bundle", classmethod(lambda cls, *a, **k: _FakeClassifier(optimised, synthetic)))
-    monkeypatch.setattr(K.ReferenceKernels, "available", classmethod(lambda cls, clf: _FakeReference(reference)))
+    monkeypatch.setattr(S.ReferenceKernels, "available", classmethod(lambda cls, clf: _FakeReference(reference)))
 
 
 def test_kit_refuses_a_model_that_drifts_on_the_workstation(tmp_path, monkeypatch):
@@ -311,20 +312,20 @@ def test_kit_refuses_a_model_that_drifts_on_the_workstation(tmp_path, monkeypatc
     ref = {"a.png": {"normal": 0.80, "tuberculosis": 0.20}, "b.png": {"normal": 0.10, "tuberculosis": 0.90}}
     sensitive = {"a.png": {"normal": 0.73, "tuberculosis": 0.27}, "b.png": ref["b.png"]}  # drift 0.07
     _fake_runtime(monkeypatch, sensitive, ref)
-    with pytest.raises(K.KitError) as err:
-        K.expected_results(tmp_path, "litert", [a, b])
+    with pytest.raises(S.KitError) as err:
+        S.expected_results(tmp_path, "litert", [a, b])
     assert "sensitive to rounding" in str(err.value) and "0.070" in str(err.value) and "OpenVINO" in str(err.value)
-    e = K.expected_results(tmp_path, "litert", [a, b], drift_limit=0.08)  # accepted knowingly
+    e = S.expected_results(tmp_path, "litert", [a, b], drift_limit=0.08)  # accepted knowingly
     assert e["drift_limit"] == 0.08 and e["workstation_kernel_drift"] == pytest.approx(0.07)
 
     robust = {"a.png": {"normal": 0.79, "tuberculosis": 0.21}, "b.png": ref["b.png"]}  # drift 0.01
     _fake_runtime(monkeypatch, robust, ref)
-    e = K.expected_results(tmp_path, "litert", [a, b])
+    e = S.expected_results(tmp_path, "litert", [a, b])
     assert e["drift_limit"] == 0.05 and e["exact"] == 1e-6 and e["samples"]["a.png"]["reference_raw"] == [0.8, 0.2]
     assert "up to 0.05 is accepted" in e["rule"]
 
     _fake_runtime(monkeypatch, sensitive, ref, synthetic=True)  # a synthetic demo model: built, not enforced
-    e = K.expected_results(tmp_path, "litert", [a, b])
+    e = S.expected_results(tmp_path, "litert", [a, b])
     assert e["drift_limit"] is None and "not enforced" in e["rule"]
 
 

@@ -4,7 +4,7 @@ it built the kit (same bundle, same backend). Run by install.sh; run it again an
     /opt/cxr-edge/venv/bin/python /opt/cxr-edge/selftest/selftest.py \
         --bundle /opt/cxr-edge/bundle --expected /opt/cxr-edge/selftest/expected.json [--json out.json] [--strict]
 
-Two checks per image (the rule is printed first; ``edge_runtime.kit.judge`` applies it):
+Two checks per image (the rule is printed first; ``edge_runtime.kit_selftest.judge`` applies it):
 - exact (LiteRT): the model run with LiteRT's portable reference kernels must reproduce the workstation's
   raw outputs (|diff| <= 1e-6). This proves the model file, the preprocessing and the runtime are right.
 - production: the probabilities and decision from the runtime as the service runs it (optimised kernels)
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     tol = args.tolerance if args.tolerance is not None else float(expected["tolerance"])
     from edge_runtime.bundle import BundleError
     from edge_runtime.classifier import Classifier
-    from edge_runtime.kit import EXACT, ReferenceKernels, judge, self_test_rule
+    from edge_runtime.kit_selftest import EXACT, ReferenceKernels, judge, self_test_rule
 
     try:
         clf = Classifier.from_bundle(args.bundle, backend=expected["backend"])
