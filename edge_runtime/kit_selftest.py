@@ -32,7 +32,16 @@ class KitError(RuntimeError):
 # ----------------------------------------------------------------------------- the self-test's rule
 EXACT = 1e-6  # reference kernels vs the workstation: the same bits (float32 round-off at most)
 TOLERANCE = 1e-3  # production probabilities "match" within this (and must, without reference kernels)
-DRIFT_LIMIT = 0.05  # optimised-kernel drift of a probability accepted (and reported) on a device
+# optimised-kernel drift of a probability accepted (and reported) on a device, and refused at build time when
+# the workstation's own optimised and reference kernels differ more. Measured (issue 13, real cxr-dev models):
+# MobileNetV2 1.0 QAT INT8 drifts up to 0.058 between the two on x86 (18 validation films) and 0.024 from x86
+# to aarch64; MobileNetV3-small INT8 (hard-swish) 0.07 on x86 and 0.117 on aarch64. 0.1 leaves a robust model
+# about 2x headroom and refuses drift as large as the hard-swish model's on ARM.
+DRIFT_LIMIT = 0.1
+# LiteRT ops whose INT8 reference kernels were measured to differ between x86 and aarch64 (up to 0.05 on the
+# cxr-dev MobileNetV3-small): with them the device cannot reproduce the workstation exactly, so the install
+# cannot be proven; a real-data model containing them is refused.
+NON_PORTABLE_OPS = ("HARD_SWISH",)
 SAMPLES_PER_CLASS = 2  # real validation films per class in the self-test
 
 
@@ -203,6 +212,15 @@ def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance:
     except BundleError as exc:
         raise KitError(f"the bundle cannot be used with backend {backend}: {exc}") from exc
     ref = ReferenceKernels.available(clf)
+    synthetic = bool(clf.metadata.synthetic)
+    if ref and (bad := non_portable_ops(clf)):
+        why = (f"{clf.model_path.name} contains {', '.join(bad)}: LiteRT's reference kernels for it give other "
+               f"results on aarch64 than on x86 (measured up to 0.05 on MobileNetV3-small INT8), so the device "
+               f"cannot reproduce this workstation exactly and the install cannot be proven")
+        if not synthetic:
+            raise KitError(f"{why}. Refused: ship its OpenVINO or ONNX artifact (--backend openvino or "
+                           f"onnxruntime) or a model without it (e.g. MobileNetV2 INT8)")
+        log.warning("%s (a synthetic demo model: built anyway)", why)
     results, drift = {}, 0.0
     for p in samples:
         s = clf.classify(str(p))
@@ -212,7 +230,6 @@ def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance:
             results[p.name]["reference_raw"] = ref.raw(p)
             ref_probs = ref.probs(p)
             drift = max(drift, max(abs(probs[k] - ref_probs[k]) for k in probs))
-    synthetic = bool(clf.metadata.synthetic)
     enforced = drift_limit if ref and not synthetic else None
     if ref and drift_limit is not None and drift > drift_limit:
         why = (f"{clf.model_path.name}: on this {_platform.machine()} workstation LiteRT's optimised INT8 kernels "
@@ -231,6 +248,16 @@ def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance:
             "samples_text": describe_samples(samples_info) if samples_info else None,
             "recorded_on": f"{_platform.machine()} {_platform.python_version()}",
             "workstation_kernel_drift": drift if ref else None, "samples": results}
+
+
+def non_portable_ops(clf) -> list[str]:
+    """The ``NON_PORTABLE_OPS`` in a LiteRT Classifier's model (empty when the interpreter cannot say)."""
+    interp = getattr(getattr(clf, "_backend", None), "interp", None)
+    try:
+        ops = {o["op_name"] for o in interp._get_ops_details()}
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError):
+        return []
+    return sorted(ops & set(NON_PORTABLE_OPS))
 
 
 def _model_input(clf, path: Path):
