@@ -55,7 +55,7 @@ fail() { echo; echo "RESULT: FAILED - $*"; exit 1; }
 
 echo "prove_aarch64: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "host: $(uname -srm), $(. /etc/os-release && echo "$PRETTY_NAME"), $(nproc) cores"
-echo "repo: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$([ -z "$(git -C "$ROOT" status --porcelain -- edge_runtime firmware_notes 2>/dev/null)" ] || echo ' (+ uncommitted changes in edge_runtime/ or firmware_notes/)')"
+echo "repo: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$([ -z "$(git -C "$ROOT" status --porcelain -- edge_runtime firmware_notes ':(exclude)firmware_notes/*.log' 2>/dev/null)" ] || echo ' (+ uncommitted changes in edge_runtime/ or firmware_notes/)')"
 echo "bundle: $BUNDLE ($(ls "$BUNDLE" | tr '\n' ' '))"
 echo "backend: $BACKEND"
 echo "project wheel: ${KIT_ARGS[1]:-built from this checkout by the kit command}"
