@@ -5,7 +5,7 @@
 Run on the workstation (online, or offline from a local wheel folder with ``--no-index --find-links DIR``).
 It gathers, for the target platform and Python, binary wheels of this project, its ``edge`` extra and the
 chosen backend (``pip download --only-binary=:all: --platform ...``), copies the model bundle, classifies
-the embedded sample images with the same backend to record the expected probabilities, and writes:
+the self-test samples with the same backend to record the expected probabilities, and writes:
 
     cxr-edge-kit-<platform>-py<XY>-<backend>/
       install.sh            offline installer (pip --no-index), service, self-test, prints the URL
@@ -18,6 +18,12 @@ the embedded sample images with the same backend to record the expected probabil
       SHA256SUMS            every file above (``sha256sum -c SHA256SUMS``)
 
 A dependency without a wheel for the target stops the build with a message naming the package.
+
+Self-test samples: a model trained on real data (``metadata.synthetic`` false) is checked on real films,
+``SAMPLES_PER_CLASS`` validation films per class from its training run's split.csv (or ``--sample``); a
+synthetic demo model on the embedded phantoms. What the self-test demands (``kit_selftest``): LiteRT's
+reference kernels reproduce the workstation exactly (proves the install); the optimised kernels may drift up to
+``DRIFT_LIMIT`` (reported); a real-data model that already drifts more on the workstation is refused here.
 """
 from __future__ import annotations
 
@@ -38,9 +44,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_runtime.kit_selftest import (DRIFT_LIMIT, KIT_FILES, SAMPLES_PER_CLASS, TOLERANCE, KitError,
+                                       choose_samples, describe_samples, expected_results)
+
 log = logging.getLogger(__name__)
 
-KIT_FILES = Path(__file__).with_name("kit_files")
 PROJECT = "cxr-edge"
 ARCHES = ("aarch64", "x86_64")
 DEFAULT_GLIBC = "2.36"  # Debian 12 / Raspberry Pi OS Bookworm; JetPack 6 (Ubuntu 22.04) is 2.35
@@ -53,10 +61,6 @@ BACKENDS = {
     "onnxruntime-gpu": ("onnxruntime", ("edge",), ("onnxruntime-gpu",)),
 }
 SOURCE_PARTS = ("edge_runtime", "train", "convert", "benchmarks", "setup.cfg", "pyproject.toml", "README.md")
-
-
-class KitError(RuntimeError):
-    """The kit cannot be built as asked; the message says what is missing and for which target."""
 
 
 @dataclass(frozen=True)
@@ -203,90 +207,6 @@ def _tail(text: str, lines: int = 12) -> str:
     return "\n".join("  " + line for line in keep[-lines:])
 
 
-# ----------------------------------------------------------------------------- expected results
-def sample_images(samples: list[Path] | None = None) -> list[Path]:
-    paths = list(samples) if samples else sorted((KIT_FILES / "samples").glob("*.png"))
-    if not paths:
-        raise KitError("no sample images for the self-test")
-    for p in paths:
-        if not Path(p).is_file():
-            raise KitError(f"sample image {p}: no such file")
-    names = [Path(p).name for p in paths]
-    if dupes := sorted({n for n in names if names.count(n) > 1}):
-        raise KitError(f"sample images must have distinct file names; repeated: {', '.join(dupes)}")
-    return [Path(p) for p in paths]
-
-
-class ReferenceKernels:
-    """LiteRT's portable reference kernels (``OpResolverType.BUILTIN_REF``) for a Classifier's model.
-
-    The optimised INT8 kernels (XNNPACK, ruy) round differently on x86 and on ARM, so INT8 probabilities are
-    not bit-identical across CPUs (measured: 1 to 53 output steps of 1/256 on small MobileNetV2 models, see
-    firmware_notes/). The reference kernels are plain C++ and give the same bits on every CPU: comparing
-    them with the workstation's proves the installation (model file, preprocessing, runtime) exactly.
-    Uses the Classifier's own preprocessing and the backend's own input/output handling.
-    """
-
-    def __init__(self, clf):
-        from edge_runtime.classifier import Classifier
-
-        self.clf = clf
-        # the same artifact, metadata and input handling, on another interpreter with the reference kernels
-        self.ref = Classifier.from_bundle(clf.model_path, verify=False, reference_kernels=True)
-
-    @classmethod
-    def available(cls, clf) -> "ReferenceKernels | None":
-        if clf.backend != "litert":
-            return None
-        try:
-            return cls(clf)
-        except (ImportError, AttributeError, ValueError, RuntimeError):
-            return None
-
-    def raw(self, path: Path) -> list[float]:
-        """The model's raw outputs (before temperature scaling) for one image file."""
-        return [float(v) for v in self.ref.predict(_model_input(self.clf, path))[0]]
-
-
-def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance: float) -> dict:
-    """Classify the samples here, with the backend the device will use: the numbers the self-test compares.
-
-    ``probs``: the production kernels' probabilities (tolerance ``tolerance``); ``reference_raw`` (LiteRT):
-    the portable reference kernels' raw outputs, which the device must reproduce exactly.
-    """
-    from edge_runtime.bundle import BundleError
-    from edge_runtime.classifier import Classifier
-
-    try:
-        clf = Classifier.from_bundle(bundle, backend=backend)
-    except BundleError as exc:
-        raise KitError(f"the bundle cannot be used with backend {backend}: {exc}") from exc
-    ref = ReferenceKernels.available(clf)
-    results, drift = {}, 0.0
-    for p in samples:
-        s = clf.classify(str(p))
-        results[p.name] = {"probs": {k: float(v) for k, v in s.probs.items()}, "label": s.label,
-                           "decision": s.decision}
-        if ref:
-            results[p.name]["reference_raw"] = ref.raw(p)
-            raw, _ = clf.predict(_model_input(clf, p))
-            drift = max(drift, float(max(abs(float(a) - b) for a, b in zip(raw, results[p.name]["reference_raw"]))))
-    if drift > tolerance:
-        log.warning("%s: the optimised kernels differ from the reference kernels by up to %.3g on the "
-                    "self-test images, here on %s: this INT8 model is sensitive to rounding, and the device's "
-                    "CPU will give probabilities that differ from this workstation's by a similar amount",
-                    clf.model_path.name, drift, _platform.machine())
-    return {"backend": backend, "model": clf.model_path.name, "labels": list(clf.metadata.labels),
-            "tolerance": tolerance, "recorded_on": f"{_platform.machine()} {_platform.python_version()}",
-            "workstation_kernel_drift": drift if ref else None, "samples": results}
-
-
-def _model_input(clf, path: Path):
-    from edge_runtime.preprocess import decode_image, prepare
-
-    return prepare(decode_image(str(path), Path(path).name), clf.metadata.preprocess)
-
-
 # ----------------------------------------------------------------------------- the kit
 @dataclass
 class Kit:
@@ -295,6 +215,9 @@ class Kit:
     backend: str
     wheels: list[str] = field(default_factory=list)
     size_bytes: int = 0
+    samples: str = ""  # what the self-test classifies, in words
+    rule: str = ""  # what the self-test demands, in words
+    workstation_drift: float | None = None
 
 
 def _fill(template: str, values: dict) -> str:
@@ -328,9 +251,11 @@ def _default_constraints() -> Path | None:
 def build_kit(bundle: str | Path, out: str | Path, platform: str = "host", python: str | None = None,
               backend: str = "litert", glibc: str | None = None, constraints: str | Path | None = "default",
               find_links: tuple = (), no_index: bool = False, project_wheel: str | Path | None = None,
-              samples: list[Path] | None = None, tolerance: float = 1e-3) -> Kit:
+              samples: list[Path] | None = None, tolerance: float = TOLERANCE,
+              drift_limit: float = DRIFT_LIMIT) -> Kit:
     """Build the kit into ``out`` (a folder, or a ``.tar.gz``/``.tgz`` file). See the module docstring."""
     from edge_runtime.bundle import BundleError, verify_sums
+    from edge_runtime.metadata import ModelMetadata
 
     bundle, out = Path(bundle), Path(out)
     if backend not in BACKENDS:
@@ -347,14 +272,19 @@ def build_kit(bundle: str | Path, out: str | Path, platform: str = "host", pytho
         constraints = None
     elif not Path(constraints).is_file():
         raise KitError(f"--constraints {constraints}: no such file")
-    expected = expected_results(bundle, runtime_backend, sample_images(samples), tolerance)
+    try:
+        metadata = ModelMetadata.load(bundle / "metadata.json")
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise KitError(f"{bundle}/metadata.json: {exc}") from exc
+    paths, info = choose_samples(bundle, metadata, samples)
+    expected = expected_results(bundle, runtime_backend, paths, tolerance, drift_limit, info)
 
     tarball = out.name.endswith((".tar.gz", ".tgz"))
     if not tarball and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KitError(f"{out}: exists and is not an empty folder; choose a new --out")
     try:
         return _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expected, constraints,
-                         find_links, no_index, project_wheel, samples)
+                         find_links, no_index, project_wheel, paths, info)
     except BaseException:
         if not tarball:
             shutil.rmtree(out, ignore_errors=True)  # nothing half-built left behind
@@ -362,7 +292,7 @@ def build_kit(bundle: str | Path, out: str | Path, platform: str = "host", pytho
 
 
 def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expected, constraints, find_links,
-              no_index, project_wheel, samples) -> Kit:
+              no_index, project_wheel, samples, samples_info) -> Kit:
     from edge_runtime.bundle import verify_sums
 
     runtime_backend = BACKENDS[backend][0]
@@ -391,7 +321,7 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
         st = kit / "selftest"
         (st / "samples").mkdir(parents=True)
         shutil.copy2(KIT_FILES / "selftest.py", st / "selftest.py")
-        for p in sample_images(samples):
+        for p in samples:  # a handful of films at most (choose_samples)
             shutil.copy2(p, st / "samples" / p.name)
         (st / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
         values = {"ARCH": target.arch, "PYTHON_VERSION": target.python, "BACKEND": backend,
@@ -406,7 +336,10 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
                 "wheels": [w.name for w in wheels], "model": expected["model"],
                 "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "built_on": f"{_platform.machine()} Python {_platform.python_version()}",
-                "constraints": str(constraints) if constraints else None}
+                "constraints": str(constraints) if constraints else None,
+                "samples": samples_info,
+                "self_test": {k: expected[k] for k in ("exact", "tolerance", "drift_limit", "workstation_kernel_drift",
+                                                       "rule")}}
         (kit / "kit.json").write_text(json.dumps(meta, indent=2) + "\n")
         write_sums(kit)
         if tarball:
@@ -416,7 +349,8 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
             size = out.stat().st_size
         else:
             size = sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())
-    return Kit(out, target, backend, [w.name for w in wheels], size)
+    return Kit(out, target, backend, [w.name for w in wheels], size, describe_samples(samples_info),
+               expected["rule"], expected["workstation_kernel_drift"])
 
 
 # ----------------------------------------------------------------------------- command line
@@ -440,10 +374,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="also take wheels from this folder (repeatable), e.g. NVIDIA's onnxruntime-gpu wheel")
     p.add_argument("--no-index", action="store_true", help="do not contact a package index (offline build)")
     p.add_argument("--project-wheel", type=Path, help="use this cxr_edge wheel instead of building one")
-    p.add_argument("--sample", action="append", type=Path, default=None, metavar="IMAGE",
-                   help="self-test image(s) (default: the embedded synthetic phantoms)")
-    p.add_argument("--tolerance", type=float, default=1e-3,
-                   help="self-test: largest allowed |probability difference| (default: %(default)s)")
+    p.add_argument("--sample", "--samples", dest="sample", action="append", type=Path, default=None,
+                   metavar="IMAGE", help=f"self-test image(s), repeatable (default: a model trained on real data: "
+                   f"{SAMPLES_PER_CLASS} validation films per class from its run's split.csv; a synthetic one: "
+                   f"the embedded phantoms)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help="self-test: probabilities match within this (default: %(default)s)")
+    p.add_argument("--drift-limit", type=float, default=DRIFT_LIMIT,
+                   help="LiteRT: largest optimised-kernel drift of a probability accepted on the device, and on "
+                        "this workstation at build time (default: %(default)s)")
     p.set_defaults(run=run)
     return p
 
@@ -453,12 +392,16 @@ def run(args) -> int:
         kit = build_kit(args.bundle, args.out, platform=args.platform, python=args.python, backend=args.backend,
                         glibc=args.glibc, constraints=args.constraints, find_links=tuple(args.find_links),
                         no_index=args.no_index, project_wheel=args.project_wheel, samples=args.sample,
-                        tolerance=args.tolerance)
+                        tolerance=args.tolerance, drift_limit=args.drift_limit)
     except KitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"kit for {kit.target.name} ({kit.backend}, glibc <= {kit.target.glibc}): {kit.path} "
           f"({kit.size_bytes / 1e6:.1f} MB, {len(kit.wheels)} wheels)")
+    print(f"self-test samples: {kit.samples}")
+    if kit.workstation_drift is not None:
+        print(f"optimised vs reference kernels on this workstation: max |probability diff| {kit.workstation_drift:.3g}")
+    print(f"self-test rule: {kit.rule}")
     if kit.path.is_dir():
         print(f"on the device: copy the folder, then: cd {kit.path.name} && sudo ./install.sh")
     else:

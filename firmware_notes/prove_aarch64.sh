@@ -5,8 +5,10 @@
 #                                        [--project-wheel cxr_edge-*.whl]   (default: built from this checkout)
 #
 # 1. builds the kit for linux_aarch64 / CPython 3.11 (Raspberry Pi OS Bookworm) with this workstation's
-#    `python -m edge_runtime kit`, using as self-test samples a few synthetic phantoms (PNG 8/16-bit, JPEG,
-#    DICOM from `python -m train.phantom`), whose probabilities the kit builder records on this x86 machine;
+#    `python -m edge_runtime kit`, whose self-test samples are, for a synthetic demo model, a few phantoms
+#    (PNG 8/16-bit, JPEG, DICOM from `python -m train.phantom`), and for a model trained on real data the
+#    real validation films the kit builder picks (2 per class from the run's split.csv); the kit builder
+#    records their probabilities on this x86 machine (and refuses a model too sensitive to rounding);
 # 2. makes an arm64 Debian bookworm userland with debootstrap (once; kept in --work) and copies it afresh;
 # 3. inside it, under qemu user-mode emulation (binfmt_misc) and with NO network (a new, empty network
 #    namespace), runs the kit's install.sh as root: checksums, venv, pip --no-index, bundle, self-test
@@ -53,7 +55,7 @@ fail() { echo; echo "RESULT: FAILED - $*"; exit 1; }
 
 echo "prove_aarch64: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "host: $(uname -srm), $(. /etc/os-release && echo "$PRETTY_NAME"), $(nproc) cores"
-echo "repo: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$([ -z "$(git -C "$ROOT" status --porcelain -- edge_runtime firmware_notes 2>/dev/null)" ] || echo ' (+ uncommitted changes in edge_runtime/ or firmware_notes/)')"
+echo "repo: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$([ -z "$(git -C "$ROOT" status --porcelain -- edge_runtime firmware_notes ':(exclude)firmware_notes/*.log' 2>/dev/null)" ] || echo ' (+ uncommitted changes in edge_runtime/ or firmware_notes/)')"
 echo "bundle: $BUNDLE ($(ls "$BUNDLE" | tr '\n' ' '))"
 echo "backend: $BACKEND"
 echo "project wheel: ${KIT_ARGS[1]:-built from this checkout by the kit command}"
@@ -86,9 +88,12 @@ echo "$(chroot "$BASE" uname -m), $(chroot "$BASE" /usr/bin/python3 -c 'import p
 chroot "$BASE" /usr/bin/python3 -c 'import ensurepip' 2>/dev/null \
     && echo "(python3-venv present)" || echo "(no python3-venv/ensurepip: install.sh must not need it)"
 
-step "sample images: synthetic phantoms (PNG 8/16-bit, JPEG, DICOM)"
 IMAGES="$WORK/images"
 rm -rf "$IMAGES"
+SYNTHETIC="$("$PY" -c 'import json, sys; print(int(bool(json.load(open(sys.argv[1])).get("synthetic"))))' "$BUNDLE/metadata.json")"
+SAMPLES=()
+if [ "$SYNTHETIC" = 1 ]; then
+step "sample images: synthetic phantoms (PNG 8/16-bit, JPEG, DICOM) for a synthetic demo model"
 "$PY" -m train.phantom --out "$IMAGES" --per-class 20 --seed 7 --min-size 160 --max-size 320 >/dev/null
 # every class, every file type: per class the first DICOM (if any), JPEG, 8-bit PNG and 16-bit PNG
 PICK='import sys, cv2
@@ -101,8 +106,10 @@ for cls in sorted(p for p in Path(sys.argv[1]).iterdir() if p.is_dir()):
     print("\n".join(str(f) for f in kinds.values()))'
 mapfile -t IMGS < <("$PY" -c "$PICK" "$IMAGES")
 echo "${#IMGS[@]} images: $(for f in "${IMGS[@]}"; do basename "$f"; done | tr '\n' ' ')"
-SAMPLES=()
 for f in "${IMGS[@]}"; do SAMPLES+=(--sample "$f"); done
+else
+    step "sample images: a model trained on real data, so the kit builder picks real validation films"
+fi
 
 step "build the kit for linux_aarch64 / Python 3.11 on this $(uname -m) workstation"
 KIT_TGZ="$WORK/cxr-edge-kit-aarch64-$BACKEND.tar.gz"
@@ -110,6 +117,12 @@ rm -f "$KIT_TGZ"
 "$PY" -m edge_runtime kit --bundle "$BUNDLE" --platform linux_aarch64 --python 3.11 --glibc 2.36 \
     --backend "$BACKEND" --out "$KIT_TGZ" "${SAMPLES[@]}" "${KIT_ARGS[@]}" 2>&1 | grep -v 'XNNPACK' || fail "kit build failed"
 echo "kit: $(du -h "$KIT_TGZ" | cut -f1) ($(stat -c %s "$KIT_TGZ") bytes)"
+if [ "$SYNTHETIC" != 1 ]; then  # the CLI comparison below uses the films the kit chose
+    mkdir -p "$IMAGES"
+    tar xzf "$KIT_TGZ" -C "$IMAGES" --wildcards '*/selftest/samples/*' --strip-components 3
+    mapfile -t IMGS < <(ls -d "$IMAGES"/*)
+    echo "${#IMGS[@]} images: $(for f in "${IMGS[@]}"; do basename "$f"; done | tr '\n' ' ')"
+fi
 
 RT_BACKEND="$BACKEND"; [ "$BACKEND" = onnxruntime-gpu ] && RT_BACKEND=onnxruntime
 step "x86 reference with the CLI (python -m edge_runtime classify)"
@@ -228,10 +241,14 @@ import json, sys
 d, e = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 s = d["samples"]
 ref = d.get("max_reference_diff")
-print(f"aarch64 self-test ({d['backend']}, {e['model']}): {len(s)} images")
+print(f"aarch64 self-test ({d['backend']}, {e['model']}): {e.get('samples_text') or str(len(s)) + ' images'}")
+if e.get("rule"):
+    print(f"  rule: {e['rule']}")
 if ref is not None:
     print(f"  reference kernels (portable C++): max |arm64 - x86| = {ref:.1e} (exact: {ref <= 1e-6})")
-print(f"  production kernels: max |p_arm64 - p_x86| = {d['max_abs_diff']:.3g}; decisions agree on "
+limit = e.get("drift_limit")
+print(f"  production kernels: max |p_arm64 - p_x86| = {d['max_abs_diff']:.3g}"
+      + (f" (drift limit {limit:g})" if limit is not None else "") + "; decisions agree on "
       f"{sum(s[n]['decision'] == e['samples'][n]['decision'] for n in s)}/{len(s)}")
 if e.get("workstation_kernel_drift") is not None:
     print(f"  (on the x86 workstation itself, optimised vs reference kernels: max |diff| {e['workstation_kernel_drift']:.3g})")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime import kit as K
+from edge_runtime import kit_selftest as S
 
 ROOT = Path(__file__).resolve().parents[1]  # install.sh runs from here: the checkout must not leak in
 
@@ -190,3 +191,184 @@ def test_host_kit_installs_offline_and_selftest_passes(tmp_path, bundle):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0 and "damaged" in r.stderr and "bundle/metadata.json: FAILED" in r.stdout
     shutil.rmtree(prefix)
+
+
+# ----------------------------------------------------------------------------- the self-test's rule and samples
+def test_judge_boundaries():
+    """Hand-picked cases at, below and above each limit (tolerance 1e-3, drift limit 0.05)."""
+    tol, lim = 1e-3, 0.05
+    assert S.judge(1e-3, True, True, tol, lim) == "ok"  # at the tolerance
+    assert S.judge(0.0011, True, True, tol, lim) == "kernel drift"  # just above: drift, accepted
+    assert S.judge(0.05, True, True, tol, lim) == "kernel drift"  # at the limit: accepted
+    assert S.judge(0.0501, True, True, tol, lim) == "MISMATCH"  # beyond the limit: the install fails
+    assert S.judge(0.0, False, True, tol, lim) == "kernel drift"  # another decision with exact reference
+    assert S.judge(0.0, True, False, tol, lim) == "MISMATCH"  # reference kernels differ: install fault
+    assert S.judge(0.01, True, True, tol, lim, strict=True) == "MISMATCH"
+    assert S.judge(0.5, True, True, tol, None) == "kernel drift"  # synthetic model: drift reported only
+    assert S.judge(0.0011, True, None, tol, lim) == "MISMATCH"  # no reference (ONNX/OpenVINO): tolerance only
+    assert S.judge(0.0009, True, None, tol, lim) == "ok"
+    rule = S.self_test_rule(True, tol, lim)
+    assert "exactly" in rule and "up to 0.05 is accepted and reported" in rule and "refuses" in rule
+    assert "within 0.001" in S.self_test_rule(False, tol, lim)
+    assert "not enforced" in S.self_test_rule(True, tol, None)
+
+
+def _png(path: Path, value: int) -> Path:
+    import cv2
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((8, 8), value, np.uint8))
+    return path
+
+
+def _real_run(tmp_path: Path) -> Path:
+    """A fake bundle of a real-data model whose bundle.json names its run folder relative to a folder above
+    (as the converter records it), with a split.csv whose paths are relative to the split file."""
+    data, run, bundle = tmp_path / "data", tmp_path / "runs" / "r1", tmp_path / "runs" / "r1-bundle"
+    rows = ["path,label,source,patient_id,group,split"]
+    for label in ("normal", "pneumonia", "tuberculosis"):
+        for i in range(4):
+            f = _png(data / label / f"{label}_{i}.png", 10 * i)
+            rows.append(f"../../data/{label}/{f.name},{label},s,{label}{i},,{'train' if i == 0 else 'val'}")
+    rows.append("../../data/normal/missing.png,normal,s,x,,val")
+    rows.insert(2, "../../data/normal/missing.png,normal,s,x,,val")  # unreadable: skipped
+    run.mkdir(parents=True)
+    (run / "split.csv").write_text("\n".join(rows) + "\n")
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text(json.dumps({"run_dir": "runs/r1"}))
+    return bundle
+
+
+def test_samples_real_model_uses_validation_films(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.chdir(tmp_path / "..")  # run_dir is not relative to the current folder here
+    bundle = _real_run(tmp_path)
+    real = SimpleNamespace(synthetic=False, labels=("normal", "pneumonia", "tuberculosis"))
+    paths, info = S.choose_samples(bundle, real)
+    assert [p.name for p in paths] == ["normal_1.png", "normal_2.png", "pneumonia_1.png", "pneumonia_2.png",
+                                       "tuberculosis_1.png", "tuberculosis_2.png"]  # val only, 2 per class
+    assert info["kind"] == "validation films" and Path(info["from"]) == tmp_path / "runs" / "r1" / "split.csv"
+    assert "6 real validation films (2 per class" in S.describe_samples(info)
+
+    synthetic = SimpleNamespace(synthetic=True, labels=real.labels)
+    paths, info = S.choose_samples(bundle, synthetic)
+    assert info["kind"] == "phantoms" and {p.name for p in paths} == {
+        "phantom_normal.png", "phantom_pneumonia.png", "phantom_tuberculosis.png"}
+    given = _png(tmp_path / "mine.png", 5)
+    paths, info = S.choose_samples(bundle, real, [given])
+    assert paths == [given] and info["kind"] == "given"
+
+    (bundle / "bundle.json").write_text(json.dumps({"run_dir": "runs/elsewhere"}))
+    with pytest.raises(S.KitError, match="--sample"):
+        S.choose_samples(bundle, real)
+    (bundle / "split.csv").write_text("path,label,source,patient_id,group,split\n"
+                                      f"{tmp_path}/data/normal/normal_3.png,normal,s,n,,val\n")
+    with pytest.raises(S.KitError, match="no readable validation film of class pneumonia, tuberculosis"):
+        S.choose_samples(bundle, real)
+
+
+class _FakeClassifier:
+    """Stands in for a LiteRT Classifier: fixed probabilities per image name (optimised kernels)."""
+
+    backend, load_ms = "litert", 1.0
+
+    def __init__(self, probs: dict, synthetic=False):
+        from types import SimpleNamespace
+
+        self.table = probs
+        self.model_path = Path("model_tflite_int8.tflite")
+        self.metadata = SimpleNamespace(labels=("normal", "tuberculosis"), synthetic=synthetic)
+
+    def classify(self, path, name=None):
+        from types import SimpleNamespace
+
+        p = self.table[Path(path).name]
+        label = max(p, key=p.get)
+        return SimpleNamespace(probs=dict(p), label=label, decision=label)
+
+
+class _FakeReference:
+    def __init__(self, probs: dict):
+        self.table = probs
+
+    def raw(self, path):
+        return list(self.table[Path(path).name].values())
+
+    def probs(self, path):
+        return dict(self.table[Path(path).name])
+
+
+def _fake_runtime(monkeypatch, optimised: dict, reference: dict, synthetic=False):
+    from edge_runtime.classifier import Classifier
+
+    monkeypatch.setattr(Classifier, "from_bundle", classmethod(lambda cls, *a, **k: _FakeClassifier(optimised, synthetic)))
+    monkeypatch.setattr(S.ReferenceKernels, "available", classmethod(lambda cls, clf: _FakeReference(reference)))
+
+
+def test_kit_refuses_a_model_that_drifts_on_the_workstation(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    a, b = _png(tmp_path / "a.png", 1), _png(tmp_path / "b.png", 2)
+    ref = {"a.png": {"normal": 0.80, "tuberculosis": 0.20}, "b.png": {"normal": 0.10, "tuberculosis": 0.90}}
+    sensitive = {"a.png": {"normal": 0.68, "tuberculosis": 0.32}, "b.png": ref["b.png"]}  # drift 0.12 > 0.1
+    _fake_runtime(monkeypatch, sensitive, ref)
+    with pytest.raises(S.KitError) as err:
+        S.expected_results(tmp_path, "litert", [a, b])
+    assert "sensitive to rounding" in str(err.value) and "0.120" in str(err.value) and "OpenVINO" in str(err.value)
+    e = S.expected_results(tmp_path, "litert", [a, b], drift_limit=0.13)  # accepted knowingly
+    assert e["drift_limit"] == 0.13 and e["workstation_kernel_drift"] == pytest.approx(0.12)
+
+    robust = {"a.png": {"normal": 0.71, "tuberculosis": 0.29}, "b.png": ref["b.png"]}  # drift 0.09, below 0.1
+    _fake_runtime(monkeypatch, robust, ref)
+    e = S.expected_results(tmp_path, "litert", [a, b])
+    assert e["drift_limit"] == 0.1 and e["exact"] == 1e-6 and e["samples"]["a.png"]["reference_raw"] == [0.8, 0.2]
+    assert "up to 0.1 is accepted" in e["rule"]
+
+    # an op whose reference kernels differ between x86 and aarch64 (INT8 hard-swish): refused
+    hard_swish = SimpleNamespace(_get_ops_details=lambda: [{"op_name": "CONV_2D"}, {"op_name": "HARD_SWISH"}])
+    monkeypatch.setattr(_FakeClassifier, "_backend", SimpleNamespace(interp=hard_swish), raising=False)
+    with pytest.raises(S.KitError, match="contains HARD_SWISH.*cannot be proven"):
+        S.expected_results(tmp_path, "litert", [a, b])
+    monkeypatch.undo()
+
+    _fake_runtime(monkeypatch, sensitive, ref, synthetic=True)  # a synthetic demo model: built, not enforced
+    e = S.expected_results(tmp_path, "litert", [a, b])
+    assert e["drift_limit"] is None and "not enforced" in e["rule"]
+
+
+def test_selftest_accepts_drift_within_the_limit_and_says_so(tmp_path, monkeypatch, capsys):
+    """The device side: the rule is printed; exact reference + drift <= limit passes with a report;
+    drift beyond the limit, or a reference that differs, fails."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kit_selftest", K.KIT_FILES / "selftest.py")
+    st = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(st)
+    monkeypatch.setattr(st, "web_check", lambda clf: None)
+    ref = {"a.png": {"normal": 0.80, "tuberculosis": 0.20}}
+    (tmp_path / "samples").mkdir()
+    _png(tmp_path / "samples" / "a.png", 1)
+    expected = {"backend": "litert", "model": "model_tflite_int8.tflite", "tolerance": 1e-3, "drift_limit": 0.05,
+                "workstation_kernel_drift": 0.01, "samples_text": "1 real validation film",
+                "samples": {"a.png": {"probs": ref["a.png"], "label": "normal", "decision": "normal",
+                                      "reference_raw": [0.8, 0.2]}}}
+    exp = tmp_path / "expected.json"
+    exp.write_text(json.dumps(expected))
+    argv = ["--bundle", str(tmp_path), "--expected", str(exp)]
+
+    _fake_runtime(monkeypatch, {"a.png": {"normal": 0.776, "tuberculosis": 0.224}}, ref)  # device drift 0.024
+    assert st.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "rule: LiteRT's reference kernels must reproduce" in out and "samples: 1 real validation film" in out
+    assert "kernel drift" in out and "within the accepted limit 0.05" in out
+    assert "self-test passed: reference kernels exact on 1 samples, optimised-kernel drift 0.024 (accepted" in out
+
+    _fake_runtime(monkeypatch, {"a.png": {"normal": 0.74, "tuberculosis": 0.26}}, ref)  # 0.06 > 0.05
+    assert st.main(argv) == 1
+    assert "beyond the drift limit 0.05" in capsys.readouterr().err
+
+    _fake_runtime(monkeypatch, ref, {"a.png": {"normal": 0.8 - 1 / 256, "tuberculosis": 0.2 + 1 / 256}})
+    assert st.main(argv) == 1
+    assert "reference kernels give" in capsys.readouterr().err
