@@ -17,6 +17,19 @@ from edge_runtime import kit_selftest as S
 ROOT = Path(__file__).resolve().parents[1]  # install.sh runs from here: the checkout must not leak in
 
 
+@pytest.fixture(scope="session")
+def package_index():
+    """Skip (with the reason) when pip cannot reach its package index: building a kit downloads the target's
+    wheels. Asked of pip itself, so whatever index this machine is configured with counts."""
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                            "--dest", tmp, "--timeout", "10", "--retries", "0", "pip"],
+                           capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        pytest.skip("offline: pip cannot download from its package index, and building a kit downloads the "
+                    "target's wheels (" + (r.stderr.strip().splitlines() or ["no output"])[-1][:200] + ")")
+
+
 @pytest.fixture
 def bundle(request):
     """The session's tiny_bundle, or any bundle folder named by $CXR_KIT_TEST_BUNDLE."""
@@ -132,7 +145,7 @@ def _base_python() -> str:
 
 
 @pytest.mark.slow
-def test_host_kit_installs_offline_and_selftest_passes(tmp_path, bundle):
+def test_host_kit_installs_offline_and_selftest_passes(tmp_path, package_index, bundle):
     """Build a kit for this machine, install it into a fresh venv with pip --no-index, self-test passes;
     a damaged kit and a changed expectation are both refused."""
     out = tmp_path / "kit.tar.gz"
