@@ -91,7 +91,7 @@ def table(res: dict) -> str:
     lines = [f"{res['side']} split, {res['n']} films, {res['bundle']}",
              "| format | accuracy | " + " | ".join(f"acc {src}" for src in srcs) + " | normal-vs-pneumonia AUC "
              "(one source) | TB AUC | TB sens/spec | referred | acc not referred | ECE | agreement |",
-             "|" + "---|" * (10 + len(srcs))]
+             "|" + "---|" * (9 + len(srcs))]
     for fmt, r in res["formats"].items():
         if "error" in r:
             lines.append(f"| {fmt} | error: {r['error']} |")
