@@ -188,9 +188,9 @@ def download_wheels(requirements: list[str], dest: Path, target: Target, constra
     for fl in find_links:
         cmd += ["--find-links", str(fl)]
     log.info("pip download for %s (glibc <= %s): %s", target.name, target.glibc, " ".join(requirements))
-    r = subprocess.run(cmd + list(requirements), capture_output=True, text=True)
-    if r.returncode:
-        out = (r.stdout + r.stderr).strip()
+    returncode, out = _pip_with_progress(cmd + list(requirements))
+    if returncode:
+        out = out.strip()
         missing = _missing(out)
         where = f"linux {target.arch}, CPython {target.python}, glibc <= {target.glibc}"
         if missing:
@@ -200,6 +200,23 @@ def download_wheels(requirements: list[str], dest: Path, target: Target, constra
                            f"pip said:\n{_tail(out)}")
         raise KitError(f"pip download for {where} failed:\n{_tail(out)}")
     return sorted(dest.glob("*.whl"))
+
+
+def _pip_with_progress(cmd: list[str]) -> tuple[int, str]:
+    """Run pip, logging each wheel as it is saved with the count, the pace and the time so far (pip cannot
+    say how many will come before it has resolved them all); (exit status, everything pip printed)."""
+    import time
+
+    t0, saved, lines = time.perf_counter(), 0, []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(("Saved ", "File was already downloaded ")):
+                saved += 1
+                secs = time.perf_counter() - t0
+                log.info("  wheel %d (%.1f s each, %.0f s so far): %s", saved, secs / saved, secs,
+                         line.split()[-1].rsplit("/", 1)[-1])
+    return proc.returncode, "".join(lines)
 
 
 def _tail(text: str, lines: int = 12) -> str:

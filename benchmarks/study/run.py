@@ -41,6 +41,7 @@ import numpy as np
 
 from benchmarks.study.plan import (DATA_DEFAULT, DEFAULT_RECIPE, MODELS, PREPROCESS_KEYS, RECIPES, STUDY_EXTRA,
                                    STUDY_RECIPES, Experiment, plan)
+from edge_runtime.cli_common import rate_text
 from edge_runtime.formats import DEFAULT_FORMATS, DEPLOYED
 
 @dataclass
@@ -177,10 +178,16 @@ def run(opts: Options) -> int:
     runs: dict[str, Path] = {}
     split = None
     probe = None
+    trained_s, resumed = 0.0, 0  # the pace of the trainings this run does (finished ones are kept, instantly)
     for i, exp in enumerate(exps, 1):
-        log(f"[train {i}/{len(exps)}] {exp.name}: {exp.label}, recipe {exp.recipe}"
+        log(f"[train {rate_text(i - 1, len(exps), trained_s, resumed)}] next: {exp.name}: {exp.label}, recipe {exp.recipe}"
             + (f", CONTROL keep={exp.keep}" if exp.keep != "all" else ""))
+        t_exp = time.time()
         run_dir = train(exp, opts, split)
+        if time.time() - t_exp < 5 and resumed == i - 1:
+            resumed += 1  # already trained by an earlier run
+        else:
+            trained_s += time.time() - t_exp
         if run_dir is not None:
             runs[exp.name] = run_dir
             split = split or run_dir / "split.csv"  # every later training reuses the first one's split
