@@ -50,9 +50,6 @@ class OperatingPoint:
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         return calibrate(raw, self.temperature)
 
-    def decide(self, probs: np.ndarray, in_scope: bool = True, scope_reason: str = "") -> tuple[str, str]:
-        return decide(probs, self, in_scope, scope_reason)
-
     def decide_batch(self, probs: np.ndarray) -> np.ndarray:
         """The decision (a label, or "refer") for each row of calibrated probabilities (all in scope)."""
         return np.array([decide(p, self)[0] for p in np.asarray(probs, np.float64)], dtype=object)
