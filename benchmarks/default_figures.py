@@ -20,6 +20,7 @@ import numpy as np
 
 from benchmarks.study import evaluate as E
 from edge_runtime import formats as F
+from edge_runtime import metrics as M
 from edge_runtime.classifier import Classifier
 from edge_runtime.operating_point import calibrate
 
@@ -45,6 +46,45 @@ def bootstrap_ci(y, raw, sources, labels, temperature: float = 1.0, n: int = 100
     return {"n_boot": n, "unit": "film", "accuracy": ci(acc), "pair_source": pair, "pair_auc": ci(auc)}
 
 
+def manifest_column(samples, column: str = "view_position") -> list[str]:
+    """``column`` of each sample's row in the ``manifest.csv`` of its data folder (the folder above its class
+    folder), "" where there is no manifest, no such column or no row for the file."""
+    import csv
+
+    tables: dict[Path, dict[str, str]] = {}
+    out = []
+    for s in samples:
+        path = Path(s.path)
+        root = path.parent.parent
+        if root not in tables:
+            table = {}
+            if (root / "manifest.csv").is_file():
+                with (root / "manifest.csv").open(newline="") as fh:
+                    table = {r.get("file", ""): (r.get(column) or "") for r in csv.DictReader(fh)}
+            tables[root] = table
+        out.append(tables[root].get(f"{path.parent.name}/{path.name}", ""))
+    return out
+
+
+def pair_auc_by_view(y, cal, sources, views, labels) -> dict:
+    """Normal-vs-pneumonia AUC within the pair source, per view position (AP/PA), with each view's class counts,
+    and the AUC that the view alone reaches (PA scored 1): a model that leaned on the view would lose most of its
+    AUC within one view."""
+    y, sources, views = np.asarray(y), np.asarray(sources), np.asarray(views)
+    pair = E.pair_source(y, sources, labels)
+    if pair is None or not views.any():
+        return {}
+    ineg, ipos = labels.index(E.NORMAL), labels.index(E.PNEUMONIA)
+    m = (sources == pair) & np.isin(y, [ineg, ipos]) & (views != "")
+    out = {"source": pair, "view_alone_auc": M.binary_auc(y[m] == ipos, (views[m] == "PA").astype(float)),
+           "by_view": {}}
+    for v in sorted(set(views[m].tolist())):
+        k = m & (views == v)
+        out["by_view"][v] = {"normal": int((y[k] == ineg).sum()), "pneumonia": int((y[k] == ipos).sum()),
+                             "auc": E.pair_auc(y[k], cal[k], labels)}
+    return out
+
+
 def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
     from edge_runtime.bundle import model_files
     from edge_runtime.metadata import ModelMetadata
@@ -57,6 +97,7 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
     arr = E._split_arrays(run, meta)[side]
     out = {"bundle": str(bundle), "run": str(run), "side": side, "n": int(len(arr.labels)), "formats": {}}
     raws = {}
+    views = manifest_column(arr.samples)
     for model in model_files(bundle):
         fmt = F.key_of(model) or model.name
         try:
@@ -68,6 +109,8 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
         raws[fmt] = raw
         row = E.summarise(arr.labels, raw, arr.sources, labels, clf.metadata.temperature, clf.metadata.thresholds)
         row["backend"] = clf.backend
+        row["pair_auc_by_view"] = pair_auc_by_view(arr.labels, calibrate(raw, clf.metadata.temperature), arr.sources,
+                                                   views, labels)
         row["agreement_vs_keras_parent_at_convert"] = status.get("formats", {}).get(fmt, {}).get("agreement")
         out["formats"][fmt] = row
         if fmt == PRIMARY:
@@ -108,6 +151,11 @@ def table(res: dict) -> str:
         lines.append(f"{PRIMARY} 95% bootstrap intervals ({ci['n_boot']} resamples of films): accuracy "
                      f"{_f(ci['accuracy'][0])}-{_f(ci['accuracy'][1])}, normal-vs-pneumonia AUC within "
                      f"{ci['pair_source']} {_f(ci['pair_auc'][0])}-{_f(ci['pair_auc'][1])}")
+    bv = res["formats"].get(PRIMARY, {}).get("pair_auc_by_view") or {}
+    if bv.get("by_view"):
+        lines.append(f"{PRIMARY} normal-vs-pneumonia AUC by view ({bv['source']}): " + ", ".join(
+            f"{v} {_f(r['auc'])} ({r['normal']} normal, {r['pneumonia']} pneumonia)" for v, r in bv["by_view"].items())
+            + f"; the view alone: {_f(bv['view_alone_auc'])}")
     for name, r in res.get("site_shift", {}).items():
         lines.append(f"{PRIMARY}, films {name}: accuracy {_f(r['accuracy'])}, normal-vs-pneumonia AUC "
                      f"{_f(r['pair_auc'])}, {r.get('pair_source')} normals called normal "

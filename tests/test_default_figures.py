@@ -37,3 +37,30 @@ def test_perfect_predictions_have_degenerate_intervals():
 def test_not_a_bundle_exits_2(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "not a bundle" in capsys.readouterr().err
+
+
+def test_view_figures_read_the_manifest_and_split_the_auc_by_view(tmp_path):
+    from types import SimpleNamespace
+
+    from benchmarks.default_figures import manifest_column, pair_auc_by_view
+
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "manifest.csv").write_text("file,class,view_position\nnormal/a.png,normal,AP\nnormal/b.png,normal,PA\n")
+    samples = [SimpleNamespace(path=str(tmp_path / "normal" / n)) for n in ("a.png", "b.png", "c.png")]
+    samples.append(SimpleNamespace(path=str(tmp_path / "elsewhere" / "x" / "d.png")))  # no manifest there
+    assert manifest_column(samples) == ["AP", "PA", "", ""]
+
+    labels = ["normal", "pneumonia", "tuberculosis"]
+    # 8 NIH films, 2 normal + 2 pneumonia in each view; the scores rank perfectly within PA only
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 1, 2])
+    views = ["AP", "AP", "AP", "AP", "PA", "PA", "PA", "PA", ""]
+    sources = ["nih"] * 8 + ["tbx"]
+    p_pneu = np.array([0.6, 0.4, 0.5, 0.3, 0.1, 0.2, 0.8, 0.9, 0.0])  # AP: 1 of 4 pairs right; PA: all right
+    cal = np.stack([1 - p_pneu, p_pneu, np.zeros(9)], 1)
+    cal[8] = [0, 0, 1]
+    out = pair_auc_by_view(y, cal, sources, views, labels)
+    assert out["source"] == "nih"
+    assert out["by_view"]["PA"] == {"normal": 2, "pneumonia": 2, "auc": 1.0}
+    assert out["by_view"]["AP"]["auc"] == pytest.approx(0.25)
+    assert out["view_alone_auc"] == pytest.approx(0.5)  # two of each class in each view: the view says nothing
+    assert pair_auc_by_view(y, cal, sources, [""] * 9, labels) == {}
