@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output and gates")
     out.add_argument("--out", type=Path, default=Path("runs/benchmark"), help="output folder (default runs/benchmark)")
     out.add_argument("--no-plots", action="store_true", help="skip the plots")
+    out.add_argument("--publish", type=Path, default=None, metavar="DIR",
+                     help="also write the report as DIR/RESULTS.md with its plots in DIR/results_plots/ (e.g. "
+                          "benchmarks/, for the default model's published benchmark)")
     out.add_argument("--quiet", action="store_true", help="do not print the report on stdout")
     out.add_argument("--min-accuracy", type=float, help="gate: every format (baseline aside) reaches this accuracy")
     out.add_argument("--max-latency-ms", type=float,
@@ -102,6 +105,10 @@ def main(argv=None) -> int:
         return 2
     if not args.quiet:
         print(Path(result["files"]["report"]).read_text())
+    if args.publish:
+        from benchmarks.report import publish
+
+        print(f"Published {publish(result, args.publish)}", file=sys.stderr)
     print(f"Wrote {args.out}/report.md, results.csv, results.json" + (", plots/" if result.get("plots") else ""),
           file=sys.stderr)
     gate = result["gates"]

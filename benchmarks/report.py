@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -176,7 +177,11 @@ def targets(result: dict) -> list[str]:
     return lines
 
 
-def markdown(result: dict) -> str:
+PUBLISHED_PLOTS = "results_plots"  # the plots folder beside a published RESULTS.md
+
+
+def markdown(result: dict, plots_dir: str = "plots") -> str:
+    """The report; its plot links point into ``plots_dir`` (relative to the report)."""
     m = result["model"]
     lines = [f"# Benchmark: {m['name']} {m['version']} ({m['image_size']} px)", ""]
     if m.get("synthetic"):
@@ -202,6 +207,9 @@ def markdown(result: dict) -> str:
               "## Load, end to end, memory", "", deploy_table(result), "",
               "## Quality per source", "", source_table(result), "", "## Targets", ""]
     lines += [f"- {t}" for t in targets(result)]
+    if result.get("plots"):
+        lines += ["", "## Plots", ""]
+        lines += [f"![{Path(p).stem}]({plots_dir}/{Path(p).name})" for p in result["plots"]]
     problems = [r for r in result["rows"] if r["status"] != "ok" or r.get("notes")]
     if problems:
         lines += ["", "## Failures, flags and notes", ""]
@@ -264,3 +272,16 @@ def write_all(result: dict, out: Path, ev=None, plots: bool = True) -> dict:
     write_csv(files["by_source_csv"], source_rows(result))
     files["json"].write_text(json.dumps(_clean(result), indent=1) + "\n")
     return result
+
+
+def publish(result: dict, dest: Path) -> Path:
+    """Copy the report as ``dest/RESULTS.md`` with its plots in ``dest/results_plots/`` (links relative)."""
+    dest = Path(dest)
+    (dest / PUBLISHED_PLOTS).mkdir(parents=True, exist_ok=True)
+    for old in (dest / PUBLISHED_PLOTS).glob("*.png"):
+        old.unlink()
+    for p in result.get("plots", []):
+        shutil.copy2(p, dest / PUBLISHED_PLOTS / Path(p).name)
+    report = dest / "RESULTS.md"
+    report.write_text(markdown(result, PUBLISHED_PLOTS))
+    return report

@@ -38,7 +38,7 @@ def _rows(path: Path) -> dict:
 def test_two_formats_and_the_keras_baseline(tiny_bundle, tiny_run, tmp_path, capsys):
     out = tmp_path / "bench"
     code = main(["--bundle", str(tiny_bundle), "--run", str(tiny_run), "--formats", "tflite_int8,onnx_int8",
-                 "--out", str(out), *FAST])
+                 "--out", str(out), "--publish", str(tmp_path / "pub"), *FAST])
     assert code == 0
     stdout = capsys.readouterr().out
     for key in ("keras_fp32", "tflite_int8", "onnx_int8"):
@@ -74,6 +74,10 @@ def test_two_formats_and_the_keras_baseline(tiny_bundle, tiny_run, tmp_path, cap
     for name in ("confusion_keras_fp32.png", "confusion_tflite_int8.png", "confusion_onnx_int8.png", "roc.png",
                  "latency_accuracy.png"):
         assert (out / "plots" / name).stat().st_size > 1000
+    assert f"](plots/{name})" in (out / "report.md").read_text()
+    published = (tmp_path / "pub" / "RESULTS.md").read_text()  # --publish: the same report, links still right
+    assert published.startswith("# Benchmark") and "](results_plots/roc.png)" in published
+    assert (tmp_path / "pub" / "results_plots" / "roc.png").read_bytes() == (out / "plots" / "roc.png").read_bytes()
 
 
 @pytest.mark.slow
