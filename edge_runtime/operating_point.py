@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_runtime import metrics as M
+from edge_runtime import reference as R
 
 TB = "tuberculosis"
 REFER = "refer"
@@ -127,7 +128,8 @@ def fit_temperature(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 def fit(y: np.ndarray, raw: np.ndarray, labels: list[str]) -> dict:
-    """Temperature, thresholds and their validation report for one model's raw validation probabilities."""
+    """Temperature, thresholds and their validation report for one model's raw validation probabilities, and the
+    summary of its calibrated scores and decisions there (``edge_runtime.reference``: what a site is compared with)."""
     y = np.asarray(y, int)
     temperature = fit_temperature(y, raw)
     cal = calibrate(raw, temperature)
@@ -135,7 +137,9 @@ def fit(y: np.ndarray, raw: np.ndarray, labels: list[str]) -> dict:
     report["calibration"] = {"temperature": temperature,
                              "val_ece_before": M.expected_calibration_error(y, raw),
                              "val_ece_after": M.expected_calibration_error(y, cal)}
-    return {"temperature": temperature, "thresholds": thresholds, "operating_point": report}
+    decisions = OperatingPoint(tuple(labels), temperature, thresholds).decide_batch(cal)
+    return {"temperature": temperature, "thresholds": thresholds, "operating_point": report,
+            "reference": R.summarize(y, cal, labels, decisions)}
 
 
 def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
