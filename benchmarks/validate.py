@@ -7,7 +7,9 @@ Every film goes through the device's own path (decode, preprocess, model, input 
 the figures are what the device would show. Per class and pooled: sensitivity/specificity of the decisions at
 the bundle's thresholds with 95% Wilson intervals, the referred and out-of-scope shares, ROC and reliability
 plots, and what the data supports ("52 TB films: the sensitivity interval is +-8 points"), saying plainly
-when the data is too small to decide.
+when the data is too small to decide. The local calibrated scores are plotted against the bundle's reference
+(``metadata.reference``: its scores on the training run's validation films) with a binned two-sample KS
+distance per true class and score; a bundle made before convert stored the reference says it is absent.
 
 ``--make-profile``: propose (``edge_runtime.site_eval``, shared with the device) the thresholds that meet the
 target TB sensitivity on these films (the same
