@@ -173,16 +173,24 @@ def _f(v, lo_hi=None) -> str:
     return f"{v:.3f}" + (f" ({lo_hi[0]:.3f}-{lo_hi[1]:.3f})" if lo_hi and not np.isnan(lo_hi[0]) else "")
 
 
+def _moved(delta: dict) -> str:
+    up = [NAMES[f] for f in FIGURES if delta[f][0] > 0]
+    down = [NAMES[f] for f in FIGURES if delta[f][1] < 0]
+    return ", ".join([*(f"{n} up" for n in up), *(f"{n} down" for n in down)]) or "no change beyond chance"
+
+
 def report(r: dict) -> str:
     b, m = r["bootstrap"], r["machine"]
     v = r["verdict"]
-    verdict = ("KEEP: it helps the shifted site and does not hurt home." if v["keep"] else
+    verdict = ("KEEP: it helps the shifted site and does not hurt home" if v["keep"] else
                "DO NOT SHIP: " + ("it does not clearly help the shifted site" if not v["helps_site"] else "")
                + (" and " if not v["helps_site"] and v["hurts_home"] else "")
-               + ("it hurts the home site" if v["hurts_home"] else "") + ".")
+               + ("it hurts the home site" if v["hurts_home"] else ""))
+    moves = "; ".join(f"{where}: {_moved(b['delta'][pair])}" for where, pair in
+                      (("site B", "site_adabn - site"), ("home", "home_adabn - home")))
     lines = [f"# AdaBN on {r['run']}: BatchNorm statistics from unlabelled films of the other site", "",
-             f"Verdict: **{verdict}** (rule: at site B some paired difference's 95% interval lies wholly above 0 "
-             "and none wholly below; at home, with statistics from home films, none wholly below 0).", "",
+             f"Verdict: **{verdict}** ({moves}). Rule: at site B some paired difference's 95% interval lies wholly "
+             "above 0 and none wholly below; at home, with statistics from home films, none wholly below 0.", "",
              f"Adaptation: {r['adaptation_films']['used']} films drawn from the run's {r['adaptation_films']['from']}, "
              f"changed as '{r['shift']}' would make them; {r['bn_layers']} BatchNorm layers re-estimated (their "
              f"moving means moved by {r['bn_mean_shift_in_sd']:.2f} standard deviations on average). Evaluation: "
