@@ -30,20 +30,47 @@ PRIMARY = F.DEPLOYED
 def bootstrap_ci(y, raw, sources, labels, temperature: float = 1.0, n: int = 1000, seed: int = 0) -> dict:
     """95% percentile intervals of accuracy and the normal-vs-pneumonia AUC within the source that holds both
     classes (``E.pair_source``), resampling films with replacement."""
+    b = bootstrap_figures(y, {"m": calibrate(raw, temperature)}, sources, labels, n, seed)
+    return {"n_boot": n, "unit": "film", "accuracy": b["ci"]["m"]["accuracy"], "pair_source": b["pair_source"],
+            "pair_auc": b["ci"]["m"]["pair_auc"]}
+
+
+FIGURES = ("accuracy", "pair_auc", "tb_auc")
+
+
+def bootstrap_figures(y, probs: dict, sources, labels, n: int = 1000, seed: int = 0, pairs=()) -> dict:
+    """95% percentile intervals of accuracy, the normal-vs-pneumonia AUC within the source that holds both
+    classes and the TB-vs-rest AUC for each entry of ``probs`` ({name: (N, K) probabilities of the same films}),
+    resampling films with replacement; the same resamples serve every entry, so ``pairs`` ((a, b), ...) also get
+    intervals of the paired difference a - b."""
     y, sources = np.asarray(y), np.asarray(sources)
-    cal = calibrate(raw, temperature)
     pair = E.pair_source(y, sources, labels)
     rng = np.random.default_rng(seed)
-    acc, auc = [], []
+
+    def one(p, i):
+        nih = i[sources[i] == pair]
+        return {"accuracy": float((p[i].argmax(1) == y[i]).mean()), "pair_auc": E.pair_auc(y[nih], p[nih], labels),
+                "tb_auc": E.tb_auc(y[i], p[i], labels)}
+
+    draws = {k: {f: [] for f in FIGURES} for k in probs}
+    deltas = {f"{a} - {b}": {f: [] for f in FIGURES} for a, b in pairs}
     for _ in range(n):
         i = rng.integers(0, len(y), len(y))
-        acc.append(float((cal[i].argmax(1) == y[i]).mean()))
-        nih = i[sources[i] == pair]
-        a = E.pair_auc(y[nih], cal[nih], labels)
-        if not np.isnan(a):
-            auc.append(a)
-    ci = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2  # noqa: E731
-    return {"n_boot": n, "unit": "film", "accuracy": ci(acc), "pair_source": pair, "pair_auc": ci(auc)}
+        got = {k: one(np.asarray(p), i) for k, p in probs.items()}
+        for k, g in got.items():
+            for f in FIGURES:
+                draws[k][f].append(g[f])
+        for a, b in pairs:
+            for f in FIGURES:
+                deltas[f"{a} - {b}"][f].append(got[a][f] - got[b][f])
+
+    def ci(v):
+        v = [x for x in v if not np.isnan(x)]
+        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
+
+    return {"n_boot": n, "unit": "film", "pair_source": pair,
+            "ci": {k: {f: ci(v) for f, v in d.items()} for k, d in draws.items()},
+            "delta": {k: {f: ci(v) for f, v in d.items()} for k, d in deltas.items()}}
 
 
 def manifest_column(samples, column: str = "view_position") -> list[str]:

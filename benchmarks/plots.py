@@ -126,3 +126,31 @@ def reliability(plt, y, probs, path: Path, n_bins: int = 10, title: str = "") ->
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def score_distributions(plt, y, probs, labels, reference: dict, path: Path) -> Path:
+    """One panel per (true class, score class): the local films' calibrated scores against the reference
+    histogram (``edge_runtime.reference``, the validation films), both as shares of their films per bin."""
+    labels = list(labels)
+    y, probs = np.asarray(y), np.asarray(probs, np.float64)
+    rows = [lab for i, lab in enumerate(labels) if (y == i).any() and reference["per_class"].get(lab, {}).get("n")]
+    bins = int(reference.get("bins", 20))
+    edges = np.linspace(0, 1, bins + 1)
+    fig, axes = plt.subplots(len(rows), len(labels), figsize=(3.0 * len(labels), 2.2 * len(rows)), squeeze=False)
+    for r, lab in enumerate(rows):
+        ref = reference["per_class"][lab]
+        local = probs[y == labels.index(lab)]
+        for c, s in enumerate(labels):
+            ax = axes[r][c]
+            h = np.asarray(ref["hist"][s], np.float64)
+            ax.stairs(h / max(1, h.sum()), edges, label=f"validation ({ref['n']})", color="0.4")
+            loc = np.histogram(np.clip(local[:, c], 0, 1), bins=bins, range=(0, 1))[0]
+            ax.stairs(loc / max(1, loc.sum()), edges, label=f"local ({len(local)})", color="C3")
+            ax.set_title(f"true {lab}: P({s})", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if r == 0 and c == 0:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

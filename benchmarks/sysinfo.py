@@ -22,6 +22,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_family() -> str:
+    """The "cpu family" (x86) or "CPU architecture" (ARM) line of /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("cpu family", "cpu architecture")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def _mem_gb() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -64,6 +75,7 @@ def machine_info() -> dict:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "cpu": _cpu_model(),
+        "cpu_family": _cpu_family(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "memory_gb": _mem_gb(),

@@ -7,7 +7,9 @@ Every film goes through the device's own path (decode, preprocess, model, input 
 the figures are what the device would show. Per class and pooled: sensitivity/specificity of the decisions at
 the bundle's thresholds with 95% Wilson intervals, the referred and out-of-scope shares, ROC and reliability
 plots, and what the data supports ("52 TB films: the sensitivity interval is +-8 points"), saying plainly
-when the data is too small to decide.
+when the data is too small to decide. The local calibrated scores are plotted against the bundle's reference
+(``metadata.reference``: its scores on the training run's validation films) with a binned two-sample KS
+distance per true class and score; a bundle made before convert stored the reference says it is absent.
 
 ``--make-profile``: propose (``edge_runtime.site_eval``, shared with the device) the thresholds that meet the
 target TB sensitivity on these films (the same
@@ -80,7 +82,8 @@ def run(bundle: Path, data: Path, out: Path, target: float = OP.TB_SENSITIVITY, 
               "model_version": clf.metadata.model_version, "format": clf.format, "labels": labels,
               "unreadable": films["failed"], "bundle_values": {"temperature": own.temperature, "thresholds": own.thresholds},
               "at_bundle_values": figures(films, own), "model_figures": model_figures(films, own),
-              "active_site_profile": clf.site_profile.summary() if clf.site_profile else None}
+              "active_site_profile": clf.site_profile.summary() if clf.site_profile else None,
+              "reference": score_shift(films, own, clf.metadata.reference)}
     if clf.site_profile:
         result["at_active_profile"] = figures(films, clf.operating_point)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,11 +105,23 @@ def run(bundle: Path, data: Path, out: Path, target: float = OP.TB_SENSITIVITY, 
             refused = exc
             result["profile_refused"] = str(exc)
     (out / "validation.json").write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
-    result["plots"] = _plots(films, own, out)
+    result["plots"] = _plots(films, own, out, clf.metadata.reference)
     (out / "report.md").write_text(markdown(result))
     if refused:
         raise refused
     return result
+
+
+def score_shift(films: dict, op: OperatingPoint, reference: dict) -> dict:
+    """The in-scope local films' calibrated scores against the bundle's reference (its validation films): per
+    true class and score class the binned two-sample KS distance (``edge_runtime.reference.compare``)."""
+    from edge_runtime import reference as R
+
+    if not reference.get("per_class"):
+        return {"available": False}
+    m = films["in_scope"]
+    ks = R.compare(films["y"][m], op.calibrate(films["raw"][m]), list(op.labels), reference)
+    return {"available": True, "source": reference.get("source", R.SOURCE), "n_ref": reference.get("n"), "ks": ks}
 
 
 def _brief(fig: dict) -> dict:
@@ -121,9 +136,9 @@ def _jsonable(o):
     return str(o)
 
 
-def _plots(films: dict, op: OperatingPoint, out: Path) -> list[str]:
+def _plots(films: dict, op: OperatingPoint, out: Path, reference: dict) -> list[str]:
     try:
-        from benchmarks.plots import _plt, reliability, roc
+        from benchmarks.plots import _plt, reliability, roc, score_distributions
         plt = _plt()
     except ImportError:
         return []
@@ -131,8 +146,12 @@ def _plots(films: dict, op: OperatingPoint, out: Path) -> list[str]:
     y, cal = films["y"][m], op.calibrate(films["raw"][m])
     if not len(y):
         return []
-    return [roc(plt, y, {"local": cal}, list(op.labels), out / "roc.png").name,
+    made = [roc(plt, y, {"local": cal}, list(op.labels), out / "roc.png").name,
             reliability(plt, y, cal, out / "reliability.png").name]
+    if reference.get("per_class") and any(reference["per_class"].get(lab, {}).get("n") and (y == i).any()
+                                          for i, lab in enumerate(op.labels)):
+        made.append(score_distributions(plt, y, cal, op.labels, reference, out / "scores.png").name)
+    return made
 
 
 def _table(fig: dict) -> list[str]:
@@ -143,6 +162,25 @@ def _table(fig: dict) -> list[str]:
     rows.append(f"\nPooled ({fig['films']} films): accuracy {_pct(p['accuracy'])}, of the decisions not referred "
                 f"{_pct(p['accuracy_not_referred'])}, referred {_pct(p['referred'])}, out of scope {_pct(p['out_of_scope'])}.")
     return rows
+
+
+def _score_lines(ref: dict) -> list[str]:
+    if not ref.get("available"):
+        return ["The bundle carries no reference score distribution (made before convert stored one): the local "
+                "scores cannot be compared with the training run's. Convert the run again to get it."]
+    lines = [f"Reference: the bundle's calibrated scores on the {ref['n_ref']} {ref['source']} of its training run "
+             "(where its operating point was fitted). Distance: two-sample Kolmogorov-Smirnov D on the stored "
+             "20 bins (binning makes it conservative); 'differs' when D exceeds the 5% critical value (one test per "
+             "cell, not corrected for the several cells).", "",
+             "| true class | score | local films | D | 5% critical | |", "|---|---|---|---|---|---|"]
+    for lab, cells in ref["ks"].items():
+        for s, k in cells.items():
+            if k["d"] is not None:
+                lines.append(f"| {lab} | P({s}) | {k['n']} | {k['d']:.3f} | {k['critical']:.3f} | "
+                             f"{'differs' if k['differs'] else 'consistent'} |")
+    if not ref["ks"]:
+        lines.append("No class has films on both sides.")
+    return lines
 
 
 def markdown(r: dict) -> str:
@@ -159,6 +197,7 @@ def markdown(r: dict) -> str:
     auc = ", ".join(f"{k} {v:.3f}" for k, v in mf["auc"].items() if v is not None) or "not measurable (one class)"
     lines += ["", f"One-vs-rest AUC (in-scope films): {auc}. ECE: "
               f"{'-' if mf['ece'] is None else format(mf['ece'], '.3f')}."]
+    lines += ["", "## Score distributions against the validation films'", ""] + _score_lines(r["reference"])
     if r.get("plots"):
         lines += ["", *[f"![{p}]({p})" for p in r["plots"]]]
     if "profile" in r:

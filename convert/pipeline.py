@@ -85,6 +85,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
              {k: round(v, 3) for k, v in thresholds.items()})
     calibration = {BASELINE: OP.fit(val.labels, ref["val"]["float"][0], labels)}
     meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats, orientation=orient,
+                   reference=fitted["reference"],
                    head={p: K.head_with_scale(m, val.images) for p, m in models.items()},
                    metrics={**meta.metrics, "operating_point": op_report}, calibration=calibration)
     meta_json = meta.to_json()

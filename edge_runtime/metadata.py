@@ -40,6 +40,9 @@ class ModelMetadata:
     # per artifact (format key, e.g. "onnx_int8"): {"temperature", "thresholds", "operating_point"} fitted on
     # that artifact's own validation outputs; the top-level temperature/thresholds are the deployed Keras parent's
     calibration: dict = field(default_factory=dict)
+    # the deployed parent's calibrated scores and decisions on the validation films (edge_runtime.reference);
+    # each calibration entry carries its artifact's own under "reference". Empty in bundles made before it.
+    reference: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -55,7 +58,8 @@ class ModelMetadata:
         return self.preprocess.image_size
 
     def for_format(self, key: str | None) -> "ModelMetadata":
-        """This metadata with the temperature, thresholds and operating-point report of one artifact.
+        """This metadata with the temperature, thresholds, operating-point report and reference score summary
+        (none when the entry has none: another artifact's would not match these thresholds) of one artifact.
 
         Each converted artifact (an INT8 file quantised from the float model, say) gives slightly different
         probabilities from the Keras model the bundle-level figures were fitted on, so convert calibrates
@@ -65,6 +69,7 @@ class ModelMetadata:
             return self
         op = entry.get("operating_point")
         return replace(self, temperature=float(entry["temperature"]), thresholds=dict(entry["thresholds"]),
+                       reference=dict(entry.get("reference") or {}),
                        metrics={**self.metrics, "operating_point": op} if op else self.metrics)
 
     @property

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_runtime import metrics as M
+from edge_runtime import reference as R
 
 TB = "tuberculosis"
 REFER = "refer"
@@ -115,27 +116,75 @@ def decide_coded(probs: np.ndarray, op, problem: dict | None = None) -> tuple[st
 
 
 # ----------------------------------------------------------------------------- fitting on validation
+TEMPERATURE_GRID = (0.25, 8.0)  # where a fitted temperature usually lies (121 log-spaced points)
+TEMPERATURE_WIDEST = (1 / 64, 64.0)  # an optimum on the usual grid's edge is searched for out to here
+
+
 def fit_temperature(y: np.ndarray, probs: np.ndarray) -> float:
     """Temperature minimising the validation negative log-likelihood (grid search, robust on small sets)."""
-    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
+    return fit_temperature_report(y, probs)["temperature"]
+
+
+def fit_temperature_report(y: np.ndarray, probs: np.ndarray) -> dict:
+    """``fit_temperature`` with how it was found: ``{"temperature", "searched", "widened", "at_edge", "warning"}``.
+
+    The NLL is searched on ``TEMPERATURE_GRID``; when its minimum lies on an edge of it (say 8.0), the search
+    goes on, on that side, out to ``TEMPERATURE_WIDEST``. A temperature found out there, or still on the edge,
+    comes with a warning: the scores are far more (or less) confident than they are right, and a temperature
+    still on the widest edge means the NLL keeps falling as the probabilities flatten (the scores say little
+    about these labels), so the number is a bound, not an estimate."""
     y = np.asarray(y, int)
 
     def nll(t):
         p = calibrate(probs, float(t))
         return -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)))
-    return float(grid[int(np.argmin([nll(t) for t in grid]))])
+
+    def search(lo, hi, n):
+        grid = np.exp(np.linspace(np.log(lo), np.log(hi), n))
+        i = int(np.argmin([nll(t) for t in grid]))
+        return float(grid[i]), i, n - 1
+
+    lo, hi = TEMPERATURE_GRID
+    t, i, last = search(lo, hi, 121)
+    widened = edge = False
+    if i == 0:  # the optimum may lie below the usual grid: search down to the widest low end
+        widened, (lo, hi) = True, (TEMPERATURE_WIDEST[0], TEMPERATURE_GRID[0])
+        t, i, last = search(lo, hi, 61)
+        edge = i == 0
+    elif i == last:
+        widened, (lo, hi) = True, (TEMPERATURE_GRID[1], TEMPERATURE_WIDEST[1])
+        t, i, last = search(lo, hi, 61)
+        edge = i == last
+    warning = ""
+    if edge:
+        warning = (f"the fitted temperature sits on the edge of the widest search ({t:.3g}; searched "
+                   f"{TEMPERATURE_WIDEST[0]:.3g}-{TEMPERATURE_WIDEST[1]:.3g}): "
+                   + ("the likelihood keeps rising as the probabilities flatten, so these scores say little about "
+                      "these labels; do not rely on this temperature" if t > 1 else
+                      "the likelihood keeps rising as the probabilities sharpen; do not rely on this temperature"))
+    elif widened and not TEMPERATURE_GRID[0] / 1.001 < t < TEMPERATURE_GRID[1] * 1.001:
+        warning = (f"the fitted temperature {t:.3g} lies outside the usual range {TEMPERATURE_GRID[0]:g}-"
+                   f"{TEMPERATURE_GRID[1]:g} (the search was widened to find it): the scores are far "
+                   + ("more confident than they are right" if t > 1 else "less confident than they are right")
+                   + " on these films")
+    searched = [min(lo, TEMPERATURE_GRID[0]), max(hi, TEMPERATURE_GRID[1])]
+    return {"temperature": t, "searched": searched, "widened": widened, "at_edge": bool(edge), "warning": warning}
 
 
 def fit(y: np.ndarray, raw: np.ndarray, labels: list[str]) -> dict:
-    """Temperature, thresholds and their validation report for one model's raw validation probabilities."""
+    """Temperature, thresholds and their validation report for one model's raw validation probabilities, and the
+    summary of its calibrated scores and decisions there (``edge_runtime.reference``: what a site is compared with)."""
     y = np.asarray(y, int)
-    temperature = fit_temperature(y, raw)
+    tfit = fit_temperature_report(y, raw)
+    temperature = tfit["temperature"]
     cal = calibrate(raw, temperature)
     thresholds, report = choose_operating_points(y, cal, labels)
-    report["calibration"] = {"temperature": temperature,
+    report["calibration"] = {"temperature": temperature, "temperature_warning": tfit["warning"],
                              "val_ece_before": M.expected_calibration_error(y, raw),
                              "val_ece_after": M.expected_calibration_error(y, cal)}
-    return {"temperature": temperature, "thresholds": thresholds, "operating_point": report}
+    decisions = OperatingPoint(tuple(labels), temperature, thresholds).decide_batch(cal)
+    return {"temperature": temperature, "thresholds": thresholds, "operating_point": report,
+            "reference": R.summarize(y, cal, labels, decisions)}
 
 
 def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],

@@ -104,12 +104,15 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
         raise ProfileRefused(f"too small: no in-scope film with a confirmed label (need {MIN_FILMS} of each class "
                              f"a threshold changes)")
     small = {lab: n for lab, n in counts.items() if n < MIN_FILMS}
-    temperature = None
+    temperature, warnings = None, []
     if fit_temperature:
         if small:
             raise ProfileRefused(f"too small to fit a temperature (it changes every class): {_films(small)}; "
                                  f"need {MIN_FILMS} in-scope films of each class")
-        temperature = OP.fit_temperature(y, raw)
+        tfit = OP.fit_temperature_report(y, raw)
+        temperature = tfit["temperature"]
+        if tfit["warning"]:
+            warnings.append(tfit["warning"])
     base = OperatingPoint(tuple(labels), temperature or bundle_op.temperature, dict(bundle_op.thresholds))
     chosen, rep = OP.choose_operating_points(y, base.calibrate(raw), labels, tb_sensitivity=target)
     changes, skipped = {}, []
@@ -136,7 +139,6 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
     why = worse(before, after, labels, target)
     if why:
         raise ProfileRefused(f"worse than the bundle's own values on the same films: {why}")
-    warnings = []
     if TB in changes:
         spec = after["per_class"][TB]["specificity"]
         if spec["value"] is not None and spec["value"] < WHO_TB_SPECIFICITY:

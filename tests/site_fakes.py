@@ -67,7 +67,8 @@ def load_images(root: Path, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
             np.array([LABELS.index(r["class"]) for r in rows]))
 
 
-def write_grid_bundle(folder: Path, w: np.ndarray, b: np.ndarray, thresholds: dict, scope: dict | None = None) -> Path:
+def write_grid_bundle(folder: Path, w: np.ndarray, b: np.ndarray, thresholds: dict, scope: dict | None = None,
+                      reference: dict | None = None) -> Path:
     """The grid model as a signed bundle; with ``scope`` (``edge_runtime.scope.fit`` of home-site grid features)
     it also outputs the 8x8 grid means as a (1, 1, 1, 64) feature map, so the runtime measures the embedding
     distance."""
@@ -108,16 +109,19 @@ def write_grid_bundle(folder: Path, w: np.ndarray, b: np.ndarray, thresholds: di
     onnx.save(model, str(folder / "model_onnx_fp32.onnx"))
     ModelMetadata(labels=LABELS, preprocess=PreprocessConfig(SIZE), model_name="grid-home", model_version="1",
                   data_hash="home-a", data_sources=("synthetic_a",), synthetic=True,
-                  thresholds={k: float(v) for k, v in thresholds.items()}, scope=scope or {}).save(folder / "metadata.json")
+                  thresholds={k: float(v) for k, v in thresholds.items()}, scope=scope or {},
+                  reference=reference or {}).save(folder / "metadata.json")
     write_sums(folder)
     return folder
 
 
 def home_bundle(root: Path, rows_a: list[dict], folder: Path, with_scope: bool = False) -> Path:
     """Fit on half the home-site films, choose thresholds on the other half, write the bundle (with input-check
-    statistics of the fitting half when ``with_scope``)."""
+    statistics of the fitting half when ``with_scope``, and the other half's score summary as the reference,
+    as convert stores the validation films')."""
+    from edge_runtime import reference as R
     from edge_runtime import scope
-    from edge_runtime.operating_point import calibrate, choose_operating_points
+    from edge_runtime.operating_point import OperatingPoint, calibrate, choose_operating_points
 
     x, y = load_images(root, rows_a)
     f = features(x)
@@ -128,4 +132,5 @@ def home_bundle(root: Path, rows_a: list[dict], folder: Path, with_scope: bool =
     p /= p.sum(1, keepdims=True)
     thresholds, _ = choose_operating_points(y[val], calibrate(p, 1.0), list(LABELS))
     stats = scope.fit(features(x[fit], EMBED_GRID), k=6) if with_scope else None
-    return write_grid_bundle(folder, w, b, thresholds, stats)
+    ref = R.summarize(y[val], p, LABELS, OperatingPoint(LABELS, 1.0, thresholds).decide_batch(p))
+    return write_grid_bundle(folder, w, b, thresholds, stats, ref)

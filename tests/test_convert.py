@@ -89,6 +89,12 @@ def test_metadata_is_embedded_in_every_artifact(tiny_bundle):
         embedded = B.embedded_metadata(tiny_bundle / FORMATS[key].filename)
         assert embedded == meta.for_format(key), key
         assert embedded.temperature == meta.calibration[key]["temperature"], key
+        # each artifact's own scores and decisions on the validation films: the reference a clinic is compared with
+        ref = meta.calibration[key]["reference"]
+        assert embedded.reference == ref and ref["source"] == "validation films"
+        assert sum(ref["decisions"].values()) == ref["n"] == sum(c["n"] for c in ref["per_class"].values())
+        assert all(sum(h) == c["n"] for c in ref["per_class"].values() for h in c["hist"].values())
+    assert meta.reference["n"] == meta.calibration["keras_fp32"]["reference"]["n"] > 0
 
 
 def test_bundle_has_card_and_checksums(tiny_bundle):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 
 from edge_runtime.classifier import Classifier
 from edge_runtime.site import SiteProfile
-from edge_runtime.web.monitoring import DRIFT_WINDOW, drift
+from edge_runtime.web.monitoring import DRIFT_WINDOW, MIX_ALPHA, MIX_MIN_FILMS, drift, mix_drift
 from tests.site_fakes import home_bundle, phantom_set
 from tests.test_web_fakes import csrf
 
@@ -20,7 +21,9 @@ def world(tmp_path_factory):
     rows = phantom_set(root / "films", per_class=150)
     bundle = home_bundle(root / "films", rows["synthetic_a"], root / "bundle", with_scope=True)
     home_unseen = rows["synthetic_a"][1::2]  # home_bundle fitted on the even rows
-    return {"films": root / "films", "bundle": bundle, "home": home_unseen, "other": rows["synthetic_b"]}
+    rng = np.random.default_rng(0)  # the manifests list the films class by class; a clinic's stream is mixed
+    return {"films": root / "films", "bundle": bundle, "home": [home_unseen[i] for i in rng.permutation(len(home_unseen))],
+            "other": [rows["synthetic_b"][i] for i in rng.permutation(len(rows["synthetic_b"]))]}
 
 
 def _serve(bundle, data_dir):
@@ -49,8 +52,11 @@ def test_drift_alert_fires_on_films_from_the_other_site(world, tmp_path):
     keys = [k for k, _ in d["alerts"]]
     assert "drift.alert_past" in keys and d["past"]["ci"][0] > 0.02
     assert d["mean_distance"] > d["baseline_mean_distance"]
+    mix = drift(rows, reference=app.extensions["cxr"].meta.reference)  # the page passes the artifact's reference
+    assert "drift.alert_mix" in [k for k, _ in mix["alerts"]] and mix["mix_vs_validation"]["p"] < MIX_ALPHA
     html = client.get("/monitoring").get_data(as_text=True)
     assert 'id="drift-alert"' in html and "DRIFT ALERT" in html and "unlike the training films" in html
+    assert "the mix of decisions over the last" in html and 'id="drift-mix"' in html
     assert "the bundle&#39;s own (no site profile)" in html or "the bundle's own (no site profile)" in html
 
 
@@ -69,6 +75,7 @@ def test_drift_stays_quiet_on_the_home_site_and_shows_the_active_profile(world, 
     assert d["available"] and d["past"]["n"] == DRIFT_WINDOW and d["alerts"] == []
     html = client.get("/monitoring").get_data(as_text=True)
     assert 'id="drift-quiet"' in html and 'id="drift-alert"' not in html
+    assert 'id="drift-mix-off"' in html and "active site profile changes the decision rule" in html
     assert "Active site profile: site profile by Dr Okafor" in html
     assert "site profile by Dr Okafor" in client.get("/model").get_data(as_text=True)
     api = client.get("/api/v1/model").get_json()
@@ -107,3 +114,40 @@ def test_an_old_database_gains_the_distance_column(tmp_path):
     rows = S.Store(tmp_path / "data").rows_for_monitoring()
     assert len(rows) == 1 and rows[0]["scope_distance"] is None
     assert drift(rows)["available"] is False
+
+
+def test_the_home_stream_keeps_the_validation_mix(world, tmp_path):
+    """No site profile: the page tests the decision mix against the validation films' and stays quiet at home."""
+    app, client = _serve(world["bundle"], tmp_path / "data")
+    _stream(client, world["films"], world["home"][:DRIFT_WINDOW])
+    m = drift(app.extensions["cxr"].store.rows_for_monitoring(), reference=app.extensions["cxr"].meta.reference)
+    mix = m["mix_vs_validation"]
+    assert mix["tested"] and mix["p"] > MIX_ALPHA and m["alerts"] == []
+    html = client.get("/monitoring").get_data(as_text=True)
+    assert 'id="drift-mix"' in html and "Chi-square test of the mix" in html and 'id="drift-quiet"' in html
+
+
+def test_mix_drift_fires_on_a_shifted_mix_only_beyond_chance():
+    ref = {"decisions": {"normal": 100, "pneumonia": 60, "tuberculosis": 30, "refer": 10}}
+
+    def rows(**counts):
+        return [{"decision": k, "scope_distance": None} for k, n in counts.items() for _ in range(n)]
+
+    same = mix_drift(rows(normal=25, pneumonia=15, tuberculosis=7, refer=3), ref)
+    assert same["tested"] and not same["moved"] and same["p"] > 0.5
+    shifted = drift(rows(normal=10, pneumonia=10, tuberculosis=20, refer=10), reference=ref)
+    assert shifted["mix_vs_validation"]["moved"] and shifted["mix_vs_validation"]["p"] < MIX_ALPHA
+    (key, fields), = shifted["alerts"]
+    assert key == "drift.alert_mix" and fields["what"] == "normal" and (fields["now"], fields["then"]) == (0.2, 0.5)
+    # too few in-scope decisions (out-of-scope films do not count): shown, not tested
+    few = mix_drift(rows(tuberculosis=MIX_MIN_FILMS - 1, out_of_scope=11), ref)
+    assert not few["tested"] and not few["moved"] and few["out_of_scope"]["value"] == 11 / 50
+    assert mix_drift(rows(normal=50), None) == {**mix_drift(rows(normal=50), {}), "available": False}
+    assert drift(rows(normal=50))["alerts"] == []  # no reference (an older bundle, or a site profile): no test
+
+
+def test_chi_square_tail_matches_known_values():
+    from edge_runtime.reference import chi2_sf
+
+    for x, df, want in [(3.841, 1, 0.05), (5.991, 2, 0.05), (11.345, 3, 0.01), (13.277, 4, 0.01), (0.0, 3, 1.0)]:
+        assert chi2_sf(x, df) == pytest.approx(want, abs=2e-4)

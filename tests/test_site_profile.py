@@ -96,3 +96,43 @@ def test_other_unlisted_files_are_still_refused(bundle):
     (bundle / "extra.onnx").write_bytes(b"x")
     with pytest.raises(B.BundleError, match="not listed in SHA256SUMS: extra.onnx"):
         B.verify_sums(bundle)
+
+
+def _overconfident(n: int, sharpen: float, seed: int = 0, random_labels: bool = False, spread: float = 0.3):
+    """Labels drawn from softmax(z) and scores softmax(sharpen * z): the best temperature is about ``sharpen``."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, spread, (n, 3))  # narrow enough that sharpen * z stays clear of the 1e-7 clip
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = rng.integers(0, 3, n) if random_labels else np.array([rng.choice(3, p=q) for q in p])
+    raw = np.exp(sharpen * z)
+    return y, raw / raw.sum(1, keepdims=True)
+
+
+def test_fit_temperature_past_the_usual_grid_is_found_and_said():
+    from edge_runtime import operating_point as OP
+
+    y, raw = _overconfident(3000, 12.0)
+    r = OP.fit_temperature_report(y, raw)
+    assert r["widened"] and not r["at_edge"] and 10 < r["temperature"] < 15  # the old grid stopped at 8.0
+    assert OP.fit_temperature(y, raw) == r["temperature"] and r["searched"] == [0.25, 64.0]
+    assert "outside the usual range 0.25-8" in r["warning"] and "more confident than they are right" in r["warning"]
+    y, raw = _overconfident(3000, 12.0, random_labels=True)  # scores unrelated to the labels: T runs to the edge
+    r = OP.fit_temperature_report(y, raw)
+    assert r["at_edge"] and r["temperature"] == pytest.approx(64.0) and "do not rely on this temperature" in r["warning"]
+    y, raw = _overconfident(3000, 2.0)  # an ordinary fit: no search past the grid, no warning
+    r = OP.fit_temperature_report(y, raw)
+    assert not r["widened"] and r["warning"] == "" and 1.6 < r["temperature"] < 2.5
+    y, raw = _overconfident(3000, 1 / 6)  # far under-confident: below the grid
+    r = OP.fit_temperature_report(y, raw)
+    assert r["widened"] and 0.12 < r["temperature"] < 0.22 and "less confident" in r["warning"]
+
+
+def test_a_site_temperature_past_the_grid_warns_in_the_profile():
+    from edge_runtime.operating_point import OperatingPoint
+    from edge_runtime.site_eval import propose
+
+    y, raw = _overconfident(900, 12.0, seed=1)
+    films = {"y": y, "raw": raw, "in_scope": np.ones(len(y), bool)}
+    op = OperatingPoint(("normal", "pneumonia", "tuberculosis"), 1.0, {"tuberculosis": 0.999, "refer_below": 0.99})
+    prop = propose(films, op, 0.9, fit_temperature=True)
+    assert prop["temperature"] > 8 and any("outside the usual range" in w for w in prop["warnings"])

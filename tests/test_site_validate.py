@@ -137,3 +137,36 @@ def test_unreadable_data_is_a_clear_error(sites, tmp_path, capsys):
     bad.write_text("file,class\nx.png,covid\n")
     assert V.main(["--bundle", str(sites["bundle"]), "--data", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "covid" in capsys.readouterr().err
+
+
+def test_scores_against_the_validation_films_differ_at_the_other_site(sites, tmp_path):
+    """Item 1 of issue 17: local score distributions against the bundle's reference (its validation films).
+    The second site's scores move away from the reference; unseen home films stay close."""
+    from edge_runtime.reference import ks_binned
+
+    res = V.run(sites["bundle"], sites["calib"], tmp_path / "b")
+    ref = res["reference"]
+    assert ref["available"] and ref["source"] == "validation films" and ref["n_ref"] > 100
+    ks_b = [k for cells in ref["ks"].values() for k in cells.values()]
+    assert len(ks_b) == 9 and sum(k["differs"] for k in ks_b) >= 3
+    home = write_manifest(sites["films"] / "home_unseen.csv", sites["rows"]["synthetic_a"][1::2][:150])
+    near = V.run(sites["bundle"], home, tmp_path / "a")["reference"]["ks"]
+    d_home = max(k["d"] for cells in near.values() for k in cells.values())
+    assert d_home < max(k["d"] for k in ks_b)
+    assert sum(k["differs"] for cells in near.values() for k in cells.values()) <= 1
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "Score distributions against the validation films'" in report and "| differs |" in report
+    assert (tmp_path / "b" / "scores.png").stat().st_size > 1000 and "![scores.png]" in report
+    # the distance itself: identical samples 0, disjoint ones 1, and the critical value shrinks with n
+    same = ks_binned(np.linspace(0.01, 0.99, 50), np.histogram(np.linspace(0.01, 0.99, 50), 20, (0, 1))[0])
+    assert same["d"] == 0 and not same["differs"]
+    far = ks_binned(np.full(40, 0.95), [40] + [0] * 19)
+    assert far["d"] == 1 and far["differs"]
+
+
+def test_an_older_bundle_without_a_reference_still_validates(sites, tmp_path):
+    bundle = make_bundle(tmp_path / "old")  # no reference in its metadata, like bundles made before it
+    res = V.run(bundle, sites["calib"], tmp_path / "r")
+    assert res["reference"] == {"available": False}
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "carries no reference score distribution" in report and not (tmp_path / "r" / "scores.png").exists()

@@ -219,6 +219,8 @@ def test_follow_up_outcome_and_monitoring(client, app):  # noqa: F811
     assert 'id="screening-figures"' in html and 'id="model-figures"' in html and "95% interval" in html
     # shares: 1 refer and 1 out of scope among 6 images
     assert "16.7%" in html
+    # a bundle without the validation films' decision mix: the page says the mix cannot be compared
+    assert 'id="drift-mix-off"' in html and "carries no validation decision mix" in html
     # clearing an outcome
     client.post(f"/screenings/{ids[4]}/outcome", data={"csrf_token": tok, "outcome": ""})
     assert app.extensions["cxr"].store.get(ids[4])["outcome"] is None

@@ -18,6 +18,7 @@ from datetime import date, timedelta
 import numpy as np
 
 from edge_runtime import metrics
+from edge_runtime import reference as R
 from edge_runtime.metrics import wilson  # noqa: F401  (re-exported: the page and its tests use it from here)
 from edge_runtime.operating_point import OUT_OF_SCOPE as OUT
 from edge_runtime.operating_point import REFER
@@ -103,7 +104,34 @@ EXPECTED_PAST = 0.02  # the input-check thresholds sit at 1.1 x the 99.5% quanti
 #                       distances, so well under 1% of films like them pass it; 2% leaves room
 
 
-def drift(rows: list[dict], window: int = DRIFT_WINDOW) -> dict:
+MIX_MIN_FILMS = 40  # in-scope decisions in the window before their mix is tested (chi-square needs counts)
+MIX_ALPHA = 0.01  # the page is looked at again and again: a strict level keeps chance alerts rare
+
+
+def mix_drift(rows: list[dict], reference: dict | None, window: int = DRIFT_WINDOW) -> dict:
+    """The decision mix (normal / pneumonia / tuberculosis / refer) of the in-scope films among the last
+    ``window`` against the mix the same operating point gave on the validation films (``metadata.reference``,
+    ``edge_runtime.reference``): a chi-square test of homogeneity, both samples' noise counted, tested once
+    ``MIX_MIN_FILMS`` in-scope decisions are in the window; it moves beyond chance when p < ``MIX_ALPHA``.
+    A class mix that moves means other patients (a new programme, a referral clinic) or films the model reads
+    differently; the referral share is part of it. Out-of-scope films are shown, not tested (validation films
+    are all in scope; the input check has its own alert). ``reference`` None: no test (the bundle has none, or a
+    site profile changed the rule the reference mix was counted under)."""
+    recent = rows[-window:]
+    scoped = [r["decision"] for r in recent if r["decision"] != OUT]
+    ref = (reference or {}).get("decisions")
+    out = {"n": len(scoped), "min": MIX_MIN_FILMS, "alpha": MIX_ALPHA, "available": bool(ref),
+           "out_of_scope": _rate(len(recent) - len(scoped), len(recent)), "tested": False, "rows": []}
+    if not ref:
+        return out
+    t = R.mix_test(dict(Counter(scoped)), ref)
+    out.update(p=t["p"], chi2=t["chi2"], df=t["df"], n_ref=t["n_ref"], tested=len(scoped) >= MIX_MIN_FILMS)
+    out["rows"] = [{"decision": c, "now": t["shares"][c], "ref": t["ref_shares"][c]} for c in t["shares"]]
+    out["moved"] = out["tested"] and t["p"] < MIX_ALPHA
+    return out
+
+
+def drift(rows: list[dict], window: int = DRIFT_WINDOW, reference: dict | None = None) -> dict:
     """Rolling figures of the last ``window`` films (rows in the order recorded) and the alerts they raise.
 
     - share of films past the input-check threshold (embedding distance > 1) and the mean distance: alert when
@@ -111,6 +139,8 @@ def drift(rows: list[dict], window: int = DRIFT_WINDOW) -> dict:
     - mean distance, referral rate and decision mix against this device's first ``window`` films (once there
       are two windows): alert when the mean distance rose by over 25% and 3 standard errors, or when the
       referral rate's interval lies wholly above the first window's.
+    - the decision mix against the validation films' (``mix_drift``; with ``reference``, the artifact's
+      ``metadata.reference``): alert when it moves beyond chance.
     These move when a new X-ray unit or film processing arrives, before confirmed outcomes could show it."""
     measured = [r for r in rows if r.get("scope_distance") is not None]
     out = {"window": window, "available": bool(measured), "alerts": []}
@@ -133,4 +163,9 @@ def drift(rows: list[dict], window: int = DRIFT_WINDOW) -> dict:
     b = out["baseline_refer"]
     if b and len(recent_all) >= MIN_DRIFT_FILMS and out["refer"]["ci"][0] > b["ci"][1]:
         out["alerts"].append(("drift.alert_refer", {"now": out["refer"]["value"], "then": b["value"]}))
+    m = out["mix_vs_validation"] = mix_drift(rows, reference, window)
+    if m.get("moved"):
+        top = max(m["rows"], key=lambda r: abs(r["now"] - r["ref"]))
+        out["alerts"].append(("drift.alert_mix", {"n": m["n"], "p": m["p"], "alpha": m["alpha"], "what": top["decision"],
+                                                  "now": top["now"], "then": top["ref"]}))
     return out

@@ -21,7 +21,9 @@ def monitoring():
     rows = w.store.rows_for_monitoring()
     from edge_runtime.web.site_views import offer
 
-    return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=drift(rows),
+    # the validation films' decision mix was counted under the artifact's own values, not a site profile's
+    reference = None if getattr(w.classifier, "site_profile", None) else w.meta.reference
+    return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=drift(rows, reference=reference),
                            profile=w.site_profile, offer=offer(w), audit=w.store.audit())
 
 
