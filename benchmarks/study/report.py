@@ -171,7 +171,8 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
             f"spread over seeds holds both the split and the initialisation; seed {seeds[0]}'s: {_split_counts(rows_all)}"),
          f"- **Training:** {meta['epochs']} float epochs + {meta['qat_epochs']} QAT epoch(s) per candidate, "
          f"{meta.get('image_size', 224)} px (candidates whose label names a size, and recipe files, train at their own), "
-         + (f"seeds {', '.join(map(str, seeds))} (every training once per seed), " if several else f"seed {meta['seed']}, ")
+         + (f"seeds {', '.join(map(str, seeds))} (every candidate and ablation once per seed, the controls on "
+            f"seed {seeds[0]} only), " if several else f"seed {meta['seed']}, ")
          + "class-balanced loss, augmentation (rotation, shift, zoom, brightness, contrast); "
          "controls: float only, same epochs.",
          f"- **Machine:** {meta['machine'].get('cpu', '?')}, {meta['machine'].get('cores', '?')} cores; latency is one "

@@ -22,8 +22,9 @@ the shortcut and writes ``MODEL_SELECTION.md`` with its plots:
    as they are and under simulated site B (test figures are reported, never used to choose),
    converted to every default format, benchmarked, with ECE before/after temperature per format and heatmaps.
 
-``--seeds 0,1,2`` trains every experiment once per seed, each seed on its own patient-level split (drawn by that
-seed's first training, reused by its others), so the spread holds split and initialisation; candidates are ranked
+``--seeds 0,1,2`` trains every candidate and recipe ablation once per seed (the shortcut controls on the first seed
+only), each seed on its own patient-level split (drawn by that seed's first training, reused by its others), so
+the spread holds split and initialisation; candidates are ranked
 on their mean validation score, a difference within one sd (or 0.01) is a tie and the fastest tied candidate
 wins (``ranking``). The report's details (site shift, benchmark, heatmaps) use each candidate's first seed.
 Seed 0's trainings keep the experiment's folder name, other seeds' get ``_seed<N>``.
@@ -161,8 +162,9 @@ def main(argv=None) -> int:
     p.add_argument("--qat-epochs", type=int, default=1, help="QAT epochs per candidate (default 1)")
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
     p.add_argument("--seeds", default=None,
-                   help="several seeds (comma-separated, e.g. 0,1,2; overrides --seed): every experiment trains "
-                        "once per seed, each seed on its own patient-level split; candidates are ranked on their "
+                   help="several seeds (comma-separated, e.g. 0,1,2; overrides --seed): every candidate and recipe "
+                        "ablation trains once per seed (controls on the first only), each seed on its own "
+                        "patient-level split; candidates are ranked on their "
                         "mean validation score, a difference within one sd (or 0.01) is a tie")
     p.add_argument("--image-size", type=int, default=224,
                    help="input size of every model (default 224) but those with a native size ("
@@ -237,8 +239,11 @@ def run(opts: Options) -> int:
     exps = plan(opts.recipe, opts.recipes, opts.models, opts.controls, opts.extra, opts.recipe_files,
                 opts.native_sizes)
     seeds = opts.all_seeds()
-    jobs = [(seed, exp) for seed in seeds for exp in exps]  # seed-major: an interrupted study has whole seeds
-    log(f"study: {len(exps)} trainings x {len(seeds)} seed(s) {seeds} on {opts.data} -> {opts.out}")
+    # seed-major, so an interrupted study has whole seeds; the shortcut controls (measurements, not candidates)
+    # train on the first seed only
+    jobs = [(seed, exp) for seed in seeds for exp in exps if exp.role != "control" or seed == seeds[0]]
+    log(f"study: {len(jobs)} trainings ({len(exps)} experiments, {len(seeds)} seed(s) {seeds}; controls on seed "
+        f"{seeds[0]} only) on {opts.data} -> {opts.out}")
     runs: dict[tuple[int, str], Path] = {}
     splits: dict[int, Path] = {}  # one patient-level split per seed: its first training's, reused by the rest
     probe = None
