@@ -24,9 +24,9 @@ the shortcut and writes ``MODEL_SELECTION.md`` with its plots:
 
 ``--seeds 0,1,2`` trains every candidate and recipe ablation once per seed (the shortcut controls on the first seed
 only), each seed on its own patient-level split (drawn by that seed's first training, reused by its others), so
-the spread holds split and initialisation; candidates are ranked
-on their mean validation score, a difference within one sd (or 0.01) is a tie and the fastest tied candidate
-wins (``ranking``). The report's details (site shift, benchmark, heatmaps) use each candidate's first seed.
+the spread holds split and initialisation; candidates are ranked on their mean validation score, a mean within
+the larger of 0.01 and the best candidate's sd of the best is a tie, and the fastest tied candidate wins
+(``ranking``). The report's details (site shift, benchmark, heatmaps) use each candidate's first seed.
 Seed 0's trainings keep the experiment's folder name, other seeds' get ``_seed<N>``.
 
 Finished steps are kept: rerunning the command resumes (a run folder with ``metadata.json`` is done, a bundle
@@ -164,8 +164,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default=None,
                    help="several seeds (comma-separated, e.g. 0,1,2; overrides --seed): every candidate and recipe "
                         "ablation trains once per seed (controls on the first only), each seed on its own "
-                        "patient-level split; candidates are ranked on their "
-                        "mean validation score, a difference within one sd (or 0.01) is a tie")
+                        "patient-level split; candidates are ranked on their mean validation score, a mean within "
+                        "the larger of 0.01 and the best's sd over seeds is a tie (the fastest tied one wins)")
     p.add_argument("--image-size", type=int, default=224,
                    help="input size of every model (default 224) but those with a native size ("
                         + ", ".join(f"{k} {v}" for k, v in NATIVE_SIZES.items()) + ") and recipe files")
