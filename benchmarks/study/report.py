@@ -439,5 +439,8 @@ if __name__ == "__main__":  # re-render the report from study.json without rerun
 
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/study")
     res = json.loads((folder / "study.json").read_text())
-    bundle = folder / "bundles" / res["default"] if res.get("default") else None
+    from benchmarks.study.run import run_key
+
+    d = res.get("default")
+    bundle = folder / "bundles" / run_key(d, res["rows"][d].get("seed", 0)) if d else None
     print(write(res, folder, bundle if bundle and bundle.is_dir() else None))
