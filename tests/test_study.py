@@ -19,7 +19,7 @@ def test_plan_puts_the_key_measurements_first_and_honours_the_options():
     names = [e.name for e in plan("crop-clahe", ["crop-clahe", "plain"], [m[0] for m in MODELS])]
     assert names[:5] == ["mnv2-0.35_crop-clahe", "control-border_crop-clahe", "mnv2-0.35_plain",
                          "control-border_plain", "control-centre_crop-clahe"]
-    assert names[-1] == "control-centre_plain" and "lite0-imagenet_crop-clahe" in names and len(names) == 11
+    assert names[-1] == "control-centre_plain" and "lite0-imagenet_crop-clahe" in names and len(names) == 13
     with_site = plan("crop-clahe", ["crop-clahe", "crop-clahe-site"], ["mnv2-0.35", "mnv3-small"],
                      extra=("mnv3-small:crop-clahe-site", "mnv3-small:crop-clahe"))  # the second one is planned
     assert [(e.name, e.role) for e in with_site] == [

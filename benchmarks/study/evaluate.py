@@ -162,14 +162,11 @@ def selection_score(row: dict) -> float:
 
 def choose_default(rows: dict, candidates: list[str]) -> str | None:
     """The candidate with the best validation ``selection_score`` of its INT8 artifact; candidates within
-    ``TIE_AUC`` of it are tied and the fastest of them wins (a clinic's Raspberry Pi pays for every ms)."""
-    scored = [(selection_score(rows[n]), rows[n]["latency_ms_1thread"]["p50"], n) for n in candidates
-              if n in rows and "latency_ms_1thread" in rows[n] and not math.isnan(selection_score(rows[n]))]
-    if not scored:
-        return None
-    best = max(s[0] for s in scored)
-    tied = [s for s in scored if s[0] >= best - TIE_AUC]
-    return min(tied, key=lambda s: s[1])[2]
+    ``TIE_AUC`` of it are tied and the fastest of them wins (a clinic's Raspberry Pi pays for every ms).
+    One row per candidate; over several seeds see ``ranking.rank``, which this calls with one seed."""
+    from benchmarks.study.ranking import rank
+
+    return rank({n: [rows[n]] for n in candidates if n in rows}, candidates)[0]
 
 
 # --- site shift -------------------------------------------------------------------------------------------
@@ -363,7 +360,8 @@ def provenance(opts, seconds: float, runs=()) -> dict:
 
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit + ("+dirty" if dirty else ""),
             "command": opts.command, "data": str(opts.data), "recipe": opts.recipe, "epochs": opts.epochs,
-            "qat_epochs": opts.qat_epochs, "seed": opts.seed, "image_size": getattr(opts, "image_size", 224), "minutes": round(seconds / 60, 1),
+            "qat_epochs": opts.qat_epochs, "seed": opts.seed,
+            "seeds": opts.all_seeds() if hasattr(opts, "all_seeds") else [opts.seed], "image_size": getattr(opts, "image_size", 224), "minutes": round(seconds / 60, 1),
             "train_minutes": training_minutes(runs),
             "machine": machine_info(), "python": platform.python_version()}
 

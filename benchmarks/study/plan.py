@@ -1,7 +1,9 @@
 """What the study trains: the recipes, the candidate models, the shortcut-audit controls, and their order."""
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
 RECIPES = {
     "plain": {},
@@ -26,16 +28,25 @@ class Experiment:
     model: str
     alpha: float | None = None
     weights: str | None = None
-    recipe: str = "plain"
+    recipe: str = "plain"  # a RECIPES key, or a recipe file (``*.toml``) that trains the candidate as it is
     keep: str = "all"
+    image_size: int | None = None  # None: the study's --image-size
+
+    @property
+    def from_file(self) -> bool:
+        return self.recipe.endswith(".toml")
 
     @property
     def label(self) -> str:
         alpha = f" {self.alpha}" if self.alpha else ""
         init = " (ImageNet)" if self.weights else (" (random init)" if self.model.startswith("efficientnet") else "")
-        return f"{self.model}{alpha}{init}"
+        size = f" {self.image_size} px" if self.image_size else ""
+        return f"{self.model}{alpha}{init}{size}"
 
-    def train_args(self, epochs: int, qat_epochs: int) -> list[str]:
+    def train_args(self, epochs: int, qat_epochs: int, image_size: int | None = None) -> list[str]:
+        """The train CLI's options for this experiment; ``image_size``: the study's (the experiment's own wins)."""
+        if self.from_file:  # the recipe file as it is: its own model, size, schedule and harmonisation
+            return ["--recipe", self.recipe]
         args = ["--model", self.model, "--epochs", str(epochs),
                 "--qat-epochs", str(0 if self.keep != "all" else qat_epochs)]
         if self.alpha:
@@ -46,7 +57,19 @@ class Experiment:
             args += [f"--{k}", str(v)]
         if self.keep != "all":
             args += ["--keep", self.keep]
+        if self.image_size or image_size:
+            args += ["--image-size", str(self.image_size or image_size)]
         return args
+
+
+def recipe_candidate(path: str | Path) -> Experiment:
+    """A candidate trained by a recipe file as it is (``python -m train --recipe FILE``), named
+    ``recipe-<file stem>``; model, width and weights are read from the file for its label (the train CLI's
+    defaults where the file has none). The study adds only its seed and split."""
+    raw = tomllib.loads(Path(path).read_text())
+    get = lambda k: raw.get(k, raw.get(k.replace("-", "_")))  # noqa: E731 - kebab or snake keys, as train accepts
+    return Experiment(f"recipe-{Path(path).stem}", "model", get("model") or "mobilenet_v2", get("alpha"),
+                      get("weights"), str(path), image_size=get("image-size"))
 
 
 MODELS = [  # (short name, model, alpha, weights), in the order they train: the likeliest useful first
@@ -56,7 +79,12 @@ MODELS = [  # (short name, model, alpha, weights), in the order they train: the 
     ("mnv2-1.0", "mobilenet_v2", 1.0, None),
     ("mnv3-large", "mobilenet_v3_large", None, None),
     ("lite0-random", "efficientnet_lite0", None, None),
+    ("lite1-imagenet", "efficientnet_lite1", None, "imagenet"),
+    ("lite2-imagenet", "efficientnet_lite2", None, "imagenet"),
 ]
+# candidates trained at their own input size (the resolution their ImageNet weights were trained at), not
+# the study's --image-size, unless the study runs with --same-size
+NATIVE_SIZES = {"lite1-imagenet": 240, "lite2-imagenet": 260}
 
 
 def _full(recipe: str, role: str) -> Experiment:
@@ -68,11 +96,13 @@ def _control(recipe: str, keep: str) -> Experiment:
 
 
 def plan(recipe: str, recipes: list[str], models: list[str], controls=("border", "centre"),
-         extra: tuple[str, ...] = ()) -> list[Experiment]:
+         extra: tuple[str, ...] = (), recipe_files: tuple[str, ...] = (), native_sizes: bool = True
+         ) -> list[Experiment]:
     """The experiments in the order they train: the chosen recipe's MobileNetV2 0.35 and its border-only
     control; the other recipes' pair; the lung-only (centre) control; the other candidates; the extra
-    candidates (``model:recipe``); last the other recipes' centre controls. An interrupted study resumes where
-    it stopped and has the key figures first."""
+    candidates (``model:recipe``); the recipe-file candidates; last the other recipes' centre controls. An
+    interrupted study resumes where it stopped and has the key figures first. ``native_sizes``: the
+    ``NATIVE_SIZES`` candidates train at their own size."""
     others = [r for r in recipes if r != recipe]
     border, centre = "border" in controls, "centre" in controls
     exps = [_full(recipe, "model")] + ([_control(recipe, "border")] if border else [])
@@ -82,14 +112,21 @@ def plan(recipe: str, recipes: list[str], models: list[str], controls=("border",
         exps.append(_control(recipe, "centre"))
     for short, model, alpha, weights in MODELS:
         if short in models and short != "mnv2-0.35":
-            exps.append(Experiment(f"{short}_{recipe}", "model", model, alpha, weights, recipe))
+            exps.append(Experiment(f"{short}_{recipe}", "model", model, alpha, weights, recipe,
+                                   image_size=NATIVE_SIZES.get(short) if native_sizes else None))
     specs = {m[0]: m for m in MODELS}
     for item in extra:
         short, rec = item.split(":")
         name = f"{short}_{rec}"
         if name not in {e.name for e in exps}:
             _, model, alpha, weights = specs[short]
-            exps.append(Experiment(name, "model", model, alpha, weights, rec))
+            exps.append(Experiment(name, "model", model, alpha, weights, rec,
+                                   image_size=NATIVE_SIZES.get(short) if native_sizes else None))
+    for path in recipe_files:
+        exp = recipe_candidate(path)
+        if exp.name in {e.name for e in exps}:
+            raise ValueError(f"two candidates named {exp.name}: give the recipe files different names")
+        exps.append(exp)
     if centre:
         exps += [_control(r, "centre") for r in others]
     return exps

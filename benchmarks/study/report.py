@@ -11,8 +11,9 @@ import numpy as np
 
 from benchmarks.report import fmt, latency_table, table
 from benchmarks.study.evaluate import selection_score
-from benchmarks.study.tables import (_by_source, _g, _pair, _pct, _sources, audit_rows, audit_table,
-                                     candidate_table, format_table, shift_summary_table, shift_table)
+from benchmarks.study.plan import RECIPES
+from benchmarks.study.tables import (_by_source, _g, _msd, _pair, _pct, _sources, audit_rows, audit_table,
+                                     candidate_table, format_table, seed_table, shift_summary_table, shift_table)
 from edge_runtime.formats import DEPLOYED, FORMATS
 from edge_runtime.preprocess import PreprocessConfig
 
@@ -140,7 +141,10 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
     meta = results["meta"]
     default = results.get("default")
     exps = results["experiments"]
-    recipes = list(dict.fromkeys(e["recipe"] for e in exps))
+    recipes = list(dict.fromkeys(e["recipe"] for e in exps if e["recipe"] in RECIPES))  # not recipe files
+    seeds = results.get("seeds") or [meta["seed"]]
+    several = len(seeds) > 1
+    over_seeds = _seed_summaries(results, exps) if several else {}
     cands = [rows_all[e["name"]] for e in exps if e["role"] in ("model", "recipe") and e["name"] in rows_all
              and "latency_ms_1thread" in rows_all[e["name"]]]
     audit = audit_rows(rows_all, recipes)
@@ -162,10 +166,14 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
             "from scratch costs about both)" if meta.get("train_minutes") else ""),
          f"- **Command:** `{meta['command']}` (Makefile: `make study`; it resumes when interrupted)",
          f"- **Data:** `{meta['data']}`; the patient-level split (patient id, or pseudo-patient group where a source has none) "
-         f"of the first training, reused by all: {_split_counts(rows_all)}",
+         + (f"of the first training, reused by all: {_split_counts(rows_all)}" if not several else
+            f"drawn per seed (each seed's first training draws it, that seed's other trainings reuse it), so the "
+            f"spread over seeds holds both the split and the initialisation; seed {seeds[0]}'s: {_split_counts(rows_all)}"),
          f"- **Training:** {meta['epochs']} float epochs + {meta['qat_epochs']} QAT epoch(s) per candidate, "
-         f"{meta.get('image_size', 224)} px, "
-         f"seed {meta['seed']}, class-balanced loss, augmentation (rotation, shift, zoom, brightness, contrast); "
+         f"{meta.get('image_size', 224)} px (candidates whose label names a size, and recipe files, train at their own), "
+         + (f"seeds {', '.join(map(str, seeds))} (every candidate and ablation once per seed, the controls on "
+            f"seed {seeds[0]} only), " if several else f"seed {meta['seed']}, ")
+         + "class-balanced loss, augmentation (rotation, shift, zoom, brightness, contrast); "
          "controls: float only, same epochs.",
          f"- **Machine:** {meta['machine'].get('cpu', '?')}, {meta['machine'].get('cores', '?')} cores; latency is one "
          "thread of this CPU, not a Raspberry Pi (see firmware_notes/ for device figures).", ""]
@@ -175,13 +183,15 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
         border = rows_all.get(f"control-border_{d['recipe']}")
         L += [f"Default model: **{d['label']}**, recipe **{d['recipe']}** ({d['preprocess']}), INT8 TFLite "
               f"{fmt(d['size_mb'], 2)} MB, {fmt(d['latency_ms_1thread']['p50'], 1)} ms per image on one thread here.",
-              f"Chosen because it has the best **validation** score of the INT8 candidates "
-              f"({fmt(selection_score(d))}: the mean of its macro-AUC on the validation films as they are, "
-              f"{fmt(d['val']['macro_auc'])}, and on the same films as simulated site B would make them, "
-              f"{fmt(_g(d, 'val_site_b', 'macro_auc'))}; a model must work at a clinic whose X-ray unit it never "
-              "saw). Candidates within 0.01 of the best count as tied and the fastest wins. "
-              "Test figures were not used to choose.", "",
-              "Test set, INT8 artifact through the device runtime, calibrated:", "",
+              *(_seed_verdict(results, d, seeds) if several else [
+                  f"Chosen because it has the best **validation** score of the INT8 candidates "
+                  f"({fmt(selection_score(d))}: the mean of its macro-AUC on the validation films as they are, "
+                  f"{fmt(d['val']['macro_auc'])}, and on the same films as simulated site B would make them, "
+                  f"{fmt(_g(d, 'val_site_b', 'macro_auc'))}; a model must work at a clinic whose X-ray unit it never "
+                  "saw). Candidates within 0.01 of the best count as tied and the fastest wins. "
+                  "Test figures were not used to choose.", ""]),
+              "Test set, INT8 artifact through the device runtime, calibrated"
+              + (f" (seed {d.get('seed')}'s training):" if several else ":"), "",
               table(["figure", "pooled", *_sources(t)], [
                   ["n", t["n"], *(_g(t, "by_source", src, "n") for src in _sources(t))],
                   ["accuracy", fmt(t["accuracy"]), *_by_source(t, _sources(t))],
@@ -202,8 +212,15 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
     else:
         L += ["No candidate finished training and conversion; see the logs in the study folder.", ""]
 
-    L += ["## Candidates: INT8 accuracy against latency and size", "",
-          "Every candidate is the INT8 TFLite artifact of its QAT model (`python -m convert RUN --formats tflite_int8`), "
+    L += ["## Candidates: INT8 accuracy against latency and size", ""]
+    if over_seeds:
+        L += [f"Over the {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean +- sample sd (n = trainings that "
+              "finished and converted). The default is chosen on the mean validation score; a candidate within the "
+              "margin (the larger of 0.01 and the best candidate's sd) of the best mean is tied, and the "
+              "fastest tied candidate wins. Test figures are shown, never used to choose.", "",
+              seed_table(over_seeds, rows_all, default), "",
+              f"Seed {seeds[0]}'s artifacts in detail:", ""]
+    L += ["Every candidate is the INT8 TFLite artifact of its QAT model (`python -m convert RUN --formats tflite_int8`), "
           "scored through `edge_runtime` on the test split with its bundle's temperature and thresholds. "
           "`agree vs QAT`: top-1 agreement with its Keras QAT parent on validation. Rows marked *ablation* are the "
           "recipe ablation (MobileNetV2 0.35 with another recipe): shown, not candidates for the default.", "",
@@ -265,7 +282,7 @@ def write(results: dict, out: Path, default_bundle: Path | None) -> Path:
         L += ["## Benchmark of the default model", "",
               f"`python -m benchmarks` on the default model's bundle ({bench['report']}):", "",
               latency_table(bench["results"]), ""]
-    L += ["## What this data can and cannot show", "", *_limits(d["test"] if d else {}), ""]
+    L += ["## What this data can and cannot show", "", *_limits(d["test"] if d else {}, len(seeds)), ""]
     L += ["## Recipe choices", "", *_recipe_text(audit, rows_all), ""]
     report = out / "MODEL_SELECTION.md"
     report.write_text("\n".join(L) + "\n")
@@ -353,7 +370,37 @@ def _class_sources(t: dict) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _limits(t: dict) -> list[str]:
+def _seed_summaries(results: dict, exps: list[dict]) -> dict:
+    """Every converted candidate and ablation over seeds, in plan order: the ranking's summaries (with tie
+    status) for candidates, the same summary for the recipe ablation."""
+    from benchmarks.study.ranking import summarise_seeds
+
+    ranking, seed_rows = results.get("ranking", {}), results.get("seed_rows", {})
+    out = {}
+    for e in exps:
+        rows = [r for r in seed_rows.get(e["name"], []) if "latency_ms_1thread" in r]
+        if e["name"] in ranking:
+            out[e["name"]] = ranking[e["name"]]
+        elif e["role"] == "recipe" and rows:
+            out[e["name"]] = summarise_seeds(rows)
+    return out
+
+
+def _seed_verdict(results: dict, d: dict, seeds: list[int]) -> list[str]:
+    s = results.get("ranking", {}).get(d["name"], {})
+    tied = [results["rows"][n]["label"] + f" ({results['rows'][n]['recipe']})"
+            for n, x in results.get("ranking", {}).items() if x.get("tied") and n != d["name"]]
+    return [f"Chosen on **validation** films only, over {len(seeds)} seeds: mean validation score "
+            f"{_msd(s.get('score'))} (per training: the mean of the INT8 macro-AUC on the validation films as they "
+            "are and under simulated site B). Candidates whose mean lies within the larger of 0.01 and the best "
+            "candidate's sd of the best mean are tied and the fastest of them wins"
+            + (f"; tied with it here: {', '.join(tied)}" if tied else "; no other candidate was tied with it")
+            + f". Mean p50 latency {_msd(s.get('latency_ms'), 1)} ms. Test over seeds: accuracy "
+            f"{_msd(s.get('test_accuracy'))}, macro-AUC {_msd(s.get('test_macro_auc'))}. "
+            "Test figures were not used to choose.", ""]
+
+
+def _limits(t: dict, n_seeds: int = 1) -> list[str]:
     pair = _pair(t)
     n_pair = _g(t, "by_source", pair, "n") if t else None
     n_pair = n_pair if isinstance(n_pair, int) and n_pair > 0 else None
@@ -366,8 +413,11 @@ def _limits(t: dict) -> list[str]:
         f"- **Pneumonia labels are noisy** (NLP-mined from reports, see the data's README; published AUROC about "
         f"0.77): the normal-vs-pneumonia AUC within {pair} is the figure least affected by the source confound, "
         "and the one to watch.",
-        f"- **One split, one seed, small test set** ({t.get('n', '?')} films): a difference of a few points between "
-        f"candidates is within noise ({noise}).",
+        (f"- **One split, one seed, small test set** ({t.get('n', '?')} films): a difference of a few points between "
+         f"candidates is within noise ({noise})." if n_seeds < 2 else
+         f"- **{n_seeds} seeds, each its own patient-level split; small test sets** ({t.get('n', '?')} films each): "
+         f"the sd over seeds is itself noisy with so few seeds, and a single training's figure is within noise "
+         f"({noise})."),
         "- **The site-shift test is a simulation**, not a second hospital: it shows sensitivity to exposure, "
         "borders and markers, not performance on another population or another scanner.",
         "- **To show more:** TB-positive and TB-negative films from the same site and scanner (e.g. Shenzhen and "
@@ -389,5 +439,8 @@ if __name__ == "__main__":  # re-render the report from study.json without rerun
 
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/study")
     res = json.loads((folder / "study.json").read_text())
-    bundle = folder / "bundles" / res["default"] if res.get("default") else None
+    from benchmarks.study.run import run_key
+
+    d = res.get("default")
+    bundle = folder / "bundles" / run_key(d, res["rows"][d].get("seed", 0)) if d else None
     print(write(res, folder, bundle if bundle and bundle.is_dir() else None))

