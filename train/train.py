@@ -318,7 +318,7 @@ def run(cfg: TrainConfig) -> Path:
     # --- model --------------------------------------------------------------------------------------
     strategy = select_strategy()
     weights = cfg.weights
-    if weights is None:
+    if weights is None and not cfg.redo_qat:
         log.info("no pretrained weights given: training %s from random initialisation", cfg.model)
     with strategy.scope():
         if cfg.redo_qat:
