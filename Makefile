@@ -65,7 +65,7 @@ study: setup
 RECIPE          ?= recipes/default.toml
 MODEL_OUT       ?= runs/default
 TRAIN_FLAGS     ?=
-CONVERT_FORMATS ?= tflite_int8,tflite_fp32,openvino_int8,onnx_int8
+CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,onnx_int8
 model: setup
 	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS)
 	# exit status 3 = bundle written but some format failed its parity check (shown in the table): go on

@@ -25,11 +25,11 @@ META_KEY = "cxr_metadata"
 @dataclass
 class Sources:
     """What the exporters need: the trained Keras models (two outputs: probs and the feature map), their
-    SavedModels, calibration images from the validation split, and the metadata JSON to embed."""
+    SavedModels, calibration images (training films, so validation stays unseen), and the metadata JSON to embed."""
 
     work: Path
     models: dict  # "float"/"qat" -> two-output tf_keras model
-    calib: np.ndarray  # uint8 (N, size, size) from the validation split, same preprocessing as everywhere
+    calib: np.ndarray  # uint8 (N, size, size) training films in random order, same preprocessing as everywhere
     meta_json: str
     input_type: str = "uint8"  # TFLite INT8 input: uint8 or int8
     saved: dict = field(default_factory=dict)

@@ -23,12 +23,47 @@ from edge_runtime.formats import BASELINE, FORMATS
 from edge_runtime.metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
+CALIBRATION_FILMS = 300  # training films drawn (seed 0) as representative data for INT8 calibration
 
 
 def parity(backend, images: np.ndarray, reference: np.ndarray) -> dict:
     """Run an artifact through the runtime backend on the images; compare with the reference probabilities."""
     probs = backend.run_batch(images)
     return {"probs": probs, **M.agreement(probs, reference)}
+
+
+def _nih_auc(res: dict) -> float:
+    """Normal-vs-pneumonia AUC on the NIH validation films (NaN where the run has none)."""
+    src = (res.get("val") or {}).get("by_source", {})
+    nih = next((v for k, v in src.items() if k.startswith("nih")), {})
+    return float(nih.get("per_class", {}).get("pneumonia", {}).get("auc", float("nan")))
+
+
+def choose_int8(results: dict, backend: str = "litert") -> dict | None:
+    """Among the INT8 formats of ``backend`` that passed their parity check, the one that measures best on the
+    validation films: highest top-1 agreement with the float model, then accuracy, then NIH normal-vs-pneumonia
+    AUC. None when fewer than two are there to choose from. The runtime serves the chosen one first
+    (``bundle.json`` ``preferred``)."""
+    def row(key, r):
+        acc = float(((r.get("val") or {}).get("pooled") or {}).get("accuracy", float("nan")))
+        return {"format": key, "parent": r.get("parent"), "agreement_vs_float": r.get("agreement_vs_float"),
+                "max_prob_diff_vs_float": r.get("max_prob_diff_vs_float"), "val_accuracy": acc,
+                "val_nih_pneumonia_auc": _nih_auc(r)}
+
+    rows = [row(k, r) for k, r in results.items()
+            if FORMATS[k].backend == backend and FORMATS[k].int8 and r.get("passed")]
+    if len(rows) < 2:
+        return None
+    nan0 = lambda v: -1.0 if v is None or v != v else v  # noqa: E731 - NaN/None sort last
+    rows.sort(key=lambda r: (nan0(r["agreement_vs_float"]), nan0(r["val_accuracy"]), nan0(r["val_nih_pneumonia_auc"])),
+              reverse=True)
+    best, other = rows[0], rows[1]
+    why = (f"{best['format']} ({best['parent']} parent) agrees with the float model on "
+           f"{100 * nan0(best['agreement_vs_float']):.1f}% of validation films against "
+           f"{100 * nan0(other['agreement_vs_float']):.1f}% for {other['format']} (then accuracy "
+           f"{best['val_accuracy']:.3f} vs {other['val_accuracy']:.3f}, NIH normal-vs-pneumonia AUC "
+           f"{best['val_nih_pneumonia_auc']:.3f} vs {other['val_nih_pneumonia_auc']:.3f})")
+    return {"backend": backend, "chosen": best["format"], "why": why, "candidates": rows}
 
 
 def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: str = "uint8",
@@ -93,7 +128,11 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
 
     log.info("[4/5] exporting %d format(s): %s", len(formats), ", ".join(formats))
     work = Path(tempfile.mkdtemp(prefix="convert-", dir=out.parent))
-    src = E.Sources(work=work, models=models, calib=val.images, meta_json=meta_json, input_type=input_type)
+    # calibration (representative data for post-training INT8) from training films, so that the validation
+    # films that judge each artifact took no part in making it
+    pick = np.random.default_rng(0).permutation(len(arrays["train"].images))[:CALIBRATION_FILMS]
+    src = E.Sources(work=work, models=models, calib=arrays["train"].images[pick], meta_json=meta_json,
+                    input_type=input_type)
     from edge_runtime.backends import load_backend
 
     results = {}
@@ -152,10 +191,15 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
             E.embed_metadata(dest, meta.for_format(key).to_json())
             res["bytes"] = sum(p.stat().st_size for p in dest.parent.glob(dest.stem + ".*"))
     failed = [k for k, r in results.items() if not r.get("passed")]
+    choice = choose_int8(results)
+    if choice:
+        log.info("INT8 path for LiteRT: %s", choice["why"])
     status = {"validated": not failed and not meta.synthetic, "synthetic": meta.synthetic,
               "failed_formats": failed, "min_agreement": min_agreement, "run_dir": str(run_dir),
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "formats": {k: {kk: vv for kk, vv in r.items()} for k, r in results.items()}}
+              "formats": {k: {kk: vv for kk, vv in r.items()} for k, r in results.items()},
+              **({"int8_choice": {choice["backend"]: choice}, "preferred": {choice["backend"]: choice["chosen"]}}
+                 if choice else {})}
     (out / "bundle.json").write_text(json.dumps(status, indent=2, default=float) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(meta, status))
     B.write_sums(out)

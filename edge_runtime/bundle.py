@@ -152,7 +152,8 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True) -
     """Find the model file, metadata and status for a bundle folder or a single model file.
 
     In a folder: the preferred backend (``formats.BACKEND_ORDER``) unless one is asked for; within it a format
-    that passed its parity check, then an INT8 one. A bare model file needs ``metadata.json`` beside it (for
+    that passed its parity check, then the one ``bundle.json`` names as ``preferred`` for that backend (convert
+    measured it best of its INT8 paths), then an INT8 one. A bare model file needs ``metadata.json`` beside it (for
     ONNX/OpenVINO the embedded copy is used when there is none).
     """
     path = Path(path)
@@ -165,10 +166,12 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True) -
         if not found:
             raise BundleError(f"{path}: no model file ({', '.join(sorted(F.SUFFIX_BACKEND))}) in the bundle")
         failed = set(status.get("failed_formats", []))
+        preferred = set((status.get("preferred") or {}).values())
         by_backend: dict[str, list] = {}
         for key, f in found:
             fmt = F.FORMATS.get(key or "")
-            by_backend.setdefault(F.backend_of(f), []).append((key in failed, not (fmt and fmt.int8), f.name, key, f))
+            by_backend.setdefault(F.backend_of(f), []).append(
+                (key in failed, key not in preferred, not (fmt and fmt.int8), f.name, key, f))
         if backend and backend not in by_backend:
             raise BundleError(f"{path}: no {backend} model in the bundle (it holds {[f.name for _, f in found]})")
         chosen = backend or next(b for b in F.BACKEND_ORDER if b in by_backend)

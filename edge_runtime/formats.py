@@ -46,7 +46,7 @@ FORMATS: dict[str, Format] = {f.key: f for f in (
 )}
 
 BASELINE = "keras_fp32"  # the float Keras model every artifact is compared with
-DEFAULT_FORMATS = ("tflite_int8", "openvino_int8", "onnx_int8")
+DEFAULT_FORMATS = ("tflite_int8", "tflite_int8_ptq", "openvino_int8", "onnx_int8")  # convert prefers the better INT8
 DEPLOYED = DEFAULT_FORMATS[0]  # what a default bundle serves first (LiteRT INT8), and what the study scores
 BACKEND_ORDER = ("litert", "openvino", "onnxruntime")  # device preference when a bundle holds several backends
 SUFFIX_BACKEND = {f.suffix: f.backend for f in FORMATS.values() if f.on_device}  # ".tflite" -> "litert", ...

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")
     add_preprocess_flags(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
+    p.add_argument("--redo-qat", action="store_true",
+                   help="redo only the QAT phase of the run in --out from its model_float.keras and split.csv "
+                        "(the float phase is not retrained; the old QAT model, checkpoints and history rows are replaced)")
     p.add_argument("--model-version", default="", help="version string stored in the metadata (default: a timestamp)")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
                       augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout,
-                      resume=args.resume, deterministic=args.deterministic,
+                      resume=args.resume, redo_qat=args.redo_qat, deterministic=args.deterministic,
                       model_version=args.model_version, extra=recipe_info,
                       verbose=0)
     try:

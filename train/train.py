@@ -59,6 +59,7 @@ class TrainConfig:
     dropout: float = 0.2
     split: str | None = None  # reuse a saved split.csv
     resume: bool = False
+    redo_qat: bool = False  # keep the run's model_float.keras and split; redo only the QAT phase
     synthetic: bool | None = None  # None: read from the data folder (README/manifest says SYNTHETIC)
     deterministic: bool = False  # bit-exact reruns (tf op determinism); slower on CPU
     model_version: str = ""
@@ -219,6 +220,30 @@ def _compile(model, lr):
                   metrics=["accuracy"])
 
 
+CALIBRATION_BATCHES = 8  # training batches that set the QAT activation ranges before fine-tuning
+
+
+def _prepare_redo_qat(cfg: TrainConfig, out: Path, ckpt_dir: Path, history: Path) -> TrainConfig:
+    """Check the run can redo its QAT phase; forget the old QAT checkpoints and history rows."""
+    missing = [f for f in ("model_float.keras", "split.csv") if not (out / f).is_file()]
+    if missing:
+        raise SystemExit(f"{out}: cannot redo QAT without {', '.join(missing)} (train the run first)")
+    if cfg.qat_epochs <= 0:
+        raise SystemExit("--redo-qat needs --qat-epochs > 0")
+    for f in ("qat_best.weights.h5", "qat_last.weights.h5", "state.json"):
+        (ckpt_dir / f).unlink(missing_ok=True)
+    if history.is_file():
+        with history.open(newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("phase") != "qat"]
+        with history.open("w", newline="") as fh:
+            if rows:
+                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+    log.info("redo QAT: keeping %s and %s", out / "model_float.keras", out / "split.csv")
+    return replace(cfg, split=str(out / "split.csv"))
+
+
 def _is_synthetic(data: str) -> bool:
     p = Path(data)
     readme = (p if p.is_dir() else p.parent) / "README.txt"
@@ -236,14 +261,17 @@ def run(cfg: TrainConfig) -> Path:
     ckpt_dir = out / "checkpoints"
     history = out / "history.csv"
     state = {}
-    if cfg.resume and (ckpt_dir / "state.json").is_file():
+    if cfg.redo_qat:
+        cfg = _prepare_redo_qat(cfg, out, ckpt_dir, history)
+        state = {"phase": "float_done"}
+    elif cfg.resume and (ckpt_dir / "state.json").is_file():
         state = json.loads((ckpt_dir / "state.json").read_text())
         log.info("resuming from %s: phase %s, epoch %d", ckpt_dir, state["phase"], state["epoch"] + 1)
-    elif out.exists() and any(out.iterdir()) and not cfg.resume:
+    elif out.exists() and any(out.iterdir()) and not cfg.resume and not cfg.redo_qat:
         if (out / "metadata.json").exists() or ckpt_dir.exists():
             raise SystemExit(f"{out} already holds a run; choose another --out or pass --resume")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume and history.exists():
+    if not cfg.resume and not cfg.redo_qat and history.exists():
         history.unlink()
     models.get_spec(cfg.model)  # unknown names fail before any work
     tf_keras.utils.set_random_seed(cfg.seed)
@@ -290,19 +318,28 @@ def run(cfg: TrainConfig) -> Path:
     # --- model --------------------------------------------------------------------------------------
     strategy = select_strategy()
     weights = cfg.weights
-    if weights is None:
+    if weights is None and not cfg.redo_qat:
         log.info("no pretrained weights given: training %s from random initialisation", cfg.model)
     with strategy.scope():
-        float_model = models.build_model(cfg.model, image_size=cfg.image_size, num_classes=len(cfg.classes),
-                                         alpha=cfg.alpha, weights=weights, dropout=cfg.dropout)
+        if cfg.redo_qat:
+            from train.keras_io import load_model
+
+            float_model = load_model(out / "model_float.keras")
+            log.info("redoing QAT from %s (the float phase is kept)", out / "model_float.keras")
+        else:
+            float_model = models.build_model(cfg.model, image_size=cfg.image_size, num_classes=len(cfg.classes),
+                                             alpha=cfg.alpha, weights=weights, dropout=cfg.dropout)
         _compile(float_model, cfg.lr)
     log.info("%s: %d parameters, input %dx%d", cfg.model, float_model.count_params(), cfg.image_size, cfg.image_size)
-    if state.get("phase") != "qat":
+    if cfg.redo_qat:
+        pass
+    elif state.get("phase") != "qat":
         float_model = _fit(float_model, "float", train_ds, arrays["val"], cfg.epochs, cfg.lr, cfg, class_weight,
                            ckpt_dir, history, state)
     else:
         float_model.load_weights(ckpt_dir / "float_best.weights.h5")
-    float_model.save(out / "model_float.keras")
+    if not cfg.redo_qat:
+        float_model.save(out / "model_float.keras")
 
     qat_model = None
     if cfg.qat_epochs > 0:
@@ -310,6 +347,9 @@ def run(cfg: TrainConfig) -> Path:
         with strategy.scope():
             qat_model = qat.quantize_model(float_model)
             _compile(qat_model, cfg.qat_lr)
+        n = qat.calibrate_ranges(qat_model, float_model, (x.numpy() for x, _ in train_ds.take(CALIBRATION_BATCHES)))
+        log.info("QAT: %d activation ranges started from the float model on %d training batches", n,
+                 CALIBRATION_BATCHES)
         if state.get("phase") == "qat":
             qat_model.load_weights(ckpt_dir / "qat_last.weights.h5")
         qat_model = _fit(qat_model, "qat", train_ds, arrays["val"], cfg.qat_epochs, cfg.qat_lr, cfg,

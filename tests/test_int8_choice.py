@@ -1,0 +1,51 @@
+"""Convert chooses per model the LiteRT INT8 path that measures best; the runtime serves it first."""
+import json
+
+from convert.pipeline import choose_int8
+from edge_runtime import bundle as B
+from edge_runtime.metadata import ModelMetadata
+from edge_runtime.preprocess import PreprocessConfig
+
+
+def _row(parent, agree, acc, auc, passed=True):
+    return {"ok": True, "passed": passed, "parent": parent, "agreement_vs_float": agree, "max_prob_diff_vs_float": 0.1,
+            "val": {"pooled": {"accuracy": acc},
+                    "by_source": {"nih_dcn": {"per_class": {"pneumonia": {"auc": auc}}}, "tbx11k": {}}}}
+
+
+def test_the_int8_path_closer_to_the_float_model_is_chosen_and_explained():
+    results = {"tflite_int8": _row("qat", 0.922, 0.869, 0.84), "tflite_int8_ptq": _row("float", 0.985, 0.85, 0.88),
+               "tflite_fp32": {"ok": True, "passed": True, "parent": "float", "agreement_vs_float": 1.0},
+               "openvino_int8": _row("float", 0.99, 0.9, 0.9)}
+    c = choose_int8(results)
+    assert c["chosen"] == "tflite_int8_ptq" and c["backend"] == "litert"
+    assert [r["format"] for r in c["candidates"]] == ["tflite_int8_ptq", "tflite_int8"]  # LiteRT INT8 only
+    assert "98.5%" in c["why"] and "92.2%" in c["why"] and "0.880" in c["why"]
+    results["tflite_int8"] = _row("qat", 0.99, 0.87, 0.86)
+    assert choose_int8(results)["chosen"] == "tflite_int8"
+
+
+def test_ties_go_to_accuracy_and_failed_or_lone_formats_are_not_a_choice():
+    tie = {"tflite_int8": _row("qat", 0.98, 0.88, 0.8), "tflite_int8_ptq": _row("float", 0.98, 0.86, 0.9)}
+    assert choose_int8(tie)["chosen"] == "tflite_int8"
+    tie["tflite_int8"]["passed"] = False
+    assert choose_int8(tie) is None
+    assert choose_int8({"tflite_int8": _row("qat", 0.98, 0.88, 0.8)}) is None
+
+
+def test_runtime_serves_the_preferred_int8_file_first(tmp_path):
+    for key in ("tflite_int8", "tflite_int8_ptq", "tflite_fp32"):
+        (tmp_path / f"model_{key}.tflite").write_bytes(key.encode())
+    ModelMetadata(labels=("a", "b"), preprocess=PreprocessConfig(32), model_name="m", model_version="0").save(
+        tmp_path / "metadata.json")
+    status = {"validated": True, "formats": {}, "failed_formats": []}
+    (tmp_path / "bundle.json").write_text(json.dumps(status))
+    B.write_sums(tmp_path)
+    assert B.resolve(tmp_path).key == "tflite_int8"  # no preference: the INT8 files by name
+    (tmp_path / "bundle.json").write_text(json.dumps({**status, "preferred": {"litert": "tflite_int8_ptq"}}))
+    B.write_sums(tmp_path)
+    assert B.resolve(tmp_path).key == "tflite_int8_ptq"
+    (tmp_path / "bundle.json").write_text(json.dumps({**status, "preferred": {"litert": "tflite_int8_ptq"},
+                                                      "failed_formats": ["tflite_int8_ptq"]}))
+    B.write_sums(tmp_path)
+    assert B.resolve(tmp_path).key == "tflite_int8"  # a failed file is never preferred
