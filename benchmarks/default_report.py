@@ -121,7 +121,7 @@ def report(all_figs: list[dict], command: str) -> str:
         v = "-" if goal is None else verdict(m, sd, goal, direction)
         lines.append(f"| {label} | {g} | {_pm(vals)} | {v} | {', '.join(_f(_num(x)) for x in vals)} |")
     shift = [figs.get("site_shift", {}) for figs in all_figs]
-    names = list(dict.fromkeys(k for s in shift for k in s))
+    names = [k for k in dict.fromkeys(k for s in shift for k in s) if k != "none"]  # "none" = the rows above
     for name in names:
         acc = [s.get(name, {}).get("accuracy") for s in shift]
         nn = [s.get(name, {}).get("pair_normals_called_normal") for s in shift]
