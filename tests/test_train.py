@@ -115,3 +115,34 @@ def test_epoch_log_line_gives_the_pace_and_time_left_after_a_resume(tmp_path, ca
     assert len(lines) == 2 and "] epoch 2:" in lines[0] and "] epoch 3:" in lines[1]
     assert lines[0].split("| epoch ")[1].startswith("2/3, ") and lines[0].endswith(" left")
     assert lines[1].split("| epoch ")[1].startswith("3/3, ") and lines[1].endswith(" each")
+
+
+def test_a_resumed_phase_goes_on_from_its_last_weights(tmp_path):
+    """A run stopped mid-phase resumes from the weights of its last epoch, not from a fresh initialisation
+    (seen on cxr-dev: a float phase resumed at epoch 6 restarted at chance and early-stopped on epoch 4's best).
+    With a zero learning rate the resumed epoch cannot change the weights, so they must be the saved ones."""
+    import tf_keras
+
+    from train import data as D
+    from train.train import TrainConfig, _fit
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (12, 8, 8), dtype=np.uint8), np.arange(12) % 3
+
+    def model(seed):
+        tf_keras.utils.set_random_seed(seed)
+        m = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Flatten(),
+                                 tf_keras.layers.Dense(3, activation="softmax")])
+        m.compile(optimizer=tf_keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return m
+
+    saved = model(1)
+    saved.save_weights(tmp_path / "float_last.weights.h5")
+    fresh = model(2)
+    assert not np.allclose(fresh.get_weights()[0], saved.get_weights()[0])
+    ds = __import__("tensorflow").data.Dataset.from_tensor_slices(
+        (images[..., None].astype(np.float32), labels)).batch(4)
+    cfg = TrainConfig(data="d", patience=5, verbose=0)
+    out = _fit(fresh, "float", ds, D.Arrays(images, labels, [], []), 2, 0.0, cfg, None, tmp_path,
+               tmp_path / "history.csv", {"phase": "float", "epoch": 0, "best": -1.0, "wait": 0})
+    np.testing.assert_allclose(out.get_weights()[0], saved.get_weights()[0])

@@ -199,6 +199,10 @@ def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, h
     if start >= epochs:
         log.info("[%s] already complete (%d epochs)", phase, epochs)
     else:
+        last = ckpt_dir / f"{phase}_last.weights.h5"
+        if start > 0 and last.is_file():  # resuming this phase: go on from its last epoch's weights
+            model.load_weights(last)
+            log.info("[%s] resuming from the weights of epoch %d (the optimiser's moments start afresh)", phase, start)
         monitor = _callback_class()(phase, val, ckpt_dir, history, cfg.patience,
                                     state if state.get("phase") == phase else {})
         if state.get("phase") == phase and monitor.wait >= cfg.patience:
@@ -350,8 +354,6 @@ def run(cfg: TrainConfig) -> Path:
         n = qat.calibrate_ranges(qat_model, float_model, (x.numpy() for x, _ in train_ds.take(CALIBRATION_BATCHES)))
         log.info("QAT: %d activation ranges started from the float model on %d training batches", n,
                  CALIBRATION_BATCHES)
-        if state.get("phase") == "qat":
-            qat_model.load_weights(ckpt_dir / "qat_last.weights.h5")
         qat_model = _fit(qat_model, "qat", train_ds, arrays["val"], cfg.qat_epochs, cfg.qat_lr, cfg,
                          class_weight, ckpt_dir, history, state if state.get("phase") == "qat" else {})
         qat_model.save(out / "model_qat.h5")
