@@ -146,3 +146,56 @@ def test_a_resumed_phase_goes_on_from_its_last_weights(tmp_path):
     out = _fit(fresh, "float", ds, D.Arrays(images, labels, [], []), 2, 0.0, cfg, None, tmp_path,
                tmp_path / "history.csv", {"phase": "float", "epoch": 0, "best": -1.0, "wait": 0})
     np.testing.assert_allclose(out.get_weights()[0], saved.get_weights()[0])
+
+
+def test_weight_averaging_keeps_the_averaged_weights_and_resumes_from_the_raw_ones(tmp_path):
+    """``--ema``: each step moves the average by (1 - d), d warming up as (1 + n) / (10 + n); the phase keeps the
+    averaged weights (scored on validation), while the checkpoint to resume from holds the raw ones."""
+    import tensorflow as tf
+    import tf_keras
+
+    from train import data as D
+    from train.train import TrainConfig, _ema_class, _fit
+
+    def model():
+        tf_keras.utils.set_random_seed(3)
+        m = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Flatten(),
+                                 tf_keras.layers.Dense(3, activation="softmax")])
+        m.compile(optimizer=tf_keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return m
+
+    # the arithmetic, step by step
+    m = model()
+    avg = _ema_class()(0.9)
+    avg.set_model(m)
+    w0 = [w.numpy() for w in m.weights]
+    avg.on_train_begin()
+    expected = w0
+    for n in range(3):
+        new = [w + n + 1.0 for w in w0]
+        m.set_weights(new)
+        avg.on_train_batch_end(n)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = [d * e + (1 - d) * x for e, x in zip(expected, new)]
+    for s, e in zip(avg.shadow, expected):
+        np.testing.assert_allclose(s.numpy(), e, rtol=1e-6)
+    raw = [w.numpy() for w in m.weights]
+    avg.swap()
+    np.testing.assert_allclose(m.get_weights()[0], expected[0], rtol=1e-6)
+    avg.swap()
+    np.testing.assert_allclose(m.get_weights()[0], raw[0])
+
+    # through a training phase: one epoch of three steps, so its best weights are that epoch's average
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (12, 8, 8), dtype=np.uint8), np.arange(12) % 3
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None].astype(np.float32) / 255, labels)).batch(4)
+    cfg = TrainConfig(data="d", patience=5, verbose=0)
+    out = _fit(model(), "float", ds, D.Arrays(images, labels, [], []), 1, 0.5, cfg, None, tmp_path,
+               tmp_path / "history.csv", {}, ema=0.9)
+    kept = out.get_weights()[0]
+    last, averaged = model(), model()
+    last.load_weights(tmp_path / "float_last.weights.h5")
+    averaged.load_weights(tmp_path / "float_ema_last.weights.h5")
+    np.testing.assert_allclose(kept, averaged.get_weights()[0])
+    assert not np.allclose(kept, last.get_weights()[0]), "the raw weights were kept, not their average"
+    assert not np.allclose(kept, model().get_weights()[0]), "the weights did not move"

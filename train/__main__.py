@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-class-balance", dest="class_balance", action="store_false",
                    help="do not weight the loss by inverse class frequency")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the float phase's weights with this decay per step "
+                        "(e.g. 0.99) and score/keep the averaged weights; 0 = off")
     add_preprocess_flags(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     p.add_argument("--redo-qat", action="store_true",
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
                       classes=classes, weights=args.weights, epochs=args.epochs, qat_epochs=args.qat_epochs,
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
-                      augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout,
+                      augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout, ema=args.ema,
                       resume=args.resume, redo_qat=args.redo_qat, deterministic=args.deterministic,
                       model_version=args.model_version, extra=recipe_info,
                       verbose=0)

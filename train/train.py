@@ -57,6 +57,7 @@ class TrainConfig:
     site_augment: float = 0.0  # probability of each site-style change (train.site); 0 = off
     class_balance: bool = True
     dropout: float = 0.2
+    ema: float = 0.0  # decay of an exponential moving average of the float phase's weights (0 = off; e.g. 0.99)
     split: str | None = None  # reuse a saved split.csv
     resume: bool = False
     redo_qat: bool = False  # keep the run's model_float.keras and split; redo only the QAT phase
@@ -136,14 +137,53 @@ def _cosine(base_lr: float, epochs: int, warmup: int = 1):
     return schedule
 
 
+def _ema_class():
+    import tensorflow as tf
+    import tf_keras
+
+    class WeightAverage(tf_keras.callbacks.Callback):
+        """An exponential moving average of every model weight (BatchNorm statistics included), updated after each
+        training step: ``avg = d * avg + (1 - d) * w`` with ``d = min(decay, (1 + n) / (10 + n))`` at step ``n``, so
+        the first steps do not drag a random start along. The validation monitor scores and keeps the averaged
+        weights (``swap``); training itself goes on with the raw ones."""
+
+        def __init__(self, decay: float, start=None):
+            super().__init__()
+            self.decay, self.start, self.shadow, self.steps = float(decay), start, None, 0
+
+        def on_train_begin(self, logs=None):
+            if self.shadow is None:
+                init = self.start if self.start is not None else [w.numpy() for w in self.model.weights]
+                self.shadow = [tf.Variable(v, trainable=False, dtype=w.dtype)
+                               for v, w in zip(init, self.model.weights)]
+                self.steps = 0 if self.start is None else 10 ** 6  # a resumed average is already warm
+
+        def on_train_batch_end(self, batch, logs=None):
+            d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+            self.steps += 1
+            for s, w in zip(self.shadow, self.model.weights):
+                s.assign(d * s + (1 - d) * tf.cast(w, s.dtype))
+
+        def swap(self):
+            """Exchange the model's weights with the averaged ones (call twice to restore)."""
+            for s, w in zip(self.shadow, self.model.weights):
+                raw = w.numpy()
+                w.assign(s)
+                s.assign(raw)
+
+    return WeightAverage
+
+
 def _callback_class():
     import tf_keras
 
     class ValidationMonitor(tf_keras.callbacks.Callback):
         """Validation macro-AUC each epoch; keeps the best weights, stops early, writes checkpoints."""
 
-        def __init__(self, phase, val: D.Arrays, ckpt_dir: Path, history: Path, patience: int, state: dict):
+        def __init__(self, phase, val: D.Arrays, ckpt_dir: Path, history: Path, patience: int, state: dict,
+                     ema=None):
             super().__init__()
+            self.ema = ema  # a WeightAverage: score and keep its averaged weights
             self.phase, self.val, self.ckpt_dir, self.history = phase, val, ckpt_dir, history
             self.patience = patience
             self.best = state.get("best", -1.0)
@@ -158,6 +198,17 @@ def _callback_class():
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
+            if self.ema is not None:  # the raw weights are saved to resume from; the averaged ones are scored
+                self.model.save_weights(self.ckpt_dir / f"{self.phase}_last.weights.h5")
+                self.ema.swap()
+                self.model.save_weights(self.ckpt_dir / f"{self.phase}_ema_last.weights.h5")
+            try:
+                self._score(epoch, logs)
+            finally:
+                if self.ema is not None:
+                    self.ema.swap()
+
+        def _score(self, epoch, logs):
             probs = predict(self.model, self.val.images)
             auc = _macro_auc(self.val.labels, probs)
             acc = float((probs.argmax(1) == self.val.labels).mean()) if len(probs) else float("nan")
@@ -168,7 +219,8 @@ def _callback_class():
                 self.model.save_weights(self.ckpt_dir / f"{self.phase}_best.weights.h5")
             else:
                 self.wait += 1
-            self.model.save_weights(self.ckpt_dir / f"{self.phase}_last.weights.h5")
+            if self.ema is None:
+                self.model.save_weights(self.ckpt_dir / f"{self.phase}_last.weights.h5")
             (self.ckpt_dir / "state.json").write_text(json.dumps(
                 {"phase": self.phase, "epoch": epoch, "best": self.best, "wait": self.wait}))
             row = {"phase": self.phase, "epoch": epoch + 1, "seconds": round(secs, 1),
@@ -192,7 +244,7 @@ def _callback_class():
     return ValidationMonitor
 
 
-def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, history, state):
+def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, history, state, ema: float = 0.0):
     import tf_keras
 
     start = state.get("epoch", -1) + 1 if state.get("phase") == phase else 0
@@ -203,14 +255,26 @@ def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, h
         if start > 0 and last.is_file():  # resuming this phase: go on from its last epoch's weights
             model.load_weights(last)
             log.info("[%s] resuming from the weights of epoch %d (the optimiser's moments start afresh)", phase, start)
+        average = None
+        if ema > 0:
+            start_avg = None
+            ema_last = ckpt_dir / f"{phase}_ema_last.weights.h5"
+            if start > 0 and ema_last.is_file():  # the average goes on from where it was
+                raw = [w.numpy() for w in model.weights]
+                model.load_weights(ema_last)
+                start_avg = [w.numpy() for w in model.weights]
+                model.set_weights(raw)
+            average = _ema_class()(ema, start_avg)
+            log.info("[%s] weight averaging (EMA, decay %g): the averaged weights are scored and kept", phase, ema)
         monitor = _callback_class()(phase, val, ckpt_dir, history, cfg.patience,
-                                    state if state.get("phase") == phase else {})
+                                    state if state.get("phase") == phase else {}, ema=average)
         if state.get("phase") == phase and monitor.wait >= cfg.patience:
             log.info("[%s] had stopped early before the resume", phase)
         else:
             model.fit(train_ds, epochs=epochs, initial_epoch=start, class_weight=class_weight,
                       verbose=cfg.verbose if cfg.verbose < 2 else 0,
-                      callbacks=[tf_keras.callbacks.LearningRateScheduler(_cosine(lr, epochs)), monitor])
+                      callbacks=[tf_keras.callbacks.LearningRateScheduler(_cosine(lr, epochs))]
+                      + ([average] if average is not None else []) + [monitor])
     best = ckpt_dir / f"{phase}_best.weights.h5"
     if best.exists():
         model.load_weights(best)
@@ -339,7 +403,7 @@ def run(cfg: TrainConfig) -> Path:
         pass
     elif state.get("phase") != "qat":
         float_model = _fit(float_model, "float", train_ds, arrays["val"], cfg.epochs, cfg.lr, cfg, class_weight,
-                           ckpt_dir, history, state)
+                           ckpt_dir, history, state, ema=cfg.ema)
     else:
         float_model.load_weights(ckpt_dir / "float_best.weights.h5")
     if not cfg.redo_qat:
