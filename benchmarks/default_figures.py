@@ -134,7 +134,9 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
             continue
         raw = clf.predict_batch(arr.images)
         raws[fmt] = raw
-        row = E.summarise(arr.labels, raw, arr.sources, labels, clf.metadata.temperature, clf.metadata.thresholds)
+        pn_point = (clf.metadata.metrics.get("operating_point") or {}).get("pneumonia") or {}
+        row = E.summarise(arr.labels, raw, arr.sources, labels, clf.metadata.temperature, clf.metadata.thresholds,
+                          pn_point.get("threshold"))
         row["backend"] = clf.backend
         row["pair_auc_by_view"] = pair_auc_by_view(arr.labels, calibrate(raw, clf.metadata.temperature), arr.sources,
                                                    views, labels)

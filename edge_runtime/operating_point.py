@@ -23,6 +23,8 @@ TB = "tuberculosis"
 REFER = "refer"
 OUT_OF_SCOPE = "out_of_scope"
 TB_SENSITIVITY = 0.90  # WHO screening bar: sensitivity >= 90% with specificity >= 70%
+PNEUMONIA = "pneumonia"
+PNEUMONIA_SENSITIVITY = 0.85  # issue 16: the pneumonia operating point fitted on validation (reported, not applied)
 REFER_TARGET_ACCURACY = 0.90  # refer images below the confidence at which accepted validation images reach this
 
 
@@ -205,6 +207,8 @@ def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
             sens, spec = M.sens_spec_at(pos, probs[:, i], t)
             report["tb"] = {"threshold": t, "val_sensitivity": sens, "val_specificity": spec}
             is_tb = probs[:, i] >= t
+    if (pn := pneumonia_point(y, probs, labels)) is not None:
+        report["pneumonia"] = pn
     top, pred = probs.max(1), probs.argmax(1)
     rest = ~is_tb
     for c in np.round(np.arange(0.0, 0.96, 0.01), 2):
@@ -220,6 +224,38 @@ def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
                        "val_refer_fraction": float((rest & (top < chosen)).mean()),
                        "val_accuracy_not_referred": float((pred[keep] == y[keep]).mean()) if keep.any() else float("nan")}
     return thresholds, report
+
+
+def pneumonia_point(y, probs, labels, sensitivity: float = PNEUMONIA_SENSITIVITY) -> dict | None:
+    """The P(pneumonia) threshold for ``sensitivity`` among the normal and pneumonia films (in the gap below the
+    chosen score, as TB's), with its validation sensitivity and specificity. Stored in the operating-point report
+    and scored on test films by the benchmarks; the device's decision rule does not apply it (``applied``: False):
+    flagging pneumonia that low, or refusing a normal decision above it, was measured to cost referrals or
+    accuracy of the decisions kept (issue 16 notes)."""
+    labels = list(labels)
+    if PNEUMONIA not in labels or "normal" not in labels:
+        return None
+    y, probs = np.asarray(y, int), np.asarray(probs, np.float64)
+    m = np.isin(y, [labels.index("normal"), labels.index(PNEUMONIA)])
+    pos = y[m] == labels.index(PNEUMONIA)
+    if not pos.any() or pos.all():
+        return None
+    score = probs[m, labels.index(PNEUMONIA)]
+    t = M.threshold_in_gap(pos, score, sensitivity)
+    sens, spec = M.sens_spec_at(pos, score, t)
+    return {"threshold": t, "target_sensitivity": sensitivity, "val_sensitivity": sens, "val_specificity": spec,
+            "among": "normal and pneumonia films", "applied": False}
+
+
+def pneumonia_at_threshold(y, probs, labels, threshold) -> dict | None:
+    """Sensitivity/specificity of P(pneumonia) >= ``threshold`` among the normal and pneumonia films."""
+    labels = list(labels)
+    if threshold is None or PNEUMONIA not in labels or "normal" not in labels:
+        return None
+    y, probs = np.asarray(y, int), np.asarray(probs, np.float64)
+    m = np.isin(y, [labels.index("normal"), labels.index(PNEUMONIA)])
+    sens, spec = M.sens_spec_at(y[m] == labels.index(PNEUMONIA), probs[m, labels.index(PNEUMONIA)], threshold)
+    return {"threshold": float(threshold), "sensitivity": sens, "specificity": spec}
 
 
 # ----------------------------------------------------------------------------- scoring a stored operating point
@@ -251,5 +287,8 @@ def refer_rule(y, probs, labels, thresholds: dict) -> dict | None:
     decisions = OperatingPoint(tuple(labels), 1.0, dict(thresholds)).decide_batch(probs)
     truth = np.asarray(labels, dtype=object)[y] if len(y) else np.zeros(0, object)
     kept = decisions != REFER
+    sick_normal = {f"{c}_called_normal": int(((decisions == "normal") & (truth == c)).sum())
+                   for c in labels if c != "normal"} if "normal" in labels else {}
     return {"refer_below": float(thresholds["refer_below"]), "referred": float((~kept).mean()) if len(y) else float("nan"),
-            "accuracy_not_referred": float((decisions[kept] == truth[kept]).mean()) if kept.any() else float("nan")}
+            "accuracy_not_referred": float((decisions[kept] == truth[kept]).mean()) if kept.any() else float("nan"),
+            **sick_normal}

@@ -147,3 +147,37 @@ def test_threshold_for_90_percent_sensitivity_is_the_ninth_highest_positive():
 def test_sensitivity_and_specificity_at_a_threshold(thr, sens, spec):
     y = np.r_[np.ones(10, bool), np.zeros(3, bool)]
     assert M.sens_spec_at(y, np.array(POS + NEG), thr) == (pytest.approx(sens), pytest.approx(spec))
+
+
+def test_pneumonia_point_is_fitted_among_normal_and_pneumonia_films_and_not_applied():
+    """Issue 16's pneumonia operating point: the P(pneumonia) threshold reaching 85% sensitivity on the normal and
+    pneumonia validation films (TB films ignored), reported with its specificity; the decision rule ignores it."""
+    from edge_runtime import operating_point as OP
+
+    labels = ["normal", "pneumonia", "tuberculosis"]
+    rng = np.random.default_rng(4)
+    y = np.r_[np.zeros(40, int), np.ones(40, int), np.full(40, 2)]
+    pn = np.r_[rng.uniform(0.0, 0.6, 40), rng.uniform(0.3, 1.0, 40), rng.uniform(0.9, 1.0, 40)]  # TB films high
+    probs = np.c_[1 - pn, pn, np.zeros(120)] * 0.9 + np.c_[np.zeros((120, 2)), np.full(120, 0.1)]
+    thresholds, report = OP.choose_operating_points(y, probs, labels)
+    point = report["pneumonia"]
+    assert point["applied"] is False and "pneumonia" not in thresholds
+    sens, spec = M.sens_spec_at(y[:80] == 1, probs[:80, 1], point["threshold"])
+    assert (sens, spec) == (point["val_sensitivity"], point["val_specificity"])
+    assert 0.85 <= sens < 0.85 + 1 / 40 + 1e-9  # the highest threshold that reaches the target
+    # scored on other films with the same threshold
+    got = OP.pneumonia_at_threshold(y, probs, labels, point["threshold"])
+    assert (got["sensitivity"], got["specificity"]) == (sens, spec)
+    assert OP.pneumonia_point(y, probs[:, [0, 2]], ["normal", "tuberculosis"]) is None
+
+
+def test_refer_rule_counts_sick_films_given_a_normal_decision():
+    from edge_runtime import operating_point as OP
+
+    labels = ["normal", "pneumonia", "tuberculosis"]
+    probs = np.array([[.9, .05, .05], [.8, .1, .1], [.7, .1, .2], [.5, .45, .05], [.1, .1, .8]])
+    y = np.array([0, 1, 2, 1, 2])
+    r = OP.refer_rule(y, probs, labels, {"tuberculosis": 0.5, "refer_below": 0.6})
+    # film 2 (TB, P(TB) 0.2 < 0.5, normal 0.7) and film 1 (pneumonia, normal 0.8) are called normal; film 3 referred
+    assert (r["tuberculosis_called_normal"], r["pneumonia_called_normal"]) == (1, 1)
+    assert r["referred"] == pytest.approx(1 / 5)

@@ -70,9 +70,11 @@ def pair_source(y, sources, labels, classes=(NORMAL, PNEUMONIA)) -> str | None:
     return max(sorted(both), key=both.get) if both else None
 
 
-def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dict | None = None) -> dict:
+def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dict | None = None,
+              pneumonia_threshold: float | None = None) -> dict:
     """The study's figures for one set of predictions: pooled and per source, calibrated with ``temperature``;
-    the TB rule and the refer rule at the stored ``thresholds``."""
+    the TB rule and the refer rule at the stored ``thresholds``; the pneumonia operating point fitted on
+    validation (``operating_point.pneumonia_point``) when its threshold is given."""
     y, sources = np.asarray(y, int), np.asarray(sources)
     cal = calibrate(raw, temperature)  # float64, as convert fitted the thresholds
     rep = M.report_by_source(y, cal, sources, labels)
@@ -94,6 +96,8 @@ def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dic
         out["tb_at_threshold"] = tb
     if (refer := OP.refer_rule(y, cal, labels, thresholds)) is not None:
         out["refer_rule"] = refer
+    if (pn := OP.pneumonia_at_threshold(y, cal, labels, pneumonia_threshold)) is not None:
+        out["pneumonia_at_threshold"] = pn
     return out
 
 
