@@ -33,10 +33,20 @@ def parity(backend, images: np.ndarray, reference: np.ndarray) -> dict:
 
 
 def _nih_auc(res: dict) -> float:
-    """Normal-vs-pneumonia AUC on the NIH validation films (NaN where the run has none)."""
+    """Normal-vs-pneumonia AUC on the validation films of the source that holds both classes (the most films of
+    the rarer one; NIH on the development data), read from the data as ``benchmarks.study.evaluate.pair_source``
+    does, never from a source's name. NaN where no source holds both."""
     src = (res.get("val") or {}).get("by_source", {})
-    nih = next((v for k, v in src.items() if k.startswith("nih")), {})
-    return float(nih.get("per_class", {}).get("pneumonia", {}).get("auc", float("nan")))
+
+    def both(r):
+        pc = r.get("per_class", {})
+        return min(int(pc.get(c, {}).get("support", 0) or 0) for c in ("normal", "pneumonia"))
+
+    held = {k: both(v) for k, v in src.items() if both(v) > 0}
+    if not held:
+        return float("nan")
+    pair = src[max(sorted(held), key=held.get)]
+    return float(pair.get("per_class", {}).get("pneumonia", {}).get("auc", float("nan")))
 
 
 def choose_int8(results: dict, backend: str = "litert") -> dict | None:

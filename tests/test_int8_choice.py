@@ -10,7 +10,9 @@ from edge_runtime.preprocess import PreprocessConfig
 def _row(parent, agree, acc, auc, passed=True):
     return {"ok": True, "passed": passed, "parent": parent, "agreement_vs_float": agree, "max_prob_diff_vs_float": 0.1,
             "val": {"pooled": {"accuracy": acc},
-                    "by_source": {"nih_dcn": {"per_class": {"pneumonia": {"auc": auc}}}, "tbx11k": {}}}}
+                    "by_source": {"nih_dcn": {"per_class": {"pneumonia": {"auc": auc, "support": 50},
+                                                            "normal": {"support": 40}}},
+                                  "tbx11k": {"per_class": {"tuberculosis": {"support": 90}}}}}}
 
 
 def test_the_int8_path_closer_to_the_float_model_is_chosen_and_explained():
@@ -23,6 +25,18 @@ def test_the_int8_path_closer_to_the_float_model_is_chosen_and_explained():
     assert "98.5%" in c["why"] and "92.2%" in c["why"] and "0.880" in c["why"]
     results["tflite_int8"] = _row("qat", 0.99, 0.87, 0.86)
     assert choose_int8(results)["chosen"] == "tflite_int8"
+
+
+def test_the_normal_vs_pneumonia_source_is_read_from_the_data_not_its_name():
+    from convert.pipeline import _nih_auc
+
+    r = {"val": {"by_source": {
+        "nih_pneumonia_only": {"per_class": {"pneumonia": {"auc": 0.1, "support": 30}, "normal": {"support": 0}}},
+        "clinic_a": {"per_class": {"pneumonia": {"auc": 0.77, "support": 20}, "normal": {"support": 25}}},
+        "clinic_b": {"per_class": {"pneumonia": {"auc": 0.5, "support": 3}, "normal": {"support": 60}}}}}}
+    assert _nih_auc(r) == 0.77  # the source with the most films of its rarer class
+    del r["val"]["by_source"]["clinic_a"], r["val"]["by_source"]["clinic_b"]
+    assert _nih_auc(r) != _nih_auc(r)  # NaN: no source holds both classes
 
 
 def test_ties_go_to_accuracy_and_failed_or_lone_formats_are_not_a_choice():
