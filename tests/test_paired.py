@@ -1,0 +1,50 @@
+"""benchmarks.paired: two bundles of one split compared film by film, with intervals of the difference."""
+import json
+import shutil
+
+import pytest
+
+from benchmarks.paired import compare, main
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_bundle_against_itself_differs_by_nothing(tiny_bundle):
+    r = compare(tiny_bundle, tiny_bundle, "test", n_boot=50)
+    assert r["n"] > 0
+    for f, d in r["delta"].items():
+        if d["value"] == d["value"]:  # NaN where a figure is undefined on these films
+            assert d["value"] == 0 and d["ci95"] == [0.0, 0.0], f
+    assert r["figures"]["A"]["accuracy"] == r["figures"]["B"]["accuracy"]
+    assert r["rule"]["A"] == r["rule"]["B"]
+
+
+def test_bundles_of_different_splits_are_refused(tiny_bundle, tmp_path, capsys):
+    from edge_runtime import bundle as B
+
+    status = json.loads((tiny_bundle / "bundle.json").read_text())
+    run = shutil.copytree(status["run_dir"], tmp_path / "run")
+    rows = (run / "split.csv").read_text().splitlines()
+    test_rows = [i for i, row in enumerate(rows) if row.endswith(",test")]
+    assert test_rows, rows[:3]
+    del rows[test_rows[-1]]  # one test film fewer
+    (run / "split.csv").write_text("\n".join(rows) + "\n")
+    other = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    (other / "bundle.json").write_text(json.dumps({**status, "run_dir": str(run)}))
+    B.write_sums(other)
+    assert main([str(tiny_bundle), str(other), "--bootstrap", "20"]) == 2
+    assert "do not hold the same test films" in capsys.readouterr().err
+
+
+def test_bundles_come_in_pairs(tiny_bundle, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tiny_bundle)])
+    assert "in pairs" in capsys.readouterr().err
+
+
+def test_the_markdown_report_names_its_command_and_pairs(tiny_bundle, tmp_path):
+    md = tmp_path / "r.md"
+    assert main([str(tiny_bundle), str(tiny_bundle), "--bootstrap", "20", "--md", str(md), "--title", "Self"]) == 0
+    text = md.read_text()
+    assert text.startswith("# Self") and "python -m benchmarks.paired" in text and "**Commit:**" in text
+    assert "| 0 |" in text and "+0.000 to +0.000" in text
