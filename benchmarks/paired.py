@@ -31,6 +31,15 @@ class PairError(ValueError):
     pass
 
 
+def all_bundles(paths) -> bool:
+    """True when every path is a bundle folder; otherwise says which is not (stderr)."""
+    for b in paths:
+        if not (Path(b) / "bundle.json").is_file():
+            print(f"error: {b} is not a bundle (no bundle.json)", file=sys.stderr)
+            return False
+    return True
+
+
 def _outputs(bundle: Path, side: str, fmt: str):
     from edge_runtime.classifier import Classifier
     from edge_runtime.metadata import ModelMetadata
@@ -108,10 +117,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if len(a.bundles) % 2:
         p.error("give the bundles in pairs: A0 B0 [A1 B1 ...]")
-    for b in a.bundles:
-        if not (b / "bundle.json").is_file():
-            print(f"error: {b} is not a bundle (no bundle.json)", file=sys.stderr)
-            return 2
+    if not all_bundles(a.bundles):
+        return 2
     from benchmarks.sysinfo import machine_info
 
     t0 = time.time()

@@ -122,11 +122,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here")
     a = p.parse_args(argv)
-    for b in a.bundles:
-        if not (b / "bundle.json").is_file():
-            print(f"error: {b} is not a bundle (no bundle.json)", file=sys.stderr)
-            return 2
+    from benchmarks.paired import all_bundles
     from benchmarks.sysinfo import machine_info
+
+    if not all_bundles(a.bundles):
+        return 2
 
     t0 = time.time()
     results = []
