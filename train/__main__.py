@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the float phase's weights with this decay per step "
                         "(e.g. 0.99) and score/keep the averaged weights; 0 = off")
+    p.add_argument("--teacher", action="append", default=[], metavar="RUN",
+                   help="distillation: a finished run folder trained on the same split (repeat for an ensemble; "
+                        "their mean probabilities become soft targets); give the student --split RUN/split.csv")
+    p.add_argument("--distill-weight", type=float, default=0.5,
+                   help="share of the teachers in each target: (1 - w) x label + w x teachers")
+    p.add_argument("--distill-temperature", type=float, default=2.0,
+                   help="temperature that softens the teachers' probabilities (1 = as they are)")
     add_preprocess_flags(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
     p.add_argument("--redo-qat", action="store_true",
@@ -124,6 +131,8 @@ def main(argv=None) -> int:
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
                       augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout, ema=args.ema,
+                      teachers=tuple(args.teacher), distill_weight=args.distill_weight,
+                      distill_temperature=args.distill_temperature,
                       resume=args.resume, redo_qat=args.redo_qat, deterministic=args.deterministic,
                       model_version=args.model_version, extra=recipe_info,
                       verbose=0)

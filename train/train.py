@@ -58,6 +58,9 @@ class TrainConfig:
     class_balance: bool = True
     dropout: float = 0.2
     ema: float = 0.0  # decay of an exponential moving average of the float phase's weights (0 = off; e.g. 0.99)
+    teachers: tuple[str, ...] = ()  # run folders on the same split whose mean probabilities are soft targets
+    distill_weight: float = 0.5  # share of the teacher in each target (train.distill.soft_targets)
+    distill_temperature: float = 2.0  # temperature that softens the teachers' probabilities
     split: str | None = None  # reuse a saved split.csv
     resume: bool = False
     redo_qat: bool = False  # keep the run's model_float.keras and split; redo only the QAT phase
@@ -88,18 +91,19 @@ def select_strategy():
 
 
 def make_dataset(arrays: D.Arrays, batch_size: int, training: bool, seed: int, augment: bool = True,
-                 site=None):
+                 site=None, targets: np.ndarray | None = None):
     """One tf.data pipeline with an ``is_training`` flag: shuffle + radiograph-safe augmentation when training.
 
     Augmentation: small rotation (+-5 deg), shift (5%), zoom (10%), brightness and contrast; no flips
     (a mirrored chest shows anatomy that does not exist). ``site``: a ``train.site.batch_function`` that
     site-augments and finishes (equalises) the batch first; ``arrays`` then hold un-equalised films.
+    ``targets``: (N, K) soft targets (distillation) in place of the integer labels.
     """
     import tensorflow as tf
     import tf_keras
 
     x = arrays.images[..., None]
-    ds = tf.data.Dataset.from_tensor_slices((x, arrays.labels))
+    ds = tf.data.Dataset.from_tensor_slices((x, arrays.labels if targets is None else targets))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b))
@@ -281,10 +285,11 @@ def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, h
     return model
 
 
-def _compile(model, lr):
+def _compile(model, lr, soft: bool = False):
     import tf_keras
 
-    model.compile(optimizer=tf_keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+    model.compile(optimizer=tf_keras.optimizers.Adam(lr),
+                  loss="categorical_crossentropy" if soft else "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
 
 
@@ -371,6 +376,18 @@ def run(cfg: TrainConfig) -> Path:
     counts = np.bincount(arrays["train"].labels, minlength=len(cfg.classes))
     class_weight = ({i: float(counts.sum() / (len(counts) * c)) for i, c in enumerate(counts) if c}
                     if cfg.class_balance else None)
+    targets = None
+    if cfg.teachers:
+        from train import distill
+
+        teacher_probs, teacher_report = distill.teacher_probabilities(
+            list(cfg.teachers), parts, cfg.classes, arrays["train"], arrays["val"], out / "cache")
+        (out / "teachers.json").write_text(json.dumps(teacher_report.as_dict(), indent=2) + "\n")
+        by_path = dict(zip((s.path for s in arrays["train"].samples),
+                           distill.soft_targets(arrays["train"].labels, teacher_probs, cfg.distill_weight,
+                                                cfg.distill_temperature)))
+        log.info("distillation: targets = %.2f x label + %.2f x teachers at temperature %g",
+                 1 - cfg.distill_weight, cfg.distill_weight, cfg.distill_temperature)
     site = None
     if cfg.augment and cfg.site_augment > 0:
         from train import site as S
@@ -379,9 +396,13 @@ def run(cfg: TrainConfig) -> Path:
         site = S.batch_function(pre, cfg.seed, cfg.site_augment)
         log.info("site-style augmentation (exposure, collimation, markers, sharpness/noise, JPEG), each with "
                  "probability %.2f, before %s", cfg.site_augment, pre.equalize if pre.equalize != "none" else "the model")
-        train_ds = make_dataset(raw, cfg.batch_size, True, cfg.seed, cfg.augment, site=site)
+        if cfg.teachers:
+            targets = np.stack([by_path[s.path] for s in raw.samples])
+        train_ds = make_dataset(raw, cfg.batch_size, True, cfg.seed, cfg.augment, site=site, targets=targets)
     else:
-        train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.seed, cfg.augment)
+        if cfg.teachers:
+            targets = np.stack([by_path[s.path] for s in arrays["train"].samples])
+        train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.seed, cfg.augment, targets=targets)
 
     # --- model --------------------------------------------------------------------------------------
     strategy = select_strategy()
@@ -397,7 +418,7 @@ def run(cfg: TrainConfig) -> Path:
         else:
             float_model = models.build_model(cfg.model, image_size=cfg.image_size, num_classes=len(cfg.classes),
                                              alpha=cfg.alpha, weights=weights, dropout=cfg.dropout)
-        _compile(float_model, cfg.lr)
+        _compile(float_model, cfg.lr, soft=targets is not None)
     log.info("%s: %d parameters, input %dx%d", cfg.model, float_model.count_params(), cfg.image_size, cfg.image_size)
     if cfg.redo_qat:
         pass
@@ -414,7 +435,7 @@ def run(cfg: TrainConfig) -> Path:
         log.info("quantization-aware fine-tuning for up to %d epochs", cfg.qat_epochs)
         with strategy.scope():
             qat_model = qat.quantize_model(float_model)
-            _compile(qat_model, cfg.qat_lr)
+            _compile(qat_model, cfg.qat_lr, soft=targets is not None)
         n = qat.calibrate_ranges(qat_model, float_model, (x.numpy() for x, _ in train_ds.take(CALIBRATION_BATCHES)))
         log.info("QAT: %d activation ranges started from the float model on %d training batches", n,
                  CALIBRATION_BATCHES)
