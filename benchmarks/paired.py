@@ -8,6 +8,10 @@ source holding both, TB-vs-rest AUC). A difference whose interval spans 0 is not
 pairs (``A0 B0 A1 B1 ...``, one per seed) are each compared on their own films, and the mean difference over
 pairs is given with its sample sd: a lever counts when it holds across seeds.
 
+``--format-b`` compares two artifacts instead (B's artifact of another format; A and B may then be one bundle):
+``python -m benchmarks.paired RUN-bundle RUN-bundle --format tflite_int8_ptq --format-b tflite_int8`` asks whether
+quantization-aware training beats post-training INT8 of the same float model.
+
 The bundles' runs must hold the same films on ``--side`` (same split); otherwise it is an error, never a silent
 unpaired comparison.
 """
@@ -55,10 +59,15 @@ def _outputs(bundle: Path, side: str, fmt: str):
     return arr, cal, clf.metadata
 
 
-def compare(a: Path, b: Path, side: str = "test", fmt: str = F.DEPLOYED, n_boot: int = 1000) -> dict:
+def compare(a: Path, b: Path, side: str = "test", fmt: str = F.DEPLOYED, n_boot: int = 1000,
+            fmt_b: str | None = None) -> dict:
     """Figures of A and B on the same films, and the bootstrap interval of each difference B - A."""
+    fmt_b = fmt_b or fmt
+    for bundle, f in ((a, fmt), (b, fmt_b)):
+        if not (bundle / F.FORMATS[f].filename).is_file():
+            raise PairError(f"{bundle} has no {f} artifact ({F.FORMATS[f].filename}); convert with --formats {f}")
     arr_a, cal_a, meta_a = _outputs(a, side, fmt)
-    arr_b, cal_b, meta_b = _outputs(b, side, fmt)
+    arr_b, cal_b, meta_b = _outputs(b, side, fmt_b)
     files_a, files_b = [str(s.path) for s in arr_a.samples], [str(s.path) for s in arr_b.samples]
     if files_a != files_b:
         raise PairError(f"{a} and {b} do not hold the same {side} films ({len(files_a)} vs {len(files_b)}; "
@@ -66,7 +75,7 @@ def compare(a: Path, b: Path, side: str = "test", fmt: str = F.DEPLOYED, n_boot:
     labels = list(meta_a.labels)
     y, src = arr_a.labels, arr_a.sources
     boot = bootstrap_figures(y, {"A": cal_a, "B": cal_b}, src, labels, n_boot, pairs=(("B", "A"),))
-    out = {"a": str(a), "b": str(b), "side": side, "format": fmt, "n": int(len(y)), "pair_source": boot["pair_source"],
+    out = {"a": str(a), "b": str(b), "side": side, "format": fmt, "format_b": fmt_b, "n": int(len(y)), "pair_source": boot["pair_source"],
            "figures": {}, "delta": {}, "rule": {}}
     for name, cal, meta in (("A", cal_a, meta_a), ("B", cal_b, meta_b)):
         s = E.summarise(y, cal, src, labels, 1.0, meta.thresholds)
@@ -109,6 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("bundles", nargs="+", type=Path, help="A0 B0 [A1 B1 ...]: bundles, in pairs of one split")
     p.add_argument("--side", default="test", choices=["test", "val"], help="side of the runs' split")
     p.add_argument("--format", default=F.DEPLOYED, choices=sorted(F.FORMATS), help="artifact compared")
+    p.add_argument("--format-b", default=None, choices=sorted(F.FORMATS),
+                   help="B's artifact when it differs from A's (e.g. QAT tflite_int8 against tflite_int8_ptq)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of films")
     p.add_argument("--out", type=Path, default=None, help="write the comparison as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write the table as a markdown report here (with the "
@@ -126,7 +137,7 @@ def main(argv=None) -> int:
     try:
         for i in range(0, len(a.bundles), 2):
             print(f"pair {i // 2}: {a.bundles[i]} vs {a.bundles[i + 1]}", file=sys.stderr)
-            results.append(compare(a.bundles[i], a.bundles[i + 1], a.side, a.format, a.bootstrap))
+            results.append(compare(a.bundles[i], a.bundles[i + 1], a.side, a.format, a.bootstrap, a.format_b))
     except PairError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -136,7 +147,8 @@ def main(argv=None) -> int:
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"pairs": results, "provenance": prov}, indent=2, default=E.jsonable) + "\n")
-    head = "\n".join(f"pair {i}: A `{r['a']}`, B `{r['b']}` ({r['format']}, {r['side']} side, {r['n']} films)"
+    head = "\n".join(f"pair {i}: A `{r['a']}` ({r['format']}), B `{r['b']}` ({r['format_b']}); {r['side']} side, "
+                     f"{r['n']} films"
                      for i, r in enumerate(results))
     print(head)
     print(table(results))

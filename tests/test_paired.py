@@ -48,3 +48,21 @@ def test_the_markdown_report_names_its_command_and_pairs(tiny_bundle, tmp_path):
     text = md.read_text()
     assert text.startswith("# Self") and "python -m benchmarks.paired" in text and "**Commit:**" in text
     assert "| 0 |" in text and "+0.000 to +0.000" in text
+
+
+def test_two_artifacts_of_one_bundle_qat_against_post_training_int8(tiny_bundle, tmp_path, capsys):
+    """``--format-b``: the same films through two artifacts; the difference is what the second adds, and an
+    artifact the bundle lacks is a clear error."""
+    from edge_runtime import formats as F
+
+    r = compare(tiny_bundle, tiny_bundle, "test", fmt="tflite_int8_ptq", n_boot=50, fmt_b="tflite_int8")
+    assert (r["format"], r["format_b"]) == ("tflite_int8_ptq", "tflite_int8")
+    ptq = compare(tiny_bundle, tiny_bundle, "test", fmt="tflite_int8_ptq", n_boot=20)
+    qat = compare(tiny_bundle, tiny_bundle, "test", fmt="tflite_int8", n_boot=20)
+    assert r["figures"]["A"]["accuracy"] == ptq["figures"]["A"]["accuracy"]
+    assert r["figures"]["B"]["accuracy"] == qat["figures"]["A"]["accuracy"]
+    assert r["delta"]["accuracy"]["value"] == pytest.approx(qat["figures"]["A"]["accuracy"] - ptq["figures"]["A"]["accuracy"])
+    lacking = shutil.copytree(tiny_bundle, tmp_path / "lacking")
+    (lacking / F.FORMATS["onnx_int8"].filename).unlink()
+    assert main([str(lacking), str(lacking), "--format-b", "onnx_int8", "--bootstrap", "20"]) == 2
+    assert "no onnx_int8 artifact" in capsys.readouterr().err
