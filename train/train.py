@@ -376,7 +376,7 @@ def run(cfg: TrainConfig) -> Path:
     counts = np.bincount(arrays["train"].labels, minlength=len(cfg.classes))
     class_weight = ({i: float(counts.sum() / (len(counts) * c)) for i, c in enumerate(counts) if c}
                     if cfg.class_balance else None)
-    targets = None
+    by_path = {}
     if cfg.teachers:
         from train import distill
 
@@ -388,6 +388,10 @@ def run(cfg: TrainConfig) -> Path:
                                                 cfg.distill_temperature)))
         log.info("distillation: targets = %.2f x label + %.2f x teachers at temperature %g",
                  1 - cfg.distill_weight, cfg.distill_weight, cfg.distill_temperature)
+
+    def soft(a: D.Arrays):  # the soft targets in the order of ``a``'s films, or None without teachers
+        return np.stack([by_path[s.path] for s in a.samples]) if by_path else None
+
     site = None
     if cfg.augment and cfg.site_augment > 0:
         from train import site as S
@@ -396,13 +400,10 @@ def run(cfg: TrainConfig) -> Path:
         site = S.batch_function(pre, cfg.seed, cfg.site_augment)
         log.info("site-style augmentation (exposure, collimation, markers, sharpness/noise, JPEG), each with "
                  "probability %.2f, before %s", cfg.site_augment, pre.equalize if pre.equalize != "none" else "the model")
-        if cfg.teachers:
-            targets = np.stack([by_path[s.path] for s in raw.samples])
-        train_ds = make_dataset(raw, cfg.batch_size, True, cfg.seed, cfg.augment, site=site, targets=targets)
+        train_ds = make_dataset(raw, cfg.batch_size, True, cfg.seed, cfg.augment, site=site, targets=soft(raw))
     else:
-        if cfg.teachers:
-            targets = np.stack([by_path[s.path] for s in arrays["train"].samples])
-        train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.seed, cfg.augment, targets=targets)
+        train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.seed, cfg.augment,
+                                targets=soft(arrays["train"]))
 
     # --- model --------------------------------------------------------------------------------------
     strategy = select_strategy()
@@ -418,7 +419,7 @@ def run(cfg: TrainConfig) -> Path:
         else:
             float_model = models.build_model(cfg.model, image_size=cfg.image_size, num_classes=len(cfg.classes),
                                              alpha=cfg.alpha, weights=weights, dropout=cfg.dropout)
-        _compile(float_model, cfg.lr, soft=targets is not None)
+        _compile(float_model, cfg.lr, soft=bool(by_path))
     log.info("%s: %d parameters, input %dx%d", cfg.model, float_model.count_params(), cfg.image_size, cfg.image_size)
     if cfg.redo_qat:
         pass
@@ -435,7 +436,7 @@ def run(cfg: TrainConfig) -> Path:
         log.info("quantization-aware fine-tuning for up to %d epochs", cfg.qat_epochs)
         with strategy.scope():
             qat_model = qat.quantize_model(float_model)
-            _compile(qat_model, cfg.qat_lr, soft=targets is not None)
+            _compile(qat_model, cfg.qat_lr, soft=bool(by_path))
         n = qat.calibrate_ranges(qat_model, float_model, (x.numpy() for x, _ in train_ds.take(CALIBRATION_BATCHES)))
         log.info("QAT: %d activation ranges started from the float model on %d training batches", n,
                  CALIBRATION_BATCHES)
