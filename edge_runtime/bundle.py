@@ -148,13 +148,15 @@ def _artifacts(folder: Path, status: dict) -> list[tuple[str | None, Path]]:
     return sorted(named.values(), key=lambda kp: kp[1].name)
 
 
-def resolve(path: str | Path, backend: str | None = None, verify: bool = True) -> Artifact:
+def resolve(path: str | Path, backend: str | None = None, verify: bool = True, fmt: str | None = None) -> Artifact:
     """Find the model file, metadata and status for a bundle folder or a single model file.
 
     In a folder: the preferred backend (``formats.BACKEND_ORDER``) unless one is asked for; within it a format
     that passed its parity check, then the one ``bundle.json`` names as ``preferred`` for that backend (convert
-    measured it best of its INT8 paths), then an INT8 one. A bare model file needs ``metadata.json`` beside it (for
-    ONNX/OpenVINO the embedded copy is used when there is none).
+    measured it best of its INT8 paths), then an INT8 one. ``fmt`` (a format key, e.g. the one the kit's
+    self-test timed fastest on this device) picks that artifact instead; one that failed its parity check at
+    conversion is refused. A bare model file needs ``metadata.json`` beside it (for ONNX/OpenVINO the embedded
+    copy is used when there is none).
     """
     path = Path(path)
     if not path.exists():
@@ -169,13 +171,16 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True) -
         preferred = set((status.get("preferred") or {}).values())
         by_backend: dict[str, list] = {}
         for key, f in found:
-            fmt = F.FORMATS.get(key or "")
+            spec = F.FORMATS.get(key or "")
             by_backend.setdefault(F.backend_of(f), []).append(
-                (key in failed, key not in preferred, not (fmt and fmt.int8), f.name, key, f))
+                (key in failed, key not in preferred, not (spec and spec.int8), f.name, key, f))
         if backend and backend not in by_backend:
             raise BundleError(f"{path}: no {backend} model in the bundle (it holds {[f.name for _, f in found]})")
-        chosen = backend or next(b for b in F.BACKEND_ORDER if b in by_backend)
-        *_, key, model = sorted(by_backend[chosen])[0]
+        if fmt:
+            key, model = _pick_format(path, found, fmt, backend, failed)
+        else:
+            chosen = backend or next(b for b in F.BACKEND_ORDER if b in by_backend)
+            *_, key, model = sorted(by_backend[chosen])[0]
         meta_path, card = path / "metadata.json", path / "MODEL_CARD.md"
     else:
         if not F.backend_of(path):
@@ -192,6 +197,21 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True) -
         if meta is None:
             raise BundleError(f"{model}: no metadata.json beside it and none embedded in the model")
     return Artifact(model, key, F.backend_of(model), meta, status, card.read_text() if card.is_file() else "")
+
+
+def _pick_format(folder: Path, found: list, fmt: str, backend: str | None, failed: set) -> tuple[str, Path]:
+    """The artifact of format ``fmt`` in a bundle (``resolve(fmt=...)``), or a BundleError that says why not."""
+    hits = [(k, f) for k, f in found if k == fmt]
+    if not hits:
+        raise BundleError(f"{folder}: no {fmt} artifact in the bundle (it holds "
+                          f"{', '.join(k or f.name for k, f in found)})")
+    key, model = hits[0]
+    if backend and F.backend_of(model) != backend:
+        raise BundleError(f"{folder}: {fmt} runs on {F.backend_of(model)}, not on the backend asked for ({backend})")
+    if key in failed:
+        raise BundleError(f"{folder}: {fmt} failed its parity check against the float model at conversion "
+                          f"(bundle.json failed_formats); it is not served")
+    return key, model
 
 
 def embedded_metadata(model: Path) -> ModelMetadata | None:

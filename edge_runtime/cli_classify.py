@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--bundle", default="bundle", help="bundle folder or model file (default ./bundle)")
     p.add_argument("--backend", choices=DEVICE_BACKENDS, help="force a backend")
+    p.add_argument("--format", default=None, metavar="KEY",
+                   help="use this artifact of the bundle (a format key, e.g. tflite_fp32; default: the bundle's first)")
     p.add_argument("--num-threads", type=int, default=None, help="inference threads (default: all cores)")
     p.add_argument("--threads", type=int, dest="num_threads", help=argparse.SUPPRESS)  # deprecated: --num-threads
     p.add_argument("--csv", help="write the rows to this CSV file as well")
@@ -123,7 +125,7 @@ def run(args) -> int:
     from edge_runtime.classifier import Classifier
 
     try:
-        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads)
+        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads, fmt=args.format)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ the self-test samples with the same backend to record the expected probabilities
       kit.json              what the kit holds and how it was built
       wheelhouse/*.whl      the project wheel, pip, and every dependency for the target
       bundle/               the model bundle as it is (its own SHA256SUMS inside)
-      selftest/             selftest.py, samples/*.png, expected.json
+      selftest/             selftest.py, samples/*.png, expected.json (each candidate artifact's results)
       SHA256SUMS            every file above (``sha256sum -c SHA256SUMS``)
 
 A dependency without a wheel for the target stops the build with a message naming the package.
@@ -24,6 +24,11 @@ Self-test samples: a model trained on real data (``metadata.synthetic`` false) i
 synthetic demo model on the embedded phantoms. What the self-test demands (``kit_selftest``): LiteRT's
 reference kernels reproduce the workstation exactly (proves the install); the optimised kernels may drift up to
 ``DRIFT_LIMIT`` (reported); a real-data model that already drifts more on the workstation is refused here.
+
+Which artifact the device serves: every artifact of the backend that passed its parity check at conversion is
+a candidate (``--formats`` narrows them; one the rule refuses here is left out, said in kit.json). The device's
+self-test checks each, times those that pass on its own CPU and serves the fastest; install.sh writes the
+choice (``selftest/choice.json``: format, reason, timings, CPU) and starts the service with ``--format``.
 """
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_runtime.kit_selftest import (DRIFT_LIMIT, KIT_FILES, SAMPLES_PER_CLASS, TOLERANCE, KitError,
-                                       choose_samples, describe_samples, expected_results)
+                                       choose_samples, describe_samples, expected_candidates)
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +240,8 @@ class Kit:
     samples: str = ""  # what the self-test classifies, in words
     rule: str = ""  # what the self-test demands, in words
     workstation_drift: float | None = None
+    candidates: list[str] = field(default_factory=list)  # artifacts the device may serve (fastest that passes)
+    excluded: dict = field(default_factory=dict)  # candidates left out here, and why
 
 
 def _fill(template: str, values: dict) -> str:
@@ -269,7 +276,7 @@ def build_kit(bundle: str | Path, out: str | Path, platform: str = "host", pytho
               backend: str = "litert", glibc: str | None = None, constraints: str | Path | None = "default",
               find_links: tuple = (), no_index: bool = False, project_wheel: str | Path | None = None,
               samples: list[Path] | None = None, tolerance: float = TOLERANCE,
-              drift_limit: float = DRIFT_LIMIT) -> Kit:
+              drift_limit: float = DRIFT_LIMIT, formats: list[str] | None = None) -> Kit:
     """Build the kit into ``out`` (a folder, or a ``.tar.gz``/``.tgz`` file). See the module docstring."""
     from edge_runtime.bundle import BundleError, verify_sums
     from edge_runtime.metadata import ModelMetadata
@@ -294,7 +301,7 @@ def build_kit(bundle: str | Path, out: str | Path, platform: str = "host", pytho
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise KitError(f"{bundle}/metadata.json: {exc}") from exc
     paths, info = choose_samples(bundle, metadata, samples)
-    expected = expected_results(bundle, runtime_backend, paths, tolerance, drift_limit, info)
+    expected = expected_candidates(bundle, runtime_backend, paths, formats, tolerance, drift_limit, info)
 
     tarball = out.name.endswith((".tar.gz", ".tgz"))
     if not tarball and out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -351,6 +358,8 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
                 "python": target.python, "glibc_max": target.glibc, "platform_tags": target.platform_tags(),
                 "backend": backend, "runtime_backend": runtime_backend, "extras": list(extras),
                 "wheels": [w.name for w in wheels], "model": expected["model"],
+                "candidates": {k: c["model"] for k, c in expected["candidates"].items()},
+                "left_out": expected["excluded"], "choice_margin": expected["margin"],
                 "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "built_on": f"{_platform.machine()} Python {_platform.python_version()}",
                 "constraints": str(constraints) if constraints else None,
@@ -367,7 +376,8 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
         else:
             size = sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())
     return Kit(out, target, backend, [w.name for w in wheels], size, describe_samples(samples_info),
-               expected["rule"], expected["workstation_kernel_drift"])
+               expected["rule"], expected["workstation_kernel_drift"], list(expected["candidates"]),
+               expected["excluded"])
 
 
 # ----------------------------------------------------------------------------- command line
@@ -400,6 +410,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--drift-limit", type=float, default=DRIFT_LIMIT,
                    help="LiteRT: largest optimised-kernel drift of a probability accepted on the device, and on "
                         "this workstation at build time (default: %(default)s)")
+    p.add_argument("--formats", default=None, metavar="KEYS",
+                   help="candidate artifacts the device may serve, comma-separated format keys (default: every "
+                        "artifact of the backend that passed its parity check; the device's self-test serves the "
+                        "fastest that passes there). One key ships that artifact alone")
     p.set_defaults(run=run)
     return p
 
@@ -409,7 +423,8 @@ def run(args) -> int:
         kit = build_kit(args.bundle, args.out, platform=args.platform, python=args.python, backend=args.backend,
                         glibc=args.glibc, constraints=args.constraints, find_links=tuple(args.find_links),
                         no_index=args.no_index, project_wheel=args.project_wheel, samples=args.sample,
-                        tolerance=args.tolerance, drift_limit=args.drift_limit)
+                        tolerance=args.tolerance, drift_limit=args.drift_limit,
+                        formats=[k.strip() for k in args.formats.split(",") if k.strip()] if args.formats else None)
     except KitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -419,6 +434,9 @@ def run(args) -> int:
     if kit.workstation_drift is not None:
         print(f"optimised vs reference kernels on this workstation: max |probability diff| {kit.workstation_drift:.3g}")
     print(f"self-test rule: {kit.rule}")
+    print(f"candidates the device may serve (the fastest that passes its self-test there): {', '.join(kit.candidates)}")
+    for key, why in kit.excluded.items():
+        print(f"left out: {key}: {why}")
     if kit.path.is_dir():
         print(f"on the device: copy the folder, then: cd {kit.path.name} && sudo ./install.sh")
     else:

@@ -9,6 +9,14 @@ install. A model trained on real data whose optimised kernels already drift more
 workstation is refused when the kit is built (it is sensitive to rounding: ship its OpenVINO/ONNX artifact or
 a robust model). A synthetic demo model is built anyway and its drift is only reported.
 
+Which artifact the device serves: every artifact of the kit's backend that passed its parity check at
+conversion is a candidate (``candidate_formats``; ``--formats`` narrows them). The workstation records each
+candidate's expected results; on the device the self-test checks every candidate by the rule above, times the
+ones that pass on that CPU (``time_models``, interleaved rounds) and serves the fastest (``choose_fastest``;
+the bundle's own first choice unless another is at least ``MARGIN`` faster), writing the choice and the
+timings to ``choice.json``. INT8 is not always the fastest (a first-generation Zen runs INT8 no faster than
+FP32; LiteRT's INT8 hard-swish is slow): this measures it where it matters, on the device.
+
 Samples: real validation films (``SAMPLES_PER_CLASS`` per class, from the training run's split.csv) for a
 model trained on real data, the embedded phantoms for a synthetic one, or the images given with ``--sample``.
 """
@@ -43,6 +51,9 @@ DRIFT_LIMIT = 0.1
 # cannot be proven; a real-data model containing them is refused.
 NON_PORTABLE_OPS = ("HARD_SWISH",)
 SAMPLES_PER_CLASS = 2  # real validation films per class in the self-test
+# the device serves another candidate than the bundle's first choice only when it is at least this much
+# faster (median inference time): a few percent is within the run-to-run noise of a small CPU
+MARGIN = 0.10
 
 
 def self_test_rule(reference: bool, tolerance: float, drift_limit: float | None) -> str:
@@ -194,8 +205,115 @@ class ReferenceKernels:
         return {k: float(v) for k, v in self.ref.classify(str(path)).probs.items()}
 
 
+def candidate_formats(bundle: Path, backend: str, formats: list[str] | None = None) -> list[str]:
+    """The format keys the device may serve with ``backend``: the bundle's artifacts for it that passed their
+    parity check at conversion, the bundle's own first choice first (``bundle.resolve``). ``formats`` narrows
+    them (an unknown one, another backend's or a failed one is an error)."""
+    from edge_runtime import formats as F
+    from edge_runtime.bundle import BundleError, _artifacts, read_status, resolve
+
+    bundle = Path(bundle)
+    try:
+        first = resolve(bundle, backend, verify=False).key
+    except BundleError as exc:
+        raise KitError(f"the bundle cannot be used with backend {backend}: {exc}") from exc
+    status = read_status(bundle)
+    failed = set(status.get("failed_formats", []))
+    mine = [k for k, f in _artifacts(bundle, status) if k and F.backend_of(f) == backend]
+    if formats:
+        for k in formats:
+            if k not in mine:
+                raise KitError(f"--formats {k}: the bundle holds no {backend} artifact {k} "
+                               f"(it holds {', '.join(mine) or 'none'})")
+            if k in failed:
+                raise KitError(f"--formats {k}: it failed its parity check at conversion (bundle.json)")
+        keys = list(dict.fromkeys(formats))
+    else:
+        keys = [k for k in mine if k not in failed]
+    if first in keys:
+        keys.remove(first)
+        keys.insert(0, first)
+    if not keys:
+        raise KitError(f"the bundle has no {backend} artifact that passed its parity check at conversion")
+    return keys
+
+
+def expected_candidates(bundle: Path, backend: str, samples: list[Path], formats: list[str] | None = None,
+                        tolerance: float = TOLERANCE, drift_limit: float | None = DRIFT_LIMIT,
+                        samples_info: dict | None = None) -> dict:
+    """``expected_results`` for every candidate artifact (``candidate_formats``). A candidate the rule refuses
+    here (kernel drift beyond the limit, non-portable ops) is left out and the reason kept; if every candidate
+    is refused, the first refusal is raised. The first admitted candidate's results are also the top level
+    (what a kit of one artifact records; older self-tests read only that)."""
+    keys = candidate_formats(bundle, backend, formats)
+    admitted, excluded, first_error = {}, {}, None
+    for k in keys:
+        log.info("self-test expectations for %s (%d/%d)", k, len(admitted) + len(excluded) + 1, len(keys))
+        try:
+            admitted[k] = expected_results(bundle, backend, samples, tolerance, drift_limit, samples_info, fmt=k)
+        except KitError as exc:
+            if len(keys) == 1:
+                raise
+            first_error = first_error or exc
+            excluded[k] = str(exc)
+            log.warning("candidate %s left out of the kit: %s", k, exc)
+    if not admitted:
+        raise first_error
+    top = dict(next(iter(admitted.values())))
+    top.update({"candidates": admitted, "excluded": excluded, "margin": MARGIN})
+    return top
+
+
+def time_models(models: dict, inputs: list, rounds: int = 12, budget_s: float = 6.0, warmup: int = 2) -> dict:
+    """Median and 90th-percentile inference time (ms) of each model on the same inputs: ``models`` maps a
+    name to a callable taking one prepared input. Rounds are interleaved (every model once per input, then
+    the next round) so that a CPU's clock changes touch them all alike; fewer rounds when ``budget_s`` runs out
+    (at least 3)."""
+    import time
+
+    import numpy as np
+
+    if not models or not inputs:
+        raise ValueError("time_models needs at least one model and one input")
+    for fn in models.values():
+        for x in inputs[:warmup] or inputs:
+            fn(x)
+    times = {name: [] for name in models}
+    t_start = time.perf_counter()
+    for r in range(rounds):
+        for name, fn in models.items():
+            for x in inputs:
+                t0 = time.perf_counter()
+                fn(x)
+                times[name].append((time.perf_counter() - t0) * 1000)
+        if r >= 2 and time.perf_counter() - t_start > budget_s:
+            break
+    return {name: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "runs": len(t)}
+            for name, t in times.items()}
+
+
+def choose_fastest(timings: dict, first: str, margin: float = MARGIN) -> tuple[str, str]:
+    """(the format to serve, why) from ``time_models``' result over the candidates that passed: the fastest,
+    unless it is less than ``margin`` faster than the bundle's first choice ``first`` (then ``first``). A
+    ``first`` that did not pass (absent from ``timings``) leaves the fastest of the others."""
+    if not timings:
+        raise ValueError("no candidate to choose from")
+    fastest = min(timings, key=lambda k: timings[k]["median_ms"])
+    if first not in timings:
+        return fastest, f"fastest of the artifacts that passed ({first}, the bundle's first choice, did not)"
+    t_first, t_fast = timings[first]["median_ms"], timings[fastest]["median_ms"]
+    if fastest == first:
+        return first, "the bundle's first choice, and the fastest here"
+    if t_fast <= (1 - margin) * t_first:
+        return fastest, (f"{t_fast:.1f} ms against {t_first:.1f} ms for {first} (the bundle's first choice): "
+                         f"{100 * (1 - t_fast / t_first):.0f}% faster on this CPU")
+    return first, (f"the bundle's first choice: {fastest} ({t_fast:.1f} ms against {t_first:.1f} ms) is less than "
+                   f"{100 * margin:.0f}% faster here")
+
+
 def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance: float = TOLERANCE,
-                     drift_limit: float | None = DRIFT_LIMIT, samples_info: dict | None = None) -> dict:
+                     drift_limit: float | None = DRIFT_LIMIT, samples_info: dict | None = None,
+                     fmt: str | None = None) -> dict:
     """Classify the samples here, with the backend the device will use: the numbers the self-test compares.
 
     ``probs``: the production kernels' probabilities; ``reference_raw`` (LiteRT): the portable reference
@@ -208,7 +326,7 @@ def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance:
     from edge_runtime.classifier import Classifier
 
     try:
-        clf = Classifier.from_bundle(bundle, backend=backend)
+        clf = Classifier.from_bundle(bundle, backend=backend, fmt=fmt)
     except BundleError as exc:
         raise KitError(f"the bundle cannot be used with backend {backend}: {exc}") from exc
     ref = ReferenceKernels.available(clf)
@@ -241,7 +359,8 @@ def expected_results(bundle: Path, backend: str, samples: list[Path], tolerance:
                            f"onnxruntime) or a model robust to rounding (e.g. MobileNetV2 INT8), or accept the "
                            f"drift knowingly with --drift-limit")
         log.warning("%s (a synthetic demo model: built anyway, drift not enforced on the device)", why)
-    return {"backend": backend, "model": clf.model_path.name, "labels": list(clf.metadata.labels),
+    return {"backend": backend, "model": clf.model_path.name, "format": getattr(clf, "format", None),
+            "labels": list(clf.metadata.labels),
             "exact": EXACT, "tolerance": tolerance, "drift_limit": enforced, "synthetic": synthetic,
             "rule": self_test_rule(ref is not None, tolerance, enforced),
             "samples_kind": (samples_info or {}).get("kind"),

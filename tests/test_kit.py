@@ -2,6 +2,7 @@
 offline (pip --no-index) into a fresh venv whose self-test passes."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -137,6 +138,8 @@ def test_templates_are_complete():
                       "KIT_NAME": "k", "VERSION": "0"})
     r = subprocess.run(["bash", "-n"], input=filled, text=True, capture_output=True)
     assert r.returncode == 0, r.stderr
+    for placeholder in set(re.findall(r"\{\{[A-Z_]+\}\}", unit)):  # install.sh fills every one of the unit's
+        assert f"s|{placeholder}|" in filled, placeholder
     assert len(list((K.KIT_FILES / "samples").glob("*.png"))) == 3
 
 
@@ -169,6 +172,10 @@ def test_host_kit_installs_offline_and_selftest_passes(tmp_path, package_index, 
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)  # -I keeps the checkout out
     assert r.returncode == 0, r.stdout + r.stderr
     assert "self-test passed" in r.stdout and "Start the page with" in r.stdout
+    # the device timed every candidate that passed and serves the fastest: recorded, and on the service's line
+    choice = json.loads((prefix / "selftest" / "choice.json").read_text())
+    assert choice["format"] in meta["candidates"] and set(choice["timings_ms"]) <= set(meta["candidates"])
+    assert f"--format {choice['format']} " in r.stdout and f"serving {choice['format']}" in r.stdout
     vpy = prefix / "venv" / "bin" / "python"
     probe = subprocess.run([str(vpy), "-c", "import sys, edge_runtime.classifier; "
                             "assert 'tensorflow' not in sys.modules; print(edge_runtime.__file__)"],
@@ -182,17 +189,18 @@ def test_host_kit_installs_offline_and_selftest_passes(tmp_path, package_index, 
     selftest = [str(vpy), str(prefix / "selftest" / "selftest.py"), "--bundle", str(prefix / "bundle"),
                 "--expected", str(exp)]
     d = json.loads(original)
-    first = next(iter(d["samples"].values()))
-    assert len(first["reference_raw"]) == len(first["probs"])  # LiteRT: reference kernels recorded
-    first["probs"][next(iter(first["probs"]))] += 0.01
+    for cand in d["candidates"].values():  # every candidate drifts (within the limit) on one film
+        first = next(iter(cand["samples"].values()))
+        assert len(first["reference_raw"]) == len(first["probs"])  # LiteRT: reference kernels recorded
+        first["probs"][next(iter(first["probs"]))] += 0.01
     exp.write_text(json.dumps(d))
     st = subprocess.run(selftest, capture_output=True, text=True)
     assert st.returncode == 0 and "kernel drift" in st.stdout and "WARNING" in st.stdout, st.stdout + st.stderr
-    st = subprocess.run(selftest + ["--strict"], capture_output=True, text=True)
+    st = subprocess.run(selftest + ["--strict"], capture_output=True, text=True)  # no candidate left to serve
     assert st.returncode == 1 and "MISMATCH" in st.stdout and "self-test FAILED" in st.stderr
     d = json.loads(original)
-    first = next(iter(d["samples"].values()))
-    first["reference_raw"][0] += 1 / 256
+    first = next(iter(next(iter(d["candidates"].values()))["samples"].values()))
+    first["reference_raw"][0] += 1 / 256  # on one candidate: the installation is wrong, whatever else passes
     exp.write_text(json.dumps(d))
     st = subprocess.run(selftest, capture_output=True, text=True)
     assert st.returncode == 1 and "reference kernels give" in st.stderr, st.stdout + st.stderr
@@ -294,6 +302,9 @@ class _FakeClassifier:
         self.model_path = Path("model_tflite_int8.tflite")
         self.metadata = SimpleNamespace(labels=("normal", "tuberculosis"), synthetic=synthetic)
 
+    def predict(self, x):  # the self-test times this (x: what _fake_runtime's _model_input gives)
+        return x
+
     def classify(self, path, name=None):
         from types import SimpleNamespace
 
@@ -318,6 +329,7 @@ def _fake_runtime(monkeypatch, optimised: dict, reference: dict, synthetic=False
 
     monkeypatch.setattr(Classifier, "from_bundle", classmethod(lambda cls, *a, **k: _FakeClassifier(optimised, synthetic)))
     monkeypatch.setattr(S.ReferenceKernels, "available", classmethod(lambda cls, clf: _FakeReference(reference)))
+    monkeypatch.setattr(S, "_model_input", lambda clf, path: Path(path).name)
 
 
 def test_kit_refuses_a_model_that_drifts_on_the_workstation(tmp_path, monkeypatch):
@@ -376,7 +388,8 @@ def test_selftest_accepts_drift_within_the_limit_and_says_so(tmp_path, monkeypat
     out = capsys.readouterr().out
     assert "rule: LiteRT's reference kernels must reproduce" in out and "samples: 1 real validation film" in out
     assert "kernel drift" in out and "within the accepted limit 0.05" in out
-    assert "self-test passed: reference kernels exact on 1 samples, optimised-kernel drift 0.024 (accepted" in out
+    assert "self-test passed: 1 of 1 candidate(s); serving model_tflite_int8.tflite" in out
+    assert "reference kernels exact on 1 samples, optimised-kernel drift 0.024 (accepted" in out
 
     _fake_runtime(monkeypatch, {"a.png": {"normal": 0.74, "tuberculosis": 0.26}}, ref)  # 0.06 > 0.05
     assert st.main(argv) == 1

@@ -26,6 +26,7 @@ PYTHON=python3
 SERVICE=1
 SELFTEST=1
 STRICT=""
+FORMAT=""  # the artifact to serve: chosen by the self-test (empty: the bundle's first choice)
 
 usage() {
     cat <<EOF
@@ -39,8 +40,9 @@ usage: $0 [--prefix DIR] [--data-dir DIR] [--user NAME] [--host ADDR] [--port N]
   --python PY       the Python $KIT_PYTHON interpreter (default $PYTHON)
   --no-service      do not create the user or the systemd service (no root needed with --prefix)
   --skip-selftest   do not run the self-test (not recommended)
-  --strict-selftest any INT8 kernel drift beyond the tolerance fails the install (default: drift up to
-                    the limit recorded in the kit is accepted and reported)
+  --strict-selftest accept no INT8 kernel drift beyond the tolerance: an artifact that drifts is not
+                    served, and the install fails when no candidate is left (default: drift up to the
+                    limit recorded in the kit is accepted and reported)
 EOF
 }
 
@@ -118,20 +120,27 @@ cp -r "$KIT/selftest" "$PREFIX/selftest"
 if [ "$SELFTEST" = 1 ]; then
     step "self-test: classifying the kit's samples with $KIT_BACKEND, compared with the workstation's results"
     rc=0
-    "$VPY" -I "$PREFIX/selftest/selftest.py" --bundle "$PREFIX/bundle" --expected "$PREFIX/selftest/expected.json" $STRICT || rc=$?
+    "$VPY" -I "$PREFIX/selftest/selftest.py" --bundle "$PREFIX/bundle" --expected "$PREFIX/selftest/expected.json" \
+        --choice "$PREFIX/selftest/choice.json" $STRICT || rc=$?
     if [ "$rc" = 1 ]; then
         die "self-test failed: this device does not reproduce the workstation's results as the rule above demands; the service was not started"
     elif [ "$rc" != 0 ]; then
         die "self-test crashed (exit status $rc): the runtime does not work on this device; the service was not started"
     fi
+    # the artifact the self-test timed fastest on this CPU among those that passed (selftest/choice.json)
+    FORMAT="$("$VPY" -I -c 'import json, sys; print(json.load(open(sys.argv[1]))["format"] or "")' "$PREFIX/selftest/choice.json")" \
+        || die "the self-test wrote no readable choice ($PREFIX/selftest/choice.json)"
+    [ -n "$FORMAT" ] && echo "    serving $FORMAT (chosen on this device: $PREFIX/selftest/choice.json)"
 fi
+FORMAT_ARG=""
+[ -n "$FORMAT" ] && FORMAT_ARG="--format $FORMAT "
 
 URL_HOST="$HOST"
 if [ "$HOST" = 0.0.0.0 ]; then
     URL_HOST="$(hostname -I 2>/dev/null | awk '{print $1}')"
     URL_HOST="${URL_HOST:-$(hostname)}"
 fi
-SERVE="$VPY -I -m edge_runtime serve --bundle $PREFIX/bundle --backend $RUNTIME_BACKEND --host $HOST --port $PORT --data-dir $DATA_DIR"
+SERVE="$VPY -I -m edge_runtime serve --bundle $PREFIX/bundle --backend $RUNTIME_BACKEND $FORMAT_ARG--host $HOST --port $PORT --data-dir $DATA_DIR"
 
 if [ "$SERVICE" = 1 ]; then
     step "creating the service $SVC_NAME (user $SVC_USER)"
@@ -144,7 +153,8 @@ if [ "$SERVICE" = 1 ]; then
     chown -R root:root "$PREFIX"
     chmod -R go-w "$PREFIX"
     sed -e "s|{{PREFIX}}|$PREFIX|g" -e "s|{{DATA_DIR}}|$DATA_DIR|g" -e "s|{{USER}}|$SVC_USER|g" \
-        -e "s|{{HOST}}|$HOST|g" -e "s|{{PORT}}|$PORT|g" -e "s|{{BACKEND}}|$RUNTIME_BACKEND|g" "$KIT/cxr-edge.service.in" \
+        -e "s|{{HOST}}|$HOST|g" -e "s|{{PORT}}|$PORT|g" -e "s|{{BACKEND}}|$RUNTIME_BACKEND|g" \
+        -e "s|{{FORMAT_ARG}}|$FORMAT_ARG|g" "$KIT/cxr-edge.service.in" \
         > "/etc/systemd/system/$SVC_NAME.service"
     if [ "$KIT_BACKEND" = onnxruntime-gpu ]; then  # Jetson: the GPU device nodes must stay visible
         sed -i -e '/^PrivateDevices=/d' -e 's/^\[Service\]$/[Service]\nSupplementaryGroups=video/' \

@@ -45,8 +45,8 @@ def healthz():
     meta = w.meta
     body = {"status": "ok" if db_ok else "error", "database": "ok" if db_ok else "error",
             "model": {"name": meta.model_name, "version": meta.model_version,
-                      "backend": getattr(w.classifier, "backend", ""), "synthetic": bool(meta.synthetic),
-                      "validated": bool(w.status.get("validated", False))},
+                      "backend": getattr(w.classifier, "backend", ""), "format": getattr(w.classifier, "format", None),
+                      "synthetic": bool(meta.synthetic), "validated": bool(w.status.get("validated", False))},
             "warnings": w.warnings_text()}
     return jsonify(body), 200 if db_ok else 503
 

@@ -29,6 +29,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="TCP port (default %(default)s; 0 = any free port)")
     add_data_dir(p)
     p.add_argument("--backend", default=None, help="force a runtime backend (litert, onnxruntime, openvino)")
+    p.add_argument("--format", default=None, metavar="KEY",
+                   help="serve this artifact of the bundle (a format key, e.g. tflite_fp32; default: the bundle's "
+                        "first choice; the kit's install.sh passes the one its self-test timed fastest here)")
     p.add_argument("--num-threads", type=int, default=None, help="inference threads (default: the backend's)")
     p.add_argument("--threads", type=int, default=4,
                    help="HTTP worker threads (default %(default)s); inferences still run one at a time")
@@ -124,7 +127,7 @@ def run(args) -> int:
     from edge_runtime.web.app import create_app
 
     try:
-        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads)
+        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads, fmt=args.format)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -137,7 +140,7 @@ def run(args) -> int:
     for line in web.warnings_text():
         print(f"WARNING: {line}", file=sys.stderr)
     meta = clf.metadata
-    print(f"model {meta.model_name} {meta.model_version} ({clf.backend}); data in {data_dir}", file=sys.stderr)
+    print(f"model {meta.model_name} {meta.model_version} ({clf.name}, {clf.backend}); data in {data_dir}", file=sys.stderr)
     try:
         server = listen(app, args.host, args.port, args.threads)
     except OSError as exc:  # a busy port, a port that needs root, an address not on this machine

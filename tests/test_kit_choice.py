@@ -1,0 +1,172 @@
+"""Which artifact a device serves: the kit records every candidate artifact of its backend that passed its
+parity check, the device's self-test checks each by the rule, times those that pass on its own CPU and serves
+the fastest (the bundle's first choice unless another is at least the margin faster), recording the choice.
+
+Real: a signed bundle of two ONNX artifacts (tests/fake_bundle.py, no training) served by ONNX Runtime."""
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime import bundle as B
+from edge_runtime import kit_selftest as S
+from tests.fake_bundle import make_bundle, write_onnx
+
+pytest.importorskip("onnxruntime")
+
+
+def _two_artifacts(folder: Path, failed=()) -> Path:
+    """A signed bundle holding model_onnx_fp32.onnx and model_onnx_int8.onnx (the same small graph)."""
+    make_bundle(folder)
+    write_onnx(folder / "model_onnx_int8.onnx")
+    (folder / "bundle.json").write_text(json.dumps({"validated": True, "formats": {}, "failed_formats": list(failed)}))
+    B.write_sums(folder)
+    return folder
+
+
+def _films(folder: Path) -> list[Path]:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, value in enumerate((30, 128, 220)):
+        p = folder / f"film_{i}.png"
+        cv2.imwrite(str(p), np.full((48, 48), value, np.uint8))
+        paths.append(p)
+    return paths
+
+
+def test_resolve_serves_the_format_asked_for(tmp_path):
+    b = _two_artifacts(tmp_path / "b")
+    assert B.resolve(b).key == "onnx_int8"  # the bundle's first choice: INT8
+    assert B.resolve(b, fmt="onnx_fp32").path.name == "model_onnx_fp32.onnx"
+    with pytest.raises(B.BundleError, match="no tflite_int8 artifact in the bundle .*onnx_fp32, onnx_int8"):
+        B.resolve(b, fmt="tflite_int8")
+    with pytest.raises(B.BundleError, match="no litert model in the bundle"):
+        B.resolve(b, backend="litert", fmt="onnx_fp32")
+    failed = _two_artifacts(tmp_path / "f", failed=["onnx_fp32"])
+    with pytest.raises(B.BundleError, match="onnx_fp32 failed its parity check"):
+        B.resolve(failed, fmt="onnx_fp32")
+
+
+def test_candidates_are_the_passed_artifacts_first_choice_first(tmp_path):
+    b = _two_artifacts(tmp_path / "b")
+    assert S.candidate_formats(b, "onnxruntime") == ["onnx_int8", "onnx_fp32"]
+    assert S.candidate_formats(b, "onnxruntime", ["onnx_fp32"]) == ["onnx_fp32"]
+    with pytest.raises(S.KitError, match="no onnxruntime artifact tflite_fp32"):
+        S.candidate_formats(b, "onnxruntime", ["tflite_fp32"])
+    failed = _two_artifacts(tmp_path / "f", failed=["onnx_int8"])
+    assert S.candidate_formats(failed, "onnxruntime") == ["onnx_fp32"]  # a failed artifact is never a candidate
+    with pytest.raises(S.KitError, match="failed its parity check"):
+        S.candidate_formats(failed, "onnxruntime", ["onnx_int8"])
+    with pytest.raises(S.KitError, match="cannot be used with backend litert"):
+        S.candidate_formats(b, "litert")
+
+
+def test_choose_fastest_keeps_the_first_choice_inside_the_margin():
+    t = lambda **ms: {k: {"median_ms": v} for k, v in ms.items()}  # noqa: E731
+    assert S.choose_fastest(t(a=10.0, b=9.0), "a", 0.10)[0] == "b"  # exactly 10% faster: served
+    assert S.choose_fastest(t(a=10.0, b=9.01), "a", 0.10)[0] == "a"  # just under 10%: the first choice stays
+    key, why = S.choose_fastest(t(a=10.0, b=5.0), "a", 0.10)
+    assert key == "b" and "50% faster" in why
+    assert S.choose_fastest(t(a=4.0, b=5.0), "a")[0] == "a"
+    key, why = S.choose_fastest(t(b=5.0, c=3.0), "a")  # the first choice did not pass on this device
+    assert key == "c" and "did not" in why
+    with pytest.raises(ValueError):
+        S.choose_fastest({}, "a")
+
+
+def test_time_models_orders_a_slow_and_a_fast_model():
+    slow = lambda x: time.sleep(0.004)  # noqa: E731
+    fast = lambda x: None  # noqa: E731
+    t = S.time_models({"slow": slow, "fast": fast}, [0, 1], rounds=5, budget_s=10)
+    assert t["slow"]["runs"] == t["fast"]["runs"] == 10  # every model once per input per round
+    assert t["fast"]["median_ms"] < 1.0 <= 4.0 <= t["slow"]["median_ms"] <= t["slow"]["p90_ms"]
+    short = S.time_models({"slow": slow}, [0], rounds=1000, budget_s=0.01)
+    assert 3 <= short["slow"]["runs"] < 1000  # the budget ends it early, after at least 3 rounds
+    with pytest.raises(ValueError):
+        S.time_models({}, [0])
+
+
+def _selftest_module():
+    import importlib.util
+
+    from edge_runtime.kit import KIT_FILES
+
+    spec = importlib.util.spec_from_file_location("kit_selftest_device", KIT_FILES / "selftest.py")
+    st = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(st)
+    return st
+
+
+def _installed(tmp_path: Path, bundle: Path, films: list[Path], **kw) -> tuple[Path, Path]:
+    """expected.json recorded on the 'workstation' and the samples beside it, as a kit installs them."""
+    expected = S.expected_candidates(bundle, "onnxruntime", films, **kw)
+    st = tmp_path / "selftest"
+    (st / "samples").mkdir(parents=True)
+    for f in films:
+        shutil.copy2(f, st / "samples" / f.name)
+    (st / "expected.json").write_text(json.dumps(expected))
+    return st / "expected.json", bundle
+
+
+def test_device_selftest_times_the_candidates_and_records_the_choice(tmp_path, capsys):
+    b = _two_artifacts(tmp_path / "b")
+    exp, bundle = _installed(tmp_path, b, _films(tmp_path / "films"))
+    recorded = json.loads(exp.read_text())
+    assert list(recorded["candidates"]) == ["onnx_int8", "onnx_fp32"] and recorded["format"] == "onnx_int8"
+    choice = tmp_path / "choice.json"
+    st = _selftest_module()
+    assert st.main(["--bundle", str(bundle), "--expected", str(exp), "--choice", str(choice)]) == 0
+    out = capsys.readouterr().out
+    c = json.loads(choice.read_text())
+    assert set(c["timings_ms"]) == {"onnx_int8", "onnx_fp32"} and all(t["runs"] >= 9 for t in c["timings_ms"].values())
+    # the recorded choice is the rule applied to the recorded timings, and names its reason and the CPU
+    assert (c["format"], c["reason"]) == S.choose_fastest(c["timings_ms"], "onnx_int8", recorded["margin"])
+    assert c["model"] == f"model_{c['format']}.onnx" and c["backend"] == "onnxruntime" and c["processor"]
+    assert f"serving {c['format']}" in out and "2 of 2 candidate(s)" in out and "<- served" in out
+
+
+def test_device_serves_another_candidate_when_one_fails_here(tmp_path, capsys):
+    """A candidate whose probabilities this device does not reproduce is not served; the other is. The
+    install fails only when none passes."""
+    b = _two_artifacts(tmp_path / "b")
+    exp, bundle = _installed(tmp_path, b, _films(tmp_path / "films"))
+    d = json.loads(exp.read_text())
+    first = next(iter(d["candidates"]["onnx_int8"]["samples"].values()))
+    first["probs"]["normal"] += 0.01  # beyond the tolerance (no reference kernels on ONNX Runtime)
+    exp.write_text(json.dumps(d))
+    choice = tmp_path / "choice.json"
+    st = _selftest_module()
+    assert st.main(["--bundle", str(bundle), "--expected", str(exp), "--choice", str(choice)]) == 0
+    out = capsys.readouterr().out
+    c = json.loads(choice.read_text())
+    assert c["format"] == "onnx_fp32" and "did not" in c["reason"] and list(c["not_served"]) == ["onnx_int8"]
+    assert "WARNING: onnx_int8 is not served on this device" in out and "1 of 2 candidate(s)" in out
+
+    first = next(iter(d["candidates"]["onnx_fp32"]["samples"].values()))
+    first["probs"]["normal"] += 0.01
+    exp.write_text(json.dumps(d))
+    assert st.main(["--bundle", str(bundle), "--expected", str(exp), "--choice", str(choice)]) == 1
+    assert "self-test FAILED" in capsys.readouterr().err
+
+
+def test_serve_and_classify_take_the_chosen_format(tmp_path, capsys):
+    from edge_runtime.__main__ import main
+
+    b = _two_artifacts(tmp_path / "b")
+    films = _films(tmp_path / "films")
+    out_csv = tmp_path / "rows.csv"
+    assert main(["classify", str(films[0]), "--bundle", str(b), "--format", "onnx_fp32", "--csv", str(out_csv),
+                 "--no-progress"]) == 0
+    assert main(["classify", str(films[0]), "--bundle", str(b), "--format", "tflite_int8", "--no-progress"]) == 2
+    assert "no tflite_int8 artifact" in capsys.readouterr().err
+    from edge_runtime.classifier import Classifier
+    from edge_runtime.web.app import create_app
+
+    clf = Classifier.from_bundle(b, fmt="onnx_fp32")
+    health = create_app(clf, tmp_path / "data", {"HOST": "127.0.0.1"}).test_client().get("/healthz").get_json()
+    assert health["model"]["format"] == "onnx_fp32" and health["model"]["backend"] == "onnxruntime"
