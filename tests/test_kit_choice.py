@@ -127,6 +127,7 @@ def test_device_selftest_times_the_candidates_and_records_the_choice(tmp_path, c
     # the recorded choice is the rule applied to the recorded timings, and names its reason and the CPU
     assert (c["format"], c["reason"]) == S.choose_fastest(c["timings_ms"], "onnx_int8", recorded["margin"])
     assert c["model"] == f"model_{c['format']}.onnx" and c["backend"] == "onnxruntime" and c["processor"]
+    assert c["cores"] >= 1 and isinstance(c["int8_features"], list)
     assert f"serving {c['format']}" in out and "2 of 2 candidate(s)" in out and "<- served" in out
 
 

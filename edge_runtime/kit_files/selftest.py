@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
             "reason": why, "timings_ms": timings, "num_threads": args.num_threads,
             "not_served": {key: checked[key]["failures"] for key in checked.keys() - passed.keys()},
             "left_out_on_workstation": expected.get("excluded", {}),
-            "machine": platform.machine(), "processor": _cpu_name(), "python": platform.python_version(),
+            "machine": platform.machine(), **_cpu(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
     c = passed[chosen]
     exact = f"reference kernels exact on {len(c['measured'])} samples, " if c["ref"] else f"{len(c['measured'])} samples, "
@@ -192,15 +193,19 @@ def check(key: str, want_all: dict, args, tol: float, say_rule: bool = True) -> 
     return out
 
 
-def _cpu_name() -> str:
-    """The CPU's model name (recorded beside every timing: absolute times do not carry across CPUs)."""
+def _cpu() -> dict:
+    """The CPU's model name and the instruction-set features INT8 speed hangs on (recorded beside every
+    timing: absolute times do not carry across CPUs; a CPU without VNNI/dot-product runs INT8 no faster)."""
     try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+        lines = [ln.split(":", 1) for ln in Path("/proc/cpuinfo").read_text().splitlines() if ":" in ln]
     except OSError:
-        fields = {}
-    fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+        lines = []
+    fields = {k.strip().lower(): v.strip() for k, v in lines}
     # x86: "model name"; Raspberry Pi and Jetson kernels: "model" (the board) or "hardware"
-    return next((fields[k] for k in ("model name", "model", "hardware") if fields.get(k)), platform.machine())
+    name = next((fields[k] for k in ("model name", "model", "hardware") if fields.get(k)), platform.machine())
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+    return {"processor": name, "int8_features": [f for f in wanted if f in flags], "cores": os.cpu_count()}
 
 
 def web_check(clf) -> str | None:
