@@ -186,6 +186,8 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True, f
         if not F.backend_of(path):
             raise BundleError(f"{path}: unknown model type {path.suffix!r}; expected {sorted(F.SUFFIX_BACKEND)}")
         model, status, key = path, read_status(path.parent), F.key_of(path)
+        if fmt and key != fmt:
+            raise BundleError(f"{path}: this file is {key or 'not a named artifact'}, not {fmt}")
         meta_path, card = path.with_name("metadata.json"), path.with_name("MODEL_CARD.md")
     if meta_path.is_file():
         try:

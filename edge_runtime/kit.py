@@ -413,7 +413,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--formats", default=None, metavar="KEYS",
                    help="candidate artifacts the device may serve, comma-separated format keys (default: every "
                         "artifact of the backend that passed its parity check; the device's self-test serves the "
-                        "fastest that passes there). One key ships that artifact alone")
+                        "fastest that passes there). One key: the device serves that artifact, untimed "
+                        "(the whole bundle is still copied)")
     p.set_defaults(run=run)
     return p
 

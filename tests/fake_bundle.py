@@ -11,12 +11,12 @@ import numpy as np
 LABELS = ("normal", "pneumonia", "tuberculosis")
 
 
-def write_onnx(path: Path, size: int = 32) -> Path:
+def write_onnx(path: Path, size: int = 32, bias: float = 6.4) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.array([[-0.05, 0.0, 0.05]], np.float32), "w")  # (1, 3)
-    b = numpy_helper.from_array(np.array([6.4, 0.0, -6.4], np.float32), "b")
+    b = numpy_helper.from_array(np.array([bias, 0.0, -bias], np.float32), "b")
     nodes = [helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
              helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=0, axes=[1, 2, 3]),
              helper.make_node("Unsqueeze", ["mean", "one"], ["mean2"]),

@@ -206,6 +206,11 @@ def test_host_kit_installs_offline_and_selftest_passes(tmp_path, package_index, 
     assert st.returncode == 1 and "reference kernels give" in st.stderr, st.stdout + st.stderr
     exp.write_text(original)
 
+    # --skip-selftest: no check, no timing; the service gets the first candidate the workstation admitted
+    r = subprocess.run(cmd + ["--skip-selftest"], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert r.returncode == 0 and "self-test passed" not in r.stdout, r.stdout + r.stderr
+    assert f"--format {json.loads(original)['format']} " in r.stdout
+
     # a damaged kit is refused before anything is installed
     meta_file = root / "bundle" / "metadata.json"
     meta_file.write_text(meta_file.read_text() + " ")

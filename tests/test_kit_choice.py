@@ -19,9 +19,10 @@ pytest.importorskip("onnxruntime")
 
 
 def _two_artifacts(folder: Path, failed=()) -> Path:
-    """A signed bundle holding model_onnx_fp32.onnx and model_onnx_int8.onnx (the same small graph)."""
+    """A signed bundle holding model_onnx_fp32.onnx and model_onnx_int8.onnx (the same small graph, another
+    bias: the two give different probabilities, so a test can tell which one answered)."""
     make_bundle(folder)
-    write_onnx(folder / "model_onnx_int8.onnx")
+    write_onnx(folder / "model_onnx_int8.onnx", bias=3.2)
     (folder / "bundle.json").write_text(json.dumps({"validated": True, "formats": {}, "failed_formats": list(failed)}))
     B.write_sums(folder)
     return folder
@@ -156,18 +157,68 @@ def test_device_serves_another_candidate_when_one_fails_here(tmp_path, capsys):
 
 
 def test_serve_and_classify_take_the_chosen_format(tmp_path, capsys):
+    import csv
+
     from edge_runtime.__main__ import main
 
     b = _two_artifacts(tmp_path / "b")
     films = _films(tmp_path / "films")
-    out_csv = tmp_path / "rows.csv"
-    assert main(["classify", str(films[0]), "--bundle", str(b), "--format", "onnx_fp32", "--csv", str(out_csv),
-                 "--no-progress"]) == 0
+
+    def p_normal(*extra) -> float:
+        out_csv = tmp_path / "rows.csv"
+        assert main(["classify", str(films[0]), "--bundle", str(b), "--csv", str(out_csv), "--no-progress",
+                     *extra]) == 0
+        with open(out_csv, newline="") as fh:
+            return float(next(csv.DictReader(fh))["p_normal"])
+
+    default, fp32, int8 = p_normal(), p_normal("--format", "onnx_fp32"), p_normal("--format", "onnx_int8")
+    assert default == int8 != fp32  # the bundle's first choice is INT8; --format takes the other one
     assert main(["classify", str(films[0]), "--bundle", str(b), "--format", "tflite_int8", "--no-progress"]) == 2
     assert "no tflite_int8 artifact" in capsys.readouterr().err
+    # serve: a format the bundle lacks is refused before anything listens
+    assert main(["serve", "--bundle", str(b), "--format", "tflite_int8", "--host", "127.0.0.1", "--port", "0",
+                 "--data-dir", str(tmp_path / "data")]) == 2
+    assert "no tflite_int8 artifact" in capsys.readouterr().err
+    with pytest.raises(B.BundleError, match="is onnx_fp32, not onnx_int8"):  # a bare file must be what is asked
+        B.resolve(b / "model_onnx_fp32.onnx", fmt="onnx_int8")
+
     from edge_runtime.classifier import Classifier
     from edge_runtime.web.app import create_app
 
     clf = Classifier.from_bundle(b, fmt="onnx_fp32")
     health = create_app(clf, tmp_path / "data", {"HOST": "127.0.0.1"}).test_client().get("/healthz").get_json()
     assert health["model"]["format"] == "onnx_fp32" and health["model"]["backend"] == "onnxruntime"
+
+
+def test_workstation_leaves_out_a_refused_candidate_and_keeps_the_rest(tmp_path, monkeypatch):
+    """A candidate the rule refuses on the workstation (here: its optimised kernels drift) is left out with
+    the reason; the kit keeps the others; when every candidate is refused the first refusal is the error."""
+    b = _two_artifacts(tmp_path / "b")
+    films = _films(tmp_path / "films")
+    real = S.expected_results
+
+    def refuse(fmts):
+        def fake(bundle, backend, samples, *a, fmt=None, **k):
+            if fmt in fmts:
+                raise S.KitError(f"{fmt}: sensitive to rounding")
+            return real(bundle, backend, samples, *a, fmt=fmt, **k)
+        return fake
+
+    monkeypatch.setattr(S, "expected_results", refuse({"onnx_int8"}))
+    e = S.expected_candidates(b, "onnxruntime", films)
+    assert list(e["candidates"]) == ["onnx_fp32"] and e["format"] == "onnx_fp32"  # the top level: first admitted
+    assert "sensitive to rounding" in e["excluded"]["onnx_int8"]
+    monkeypatch.setattr(S, "expected_results", refuse({"onnx_int8", "onnx_fp32"}))
+    with pytest.raises(S.KitError, match="onnx_int8: sensitive to rounding"):
+        S.expected_candidates(b, "onnxruntime", films)
+
+
+def test_a_candidate_that_does_not_load_fails_the_install(tmp_path, capsys):
+    b = _two_artifacts(tmp_path / "b")
+    exp, bundle = _installed(tmp_path, b, _films(tmp_path / "films"))
+    (b / "model_onnx_fp32.onnx").write_bytes(b"not an onnx model")  # replaced after the workstation's checks
+    B.write_sums(b)  # ... and signed again, so only loading it can tell
+    st = _selftest_module()
+    assert st.main(["--bundle", str(bundle), "--expected", str(exp)]) == 1
+    err = capsys.readouterr().err
+    assert "self-test FAILED" in err and "onnx_fp32: " in err and "model_onnx_fp32.onnx" in err

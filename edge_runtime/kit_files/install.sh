@@ -39,7 +39,8 @@ usage: $0 [--prefix DIR] [--data-dir DIR] [--user NAME] [--host ADDR] [--port N]
   --port N          port (default $PORT)
   --python PY       the Python $KIT_PYTHON interpreter (default $PYTHON)
   --no-service      do not create the user or the systemd service (no root needed with --prefix)
-  --skip-selftest   do not run the self-test (not recommended)
+  --skip-selftest   do not run the self-test (not recommended): no device check and no timing; the
+                    service serves the first artifact the workstation's checks admitted
   --strict-selftest accept no INT8 kernel drift beyond the tolerance: an artifact that drifts is not
                     served, and the install fails when no candidate is left (default: drift up to the
                     limit recorded in the kit is accepted and reported)
@@ -132,6 +133,12 @@ if [ "$SELFTEST" = 1 ]; then
         || die "the self-test wrote no readable choice ($PREFIX/selftest/choice.json)"
     [ -n "$FORMAT" ] && echo "    serving $FORMAT (chosen on this device: $PREFIX/selftest/choice.json)"
 fi
+if [ "$SELFTEST" = 0 ]; then
+    # no timing without the self-test: serve the first candidate the workstation admitted (never one it left out)
+    FORMAT="$("$VPY" -I -c 'import json, sys; print(json.load(open(sys.argv[1])).get("format") or "")' "$PREFIX/selftest/expected.json")" \
+        || die "cannot read $PREFIX/selftest/expected.json"
+fi
+case "$FORMAT" in *[!a-z0-9_]*) die "the self-test chose an invalid artifact name: '$FORMAT'" ;; esac
 FORMAT_ARG=""
 [ -n "$FORMAT" ] && FORMAT_ARG="--format $FORMAT "
 
@@ -184,7 +191,7 @@ if [ "$SERVICE" = 1 ]; then
     echo
     echo "Installed. The screening page: http://$URL_HOST:$PORT/  (on this device: http://localhost:$PORT/)"
     echo "Service: systemctl status $SVC_NAME; logs: journalctl -u $SVC_NAME; self-test again:"
-    echo "  $VPY -I $PREFIX/selftest/selftest.py --bundle $PREFIX/bundle --expected $PREFIX/selftest/expected.json"
+    echo "  $VPY -I $PREFIX/selftest/selftest.py --bundle $PREFIX/bundle --expected $PREFIX/selftest/expected.json --choice FILE"
 else
     echo
     echo "Installed to $PREFIX (no service). Start the page with:"

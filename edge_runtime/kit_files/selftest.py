@@ -11,12 +11,13 @@ Two checks per image (the rule is printed first; ``edge_runtime.kit_selftest.jud
   are compared with the workstation's (tolerance recorded in expected.json, 1e-3 by default). Optimised INT8
   kernels round differently on ARM and x86: when the exact check passes, a larger difference (or another
   decision) up to the drift limit recorded in expected.json (0.1 by default) is "kernel drift", accepted
-  and reported; beyond it the install fails (this CPU does not run the validated model closely enough).
+  and reported; beyond it that artifact fails (this CPU does not run it closely enough to the validated one).
   A synthetic demo model records no limit: its drift is reported only. --strict accepts no drift. Without a
   reference (ONNX Runtime, OpenVINO) the production check decides alone.
 A kit may hold several candidate artifacts of its backend (e.g. LiteRT INT8 and FP32): each is checked by
-the same rule; one whose drift this CPU puts beyond the limit is not served (a warning), a reference-kernel
-difference fails the install. The candidates that pass are timed here, interleaved, on the samples, and the
+the same rule; one that fails the production check on this CPU is not served (a warning); one that does not
+load or whose reference kernels differ fails the install (the installation itself is wrong), and so does a
+self-test in which no candidate passes. The candidates that pass are timed here, interleaved, on the samples, and the
 fastest is served (the bundle's first choice unless another is at least the recorded margin, 10%, faster);
 --choice writes that choice, why, and every timing (install.sh passes it to the service as --format).
 Then the web page is started in-process (throw-away data folder) and must answer /healthz and /.
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
         return 1
     if args.choice:
         args.choice.write_text(json.dumps({
-            "format": passed[chosen]["format"], "model": clf.model_path.name, "backend": clf.backend,
+            "format": clf.format, "model": clf.model_path.name, "backend": clf.backend,
             "reason": why, "timings_ms": timings, "num_threads": args.num_threads,
             "not_served": {key: checked[key]["failures"] for key in checked.keys() - passed.keys()},
             "left_out_on_workstation": expected.get("excluded", {}),
@@ -134,6 +135,10 @@ def check(key: str, want_all: dict, args, tol: float, say_rule: bool = True) -> 
         clf = Classifier.from_bundle(args.bundle, backend=want_all["backend"], fmt=want_all.get("format"))
     except BundleError as exc:
         out["failures"].append(f"{key}: {exc}")
+        out["fatal"] = True
+        return out
+    except Exception as exc:  # the backend cannot load the file here: the installation is wrong, say what
+        out["failures"].append(f"{key}: the runtime cannot load it: {type(exc).__name__}: {exc}")
         out["fatal"] = True
         return out
     out["clf"] = clf
