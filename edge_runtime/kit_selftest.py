@@ -61,9 +61,10 @@ def self_test_rule(reference: bool, tolerance: float, drift_limit: float | None)
     if not reference:
         return (f"the probabilities must match the workstation's within {tolerance:g} on every sample "
                 f"(no reference kernels with this backend)")
-    drift = (f"a drift up to {drift_limit:g} is accepted and reported, more fails the install; the kit builder "
-             f"refuses a model whose optimised kernels already drift more than {drift_limit:g} on the "
-             f"workstation (an INT8 model sensitive to rounding: ship its OpenVINO/ONNX artifact or a robust model)"
+    drift = (f"a drift up to {drift_limit:g} is accepted and reported; an artifact that drifts more is not served, "
+             f"and the install fails when no artifact is left; the kit builder leaves out an artifact whose "
+             f"optimised kernels already drift more than {drift_limit:g} on the workstation (an INT8 model "
+             f"sensitive to rounding: ship its FP32, OpenVINO or ONNX artifact, or a robust model)"
              if drift_limit is not None else
              "any drift is reported, not enforced (a synthetic demo model: its numbers mean nothing for a patient)")
     return (f"LiteRT's reference kernels must reproduce the workstation's outputs exactly (|diff| <= {EXACT:g}): "
