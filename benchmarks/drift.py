@@ -32,7 +32,7 @@ def _summary(raw_d: np.ndarray, prob_d: np.ndarray, flips: np.ndarray) -> dict:
 
 def drift(bundle: str | Path, side: str = "val", films: int = 60, progress=print) -> dict:
     """The drift figures of every LiteRT artifact of ``bundle`` (see the module docstring)."""
-    from edge_runtime.bundle import _artifacts, read_status
+    from edge_runtime.bundle import artifacts, read_status
     from edge_runtime.classifier import Classifier
     from edge_runtime.kit_selftest import ReferenceKernels
     from edge_runtime.metadata import ModelMetadata
@@ -50,7 +50,7 @@ def drift(bundle: str | Path, side: str = "val", films: int = 60, progress=print
     idx = np.arange(len(arr.labels)) if films <= 0 else np.linspace(0, len(arr.labels) - 1, min(films, len(arr.labels))).astype(int)
     sources = np.array([arr.samples[i].source for i in idx])
     out = {"bundle": str(bundle), "side": side, "films": int(len(idx)), "formats": {}}
-    for key, path in _artifacts(bundle, status):
+    for key, path in artifacts(bundle, status):
         if F.backend_of(path) != "litert":
             continue
         clf = Classifier.from_bundle(path, num_threads=1)  # the file itself: one that failed parity is measured too

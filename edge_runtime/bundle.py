@@ -137,7 +137,7 @@ class Artifact:
         return recorded or (F.FORMATS[self.key].parent if self.key in F.FORMATS else None)
 
 
-def _artifacts(folder: Path, status: dict) -> list[tuple[str | None, Path]]:
+def artifacts(folder: Path, status: dict) -> list[tuple[str | None, Path]]:
     """(format key, file) of every model file in a bundle folder: bundle.json names each artifact's key and
     file; a folder without one (older or hand-made) is read by the table's file names."""
     listed = {k: folder / r["file"] for k, r in status.get("formats", {}).items()
@@ -164,7 +164,7 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True, f
     if path.is_dir():
         listed = verify_sums(path) if verify else None
         status = read_status(path)
-        found = [(k, f) for k, f in _artifacts(path, status) if listed is None or f.name in listed]  # verified only
+        found = [(k, f) for k, f in artifacts(path, status) if listed is None or f.name in listed]  # verified only
         if not found:
             raise BundleError(f"{path}: no model file ({', '.join(sorted(F.SUFFIX_BACKEND))}) in the bundle")
         failed = set(status.get("failed_formats", []))

@@ -211,7 +211,7 @@ def candidate_formats(bundle: Path, backend: str, formats: list[str] | None = No
     parity check at conversion, the bundle's own first choice first (``bundle.resolve``). ``formats`` narrows
     them (an unknown one, another backend's or a failed one is an error)."""
     from edge_runtime import formats as F
-    from edge_runtime.bundle import BundleError, _artifacts, read_status, resolve
+    from edge_runtime.bundle import BundleError, artifacts, read_status, resolve
 
     bundle = Path(bundle)
     try:
@@ -220,7 +220,7 @@ def candidate_formats(bundle: Path, backend: str, formats: list[str] | None = No
         raise KitError(f"the bundle cannot be used with backend {backend}: {exc}") from exc
     status = read_status(bundle)
     failed = set(status.get("failed_formats", []))
-    mine = [k for k, f in _artifacts(bundle, status) if k and F.backend_of(f) == backend]
+    mine = [k for k, f in artifacts(bundle, status) if k and F.backend_of(f) == backend]
     if formats:
         for k in formats:
             if k not in mine:
