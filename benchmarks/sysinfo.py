@@ -8,29 +8,22 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from edge_runtime.kit_selftest import cpuinfo
+
 PACKAGES = ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime", "onnxruntime", "openvino",
             "tensorflow", "tf-keras")
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    fields = cpuinfo()
+    return next((fields[k] for k in ("model name", "hardware", "cpu model") if fields.get(k)),
+                platform.processor() or platform.machine())
 
 
 def _cpu_family() -> str:
     """The "cpu family" (x86) or "CPU architecture" (ARM) line of /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("cpu family", "cpu architecture")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    fields = cpuinfo()
+    return next((fields[k] for k in ("cpu family", "cpu architecture") if fields.get(k)), "")
 
 
 def _mem_gb() -> float | None:

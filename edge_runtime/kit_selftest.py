@@ -293,6 +293,26 @@ def time_models(models: dict, inputs: list, rounds: int = 12, budget_s: float = 
             for name, t in times.items()}
 
 
+def cpuinfo() -> dict[str, str]:
+    """The fields of /proc/cpuinfo, names lower-cased (one CPU's values; empty where it cannot be read)."""
+    try:
+        lines = [ln.split(":", 1) for ln in Path("/proc/cpuinfo").read_text().splitlines() if ":" in ln]
+    except OSError:
+        return {}
+    return {k.strip().lower(): v.strip() for k, v in lines}
+
+
+def cpu_info() -> dict:
+    """The CPU's model name and the instruction-set features INT8 speed hangs on (recorded beside every
+    timing: absolute times do not carry across CPUs; a CPU without VNNI/dot-product runs INT8 no faster)."""
+    fields = cpuinfo()
+    # x86: "model name"; Raspberry Pi and Jetson kernels: "model" (the board) or "hardware"
+    name = next((fields[k] for k in ("model name", "model", "hardware") if fields.get(k)), _platform.machine())
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+    return {"processor": name, "int8_features": [f for f in wanted if f in flags], "cores": os.cpu_count()}
+
+
 def choose_fastest(timings: dict, first: str, margin: float = MARGIN) -> tuple[str, str]:
     """(the format to serve, why) from ``time_models``' result over the candidates that passed: the fastest,
     unless it is less than ``margin`` faster than the bundle's first choice ``first`` (then ``first``). A

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -51,7 +50,7 @@ def main(argv=None) -> int:
                     help="inference threads while timing, as the service will run (default: the backend's)")
     args = ap.parse_args(argv)
 
-    from edge_runtime.kit_selftest import MARGIN, _model_input, choose_fastest, time_models
+    from edge_runtime.kit_selftest import MARGIN, _model_input, choose_fastest, cpu_info, time_models
 
     expected = json.loads(args.expected.read_text())
     tol = args.tolerance if args.tolerance is not None else float(expected["tolerance"])
@@ -108,7 +107,7 @@ def main(argv=None) -> int:
             "reason": why, "timings_ms": timings, "num_threads": args.num_threads,
             "not_served": {key: checked[key]["failures"] for key in checked.keys() - passed.keys()},
             "left_out_on_workstation": expected.get("excluded", {}),
-            "machine": platform.machine(), **_cpu(), "python": platform.python_version(),
+            "machine": platform.machine(), **cpu_info(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
     c = passed[chosen]
     exact = f"reference kernels exact on {len(c['measured'])} samples, " if c["ref"] else f"{len(c['measured'])} samples, "
@@ -196,21 +195,6 @@ def check(key: str, want_all: dict, args, tol: float, say_rule: bool = True) -> 
         print(f"    {name}: {s.decision} ({got[s.label]:.3f}), {note}, {ms:.0f} ms  {status}")
     out["worst"], out["worst_ref"] = worst, (worst_ref if ref is not None else None)
     return out
-
-
-def _cpu() -> dict:
-    """The CPU's model name and the instruction-set features INT8 speed hangs on (recorded beside every
-    timing: absolute times do not carry across CPUs; a CPU without VNNI/dot-product runs INT8 no faster)."""
-    try:
-        lines = [ln.split(":", 1) for ln in Path("/proc/cpuinfo").read_text().splitlines() if ":" in ln]
-    except OSError:
-        lines = []
-    fields = {k.strip().lower(): v.strip() for k, v in lines}
-    # x86: "model name"; Raspberry Pi and Jetson kernels: "model" (the board) or "hardware"
-    name = next((fields[k] for k in ("model name", "model", "hardware") if fields.get(k)), platform.machine())
-    flags = set((fields.get("flags") or fields.get("features") or "").split())
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
-    return {"processor": name, "int8_features": [f for f in wanted if f in flags], "cores": os.cpu_count()}
 
 
 def web_check(clf) -> str | None:
