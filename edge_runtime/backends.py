@@ -43,6 +43,17 @@ def _split_outputs(outputs):
     return probs, feats
 
 
+def litert_input(detail: dict, image: np.ndarray) -> np.ndarray:
+    """One uint8 (H, W) image as a LiteRT model's input tensor (1, H, W, 1), quantised by the scale and zero
+    point the model itself states when its input is integer."""
+    x = image.reshape(1, *image.shape, 1).astype(np.float32)
+    scale, zp = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.integer):
+        info = np.iinfo(detail["dtype"])
+        x = np.clip(np.round(x / (scale or 1.0) + zp), info.min, info.max)
+    return x.astype(detail["dtype"])
+
+
 class LiteRTBackend(_OneByOne):
     """LiteRT. ``reference_kernels=True``: the portable reference kernels (``OpResolverType.BUILTIN_REF``), which
     give the same bits on every CPU (the kit's self-test compares them with the workstation's); slow."""
@@ -73,13 +84,7 @@ class LiteRTBackend(_OneByOne):
         self.input_dtype = np.dtype(self.inp["dtype"]).name
 
     def run(self, image: np.ndarray):
-        d = self.inp
-        x = image.reshape(1, *image.shape, 1).astype(np.float32)
-        scale, zp = d["quantization"]
-        if np.issubdtype(d["dtype"], np.integer):
-            info = np.iinfo(d["dtype"])
-            x = np.clip(np.round(x / (scale or 1.0) + zp), info.min, info.max)
-        self.interp.set_tensor(d["index"], x.astype(d["dtype"]))
+        self.interp.set_tensor(self.inp["index"], litert_input(self.inp, image))
         self.interp.invoke()
         outs = []
         for o in self.outs:
