@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-frac", type=float, default=0.15, help="share of patients for validation")
     p.add_argument("--test-frac", type=float, default=0.15, help="share of patients for the test set")
     p.add_argument("--split", default=None, help="reuse a saved split.csv instead of making one")
+    p.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="patient-grouped k-fold cross-validation: K folds (dealt by --seed within each label and "
+                        "source); fold --fold is the test side, --val-frac of all patients validate; train one run "
+                        "per fold (--fold 0 .. K-1) and every film is tested exactly once; replaces --test-frac")
+    p.add_argument("--fold", type=int, default=None, metavar="I", help="with --folds: the test fold (0 .. K-1)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
     p.add_argument("--deterministic", action="store_true",
                    help="bit-exact reruns (TensorFlow op determinism); slower on CPU")
@@ -120,6 +125,18 @@ def main(argv=None) -> int:
     if not 0.0 <= args.site_augment <= 1.0:
         print(f"error: --site-augment is a probability in [0, 1], got {args.site_augment}", file=sys.stderr)
         return 2
+    if args.folds or args.fold is not None:
+        if not args.folds or args.fold is None:
+            print("error: cross-validation needs both --folds K and --fold I", file=sys.stderr)
+            return 2
+        if args.split:
+            print("error: --split reuses a saved split; --folds/--fold make one: give one or the other",
+                  file=sys.stderr)
+            return 2
+        if args.folds < 2 or not 0 <= args.fold < args.folds:
+            print(f"error: --fold is 0 to K-1 with --folds K >= 2 (got --folds {args.folds} --fold {args.fold})",
+                  file=sys.stderr)
+            return 2
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     try:
         preprocess = preprocess_from_args(args)
@@ -130,6 +147,7 @@ def main(argv=None) -> int:
                       classes=classes, weights=args.weights, epochs=args.epochs, qat_epochs=args.qat_epochs,
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
+                      folds=args.folds, fold=args.fold or 0,
                       augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout, ema=args.ema,
                       teachers=tuple(args.teacher), distill_weight=args.distill_weight,
                       distill_temperature=args.distill_temperature,

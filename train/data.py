@@ -236,6 +236,48 @@ def split_samples(samples: list[Sample], val_frac: float = 0.15, test_frac: floa
     return parts
 
 
+def fold_split(samples: list[Sample], folds: int, fold: int, val_frac: float = 0.15,
+               seed: int = 0) -> dict[str, list[Sample]]:
+    """Patient-grouped, stratified k-fold cross-validation: fold ``fold`` of ``folds`` is the test side.
+
+    Patients (or groups) are dealt round-robin into ``folds`` folds within each (label, source) stratum of the
+    patient's majority label, after one shuffle by ``seed``; the deal does not depend on ``fold``, so the test
+    sides of folds 0..k-1 partition the data and every film is tested exactly once. Of the other patients,
+    ``val_frac`` of all (per stratum, chosen by ``seed`` and ``fold``) validate and the rest train.
+    """
+    if folds < 2:
+        raise DataError(f"cross-validation needs at least 2 folds, got {folds}")
+    if not 0 <= fold < folds:
+        raise DataError(f"fold {fold} does not exist: folds are numbered 0 to {folds - 1}")
+    if not 0 <= val_frac < 1 - 1 / folds:
+        raise DataError(f"bad validation fraction {val_frac} for {folds} folds (the test fold is 1/{folds})")
+    by_key: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_key[s.split_key].append(s)
+    strata: dict[tuple, list[str]] = defaultdict(list)
+    for key, group in sorted(by_key.items()):
+        label = Counter(s.label for s in group).most_common(1)[0][0]
+        strata[(label, group[0].source)].append(key)
+    deal = np.random.default_rng(seed)
+    pick = np.random.default_rng([seed, fold])
+    parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    offset = 0  # strata start where the last one stopped, so small strata do not all land in fold 0
+    for stratum in sorted(strata):
+        keys = list(strata[stratum])
+        deal.shuffle(keys)
+        test = [k for i, k in enumerate(keys) if (i + offset) % folds == fold]
+        offset = (offset + len(keys)) % folds
+        rest = [k for k in keys if k not in set(test)]
+        pick.shuffle(rest)
+        n_val = int(round(len(keys) * val_frac))
+        if len(rest) >= 2 and val_frac > 0:
+            n_val = max(n_val, 1)
+        for side, chosen in (("test", test), ("val", rest[:n_val]), ("train", rest[n_val:])):
+            for key in chosen:
+                parts[side].extend(by_key[key])
+    return parts
+
+
 SPLIT_COLUMNS = ("path", "label", "source", "patient_id", "group", "split")
 
 

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 # options that describe one run, not a recipe: they stay on the command line
-PER_RUN = frozenset({"data", "out", "split", "teacher", "resume", "redo_qat", "verbose", "recipe", "help"})
+PER_RUN = frozenset({"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe", "help"})
 
 
 def recipe_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:

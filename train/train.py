@@ -62,6 +62,8 @@ class TrainConfig:
     distill_weight: float = 0.5  # share of the teacher in each target (train.distill.soft_targets)
     distill_temperature: float = 2.0  # temperature that softens the teachers' probabilities
     split: str | None = None  # reuse a saved split.csv
+    folds: int = 0  # > 1: patient-grouped k-fold cross-validation (train.data.fold_split); test_frac unused
+    fold: int = 0  # which fold is the test side (0 .. folds - 1)
     resume: bool = False
     redo_qat: bool = False  # keep the run's model_float.keras and split; redo only the QAT phase
     synthetic: bool | None = None  # None: read from the data folder (README/manifest says SYNTHETIC)
@@ -359,9 +361,13 @@ def run(cfg: TrainConfig) -> Path:
         D.check_labels([s for v in parts.values() for s in v], cfg.classes, str(split_file))
     else:
         samples = D.scan(cfg.data, cfg.classes)
-        parts = D.split_samples(samples, cfg.val_frac, cfg.test_frac, cfg.seed)
+        if cfg.folds:
+            parts = D.fold_split(samples, cfg.folds, cfg.fold, cfg.val_frac, cfg.seed)
+        else:
+            parts = D.split_samples(samples, cfg.val_frac, cfg.test_frac, cfg.seed)
     D.save_split(parts, out / "split.csv")
-    log.info("patient-level split (seed %d):\n%s", cfg.seed, D.split_summary(parts))
+    what = f"fold {cfg.fold} of {cfg.folds}, " if cfg.folds else ""
+    log.info("patient-level split (%sseed %d):\n%s", what, cfg.seed, D.split_summary(parts))
     for side in ("train", "val"):
         D.check_labels(parts[side], cfg.classes, f"{side} split")
     pre = cfg.preprocess
@@ -457,7 +463,9 @@ def run(cfg: TrainConfig) -> Path:
         temperature=result["temperature"], thresholds=result["thresholds"],
         metrics={"test": result["deployed_test"], "val": result["deployed_val"],
                  **({"operating_point": result["operating_point"]} if result["operating_point"] else {})},
-        split={"file": "split.csv", "seed": cfg.seed, "val_frac": cfg.val_frac, "test_frac": cfg.test_frac,
+        split={"file": "split.csv", "seed": cfg.seed, "val_frac": cfg.val_frac,
+               "test_frac": 1 / cfg.folds if cfg.folds else cfg.test_frac,
+               **({"folds": cfg.folds, "fold": cfg.fold} if cfg.folds else {}),
                "unit": "patient (or pseudo-patient group)",
                "counts": {k: len(v) for k, v in parts.items()}},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
