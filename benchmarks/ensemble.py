@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here (command, commit, date, CPU)")
     p.add_argument("--title", default="Teacher ensemble", help="the markdown report's title")
     a = p.parse_args(argv)
-    from benchmarks.sysinfo import machine_info
+    from benchmarks.sysinfo import machine_info, report_header
 
     t0 = time.time()
     try:
@@ -125,10 +125,8 @@ def main(argv=None) -> int:
         a.out.write_text(json.dumps(res, indent=2, default=E.jsonable) + "\n")
     if a.md:
         a.md.parent.mkdir(parents=True, exist_ok=True)
-        a.md.write_text(f"# {a.title}\n\n> A screening aid, not a diagnosis. Development data (NIH and TBX11K films).\n\n"
-                        f"- **Command:** `{res['provenance']['command']}`\n- **Commit:** {m['commit']}; "
-                        f"**date:** {m['date']}; **CPU:** {m['cpu']}, {m['cores']} cores\n"
-                        f"- {res['side']} side of the runs' common patient-level split, {res['n']} films; float "
+        a.md.write_text(report_header(a.title, res["provenance"]["command"], m)
+                        + f"- {res['side']} side of the runs' common patient-level split, {res['n']} films; float "
                         f"Keras models (`model_float.keras`); `{ENSEMBLE}` = the mean of their probabilities.\n\n"
                         + table(res) + "\n")
     return 0

@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         p.error("give the bundles in pairs: A0 B0 [A1 B1 ...]")
     if not all_bundles(a.bundles):
         return 2
-    from benchmarks.sysinfo import machine_info
+    from benchmarks.sysinfo import machine_info, report_header
 
     t0 = time.time()
     results = []
@@ -155,9 +155,7 @@ def main(argv=None) -> int:
     print(f"{m['date']}; {m['cpu']}; commit {m['commit']}")
     if a.md:
         a.md.parent.mkdir(parents=True, exist_ok=True)
-        a.md.write_text(f"# {a.title}\n\n> A screening aid, not a diagnosis. Development data (NIH and TBX11K films).\n\n"
-                        f"- **Command:** `{prov['command']}`\n- **Commit:** {m['commit']}; **date:** {m['date']}; "
-                        f"**CPU:** {m['cpu']}, {m['cores']} cores\n\n"
+        a.md.write_text(report_header(a.title, prov["command"], m) + "\n"
                         + "\n\n".join(f"- {line}" for line in head.splitlines()) + "\n\n"
                         "Each pair: two trainings of one seed (one patient-level split) on the same films; B - A "
                         "with the 95% interval of the paired bootstrap (films resampled). The last rows: the mean "

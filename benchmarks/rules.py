@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here")
     a = p.parse_args(argv)
     from benchmarks.paired import all_bundles
-    from benchmarks.sysinfo import machine_info
+    from benchmarks.sysinfo import machine_info, report_header
 
     if not all_bundles(a.bundles):
         return 2
@@ -145,10 +145,8 @@ def main(argv=None) -> int:
     print(f"{m['date']}; {m['cpu']}; commit {m['commit']}")
     if a.md:
         a.md.parent.mkdir(parents=True, exist_ok=True)
-        a.md.write_text("# The decision rule against alternatives (test films; thresholds fitted on validation)\n\n"
-                        "> A screening aid, not a diagnosis. Development data (NIH and TBX11K films).\n\n"
-                        f"- **Command:** `{command}`\n- **Commit:** {m['commit']}; **date:** {m['date']}; "
-                        f"**CPU:** {m['cpu']}, {m['cores']} cores\n\n" + (__doc__ or "").split("\n\n", 1)[1]
+        a.md.write_text(report_header("The decision rule against alternatives (test films; thresholds fitted on "
+                                      "validation)", command, m) + "\n" + (__doc__ or "").split("\n\n", 1)[1]
                         + "\n" + text + "\n")
     return 0
 

@@ -81,6 +81,14 @@ def machine_info() -> dict:
     }
 
 
+def report_header(title: str, command: str, info: dict) -> str:
+    """The opening of a markdown report: title, the screening-aid line, and the command, commit, date and CPU
+    that produced it."""
+    return (f"# {title}\n\n> A screening aid, not a diagnosis. Development data (NIH and TBX11K films).\n\n"
+            f"- **Command:** `{command}`\n- **Commit:** {info['commit']}; **date:** {info['date']}; "
+            f"**CPU:** {info['cpu']}, {info['cores']} cores\n")
+
+
 def describe(info: dict) -> str:
     """One paragraph for the report."""
     v = ", ".join(f"{k} {x}" for k, x in info.get("versions", {}).items())

@@ -205,6 +205,18 @@ def check_labels(samples: list[Sample], classes: tuple[str, ...], where: str = "
 
 
 # --- patient-level stratified split -------------------------------------------------------------------
+def _patient_strata(samples: list[Sample]) -> tuple[dict[str, list[Sample]], dict[tuple, list[str]]]:
+    """Images by patient (or group), and patient keys by stratum: (majority label, source), keys sorted."""
+    by_key: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_key[s.split_key].append(s)
+    strata: dict[tuple, list[str]] = defaultdict(list)
+    for key, group in sorted(by_key.items()):
+        label = Counter(s.label for s in group).most_common(1)[0][0]
+        strata[(label, group[0].source)].append(key)
+    return by_key, strata
+
+
 def split_samples(samples: list[Sample], val_frac: float = 0.15, test_frac: float = 0.15,
                   seed: int = 0) -> dict[str, list[Sample]]:
     """Split by patient (or group), stratified by (label, source) of each patient's majority label.
@@ -213,13 +225,7 @@ def split_samples(samples: list[Sample], val_frac: float = 0.15, test_frac: floa
     """
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise DataError(f"bad split fractions val={val_frac} test={test_frac}")
-    by_key: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
-        by_key[s.split_key].append(s)
-    strata: dict[tuple, list[str]] = defaultdict(list)
-    for key, group in sorted(by_key.items()):
-        label = Counter(s.label for s in group).most_common(1)[0][0]
-        strata[(label, group[0].source)].append(key)
+    by_key, strata = _patient_strata(samples)
     rng = np.random.default_rng(seed)
     parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     for stratum in sorted(strata):
@@ -251,13 +257,7 @@ def fold_split(samples: list[Sample], folds: int, fold: int, val_frac: float = 0
         raise DataError(f"fold {fold} does not exist: folds are numbered 0 to {folds - 1}")
     if not 0 <= val_frac < 1 - 1 / folds:
         raise DataError(f"bad validation fraction {val_frac} for {folds} folds (the test fold is 1/{folds})")
-    by_key: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
-        by_key[s.split_key].append(s)
-    strata: dict[tuple, list[str]] = defaultdict(list)
-    for key, group in sorted(by_key.items()):
-        label = Counter(s.label for s in group).most_common(1)[0][0]
-        strata[(label, group[0].source)].append(key)
+    by_key, strata = _patient_strata(samples)
     deal = np.random.default_rng(seed)
     pick = np.random.default_rng([seed, fold])
     parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
@@ -266,8 +266,8 @@ def fold_split(samples: list[Sample], folds: int, fold: int, val_frac: float = 0
         keys = list(strata[stratum])
         deal.shuffle(keys)
         test = [k for i, k in enumerate(keys) if (i + offset) % folds == fold]
+        rest = [k for i, k in enumerate(keys) if (i + offset) % folds != fold]
         offset = (offset + len(keys)) % folds
-        rest = [k for k in keys if k not in set(test)]
         pick.shuffle(rest)
         n_val = int(round(len(keys) * val_frac))
         if len(rest) >= 2 and val_frac > 0:
