@@ -283,12 +283,19 @@ def refer_rule(y, probs, labels, thresholds: dict) -> dict | None:
     accuracy of the decisions not referred (a TB flag counts as right when the film is TB)."""
     if "refer_below" not in thresholds:
         return None
-    y, probs = np.asarray(y, int), np.asarray(probs, np.float64)
-    decisions = OperatingPoint(tuple(labels), 1.0, dict(thresholds)).decide_batch(probs)
+    decisions = OperatingPoint(tuple(labels), 1.0, dict(thresholds)).decide_batch(np.asarray(probs, np.float64))
+    return rule_figures(y, decisions, labels, thresholds["refer_below"])
+
+
+def rule_figures(y, decisions, labels, refer_below) -> dict:
+    """The refer rule's figures from its decisions (a label or "refer" per film) and the true class indices ``y``:
+    the share referred, the accuracy of the decisions kept, and how many films of each other class were called
+    normal. Decisions of several models (cross-validation folds, each at its own threshold) pool here."""
+    y, decisions = np.asarray(y, int), np.asarray(decisions, dtype=object)
     truth = np.asarray(labels, dtype=object)[y] if len(y) else np.zeros(0, object)
     kept = decisions != REFER
     sick_normal = {f"{c}_called_normal": int(((decisions == "normal") & (truth == c)).sum())
                    for c in labels if c != "normal"} if "normal" in labels else {}
-    return {"refer_below": float(thresholds["refer_below"]), "referred": float((~kept).mean()) if len(y) else float("nan"),
+    return {"refer_below": float(refer_below), "referred": float((~kept).mean()) if len(y) else float("nan"),
             "accuracy_not_referred": float((decisions[kept] == truth[kept]).mean()) if kept.any() else float("nan"),
             **sick_normal}

@@ -1,0 +1,270 @@
+"""``python -m benchmarks.crossval BUNDLE_F0 ... BUNDLE_F{K-1} [--out FILE] [--md FILE]``: a recipe judged by
+patient-grouped k-fold cross-validation, out of fold.
+
+Each bundle comes from one training of ``python -m train ... --folds K --fold I`` (same K, same ``--seed``, same
+data); its deployed artifact (``tflite_int8``; or ``--format``) runs through the device runtime on its own test
+fold, calibrated with its own temperature and decided with its own stored thresholds, exactly as a device would.
+The K test folds partition the films (checked: no film is tested twice), so the pooled outputs score the recipe
+on every film once, each by a model that never trained on it nor chose an epoch on it: ~5x the films of one
+split's test side, hence intervals about half as wide. The report gives
+
+- the pooled out-of-fold figures against issue 16's goals (``benchmarks.default_report.COLUMNS``), with 95%
+  bootstrap intervals (films resampled) on accuracy, the normal-vs-pneumonia AUC within the source holding both
+  and TB-vs-rest AUC;
+- the mean +- sample sd over folds of every figure (how much one split moves it);
+- accuracy per data source, normal vs pneumonia per view position, and the simulated site B per fold.
+
+Pooled AUCs rank films scored by K models on one scale (calibrated probabilities); the per-fold mean does not mix
+models and is shown beside it. Fewer than K bundles are accepted (a study still running) and the report says
+which folds are missing. Rank recipes on these figures, never on one split's test films.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import default_report as R
+from benchmarks.default_figures import bootstrap_figures, manifest_column, pair_auc_by_view
+from benchmarks.paired import PairError, _outputs, all_bundles
+from benchmarks.study import evaluate as E
+from edge_runtime import formats as F
+from edge_runtime import metrics as M
+from edge_runtime import operating_point as OP
+
+
+class FoldError(ValueError):
+    pass
+
+
+@dataclass
+class Fold:
+    """One fold's bundle and its deployed artifact's calibrated outputs on the fold's test films."""
+
+    bundle: Path
+    fold: int
+    folds: int
+    seed: int
+    data_hash: str
+    labels: list
+    files: list
+    y: np.ndarray
+    sources: np.ndarray
+    views: np.ndarray
+    cal: np.ndarray
+    thresholds: dict
+    pneumonia_threshold: float | None
+    parity: float | None
+
+
+def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
+    """Run ``bundle``'s ``fmt`` artifact on its fold's ``side`` films; FoldError when it is not a fold run."""
+    bundle = Path(bundle)
+    status = json.loads((bundle / "bundle.json").read_text())
+    meta_split = json.loads((bundle / "metadata.json").read_text()).get("split") or {}
+    if not meta_split.get("folds"):
+        raise FoldError(f"{bundle} is not a cross-validation fold (its run was not trained with --folds K --fold I)")
+    if not (bundle / F.FORMATS[fmt].filename).is_file():
+        raise FoldError(f"{bundle} has no {fmt} artifact ({F.FORMATS[fmt].filename}); convert with --formats {fmt}")
+    try:
+        arr, cal, meta = _outputs(bundle, side, fmt)
+    except PairError as exc:
+        raise FoldError(str(exc)) from exc
+    pn = (meta.metrics.get("operating_point") or {}).get("pneumonia") or {}
+    return Fold(bundle=bundle, fold=int(meta_split["fold"]), folds=int(meta_split["folds"]),
+                seed=int(meta_split.get("seed", -1)), data_hash=meta.data_hash, labels=list(meta.labels),
+                files=[str(Path(s.path).resolve()) for s in arr.samples], y=np.asarray(arr.labels, int),
+                sources=np.asarray(arr.sources), views=np.asarray(manifest_column(arr.samples)), cal=cal,
+                thresholds=dict(meta.thresholds), pneumonia_threshold=pn.get("threshold"),
+                parity=status.get("formats", {}).get(fmt, {}).get("agreement"))
+
+
+def check_folds(folds: list[Fold]) -> dict:
+    """The folds belong to one cross-validation (same K, seed, data and labels), each once, and their films do
+    not overlap; returns the coverage (which folds are present and missing)."""
+    if not folds:
+        raise FoldError("no folds given")
+    first = folds[0]
+    for f in folds[1:]:
+        for what in ("folds", "seed", "data_hash", "labels"):
+            if getattr(f, what) != getattr(first, what):
+                raise FoldError(f"{f.bundle} and {first.bundle} are not folds of one cross-validation: {what} "
+                                f"{getattr(f, what)!r} vs {getattr(first, what)!r}")
+    seen: dict[int, Path] = {}
+    for f in folds:
+        if f.fold in seen:
+            raise FoldError(f"fold {f.fold} is given twice ({seen[f.fold]} and {f.bundle})")
+        seen[f.fold] = f.bundle
+    owner: dict[str, int] = {}
+    for f in folds:
+        for path in f.files:
+            if path in owner:
+                raise FoldError(f"{path} is a test film of fold {owner[path]} and of fold {f.fold}: not a partition")
+            owner[path] = f.fold
+    missing = sorted(set(range(first.folds)) - set(seen))
+    return {"folds": first.folds, "seed": first.seed, "present": sorted(seen), "missing": missing,
+            "complete": not missing}
+
+
+def _shifted(folds: list[Fold], column: int, key: str) -> np.ndarray | None:
+    """Each fold's score in ``column`` minus its own threshold (``key`` of its thresholds, or its pneumonia
+    point): one pooled threshold of 0 then applies every fold's own rule (IEEE subtraction keeps the sign)."""
+    out = []
+    for f in folds:
+        t = f.pneumonia_threshold if key == "pneumonia" else f.thresholds.get(key)
+        if t is None:
+            return None
+        out.append(f.cal[:, column] - float(t))
+    return np.concatenate(out)
+
+
+def pool(folds: list[Fold], n_boot: int = 1000) -> dict:
+    """The figures of the concatenated out-of-fold outputs, each fold's own operating point applied to its
+    films; in the shape of one ``benchmarks.default_figures`` format row, so ``default_report.COLUMNS`` read it."""
+    labels = folds[0].labels
+    y = np.concatenate([f.y for f in folds])
+    src = np.concatenate([f.sources for f in folds])
+    cal = np.concatenate([f.cal for f in folds])
+    row = E.summarise(y, cal, src, labels, 1.0, None)
+    if E.TB in labels and (s := _shifted(folds, labels.index(E.TB), E.TB)) is not None:
+        sens, spec = M.sens_spec_at(y == labels.index(E.TB), s, 0.0)
+        row["tb_at_threshold"] = {"sensitivity": sens, "specificity": spec,
+                                  "threshold_per_fold": [f.thresholds.get(E.TB) for f in folds]}
+    if {E.NORMAL, E.PNEUMONIA} <= set(labels) and \
+            (s := _shifted(folds, labels.index(E.PNEUMONIA), "pneumonia")) is not None:
+        m = np.isin(y, [labels.index(E.NORMAL), labels.index(E.PNEUMONIA)])
+        sens, spec = M.sens_spec_at(y[m] == labels.index(E.PNEUMONIA), s[m], 0.0)
+        row["pneumonia_at_threshold"] = {"sensitivity": sens, "specificity": spec,
+                                         "threshold_per_fold": [f.pneumonia_threshold for f in folds]}
+    if all("refer_below" in f.thresholds for f in folds):
+        decisions = np.concatenate([OP.OperatingPoint(tuple(labels), 1.0, f.thresholds).decide_batch(f.cal)
+                                    for f in folds])
+        below = [float(f.thresholds["refer_below"]) for f in folds]
+        row["refer_rule"] = OP.rule_figures(y, decisions, labels, float(np.mean(below))) | {"refer_below_per_fold": below}
+    row["pair_auc_by_view"] = pair_auc_by_view(y, cal, src, np.concatenate([f.views for f in folds]), labels)
+    parity = [f.parity for f in folds if f.parity is not None]
+    row["agreement_vs_keras_parent_at_convert"] = float(np.mean(parity)) if parity else None
+    boot = bootstrap_figures(y, {"pooled": cal}, src, labels, n_boot)
+    row["ci95"] = {"n_boot": n_boot, "unit": "film", "pair_source": boot["pair_source"], **boot["ci"]["pooled"]}
+    return row
+
+
+def fold_row(f: Fold) -> dict:
+    """One fold's figures on its own test films (as ``benchmarks.default_figures`` gives them for one bundle)."""
+    row = E.summarise(f.y, f.cal, f.sources, f.labels, 1.0, f.thresholds, f.pneumonia_threshold)
+    row["pair_auc_by_view"] = pair_auc_by_view(f.y, f.cal, f.sources, f.views, f.labels)
+    row["agreement_vs_keras_parent_at_convert"] = f.parity
+    return row
+
+
+def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print) -> dict:
+    folds = []
+    for b in bundles:
+        log(f"fold bundle {b}: running {fmt} on its test films")
+        folds.append(load_fold(Path(b), fmt))
+    folds.sort(key=lambda f: f.fold)
+    coverage = check_folds(folds)
+    out = {"format": fmt, "coverage": coverage, "n": int(sum(len(f.y) for f in folds)),
+           "bundles": {f.fold: str(f.bundle) for f in folds}, "pooled": pool(folds, n_boot),
+           "per_fold": {f.fold: fold_row(f) for f in folds}}
+    if shift and fmt == F.DEPLOYED:
+        for f in folds:
+            log(f"fold {f.fold}: simulated {E.SITE_B}")
+            out["per_fold"][f.fold]["site_shift"] = {E.SITE_B: E.site_shift(f.bundle, "test", (E.SITE_B,))[E.SITE_B]}
+    return out
+
+
+def _pm(values) -> str:
+    m, sd, n = R.mean_sd(values)
+    return "-" if n == 0 else (f"{m:.3f} +- {sd:.3f}" if n > 1 else f"{m:.3f} (one fold)")
+
+
+def table(res: dict) -> str:
+    cov, pooled, per = res["coverage"], res["pooled"], res["per_fold"]
+    rows = [per[k] for k in sorted(per)]
+    lines = [f"{len(cov['present'])} of {cov['folds']} folds (seed {cov['seed']}), {res['n']} films tested once each"
+             + ("" if cov["complete"] else f"; **folds {cov['missing']} missing: not every film is scored yet**"), "",
+             f"| figure | goal | pooled out-of-fold | verdict (pooled) | mean +- sd over folds | per fold "
+             f"({', '.join(str(k) for k in sorted(per))}) |", "|---|---|---|---|---|---|"]
+    for key, label, get, goal, direction in R.COLUMNS:
+        vals = [get(r) for r in rows]
+        v = R._num(get(pooled))
+        g = "-" if goal is None else ((">= " if direction > 0 else "<= ") + f"{goal:g}")
+        verdict = "-" if goal is None else R.verdict(v, float("nan"), goal, direction)
+        lines.append(f"| {label} | {g} | {R._f(v)} | {verdict} | {_pm(vals)} | "
+                     f"{', '.join(R._f(R._num(x)) for x in vals)} |")
+    site = [r.get("site_shift", {}).get(E.SITE_B, {}) for r in rows]
+    if any(site):
+        for what, label in (("accuracy", "accuracy"), ("pair_normals_called_normal", "NIH normals called normal")):
+            vals = [s.get(what) for s in site]
+            lines.append(f"| films {E.SITE_B}: {label} | {'most (> 0.5)' if what != 'accuracy' else '-'} | - | - | "
+                         f"{_pm(vals)} | {', '.join(R._f(R._num(x)) for x in vals)} |")
+    ci = pooled["ci95"]
+    lines += ["", f"Pooled 95% bootstrap intervals ({ci['n_boot']} resamples of films): accuracy "
+                  f"{R._f(ci['accuracy'][0])}-{R._f(ci['accuracy'][1])}, normal-vs-pneumonia AUC within "
+                  f"{ci['pair_source']} {R._f(ci['pair_auc'][0])}-{R._f(ci['pair_auc'][1])}, TB-vs-rest AUC "
+                  f"{R._f(ci['tb_auc'][0])}-{R._f(ci['tb_auc'][1])}.", ""]
+    srcs = sorted(pooled["by_source"])
+    lines += ["| accuracy per source | " + " | ".join(f"{s} (films)" for s in srcs) + " |", "|---|" + "---|" * len(srcs),
+              "| pooled | " + " | ".join(f"{pooled['by_source'][s]['accuracy']:.3f} ({pooled['by_source'][s]['n']})"
+                                        for s in srcs) + " |",
+              "| mean +- sd over folds | " + " | ".join(
+                  _pm([r["by_source"].get(s, {}).get("accuracy") for r in rows]) for s in srcs) + " |"]
+    bv = pooled.get("pair_auc_by_view") or {}
+    if bv.get("by_view"):
+        lines += ["", f"Normal vs pneumonia by view position ({bv['source']}, pooled): " + ", ".join(
+            f"{v} AUC {R._f(R._num(x['auc']))} ({x['normal']} normal, {x['pneumonia']} pneumonia)"
+            for v, x in bv["by_view"].items()) + f"; the view alone (PA scored higher): "
+            f"{R._f(R._num(bv.get('view_alone_auc')))}."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.crossval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundles", nargs="+", type=Path, help="one bundle per fold (python -m convert FOLD_RUN --out ...)")
+    p.add_argument("--format", default=F.DEPLOYED, choices=sorted(F.FORMATS), help="artifact scored")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of films")
+    p.add_argument("--no-shift", action="store_true", help="skip the simulated site B per fold")
+    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    p.add_argument("--md", type=Path, default=None, help="write a markdown report here (with the command, commit, "
+                   "date and CPU)")
+    p.add_argument("--title", default="Cross-validation, out of fold", help="the markdown report's title")
+    a = p.parse_args(argv)
+    if not all_bundles(a.bundles):
+        return 2
+    from benchmarks.sysinfo import machine_info, report_header
+
+    t0 = time.time()
+    try:
+        res = crossval(a.bundles, a.format, a.bootstrap, not a.no_shift,
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except FoldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    m = machine_info()
+    res["provenance"] = {"command": "python -m benchmarks.crossval " + " ".join(
+        str(x) for x in (argv if argv is not None else sys.argv[1:])), "machine": m, "seconds": round(time.time() - t0, 1)}
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(res, indent=2, default=E.jsonable) + "\n")
+    text = table(res)
+    print(text)
+    print(f"{m['date']}; {m['cpu']}; commit {m['commit']}")
+    if a.md:
+        a.md.parent.mkdir(parents=True, exist_ok=True)
+        a.md.write_text(report_header(a.title, res["provenance"]["command"], m) + "\n"
+                        + "\n".join(f"- fold {k}: `{b}` ({res['format']})" for k, b in res["bundles"].items())
+                        + "\n\nEach fold's model scored its own test fold through the device runtime, with its own "
+                        "temperature and thresholds; the pooled column scores all of them at once (verdicts on it), "
+                        "the next two show how much one split moves each figure.\n\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""benchmarks.crossval: out-of-fold figures pooled over the folds of one patient-grouped cross-validation."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks import crossval as CV
+from benchmarks.study import evaluate as E
+from edge_runtime import operating_point as OP
+
+LABELS = ["normal", "pneumonia", "tuberculosis"]
+
+
+def _fold(i, y, cal, tb, refer=0.6, pn=0.5, folds=2, files=None):
+    n = len(y)
+    return CV.Fold(bundle=f"b{i}", fold=i, folds=folds, seed=0, data_hash="h", labels=LABELS,
+                   files=files if files is not None else [f"f{i}-{k}" for k in range(n)], y=np.asarray(y),
+                   sources=np.array(["nih"] * n), views=np.array([""] * n), cal=np.asarray(cal, float),
+                   thresholds={"tuberculosis": tb, "refer_below": refer}, pneumonia_threshold=pn, parity=0.99)
+
+
+def _probs(rng, y):
+    p = rng.dirichlet([1, 1, 1], len(y))
+    p[np.arange(len(y)), y] += rng.uniform(0, 1.5, len(y))
+    return p / p.sum(1, keepdims=True)
+
+
+def test_each_fold_keeps_its_own_thresholds_in_the_pooled_figures():
+    """Pooled rule figures are the per-fold counts added up, each fold decided at its own thresholds, and the
+    threshold-free figures are those of the concatenated outputs."""
+    rng = np.random.default_rng(0)
+    y0, y1 = rng.integers(0, 3, 80), rng.integers(0, 3, 60)
+    f0, f1 = _fold(0, y0, _probs(rng, y0), tb=0.3, refer=0.5, pn=0.2), _fold(1, y1, _probs(rng, y1), tb=0.7,
+                                                                               refer=0.8, pn=0.6)
+    got = CV.pool([f0, f1], n_boot=20)
+    y, cal = np.concatenate([y0, y1]), np.concatenate([f0.cal, f1.cal])
+    assert got["accuracy"] == pytest.approx((cal.argmax(1) == y).mean())
+    tb = [(f.cal[:, 2] >= f.thresholds["tuberculosis"], f.y == 2) for f in (f0, f1)]
+    assert got["tb_at_threshold"]["sensitivity"] == pytest.approx(
+        sum((flag & pos).sum() for flag, pos in tb) / sum(pos.sum() for _, pos in tb))
+    assert got["tb_at_threshold"]["specificity"] == pytest.approx(
+        sum((~flag & ~pos).sum() for flag, pos in tb) / sum((~pos).sum() for _, pos in tb))
+    # one global threshold would give other figures: the per-fold ones are really applied
+    assert got["tb_at_threshold"]["sensitivity"] != OP.tb_at_threshold(y, cal, LABELS, 0.5)["sensitivity"]
+    pn = [OP.pneumonia_at_threshold(f.y, f.cal, LABELS, f.pneumonia_threshold) for f in (f0, f1)]
+    npos = [int((f.y == 1).sum()) for f in (f0, f1)]
+    assert got["pneumonia_at_threshold"]["sensitivity"] == pytest.approx(
+        sum(p["sensitivity"] * k for p, k in zip(pn, npos)) / sum(npos))
+    rules = [OP.refer_rule(f.y, f.cal, LABELS, f.thresholds) for f in (f0, f1)]
+    assert got["refer_rule"]["referred"] == pytest.approx((rules[0]["referred"] * 80 + rules[1]["referred"] * 60) / 140)
+    assert got["refer_rule"]["tuberculosis_called_normal"] == sum(r["tuberculosis_called_normal"] for r in rules)
+    assert got["refer_rule"]["refer_below_per_fold"] == [0.5, 0.8]
+    lo, hi = got["ci95"]["accuracy"]
+    assert lo <= got["accuracy"] <= hi
+
+
+def test_folds_must_partition_the_films_of_one_cross_validation():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 10)
+    p = _probs(rng, y)
+    assert CV.check_folds([_fold(0, y, p, 0.5), _fold(1, y, p, 0.5)])["complete"]
+    cov = CV.check_folds([_fold(1, y, p, 0.5, folds=3)])
+    assert (cov["present"], cov["missing"], cov["complete"]) == ([1], [0, 2], False)
+    with pytest.raises(CV.FoldError, match="given twice"):
+        CV.check_folds([_fold(0, y, p, 0.5), _fold(0, y, p, 0.5)])
+    with pytest.raises(CV.FoldError, match="not a partition"):
+        CV.check_folds([_fold(0, y, p, 0.5, files=["a", "b"]), _fold(1, y, p, 0.5, files=["b"])])
+    with pytest.raises(CV.FoldError, match="folds 3 vs 2"):
+        CV.check_folds([_fold(0, y, p, 0.5), _fold(1, y, p, 0.5, folds=3)])
+    with pytest.raises(CV.FoldError, match="no folds"):
+        CV.check_folds([])
+
+
+def _as_fold(tiny_bundle, tmp_path, fold, folds, keep):
+    """A copy of the tiny bundle posing as fold ``fold`` of ``folds``: its run's split keeps the test films whose
+    index satisfies ``keep`` (the same model on a part of the films; metadata and checksums rewritten)."""
+    from edge_runtime import bundle as B
+
+    status = json.loads((tiny_bundle / "bundle.json").read_text())
+    run = tmp_path / f"run{fold}"
+    run.mkdir()
+    shutil.copy(f"{status['run_dir']}/split.csv", run / "split.csv")
+    lines = (run / "split.csv").read_text().splitlines()
+    test = [i for i, r in enumerate(lines) if r.endswith(",test")]
+    drop = {i for k, i in enumerate(test) if not keep(k)}
+    (run / "split.csv").write_text("\n".join(r for i, r in enumerate(lines) if i not in drop) + "\n")
+    other = shutil.copytree(tiny_bundle, tmp_path / f"fold{fold}")
+    (other / "bundle.json").write_text(json.dumps({**status, "run_dir": str(run)}))
+    meta = json.loads((other / "metadata.json").read_text())
+    meta["split"] = {**meta.get("split", {}), "folds": folds, "fold": fold}
+    (other / "metadata.json").write_text(json.dumps(meta))
+    B.write_sums(other)
+    return other
+
+
+@pytest.mark.slow
+def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tmp_path, capsys):
+    """End to end through the device runtime: the tiny model posing as both folds of a 2-fold CV (its test films
+    dealt between them) scores exactly what it scores on all its test films at once."""
+    from benchmarks.paired import compare
+
+    f0 = _as_fold(tiny_bundle, tmp_path, 0, 2, lambda k: k % 2 == 0)
+    f1 = _as_fold(tiny_bundle, tmp_path, 1, 2, lambda k: k % 2 == 1)
+    md, js = tmp_path / "cv.md", tmp_path / "cv.json"
+    assert CV.main([str(f1), str(f0), "--bootstrap", "30", "--no-shift", "--md", str(md), "--out", str(js)]) == 0
+    res = json.loads(js.read_text())
+    whole = compare(tiny_bundle, tiny_bundle, "test", n_boot=10)
+    assert res["n"] == whole["n"] and res["coverage"]["complete"]
+    assert res["pooled"]["accuracy"] == pytest.approx(whole["figures"]["A"]["accuracy"])
+    assert res["pooled"]["refer_rule"]["referred"] == pytest.approx(whole["rule"]["A"]["referred"])
+    assert res["pooled"]["tb_auc"] == pytest.approx(whole["figures"]["A"]["tb_auc"], nan_ok=True)
+    text = md.read_text()
+    assert "python -m benchmarks.crossval" in text and "**Commit:**" in text and "2 of 2 folds" in text
+    assert "| accuracy | >= 0.88 |" in text
+
+    # the same films twice, or a training that is not a fold, are refused with a clear message
+    assert CV.main([str(f0), str(f0), "--no-shift"]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert CV.main([str(tiny_bundle), "--no-shift"]) == 2
+    assert "not a cross-validation fold" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_missing_fold_is_named_and_site_b_is_scored(tiny_bundle, tmp_path, capsys):
+    f1 = _as_fold(tiny_bundle, tmp_path, 1, 3, lambda k: True)
+    assert CV.main([str(f1), "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 3 folds" in out and "folds [0, 2] missing" in out
+    assert f"films {E.SITE_B}: accuracy" in out
