@@ -117,14 +117,15 @@ def test_epoch_log_line_gives_the_pace_and_time_left_after_a_resume(tmp_path, ca
     assert lines[1].split("| epoch ")[1].startswith("3/3, ") and lines[1].endswith(" each")
 
 
-def test_a_resumed_phase_goes_on_from_its_last_weights(tmp_path):
+@pytest.mark.parametrize("kind", ["npz", "legacy h5"])
+def test_a_resumed_phase_goes_on_from_its_last_weights(tmp_path, kind):
     """A run stopped mid-phase resumes from the weights of its last epoch, not from a fresh initialisation
     (seen on cxr-dev: a float phase resumed at epoch 6 restarted at chance and early-stopped on epoch 4's best).
     With a zero learning rate the resumed epoch cannot change the weights, so they must be the saved ones."""
     import tf_keras
 
     from train import data as D
-    from train.train import TrainConfig, _fit
+    from train.train import TrainConfig, _fit, save_checkpoint
 
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 255, (12, 8, 8), dtype=np.uint8), np.arange(12) % 3
@@ -137,7 +138,10 @@ def test_a_resumed_phase_goes_on_from_its_last_weights(tmp_path):
         return m
 
     saved = model(1)
-    saved.save_weights(tmp_path / "float_last.weights.h5")
+    if kind == "npz":
+        save_checkpoint(saved, tmp_path / "float_last.weights.npz")
+    else:  # a run checkpointed before the .npz checkpoints (tf_keras save_weights) resumes too
+        saved.save_weights(tmp_path / "float_last.weights.h5")
     fresh = model(2)
     assert not np.allclose(fresh.get_weights()[0], saved.get_weights()[0])
     ds = __import__("tensorflow").data.Dataset.from_tensor_slices(
@@ -148,6 +152,25 @@ def test_a_resumed_phase_goes_on_from_its_last_weights(tmp_path):
     np.testing.assert_allclose(out.get_weights()[0], saved.get_weights()[0])
 
 
+def test_a_checkpoint_of_another_model_is_refused_and_a_write_is_atomic(tmp_path):
+    import tf_keras
+
+    from train.train import load_checkpoint, save_checkpoint
+
+    def dense(units):
+        return tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(units)])
+
+    a, b = dense(3), dense(5)
+    save_checkpoint(a, tmp_path / "x.weights.npz")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.weights.npz"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="checkpoint of another model"):
+        load_checkpoint(b, tmp_path / "x.weights.npz")
+    c = dense(3)
+    load_checkpoint(c, tmp_path / "x.weights.npz")
+    for x, y in zip(a.get_weights(), c.get_weights()):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_weight_averaging_keeps_the_averaged_weights_and_resumes_from_the_raw_ones(tmp_path):
     """``--ema``: each step moves the average by (1 - d), d warming up as (1 + n) / (10 + n); the phase keeps the
     averaged weights (scored on validation), while the checkpoint to resume from holds the raw ones."""
@@ -155,7 +178,7 @@ def test_weight_averaging_keeps_the_averaged_weights_and_resumes_from_the_raw_on
     import tf_keras
 
     from train import data as D
-    from train.train import TrainConfig, _ema_class, _fit
+    from train.train import TrainConfig, _ema_class, _fit, load_checkpoint
 
     def model():
         tf_keras.utils.set_random_seed(3)
@@ -194,8 +217,8 @@ def test_weight_averaging_keeps_the_averaged_weights_and_resumes_from_the_raw_on
                tmp_path / "history.csv", {}, ema=0.9)
     kept = out.get_weights()[0]
     last, averaged = model(), model()
-    last.load_weights(tmp_path / "float_last.weights.h5")
-    averaged.load_weights(tmp_path / "float_ema_last.weights.h5")
+    load_checkpoint(last, tmp_path / "float_last.weights.npz")
+    load_checkpoint(averaged, tmp_path / "float_ema_last.weights.npz")
     np.testing.assert_allclose(kept, averaged.get_weights()[0])
     assert not np.allclose(kept, last.get_weights()[0]), "the raw weights were kept, not their average"
     assert not np.allclose(kept, model().get_weights()[0]), "the weights did not move"

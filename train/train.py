@@ -180,6 +180,44 @@ def _ema_class():
     return WeightAverage
 
 
+CKPT = ".weights.npz"  # checkpoints/{phase}_{last,best,ema_last}.weights.npz
+
+
+def save_checkpoint(model, path: Path) -> None:
+    """The model's weights (in ``model.weights`` order) as one .npz, written atomically (a kill mid-write leaves
+    the previous checkpoint whole). tf_keras' ``save_weights`` walks the object graph in Python: seconds per save,
+    most of a tiny model's epoch; this takes milliseconds."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        np.savez(fh, *[w.numpy() for w in model.weights])
+    tmp.replace(path)
+
+
+def load_checkpoint(model, path: Path) -> None:
+    """Weights saved by :func:`save_checkpoint` into ``model``; an older run's ``.weights.h5`` beside it (tf_keras
+    ``save_weights``) when there is no .npz. A checkpoint of another architecture is an error, never a partial load."""
+    path = Path(path)
+    if not path.is_file() and path.name.endswith(CKPT):
+        legacy = path.with_name(path.name[: -len(CKPT)] + ".weights.h5")
+        if legacy.is_file():
+            model.load_weights(legacy)
+            return
+    with np.load(path) as z:
+        arrays = [z[f"arr_{i}"] for i in range(len(z.files))]
+    shapes = [tuple(w.shape) for w in model.weights]
+    if [a.shape for a in arrays] != shapes:
+        raise ValueError(f"{path}: checkpoint of another model ({len(arrays)} arrays, the model has {len(shapes)} "
+                         "weights or other shapes); train into a new --out")
+    model.set_weights(arrays)
+
+
+def has_checkpoint(path: Path) -> bool:
+    path = Path(path)
+    return path.is_file() or (path.name.endswith(CKPT)
+                              and path.with_name(path.name[: -len(CKPT)] + ".weights.h5").is_file())
+
+
 def _callback_class():
     import tf_keras
 
@@ -205,9 +243,9 @@ def _callback_class():
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             if self.ema is not None:  # the raw weights are saved to resume from; the averaged ones are scored
-                self.model.save_weights(self.ckpt_dir / f"{self.phase}_last.weights.h5")
+                save_checkpoint(self.model, self.ckpt_dir / f"{self.phase}_last{CKPT}")
                 self.ema.swap()
-                self.model.save_weights(self.ckpt_dir / f"{self.phase}_ema_last.weights.h5")
+                save_checkpoint(self.model, self.ckpt_dir / f"{self.phase}_ema_last{CKPT}")
             try:
                 self._score(epoch, logs)
             finally:
@@ -222,11 +260,11 @@ def _callback_class():
             improved = auc > self.best + 1e-4
             if improved:
                 self.best, self.wait = auc, 0
-                self.model.save_weights(self.ckpt_dir / f"{self.phase}_best.weights.h5")
+                save_checkpoint(self.model, self.ckpt_dir / f"{self.phase}_best{CKPT}")
             else:
                 self.wait += 1
             if self.ema is None:
-                self.model.save_weights(self.ckpt_dir / f"{self.phase}_last.weights.h5")
+                save_checkpoint(self.model, self.ckpt_dir / f"{self.phase}_last{CKPT}")
             (self.ckpt_dir / "state.json").write_text(json.dumps(
                 {"phase": self.phase, "epoch": epoch, "best": self.best, "wait": self.wait}))
             row = {"phase": self.phase, "epoch": epoch + 1, "seconds": round(secs, 1),
@@ -257,17 +295,17 @@ def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, h
     if start >= epochs:
         log.info("[%s] already complete (%d epochs)", phase, epochs)
     else:
-        last = ckpt_dir / f"{phase}_last.weights.h5"
-        if start > 0 and last.is_file():  # resuming this phase: go on from its last epoch's weights
-            model.load_weights(last)
+        last = ckpt_dir / f"{phase}_last{CKPT}"
+        if start > 0 and has_checkpoint(last):  # resuming this phase: go on from its last epoch's weights
+            load_checkpoint(model, last)
             log.info("[%s] resuming from the weights of epoch %d (the optimiser's moments start afresh)", phase, start)
         average = None
         if ema > 0:
             start_avg = None
-            ema_last = ckpt_dir / f"{phase}_ema_last.weights.h5"
-            if start > 0 and ema_last.is_file():  # the average goes on from where it was
+            ema_last = ckpt_dir / f"{phase}_ema_last{CKPT}"
+            if start > 0 and has_checkpoint(ema_last):  # the average goes on from where it was
                 raw = [w.numpy() for w in model.weights]
-                model.load_weights(ema_last)
+                load_checkpoint(model, ema_last)
                 start_avg = [w.numpy() for w in model.weights]
                 model.set_weights(raw)
             average = _ema_class()(ema, start_avg)
@@ -281,9 +319,9 @@ def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, h
                       verbose=cfg.verbose if cfg.verbose < 2 else 0,
                       callbacks=[tf_keras.callbacks.LearningRateScheduler(_cosine(lr, epochs))]
                       + ([average] if average is not None else []) + [monitor])
-    best = ckpt_dir / f"{phase}_best.weights.h5"
-    if best.exists():
-        model.load_weights(best)
+    best = ckpt_dir / f"{phase}_best{CKPT}"
+    if has_checkpoint(best):
+        load_checkpoint(model, best)
     return model
 
 
@@ -305,7 +343,7 @@ def _prepare_redo_qat(cfg: TrainConfig, out: Path, ckpt_dir: Path, history: Path
         raise SystemExit(f"{out}: cannot redo QAT without {', '.join(missing)} (train the run first)")
     if cfg.qat_epochs <= 0:
         raise SystemExit("--redo-qat needs --qat-epochs > 0")
-    for f in ("qat_best.weights.h5", "qat_last.weights.h5", "state.json"):
+    for f in (f"qat_best{CKPT}", f"qat_last{CKPT}", "qat_best.weights.h5", "qat_last.weights.h5", "state.json"):
         (ckpt_dir / f).unlink(missing_ok=True)
     if history.is_file():
         with history.open(newline="") as fh:
@@ -433,7 +471,7 @@ def run(cfg: TrainConfig) -> Path:
         float_model = _fit(float_model, "float", train_ds, arrays["val"], cfg.epochs, cfg.lr, cfg, class_weight,
                            ckpt_dir, history, state, ema=cfg.ema)
     else:
-        float_model.load_weights(ckpt_dir / "float_best.weights.h5")
+        load_checkpoint(float_model, ckpt_dir / f"float_best{CKPT}")
     if not cfg.redo_qat:
         float_model.save(out / "model_float.keras")
 
