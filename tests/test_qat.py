@@ -60,7 +60,13 @@ def test_int8_file_sees_every_grey_level_as_the_qat_model_does(tiny_float, tmp_p
     qat.calibrate_ranges(q, tiny_float, [_images(16)])
     q.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     q.fit(_images(16), np.zeros(16), epochs=1, verbose=0)  # sets the input quantiser's [0, 255]
-    conv = tf.lite.TFLiteConverter.from_keras_model(q)
+    # the light SavedModel convert.export writes (variables and one serving function): from_keras_model traces
+    # every layer's call variants of a QAT model, minutes here
+    mod = tf.Module()
+    mod.vars = list(q.variables)
+    mod.serve = tf.function(lambda x: q(x, training=False), input_signature=[tf.TensorSpec([1, 32, 32, 1], tf.float32)])
+    tf.saved_model.save(mod, str(tmp_path / "sm"), signatures=mod.serve.get_concrete_function())
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([x[None]] for x in _images(16, seed=3))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
