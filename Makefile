@@ -79,22 +79,23 @@ model: setup
 # (every film tested exactly once over the FOLDS trainings), each converted to LiteRT INT8 (and FP32), then the
 # out-of-fold report against issue 16's goals (benchmarks.crossval: CV_OUT/report.md and crossval.json). About
 # FOLDS hours on 2 cores; rerun to resume (finished folds are kept, an interrupted one continues). TRAIN_FLAGS
-# adds options to every fold's training (e.g. TRAIN_FLAGS="--ema 0.99" for a lever's CV).
+# adds options to every fold's training (e.g. TRAIN_FLAGS="--ema 0.99" for a lever's CV): give each recipe its
+# own CV_OUT (the report refuses folds of two recipes).
 FOLDS   ?= 5
 CV_SEED ?= 0
 CV_OUT  ?= runs/cv
 cv: setup
 	@for i in $$(seq 0 $$(($(FOLDS) - 1))); do \
 	  run=$(CV_OUT)/fold$$i; \
-	  if [ ! -f $$run/metadata.json ]; then \
-	    resume=""; [ -d $$run ] && resume=--resume; \
+	  if [ ! -f "$$run/metadata.json" ]; then \
+	    resume=""; [ -d "$$run" ] && resume=--resume; \
 	    echo "== fold $$i of $(FOLDS): training $$run $$resume"; \
-	    $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $$run --seed $(CV_SEED) --folds $(FOLDS) --fold $$i \
+	    $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out "$$run" --seed $(CV_SEED) --folds $(FOLDS) --fold $$i \
 	      $$resume $(TRAIN_FLAGS) || exit 1; \
 	  fi; \
-	  if [ ! -f $$run-bundle/bundle.json ]; then \
+	  if [ ! -f "$$run-bundle/bundle.json" ] || [ "$$run/metadata.json" -nt "$$run-bundle/bundle.json" ]; then \
 	    echo "== fold $$i of $(FOLDS): converting"; \
-	    $(PY) -m convert $$run --formats tflite_int8,tflite_fp32 --out $$run-bundle --force || [ $$? -eq 3 ] || exit 1; \
+	    $(PY) -m convert "$$run" --formats tflite_int8,tflite_fp32 --out "$$run-bundle" --force || [ $$? -eq 3 ] || exit 1; \
 	  fi; \
 	done
 	$(PY) -m benchmarks.crossval $(CV_OUT)/fold*-bundle --out $(CV_OUT)/crossval.json --md $(CV_OUT)/report.md

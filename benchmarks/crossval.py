@@ -6,11 +6,12 @@ data); its deployed artifact (``tflite_int8``; or ``--format``) runs through the
 fold, calibrated with its own temperature and decided with its own stored thresholds, exactly as a device would.
 The K test folds partition the films (checked: no film is tested twice), so the pooled outputs score the recipe
 on every film once, each by a model that never trained on it nor chose an epoch on it: ~5x the films of one
-split's test side, hence intervals about half as wide. The report gives
+split's test side. The folds must come from one recipe (``train_config.json`` of each run, less its per-run
+options): folds of two recipes are refused, never pooled. The report gives
 
 - the pooled out-of-fold figures against issue 16's goals (``benchmarks.default_report.COLUMNS``), with 95%
-  bootstrap intervals (films resampled) on accuracy, the normal-vs-pneumonia AUC within the source holding both
-  and TB-vs-rest AUC;
+  bootstrap intervals (patients resampled, each with all their films) on accuracy, the normal-vs-pneumonia AUC
+  within the source holding both and TB-vs-rest AUC; a goal inside its interval is not settled;
 - the mean +- sample sd over folds of every figure (how much one split moves it);
 - accuracy per data source, normal vs pneumonia per view position, and the simulated site B per fold.
 
@@ -60,6 +61,21 @@ class Fold:
     thresholds: dict
     pneumonia_threshold: float | None
     parity: float | None
+    patients: np.ndarray = None
+    recipe: dict = None  # the run's train_config.json less its per-run options: one recipe per cross-validation
+
+
+PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
+                  "wall_seconds", "model_version"}  # differ between folds of one recipe
+
+
+def recipe_of(run: Path) -> dict:
+    """The training options of ``run`` that make its recipe (``train_config.json`` less the per-run ones)."""
+    try:
+        cfg = json.loads((Path(run) / "train_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise FoldError(f"{run}: no readable train_config.json, so its recipe is unknown ({exc})") from exc
+    return {k: v for k, v in sorted(cfg.items()) if k not in PER_RUN_CONFIG}
 
 
 def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
@@ -76,12 +92,14 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
     except PairError as exc:
         raise FoldError(str(exc)) from exc
     pn = (meta.metrics.get("operating_point") or {}).get("pneumonia") or {}
+    run = Path(status.get("run_dir", ""))
     return Fold(bundle=bundle, fold=int(meta_split["fold"]), folds=int(meta_split["folds"]),
                 seed=int(meta_split.get("seed", -1)), data_hash=meta.data_hash, labels=list(meta.labels),
                 files=[str(Path(s.path).resolve()) for s in arr.samples], y=np.asarray(arr.labels, int),
                 sources=np.asarray(arr.sources), views=np.asarray(manifest_column(arr.samples)), cal=cal,
                 thresholds=dict(meta.thresholds), pneumonia_threshold=pn.get("threshold"),
-                parity=status.get("formats", {}).get(fmt, {}).get("agreement"))
+                parity=status.get("formats", {}).get(fmt, {}).get("agreement"),
+                patients=np.asarray([s.patient_id or s.path for s in arr.samples]), recipe=recipe_of(run))
 
 
 def check_folds(folds: list[Fold]) -> dict:
@@ -95,6 +113,11 @@ def check_folds(folds: list[Fold]) -> dict:
             if getattr(f, what) != getattr(first, what):
                 raise FoldError(f"{f.bundle} and {first.bundle} are not folds of one cross-validation: {what} "
                                 f"{getattr(f, what)!r} vs {getattr(first, what)!r}")
+        if f.recipe != first.recipe:
+            diff = sorted(k for k in set(f.recipe or {}) | set(first.recipe or {})
+                          if (f.recipe or {}).get(k) != (first.recipe or {}).get(k))
+            raise FoldError(f"{f.bundle} and {first.bundle} were trained with different recipes (differ in "
+                            f"{', '.join(diff)}): give each recipe its own CV_OUT")
     seen: dict[int, Path] = {}
     for f in folds:
         if f.fold in seen:
@@ -131,6 +154,10 @@ def pool(folds: list[Fold], n_boot: int = 1000) -> dict:
     src = np.concatenate([f.sources for f in folds])
     cal = np.concatenate([f.cal for f in folds])
     row = E.summarise(y, cal, src, labels, 1.0, None)
+    row.pop("ece_raw", None)  # the outputs are calibrated already: only ``ece`` means something here
+    missing = {k: [f.fold for f in folds if (f.pneumonia_threshold if k == "pneumonia" else f.thresholds.get(k)) is None]
+               for k in (E.TB, "refer_below", "pneumonia")}
+    row["folds_without_threshold"] = {k: v for k, v in missing.items() if v}
     if E.TB in labels and (s := _shifted(folds, labels.index(E.TB), E.TB)) is not None:
         sens, spec = M.sens_spec_at(y == labels.index(E.TB), s, 0.0)
         row["tb_at_threshold"] = {"sensitivity": sens, "specificity": spec,
@@ -145,18 +172,23 @@ def pool(folds: list[Fold], n_boot: int = 1000) -> dict:
         decisions = np.concatenate([OP.OperatingPoint(tuple(labels), 1.0, f.thresholds).decide_batch(f.cal)
                                     for f in folds])
         below = [float(f.thresholds["refer_below"]) for f in folds]
-        row["refer_rule"] = OP.rule_figures(y, decisions, labels, float(np.mean(below))) | {"refer_below_per_fold": below}
+        row["refer_rule"] = OP.rule_figures(y, decisions, labels, float("nan")) | {"refer_below": None,
+                                                                                  "refer_below_per_fold": below}
     row["pair_auc_by_view"] = pair_auc_by_view(y, cal, src, np.concatenate([f.views for f in folds]), labels)
     parity = [f.parity for f in folds if f.parity is not None]
     row["agreement_vs_keras_parent_at_convert"] = float(np.mean(parity)) if parity else None
-    boot = bootstrap_figures(y, {"pooled": cal}, src, labels, n_boot)
-    row["ci95"] = {"n_boot": n_boot, "unit": "film", "pair_source": boot["pair_source"], **boot["ci"]["pooled"]}
+    patients = np.concatenate([f.patients if f.patients is not None else np.arange(len(f.y)).astype(str)
+                               for f in folds])
+    boot = bootstrap_figures(y, {"pooled": cal}, src, labels, n_boot, groups=patients)
+    row["ci95"] = {"n_boot": n_boot, "unit": boot["unit"], "patients": int(len(set(patients.tolist()))),
+                   "pair_source": boot["pair_source"], **boot["ci"]["pooled"]}
     return row
 
 
 def fold_row(f: Fold) -> dict:
     """One fold's figures on its own test films (as ``benchmarks.default_figures`` gives them for one bundle)."""
     row = E.summarise(f.y, f.cal, f.sources, f.labels, 1.0, f.thresholds, f.pneumonia_threshold)
+    row.pop("ece_raw", None)
     row["pair_auc_by_view"] = pair_auc_by_view(f.y, f.cal, f.sources, f.views, f.labels)
     row["agreement_vs_keras_parent_at_convert"] = f.parity
     return row
@@ -169,7 +201,7 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
         folds.append(load_fold(Path(b), fmt))
     folds.sort(key=lambda f: f.fold)
     coverage = check_folds(folds)
-    out = {"format": fmt, "coverage": coverage, "n": int(sum(len(f.y) for f in folds)),
+    out = {"format": fmt, "coverage": coverage, "recipe": folds[0].recipe, "n": int(sum(len(f.y) for f in folds)),
            "bundles": {f.fold: str(f.bundle) for f in folds}, "pooled": pool(folds, n_boot),
            "per_fold": {f.fold: fold_row(f) for f in folds}}
     if shift and fmt == F.DEPLOYED:
@@ -189,6 +221,11 @@ def table(res: dict) -> str:
     rows = [per[k] for k in sorted(per)]
     lines = [f"{len(cov['present'])} of {cov['folds']} folds (seed {cov['seed']}), {res['n']} films tested once each"
              + ("" if cov["complete"] else f"; **folds {cov['missing']} missing: not every film is scored yet**"), "",
+             "Recipe (each fold's train_config.json less its per-run options): " + ", ".join(
+                 f"{k} {json.dumps(v, default=str)}" for k, v in (res.get("recipe") or {}).items()), "",
+             *([f"Folds without a stored threshold (the pooled figure needing it is not given): " + "; ".join(
+                 f"{k}: folds {v}" for k, v in pooled["folds_without_threshold"].items()), ""]
+               if pooled.get("folds_without_threshold") else []),
              f"| figure | goal | pooled out-of-fold | verdict (pooled) | mean +- sd over folds | per fold "
              f"({', '.join(str(k) for k in sorted(per))}) |", "|---|---|---|---|---|---|"]
     for key, label, get, goal, direction in R.COLUMNS:
@@ -196,6 +233,9 @@ def table(res: dict) -> str:
         v = R._num(get(pooled))
         g = "-" if goal is None else ((">= " if direction > 0 else "<= ") + f"{goal:g}")
         verdict = "-" if goal is None else R.verdict(v, float("nan"), goal, direction)
+        ci = pooled.get("ci95", {}).get(key)
+        if goal is not None and ci and np.isfinite(ci).all() and ci[0] <= goal <= ci[1]:
+            verdict += " (goal inside the 95% interval: not settled)"
         lines.append(f"| {label} | {g} | {R._f(v)} | {verdict} | {_pm(vals)} | "
                      f"{', '.join(R._f(R._num(x)) for x in vals)} |")
     site = [r.get("site_shift", {}).get(E.SITE_B, {}) for r in rows]
@@ -205,7 +245,8 @@ def table(res: dict) -> str:
             lines.append(f"| films {E.SITE_B}: {label} | {'most (> 0.5)' if what != 'accuracy' else '-'} | - | - | "
                          f"{_pm(vals)} | {', '.join(R._f(R._num(x)) for x in vals)} |")
     ci = pooled["ci95"]
-    lines += ["", f"Pooled 95% bootstrap intervals ({ci['n_boot']} resamples of films): accuracy "
+    lines += ["", f"Pooled 95% bootstrap intervals ({ci['n_boot']} resamples of the {ci.get('patients', '?')} "
+                  f"{ci['unit']}s, each with all their films): accuracy "
                   f"{R._f(ci['accuracy'][0])}-{R._f(ci['accuracy'][1])}, normal-vs-pneumonia AUC within "
                   f"{ci['pair_source']} {R._f(ci['pair_auc'][0])}-{R._f(ci['pair_auc'][1])}, TB-vs-rest AUC "
                   f"{R._f(ci['tb_auc'][0])}-{R._f(ci['tb_auc'][1])}.", ""]
@@ -229,7 +270,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundles", nargs="+", type=Path, help="one bundle per fold (python -m convert FOLD_RUN --out ...)")
     p.add_argument("--format", default=F.DEPLOYED, choices=sorted(F.FORMATS), help="artifact scored")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of films")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients")
     p.add_argument("--no-shift", action="store_true", help="skip the simulated site B per fold")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here (with the command, commit, "

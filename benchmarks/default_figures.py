@@ -38,14 +38,24 @@ def bootstrap_ci(y, raw, sources, labels, temperature: float = 1.0, n: int = 100
 FIGURES = ("accuracy", "pair_auc", "tb_auc")
 
 
-def bootstrap_figures(y, probs: dict, sources, labels, n: int = 1000, seed: int = 0, pairs=()) -> dict:
+def bootstrap_figures(y, probs: dict, sources, labels, n: int = 1000, seed: int = 0, pairs=(), groups=None) -> dict:
     """95% percentile intervals of accuracy, the normal-vs-pneumonia AUC within the source that holds both
     classes and the TB-vs-rest AUC for each entry of ``probs`` ({name: (N, K) probabilities of the same films}),
     resampling films with replacement; the same resamples serve every entry, so ``pairs`` ((a, b), ...) also get
-    intervals of the paired difference a - b."""
+    intervals of the paired difference a - b. ``groups`` (one patient id per film): resample patients, each with
+    all their films (films of one patient are not independent; the intervals widen accordingly)."""
     y, sources = np.asarray(y), np.asarray(sources)
     pair = E.pair_source(y, sources, labels)
     rng = np.random.default_rng(seed)
+    if groups is not None:
+        _, gid = np.unique(np.asarray(groups), return_inverse=True)
+        members = np.split(np.argsort(gid, kind="stable"), np.cumsum(np.bincount(gid))[:-1])
+
+        def draw():
+            return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+    else:
+        def draw():
+            return rng.integers(0, len(y), len(y))
 
     def one(p, i):
         nih = i[sources[i] == pair]
@@ -55,7 +65,7 @@ def bootstrap_figures(y, probs: dict, sources, labels, n: int = 1000, seed: int 
     draws = {k: {f: [] for f in FIGURES} for k in probs}
     deltas = {f"{a} - {b}": {f: [] for f in FIGURES} for a, b in pairs}
     for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
+        i = draw()
         got = {k: one(np.asarray(p), i) for k, p in probs.items()}
         for k, g in got.items():
             for f in FIGURES:
@@ -68,7 +78,7 @@ def bootstrap_figures(y, probs: dict, sources, labels, n: int = 1000, seed: int 
         v = [x for x in v if not np.isnan(x)]
         return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
 
-    return {"n_boot": n, "unit": "film", "pair_source": pair,
+    return {"n_boot": n, "unit": "film" if groups is None else "patient", "pair_source": pair,
             "ci": {k: {f: ci(v) for f, v in d.items()} for k, d in draws.items()},
             "delta": {k: {f: ci(v) for f, v in d.items()} for k, d in deltas.items()}}
 

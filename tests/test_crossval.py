@@ -70,6 +70,25 @@ def test_folds_must_partition_the_films_of_one_cross_validation():
         CV.check_folds([_fold(0, y, p, 0.5), _fold(1, y, p, 0.5, folds=3)])
     with pytest.raises(CV.FoldError, match="no folds"):
         CV.check_folds([])
+    a, b = _fold(0, y, p, 0.5), _fold(1, y, p, 0.5)
+    a.recipe, b.recipe = {"lr": 1e-3, "model": "mobilenet_v2"}, {"lr": 3e-4, "model": "mobilenet_v2"}
+    with pytest.raises(CV.FoldError, match=r"different recipes \(differ in lr\)"):
+        CV.check_folds([a, b])
+
+
+def test_intervals_resample_patients_with_all_their_films():
+    """Films of one patient move together: two patients of three films each, one read right and one wrong, can
+    only give resampled accuracies of 0, 1/2 or 1; resampling films would give sixths."""
+    from benchmarks.default_figures import bootstrap_figures
+
+    y = np.zeros(6, int)
+    probs = np.array([[0.9, 0.05, 0.05]] * 3 + [[0.1, 0.8, 0.1]] * 3)
+    src = np.array(["nih"] * 6)
+    grouped = bootstrap_figures(y, {"m": probs}, src, LABELS, 300, groups=["a"] * 3 + ["b"] * 3)
+    assert grouped["unit"] == "patient"
+    assert set(grouped["ci"]["m"]["accuracy"]) <= {0.0, 0.5, 1.0}
+    films = bootstrap_figures(y, {"m": probs}, src, LABELS, 300)
+    assert films["unit"] == "film" and not set(films["ci"]["m"]["accuracy"]) <= {0.0, 0.5, 1.0}
 
 
 def _as_fold(tiny_bundle, tmp_path, fold, folds, keep):
@@ -80,7 +99,8 @@ def _as_fold(tiny_bundle, tmp_path, fold, folds, keep):
     status = json.loads((tiny_bundle / "bundle.json").read_text())
     run = tmp_path / f"run{fold}"
     run.mkdir()
-    shutil.copy(f"{status['run_dir']}/split.csv", run / "split.csv")
+    for name in ("split.csv", "train_config.json"):
+        shutil.copy(f"{status['run_dir']}/{name}", run / name)
     lines = (run / "split.csv").read_text().splitlines()
     test = [i for i, r in enumerate(lines) if r.endswith(",test")]
     drop = {i for k, i in enumerate(test) if not keep(k)}

@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -191,6 +192,8 @@ def save_checkpoint(model, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as fh:
         np.savez(fh, *[w.numpy() for w in model.weights])
+        fh.flush()
+        os.fsync(fh.fileno())
     tmp.replace(path)
 
 
@@ -508,8 +511,8 @@ def run(cfg: TrainConfig) -> Path:
                "counts": {k: len(v) for k, v in parts.items()}},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    meta.save(out / "metadata.json")
     cfg_dict = asdict(cfg)
     cfg_dict["wall_seconds"] = round(time.time() - t_start, 1)
     (out / "train_config.json").write_text(json.dumps(cfg_dict, indent=2, default=str) + "\n")
+    meta.save(out / "metadata.json")  # last: a finished run is one with metadata.json (make cv's marker)
     return out
