@@ -95,16 +95,15 @@ def _as_fold(tiny_bundle, tmp_path, fold, folds, keep):
     """A copy of the tiny bundle posing as fold ``fold`` of ``folds``: its run's split keeps the test films whose
     index satisfies ``keep`` (the same model on a part of the films; metadata and checksums rewritten)."""
     from edge_runtime import bundle as B
+    from train import data as D
 
     status = json.loads((tiny_bundle / "bundle.json").read_text())
     run = tmp_path / f"run{fold}"
     run.mkdir()
-    for name in ("split.csv", "train_config.json"):
-        shutil.copy(f"{status['run_dir']}/{name}", run / name)
-    lines = (run / "split.csv").read_text().splitlines()
-    test = [i for i, r in enumerate(lines) if r.endswith(",test")]
-    drop = {i for k, i in enumerate(test) if not keep(k)}
-    (run / "split.csv").write_text("\n".join(r for i, r in enumerate(lines) if i not in drop) + "\n")
+    shutil.copy(f"{status['run_dir']}/train_config.json", run / "train_config.json")
+    parts = D.load_split(f"{status['run_dir']}/split.csv")
+    parts["test"] = [x for k, x in enumerate(parts["test"]) if keep(k)]
+    D.save_split(parts, run / "split.csv")  # paths rewritten relative to the new folder
     other = shutil.copytree(tiny_bundle, tmp_path / f"fold{fold}")
     (other / "bundle.json").write_text(json.dumps({**status, "run_dir": str(run)}))
     meta = json.loads((other / "metadata.json").read_text())
