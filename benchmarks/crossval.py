@@ -223,7 +223,7 @@ def table(res: dict) -> str:
              + ("" if cov["complete"] else f"; **folds {cov['missing']} missing: not every film is scored yet**"), "",
              "Recipe (each fold's train_config.json less its per-run options): " + ", ".join(
                  f"{k} {json.dumps(v, default=str)}" for k, v in (res.get("recipe") or {}).items()), "",
-             *([f"Folds without a stored threshold (the pooled figure needing it is not given): " + "; ".join(
+             *(["Folds without a stored threshold (the pooled figure needing it is not given): " + "; ".join(
                  f"{k}: folds {v}" for k, v in pooled["folds_without_threshold"].items()), ""]
                if pooled.get("folds_without_threshold") else []),
              f"| figure | goal | pooled out-of-fold | verdict (pooled) | mean +- sd over folds | per fold "
