@@ -216,6 +216,11 @@ def _pm(values) -> str:
     return "-" if n == 0 else (f"{m:.3f} +- {sd:.3f}" if n > 1 else f"{m:.3f} (one fold)")
 
 
+def _v(x) -> str:
+    """A figure as the table shows it: counts (films) as whole numbers, rates with three decimals."""
+    return str(x) if isinstance(x, int) and not isinstance(x, bool) else R._f(R._num(x))
+
+
 def table(res: dict) -> str:
     cov, pooled, per = res["coverage"], res["pooled"], res["per_fold"]
     rows = [per[k] for k in sorted(per)]
@@ -236,8 +241,8 @@ def table(res: dict) -> str:
         ci = pooled.get("ci95", {}).get(key)
         if goal is not None and ci and np.isfinite(ci).all() and ci[0] <= goal <= ci[1]:
             verdict += " (goal inside the 95% interval: not settled)"
-        lines.append(f"| {label} | {g} | {R._f(v)} | {verdict} | {_pm(vals)} | "
-                     f"{', '.join(R._f(R._num(x)) for x in vals)} |")
+        lines.append(f"| {label} | {g} | {_v(get(pooled))} | {verdict} | {_pm(vals)} | "
+                     f"{', '.join(_v(x) for x in vals)} |")
     site = [r.get("site_shift", {}).get(E.SITE_B, {}) for r in rows]
     if any(site):
         for what, label in (("accuracy", "accuracy"), ("pair_normals_called_normal", "NIH normals called normal")):
