@@ -25,7 +25,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +194,41 @@ def fold_row(f: Fold) -> dict:
     return row
 
 
-def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print) -> dict:
+def with_class_bias(f: Fold, fmt: str = F.DEPLOYED) -> tuple[Fold, list]:
+    """What-if: ``f`` with a per-class bias (``operating_point.fit_class_bias``) fitted on its fold's validation
+    films, and its temperature and thresholds refitted there after it (``operating_point.fit``), as convert would;
+    the test films are only scored. Returns the changed fold and the bias."""
+    try:
+        val, cal_val, _ = _outputs(Path(f.bundle), "val", fmt)
+    except PairError as exc:
+        raise FoldError(str(exc)) from exc
+    bias = OP.fit_class_bias(val.labels, cal_val)
+    refit = OP.fit(val.labels, OP.apply_class_bias(cal_val, bias), f.labels)
+    pn = refit["operating_point"].get("pneumonia") or {}
+    cal = OP.calibrate(OP.apply_class_bias(f.cal, bias), refit["temperature"])
+    return replace(f, cal=cal, thresholds=dict(refit["thresholds"]), pneumonia_threshold=pn.get("threshold")), \
+        [float(b) for b in bias]
+
+
+def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> dict:
+    changed, biases = [], {}
+    for f in folds:
+        log(f"fold {f.fold}: fitting a class bias on its validation films")
+        g, biases[f.fold] = with_class_bias(f, fmt)
+        changed.append(g)
+    y = np.concatenate([f.y for f in folds])
+    src = np.concatenate([f.sources for f in folds])
+    patients = np.concatenate([f.patients for f in folds])
+    boot = bootstrap_figures(y, {"as deployed": np.concatenate([f.cal for f in folds]),
+                                 "class bias": np.concatenate([f.cal for f in changed])}, src, folds[0].labels,
+                             n_boot, pairs=(("class bias", "as deployed"),), groups=patients)
+    return {"bias_per_fold": biases, "pooled": pool(changed, n_boot),
+            "per_fold": {g.fold: fold_row(g) for g in changed},
+            "delta_ci95": boot["delta"]["class bias - as deployed"], "unit": boot["unit"]}
+
+
+def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print,
+             class_bias: bool = False) -> dict:
     folds = []
     for b in bundles:
         log(f"fold bundle {b}: running {fmt} on its test films")
@@ -204,6 +238,8 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
     out = {"format": fmt, "coverage": coverage, "recipe": folds[0].recipe, "n": int(sum(len(f.y) for f in folds)),
            "bundles": {f.fold: str(f.bundle) for f in folds}, "pooled": pool(folds, n_boot),
            "per_fold": {f.fold: fold_row(f) for f in folds}}
+    if class_bias:
+        out["what_if"] = {"class_bias": class_bias_what_if(folds, fmt, n_boot, log)}
     if shift and fmt == F.DEPLOYED:
         for f in folds:
             log(f"fold {f.fold}: simulated {E.SITE_B}")
@@ -261,6 +297,23 @@ def table(res: dict) -> str:
                                         for s in srcs) + " |",
               "| mean +- sd over folds | " + " | ".join(
                   _pm([r["by_source"].get(s, {}).get("accuracy") for r in rows]) for s in srcs) + " |"]
+    cb = (res.get("what_if") or {}).get("class_bias")
+    if cb:
+        other = cb["pooled"]
+        lines += ["", "What if (not what a device does today): a per-class bias on the log-probabilities, fitted on each "
+                      "fold's validation films, then its temperature and thresholds refitted there; test films only "
+                      "scored. Bias per fold (normal, pneumonia, TB): " + "; ".join(
+                          f"{k}: " + ", ".join(f"{b:+.2f}" for b in v) for k, v in cb["bias_per_fold"].items()), "",
+                  "| figure | goal | pooled, as deployed | pooled, with the class bias | difference | 95% interval "
+                  f"({cb['unit']}s resampled) | per fold, with the class bias |", "|---|---|---|---|---|---|---|"]
+        brows = [cb["per_fold"][k] for k in sorted(cb["per_fold"])]
+        for key, label, get, goal, direction in R.COLUMNS:
+            a, b = get(pooled), get(other)
+            g = "-" if goal is None else ((">= " if direction > 0 else "<= ") + f"{goal:g}")
+            d = R._num(b) - R._num(a)
+            ci = cb["delta_ci95"].get(key)
+            lines.append(f"| {label} | {g} | {_v(a)} | {_v(b)} | {'-' if not np.isfinite(d) else f'{d:+.3f}'} | "
+                         f"{f'{ci[0]:+.3f} to {ci[1]:+.3f}' if ci else '-'} | {', '.join(_v(get(r)) for r in brows)} |")
     bv = pooled.get("pair_auc_by_view") or {}
     if bv.get("by_view"):
         lines += ["", f"Normal vs pneumonia by view position ({bv['source']}, pooled): " + ", ".join(
@@ -277,6 +330,8 @@ def main(argv=None) -> int:
     p.add_argument("--format", default=F.DEPLOYED, choices=sorted(F.FORMATS), help="artifact scored")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients")
     p.add_argument("--no-shift", action="store_true", help="skip the simulated site B per fold")
+    p.add_argument("--class-bias", action="store_true", help="what-if: also score each fold with a per-class bias "
+                   "fitted on its validation films (operating_point.fit_class_bias), thresholds refitted after it")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here (with the command, commit, "
                    "date and CPU)")
@@ -289,7 +344,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     try:
         res = crossval(a.bundles, a.format, a.bootstrap, not a.no_shift,
-                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True), class_bias=a.class_bias)
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -173,6 +173,31 @@ def fit_temperature_report(y: np.ndarray, probs: np.ndarray) -> dict:
     return {"temperature": t, "searched": searched, "widened": widened, "at_edge": bool(edge), "warning": warning}
 
 
+def fit_class_bias(y: np.ndarray, probs: np.ndarray, steps: int = 3000, lr: float = 0.5) -> np.ndarray:
+    """Per-class log-prior correction ``b`` (``b[0] = 0``) minimising the validation NLL of
+    ``apply_class_bias(probs, b)``: moves the top-class boundaries where the validation films put them (a model
+    trained with class weights over-calls the classes it was weighted towards). Convex; plain gradient descent.
+    Measured as a what-if (``benchmarks.crossval --class-bias``); the device does not apply it."""
+    y = np.asarray(y, int)
+    logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0))
+    onehot = np.eye(logp.shape[1])[y]
+    b = np.zeros(logp.shape[1])
+    for _ in range(steps):
+        z = logp + b
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        b -= lr * (p - onehot).mean(0)
+        b -= b[0]
+    return b
+
+
+def apply_class_bias(probs: np.ndarray, bias) -> np.ndarray:
+    """Probabilities with ``bias`` added to their logarithms, renormalised."""
+    z = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)) + np.asarray(bias, np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
+
+
 def fit(y: np.ndarray, raw: np.ndarray, labels: list[str]) -> dict:
     """Temperature, thresholds and their validation report for one model's raw validation probabilities, and the
     summary of its calibrated scores and decisions there (``edge_runtime.reference``: what a site is compared with)."""

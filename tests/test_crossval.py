@@ -76,6 +76,23 @@ def test_folds_must_partition_the_films_of_one_cross_validation():
         CV.check_folds([a, b])
 
 
+def test_class_bias_undoes_a_shift_of_the_log_probabilities():
+    """Probabilities that over-call classes 1 and 2 by a known log-factor: the bias fitted on them takes the
+    factor back off (within sampling), and never raises the validation NLL."""
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 3000)
+    true = _probs(rng, y)
+    shifted = OP.apply_class_bias(true, [0.0, 0.8, 1.5])
+    b = OP.fit_class_bias(y, shifted)
+    assert b[0] == 0
+    np.testing.assert_allclose(b, [0.0, -0.8, -1.5], atol=0.25)
+
+    def nll(p):
+        return -np.mean(np.log(p[np.arange(len(y)), y]))
+
+    assert nll(OP.apply_class_bias(shifted, b)) <= nll(shifted)
+
+
 def test_intervals_resample_patients_with_all_their_films():
     """Films of one patient move together: two patients of three films each, one read right and one wrong, can
     only give resampled accuracies of 0, 1/2 or 1; resampling films would give sixths."""
@@ -122,7 +139,8 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     f0 = _as_fold(tiny_bundle, tmp_path, 0, 2, lambda k: k % 2 == 0)
     f1 = _as_fold(tiny_bundle, tmp_path, 1, 2, lambda k: k % 2 == 1)
     md, js = tmp_path / "cv.md", tmp_path / "cv.json"
-    assert CV.main([str(f1), str(f0), "--bootstrap", "30", "--no-shift", "--md", str(md), "--out", str(js)]) == 0
+    assert CV.main([str(f1), str(f0), "--bootstrap", "30", "--no-shift", "--md", str(md), "--out", str(js),
+                    "--class-bias"]) == 0
     res = json.loads(js.read_text())
     whole = compare(tiny_bundle, tiny_bundle, "test", n_boot=10)
     assert res["n"] == whole["n"] and res["coverage"]["complete"]
@@ -132,6 +150,9 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     text = md.read_text()
     assert "python -m benchmarks.crossval" in text and "**Commit:**" in text and "2 of 2 folds" in text
     assert "| accuracy | >= 0.88 |" in text
+    cb = res["what_if"]["class_bias"]  # the what-if: one bias per fold, both folds scored again
+    assert sorted(cb["bias_per_fold"]) == ["0", "1"] and all(len(b) == 3 and b[0] == 0 for b in cb["bias_per_fold"].values())
+    assert 0 <= cb["pooled"]["accuracy"] <= 1 and "What if" in text
 
     # the same films twice, or a training that is not a fold, are refused with a clear message
     assert CV.main([str(f0), str(f0), "--no-shift"]) == 2
