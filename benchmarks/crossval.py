@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -349,7 +350,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m = machine_info()
-    res["provenance"] = {"command": "python -m benchmarks.crossval " + " ".join(
+    res["provenance"] = {"command": "python -m benchmarks.crossval " + shlex.join(
         str(x) for x in (argv if argv is not None else sys.argv[1:])), "machine": m, "seconds": round(time.time() - t0, 1)}
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
