@@ -249,8 +249,7 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
 
 
 def _pm(values) -> str:
-    m, sd, n = R.mean_sd(values)
-    return "-" if n == 0 else (f"{m:.3f} +- {sd:.3f}" if n > 1 else f"{m:.3f} (one fold)")
+    return R._pm(values, "one fold")
 
 
 def _v(x) -> str:

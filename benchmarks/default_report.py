@@ -66,11 +66,12 @@ def mean_sd(values) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
 
 
-def _pm(values) -> str:
+def _pm(values, one: str = "one training") -> str:
+    """Mean +- sd of the finite values; a single value is named as ``one``."""
     m, sd, n = mean_sd(values)
     if n == 0:
         return "-"
-    return f"{m:.3f} +- {sd:.3f}" if n > 1 else f"{m:.3f} (one training)"
+    return f"{m:.3f} +- {sd:.3f}" if n > 1 else f"{m:.3f} ({one})"
 
 
 def verdict(mean: float, sd: float, goal: float, direction: int) -> str:

@@ -201,11 +201,9 @@ def load_checkpoint(model, path: Path) -> None:
     """Weights saved by :func:`save_checkpoint` into ``model``; an older run's ``.weights.h5`` beside it (tf_keras
     ``save_weights``) when there is no .npz. A checkpoint of another architecture is an error, never a partial load."""
     path = Path(path)
-    if not path.is_file() and path.name.endswith(CKPT):
-        legacy = path.with_name(path.name[: -len(CKPT)] + ".weights.h5")
-        if legacy.is_file():
-            model.load_weights(legacy)
-            return
+    if not path.is_file() and (legacy := _legacy_checkpoint(path)) is not None:
+        model.load_weights(legacy)
+        return
     with np.load(path) as z:
         arrays = [z[f"arr_{i}"] for i in range(len(z.files))]
     shapes = [tuple(w.shape) for w in model.weights]
@@ -215,10 +213,15 @@ def load_checkpoint(model, path: Path) -> None:
     model.set_weights(arrays)
 
 
+def _legacy_checkpoint(path: Path) -> Path | None:
+    """The tf_keras ``.weights.h5`` an older run wrote where ``path`` (a .npz checkpoint) would be, if it exists."""
+    legacy = path.with_name(path.name[: -len(CKPT)] + ".weights.h5") if path.name.endswith(CKPT) else None
+    return legacy if legacy is not None and legacy.is_file() else None
+
+
 def has_checkpoint(path: Path) -> bool:
     path = Path(path)
-    return path.is_file() or (path.name.endswith(CKPT)
-                              and path.with_name(path.name[: -len(CKPT)] + ".weights.h5").is_file())
+    return path.is_file() or _legacy_checkpoint(path) is not None
 
 
 def _callback_class():
