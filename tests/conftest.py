@@ -72,3 +72,13 @@ def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
     rc = main([str(tiny_run), "--formats", "all", "--out", str(out), "--min-agreement", "0.85"])
     assert rc in (0, 3), rc  # 3: written, a format below the agreement gate (asserted per format in test_convert)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two pytest-xdist workers (CI has two cores) with ``--dist loadgroup``: every test that
+    uses the tiny trained model goes to one worker, so the model is trained and converted once; the rest go
+    by module, so a module's fixtures are built once. Without xdist the marks do nothing."""
+    tiny = {"tiny_run", "tiny_bundle"}
+    for item in items:
+        group = "tiny-model" if tiny & set(item.fixturenames) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
