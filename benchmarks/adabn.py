@@ -13,7 +13,7 @@ the home site. Nothing here ships: it is a measurement on the workstation, befor
   training mode with a cumulative momentum); nothing else changes.
 - Evaluation: the run's test films, never used for adaptation, (a) under the same site-B change and (b)
   untouched. Accuracy (argmax), the normal-vs-pneumonia AUC within the source holding both classes (NIH) and
-  TB-vs-rest AUC, before and after, with 95% bootstrap intervals (films resampled; the same resamples for
+  TB-vs-rest AUC, before and after, with 95% bootstrap intervals (patients resampled; the same resamples for
   before and after, so the paired difference has its own interval).
 - Home: the same procedure run at home (statistics from untouched home films) on the untouched test films
   decides "does not hurt home". The site-B statistics on home films are reported too: an adapted model belongs
@@ -75,11 +75,11 @@ def adapt(model, images: np.ndarray, batch: int = 32) -> int:
 
 # ----------------------------------------------------------------------------- data
 def _films(samples, labels, data: Path | None):
-    """Decoded films (list of uint8 arrays) with their class indices and sources; a split path that is gone is
-    looked for under ``data`` by its class folder and name."""
+    """Decoded films (list of uint8 arrays) with their class indices, sources and patients (the bootstrap's
+    unit); a split path that is gone is looked for under ``data`` by its class folder and name."""
     from edge_runtime.preprocess import decode_image
 
-    films, y, src = [], [], []
+    films, y, src, units = [], [], [], []
     for s in samples:
         p = Path(s.path)
         if not p.is_file() and data is not None and (data / p.parent.name / p.name).is_file():
@@ -90,7 +90,8 @@ def _films(samples, labels, data: Path | None):
             continue
         y.append(list(labels).index(s.label))
         src.append(s.source)
-    return films, np.array(y, int), np.array(src)
+        units.append(s.split_key or s.path)
+    return films, np.array(y, int), np.array(src), np.array(units)
 
 
 def _prepare(films, preprocess, shift: str) -> np.ndarray:
@@ -113,8 +114,8 @@ def run(run_dir: Path, out: Path, data: Path | None = None, n_films: int = 300, 
     parts = D.load_split(run_dir / "split.csv")
     pool = parts["train"] + parts["val"]
     pick = np.random.default_rng(seed).permutation(len(pool))[:n_films]
-    adapt_films, _, _ = _films([pool[i] for i in sorted(pick)], labels, data)  # labels never used
-    test_films, y, src = _films(parts["test"], labels, data)
+    adapt_films, *_ = _films([pool[i] for i in sorted(pick)], labels, data)  # labels never used
+    test_films, y, src, units = _films(parts["test"], labels, data)
     if not adapt_films or not len(y):
         raise SystemExit(f"{run_dir}: no readable adaptation or test films (moved data? pass --data)")
     home_x, site_x = _prepare(test_films, meta.preprocess, "none"), _prepare(test_films, meta.preprocess, shift)
@@ -134,7 +135,7 @@ def run(run_dir: Path, out: Path, data: Path | None = None, n_films: int = 300, 
     figs = {k: {"accuracy": float((p.argmax(1) == y).mean()), "pair_auc": _pair(y, p, src, labels),
                 "tb_auc": E.tb_auc(y, p, labels)} for k, p in probs.items()}
     pairs = (("site_adabn", "site"), ("home_adabn", "home"), ("home_with_site_stats", "home"))
-    boot = bootstrap_figures(y, probs, src, labels, n_boot, seed, pairs)
+    boot = bootstrap_figures(y, probs, src, labels, n_boot, seed, pairs, groups=units)
     site_d, home_d = boot["delta"]["site_adabn - site"], boot["delta"]["home_adabn - home"]
     helps = any(v[0] > 0 for v in site_d.values()) and not any(v[1] < 0 for v in site_d.values())
     hurts = any(v[1] < 0 for v in home_d.values())
@@ -195,7 +196,7 @@ def report(r: dict) -> str:
              f"changed as '{r['shift']}' would make them; {r['bn_layers']} BatchNorm layers re-estimated (their "
              f"moving means moved by {r['bn_mean_shift_in_sd']:.2f} standard deviations on average). Evaluation: "
              f"the run's {r['test_films']} test films ({b['pair_source']} holds both normals and pneumonia). "
-             f"95% intervals: {b['n_boot']} bootstrap resamples of the films.", "",
+             f"95% intervals: {b['n_boot']} bootstrap resamples of the {b['unit']}s (each with all their films).", "",
              "| films, model | " + " | ".join(NAMES[f] for f in FIGURES) + " |", "|---|---|---|---|"]
     for key, what in ROWS:
         lines.append(f"| {what} | " + " | ".join(_f(r["figures"][key][f], b["ci"][key][f]) for f in FIGURES) + " |")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import default_report as R
-from benchmarks.default_figures import bootstrap_figures, manifest_column, pair_auc_by_view
+from benchmarks.default_figures import bootstrap_figures, manifest_column, pair_auc_by_view, patients
 from benchmarks.paired import PairError, _outputs, all_bundles
 from benchmarks.study import evaluate as E
 from edge_runtime import formats as F
@@ -100,7 +100,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
                 sources=np.asarray(arr.sources), views=np.asarray(manifest_column(arr.samples)), cal=cal,
                 thresholds=dict(meta.thresholds), pneumonia_threshold=pn.get("threshold"),
                 parity=status.get("formats", {}).get(fmt, {}).get("agreement"),
-                patients=np.asarray([s.patient_id or s.path for s in arr.samples]), recipe=recipe_of(run))
+                patients=patients(arr.samples), recipe=recipe_of(run))
 
 
 def check_folds(folds: list[Fold]) -> dict:
@@ -178,10 +178,10 @@ def pool(folds: list[Fold], n_boot: int = 1000) -> dict:
     row["pair_auc_by_view"] = pair_auc_by_view(y, cal, src, np.concatenate([f.views for f in folds]), labels)
     parity = [f.parity for f in folds if f.parity is not None]
     row["agreement_vs_keras_parent_at_convert"] = float(np.mean(parity)) if parity else None
-    patients = np.concatenate([f.patients if f.patients is not None else np.arange(len(f.y)).astype(str)
-                               for f in folds])
-    boot = bootstrap_figures(y, {"pooled": cal}, src, labels, n_boot, groups=patients)
-    row["ci95"] = {"n_boot": n_boot, "unit": boot["unit"], "patients": int(len(set(patients.tolist()))),
+    units = np.concatenate([f.patients if f.patients is not None else np.arange(len(f.y)).astype(str)
+                            for f in folds])
+    boot = bootstrap_figures(y, {"pooled": cal}, src, labels, n_boot, groups=units)
+    row["ci95"] = {"n_boot": n_boot, "unit": boot["unit"], "patients": int(len(set(units.tolist()))),
                    "pair_source": boot["pair_source"], **boot["ci"]["pooled"]}
     return row
 
@@ -219,10 +219,10 @@ def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> d
         changed.append(g)
     y = np.concatenate([f.y for f in folds])
     src = np.concatenate([f.sources for f in folds])
-    patients = np.concatenate([f.patients for f in folds])
+    units = np.concatenate([f.patients for f in folds])
     boot = bootstrap_figures(y, {"as deployed": np.concatenate([f.cal for f in folds]),
                                  "class bias": np.concatenate([f.cal for f in changed])}, src, folds[0].labels,
-                             n_boot, pairs=(("class bias", "as deployed"),), groups=patients)
+                             n_boot, pairs=(("class bias", "as deployed"),), groups=units)
     return {"bias_per_fold": biases, "pooled": pool(changed, n_boot),
             "per_fold": {g.fold: fold_row(g) for g in changed},
             "delta_ci95": boot["delta"]["class bias - as deployed"], "unit": boot["unit"]}

@@ -5,8 +5,8 @@ on one side of the bundle's training-run split.
 Per artifact: pooled and per-source accuracy, the normal-vs-pneumonia AUC within the source holding both, TB-vs-rest AUC, the TB rule's
 sensitivity/specificity and the refer rule's referral rate at the thresholds stored in the bundle, ECE, and top-1
 agreement with the bundle's float artifacts (same films). For the LiteRT INT8 artifact also: bootstrap 95%
-intervals (films resampled) on accuracy and that AUC, and the same figures on the films as simulated "site B"
-would make them (``benchmarks.study.evaluate.SHIFTS``). Speed is ``python -m benchmarks``' job, not this one's.
+intervals (patients resampled, each with all their films) on accuracy and that AUC, and the same figures on the
+films as simulated "site B" would make them (``benchmarks.study.evaluate.SHIFTS``). Speed is ``python -m benchmarks``' job, not this one's.
 """
 from __future__ import annotations
 
@@ -27,11 +27,18 @@ from edge_runtime.operating_point import calibrate
 PRIMARY = F.DEPLOYED
 
 
-def bootstrap_ci(y, raw, sources, labels, temperature: float = 1.0, n: int = 1000, seed: int = 0) -> dict:
+def patients(samples) -> np.ndarray:
+    """One resampling unit per film: the key that kept the film's patient on one side of the split (its group,
+    else its patient id; a film without either is its own unit)."""
+    return np.asarray([s.split_key or s.path for s in samples])
+
+
+def bootstrap_ci(y, raw, sources, labels, temperature: float = 1.0, n: int = 1000, seed: int = 0,
+                 groups=None) -> dict:
     """95% percentile intervals of accuracy and the normal-vs-pneumonia AUC within the source that holds both
-    classes (``E.pair_source``), resampling films with replacement."""
-    b = bootstrap_figures(y, {"m": calibrate(raw, temperature)}, sources, labels, n, seed)
-    return {"n_boot": n, "unit": "film", "accuracy": b["ci"]["m"]["accuracy"], "pair_source": b["pair_source"],
+    classes (``E.pair_source``), resampling patients (``groups``, one id per film) or else films."""
+    b = bootstrap_figures(y, {"m": calibrate(raw, temperature)}, sources, labels, n, seed, groups=groups)
+    return {"n_boot": n, "unit": b["unit"], "accuracy": b["ci"]["m"]["accuracy"], "pair_source": b["pair_source"],
             "pair_auc": b["ci"]["m"]["pair_auc"]}
 
 
@@ -154,7 +161,7 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
         out["formats"][fmt] = row
         if fmt == PRIMARY:
             out["formats"][fmt]["ci95"] = bootstrap_ci(arr.labels, raw, arr.sources, labels,
-                                                       clf.metadata.temperature, n_boot)
+                                                       clf.metadata.temperature, n_boot, groups=patients(arr.samples))
     floats = [f for f in raws if f in F.FORMATS and not F.FORMATS[f].int8]
     for fmt, raw in raws.items():
         out["formats"][fmt]["agreement"] = {f: float((raw.argmax(1) == raws[f].argmax(1)).mean())
@@ -187,7 +194,7 @@ def table(res: dict) -> str:
                      f"{_f(ref.get('accuracy_not_referred'))} | {_f(r['ece'])} | {agree} |")
     ci = res["formats"].get(PRIMARY, {}).get("ci95")
     if ci:
-        lines.append(f"{PRIMARY} 95% bootstrap intervals ({ci['n_boot']} resamples of films): accuracy "
+        lines.append(f"{PRIMARY} 95% bootstrap intervals ({ci['n_boot']} resamples of {ci.get('unit', 'film')}s): accuracy "
                      f"{_f(ci['accuracy'][0])}-{_f(ci['accuracy'][1])}, normal-vs-pneumonia AUC within "
                      f"{ci['pair_source']} {_f(ci['pair_auc'][0])}-{_f(ci['pair_auc'][1])}")
     bv = res["formats"].get(PRIMARY, {}).get("pair_auc_by_view") or {}

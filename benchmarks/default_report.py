@@ -138,7 +138,8 @@ def report(all_figs: list[dict], command: str) -> str:
         lines.append(f"| films {name}: NIH normals called normal | most (> 0.5) | {_pm(nn)} | "
                      f"{verdict(*mean_sd(nn)[:2], 0.5, +1)} | {', '.join(_f(_num(x)) for x in nn)} |")
 
-    lines += ["", f"## {PRIMARY}: 95% bootstrap intervals per training (films resampled)", "",
+    unit = {r.get("ci95", {}).get("unit", "film") for r in rows}
+    lines += ["", f"## {PRIMARY}: 95% bootstrap intervals per training ({' or '.join(sorted(unit))}s resampled)", "",
               "| training | accuracy | interval | NIH normal-vs-pneumonia AUC | interval |", "|---|---|---|---|---|"]
     for figs, r in zip(all_figs, rows):
         ci = r.get("ci95", {})

@@ -5,7 +5,7 @@ patient-level split. This scores that ensemble before anyone spends a training o
 model (``model_float.keras``, what ``train --teacher`` reads) on the films of one side of the common split,
 through its own preprocessing, and the mean of their probabilities beside them. Figures: accuracy (pooled and
 per data source), the normal-vs-pneumonia AUC within the source holding both, the TB-vs-rest AUC, each with the
-95% interval of a film bootstrap, and the ensemble's paired difference from the first run.
+95% interval of a bootstrap of patients (each with all their films), and the ensemble's paired difference from the first run.
 
 Validation figures flatter runs that stopped early on those very films (each chose its epoch on them), and an
 ensemble of such runs the more; read the test side once for the record.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.default_figures import FIGURES, bootstrap_figures
+from benchmarks.default_figures import FIGURES, bootstrap_figures, patients
 from benchmarks.study import evaluate as E
 
 ENSEMBLE = "ensemble"
@@ -63,7 +63,8 @@ def score(runs: list[Path], side: str = "val", n_boot: int = 1000, progress=prin
     y, sources = np.asarray(ref.labels), np.asarray(ref.sources)
     pair = E.pair_source(y, sources, labels)
     nih = sources == pair
-    boot = bootstrap_figures(y, probs, sources, labels, n=n_boot, pairs=[(ENSEMBLE, str(runs[0]))])
+    boot = bootstrap_figures(y, probs, sources, labels, n=n_boot, pairs=[(ENSEMBLE, str(runs[0]))],
+                             groups=patients(ref.samples))
     rows = {}
     for name, p in probs.items():
         rows[name] = {"accuracy": float((p.argmax(1) == y).mean()),
@@ -73,7 +74,7 @@ def score(runs: list[Path], side: str = "val", n_boot: int = 1000, progress=prin
                       "ci": boot["ci"][name]}
     first = probs[str(runs[0])]
     delta = {f: rows[ENSEMBLE][f] - rows[str(runs[0])][f] for f in FIGURES}
-    return {"side": side, "n": int(len(y)), "pair_source": pair, "runs": [str(r) for r in runs], "rows": rows,
+    return {"side": side, "n": int(len(y)), "unit": boot["unit"], "pair_source": pair, "runs": [str(r) for r in runs], "rows": rows,
             "ensemble_minus_first": {f: {"value": delta[f], "ci": boot["delta"][f"{ENSEMBLE} - {runs[0]}"][f]}
                                      for f in FIGURES},
             "top1_agreement_with_first": float((probs[ENSEMBLE].argmax(1) == first.argmax(1)).mean())}
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="training run folders of one patient-level split")
     p.add_argument("--side", default="val", choices=["val", "test"], help="side of the runs' split (default val)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of films")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here (command, commit, date, CPU)")
     p.add_argument("--title", default="Teacher ensemble", help="the markdown report's title")

@@ -2,8 +2,8 @@
 
 Two trainings of one seed (hence one patient-level split) that differ in one lever (say ``--ema``) are compared on
 the same films, film by film: each bundle's deployed artifact (``tflite_int8``; or ``--format``) runs through the
-device runtime, its outputs are calibrated with its own temperature, and the same bootstrap resamples of films
-give 95% intervals of both figures and of their difference B - A (accuracy, normal-vs-pneumonia AUC within the
+device runtime, its outputs are calibrated with its own temperature, and the same bootstrap resamples of patients
+(each with all their films) give 95% intervals of both figures and of their difference B - A (accuracy, normal-vs-pneumonia AUC within the
 source holding both, TB-vs-rest AUC). A difference whose interval spans 0 is not shown by these films. Several
 pairs (``A0 B0 A1 B1 ...``, one per seed) are each compared on their own films, and the mean difference over
 pairs is given with its sample sd: a lever counts when it holds across seeds.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.default_figures import FIGURES, bootstrap_figures
+from benchmarks.default_figures import FIGURES, bootstrap_figures, patients
 from benchmarks.study import evaluate as E
 from edge_runtime import formats as F
 from edge_runtime import operating_point as OP
@@ -74,8 +74,9 @@ def compare(a: Path, b: Path, side: str = "test", fmt: str = F.DEPLOYED, n_boot:
                         "train B with --split A_RUN/split.csv or the same --seed)")
     labels = list(meta_a.labels)
     y, src = arr_a.labels, arr_a.sources
-    boot = bootstrap_figures(y, {"A": cal_a, "B": cal_b}, src, labels, n_boot, pairs=(("B", "A"),))
-    out = {"a": str(a), "b": str(b), "side": side, "format": fmt, "format_b": fmt_b, "n": int(len(y)), "pair_source": boot["pair_source"],
+    boot = bootstrap_figures(y, {"A": cal_a, "B": cal_b}, src, labels, n_boot, pairs=(("B", "A"),),
+                             groups=patients(arr_a.samples))
+    out = {"a": str(a), "b": str(b), "side": side, "format": fmt, "format_b": fmt_b, "n": int(len(y)), "unit": boot["unit"], "pair_source": boot["pair_source"],
            "figures": {}, "delta": {}, "rule": {}}
     for name, cal, meta in (("A", cal_a, meta_a), ("B", cal_b, meta_b)):
         s = E.summarise(y, cal, src, labels, 1.0, meta.thresholds)
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--format", default=F.DEPLOYED, choices=sorted(F.FORMATS), help="artifact compared")
     p.add_argument("--format-b", default=None, choices=sorted(F.FORMATS),
                    help="B's artifact when it differs from A's (e.g. QAT tflite_int8 against tflite_int8_ptq)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of films")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients")
     p.add_argument("--out", type=Path, default=None, help="write the comparison as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write the table as a markdown report here (with the "
                    "command, commit, date and CPU)")
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
         a.md.write_text(report_header(a.title, prov["command"], m) + "\n"
                         + "\n\n".join(f"- {line}" for line in head.splitlines()) + "\n\n"
                         "Each pair: two trainings of one seed (one patient-level split) on the same films; B - A "
-                        "with the 95% interval of the paired bootstrap (films resampled). The last rows: the mean "
+                        "with the 95% interval of the paired bootstrap (patients resampled, each with all their films). The last rows: the mean "
                         "difference over pairs and its sd.\n\n" + table(results) + "\n")
     return 0
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from benchmarks.default_figures import bootstrap_ci, main
+from benchmarks.default_figures import bootstrap_ci, main, patients
+from train.data import Sample
 
 LABELS = ["normal", "pneumonia", "tuberculosis"]
 
@@ -32,6 +33,24 @@ def test_perfect_predictions_have_degenerate_intervals():
     y = np.array([0, 1, 2] * 20)
     ci = bootstrap_ci(y, np.eye(3)[y], np.where(y == 2, "tbx11k", "nih_dcn"), LABELS, n=50)
     assert ci["accuracy"] == [1.0, 1.0] and ci["pair_auc"] == [1.0, 1.0]
+
+
+def test_patients_are_resampled_whole():
+    """Each patient's films go into a resample together: a patient whose two films the model gets wrong moves
+    the accuracy in steps of two films, never one, and the interval widens against resampling films."""
+    y, raw, src = _films(n=120)
+    twice = np.repeat(np.arange(120), 2)  # every patient has two films, scored alike
+    y2, raw2, src2 = y[twice], raw[twice], src[twice]
+    grouped = bootstrap_ci(y2, raw2, src2, LABELS, n=300, groups=twice)
+    films = bootstrap_ci(y2, raw2, src2, LABELS, n=300)
+    assert grouped["unit"] == "patient" and films["unit"] == "film"
+    assert np.diff(grouped["accuracy"])[0] > 1.2 * np.diff(films["accuracy"])[0]  # ~sqrt(2) wider
+
+
+def test_the_resampling_unit_is_what_kept_a_patient_on_one_side_of_the_split():
+    samples = [Sample("a.png", "normal", "nih", "p1"), Sample("b.png", "normal", "nih", "p1"),
+               Sample("c.png", "normal", "nih", "p2", group="family"), Sample("d.png", "normal", "tbx", "")]
+    assert patients(samples).tolist() == ["p1", "p1", "family", "d.png"]
 
 
 def test_not_a_bundle_exits_2(tmp_path, capsys):

@@ -33,7 +33,7 @@ def test_ensemble_of_identical_runs_scores_as_one(tiny_run, tmp_path, capsys):
     one, ens = rows[str(tiny_run)], rows["ensemble"]
     assert ens["accuracy"] == pytest.approx(one["accuracy"]) and res["top1_agreement_with_first"] == 1.0
     assert res["ensemble_minus_first"]["accuracy"]["value"] == pytest.approx(0.0)
-    assert res["n"] > 0 and res["side"] == "val"
+    assert res["n"] > 0 and res["side"] == "val" and res["unit"] == "patient"
     for r in rows.values():
         lo, hi = r["ci"]["accuracy"]
         assert 0 <= lo <= r["accuracy"] <= hi <= 1
