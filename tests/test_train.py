@@ -83,9 +83,13 @@ def test_unreadable_file_is_skipped_not_fatal(synthetic_data, tmp_path):
     (data / "normal" / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n broken")
     with (data / "manifest.csv").open("a") as fh:
         fh.write("normal/zz_corrupt.png,normal,synthetic_a,zz_patient\n")
+    # the soft-target path rides along: label smoothing and mixup train end to end and are recorded
     rc = main(["--data", str(data), "--out", str(tmp_path / "r"), "--alpha", "0.35", "--image-size", "32",
-               "--epochs", "1", "--qat-epochs", "0", "--val-frac", "0.3", "--test-frac", "0.1"])
+               "--epochs", "1", "--qat-epochs", "0", "--val-frac", "0.3", "--test-frac", "0.1",
+               "--label-smoothing", "0.1", "--mixup", "0.2"])
     assert rc == 0
+    cfg = json.loads((tmp_path / "r" / "train_config.json").read_text())
+    assert cfg["label_smoothing"] == 0.1 and cfg["mixup"] == 0.2
     listed = (tmp_path / "r" / "unreadable.txt").read_text()
     assert "zz_corrupt.png" in listed and len(listed.splitlines()) == 1
     assert np.isfinite(json.loads((tmp_path / "r" / "metrics.json").read_text())["float"]["val"]["pooled"]["accuracy"])

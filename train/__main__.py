@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the float phase's weights with this decay per step "
                         "(e.g. 0.99) and score/keep the averaged weights; 0 = off")
+    p.add_argument("--label-smoothing", type=float, default=0.0, metavar="E",
+                   help="train on (1 - E) x label + E / K (K classes); 0 = off, e.g. 0.1")
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup: each training batch is blended with a shuffled copy of itself, films and targets "
+                        "alike, by a weight drawn from Beta(ALPHA, ALPHA) per film; 0 = off, e.g. 0.2")
     p.add_argument("--teacher", action="append", default=[], metavar="RUN",
                    help="distillation: a finished run folder trained on the same split (repeat for an ensemble; "
                         "their mean probabilities become soft targets); give the student --split RUN/split.csv")
@@ -122,6 +127,10 @@ def main(argv=None) -> int:
     from train.data import DataError
     from train.train import TrainConfig, run
 
+    if not 0.0 <= args.label_smoothing < 1.0 or args.mixup < 0:
+        print(f"error: --label-smoothing is in [0, 1) and --mixup >= 0 (got {args.label_smoothing}, {args.mixup})",
+              file=sys.stderr)
+        return 2
     if not 0.0 <= args.site_augment <= 1.0:
         print(f"error: --site-augment is a probability in [0, 1], got {args.site_augment}", file=sys.stderr)
         return 2
@@ -149,6 +158,7 @@ def main(argv=None) -> int:
                       val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
                       folds=args.folds, fold=args.fold or 0,
                       augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout, ema=args.ema,
+                      label_smoothing=args.label_smoothing, mixup=args.mixup,
                       teachers=tuple(args.teacher), distill_weight=args.distill_weight,
                       distill_temperature=args.distill_temperature,
                       resume=args.resume, redo_qat=args.redo_qat, deterministic=args.deterministic,

@@ -59,6 +59,8 @@ class TrainConfig:
     class_balance: bool = True
     dropout: float = 0.2
     ema: float = 0.0  # decay of an exponential moving average of the float phase's weights (0 = off; e.g. 0.99)
+    label_smoothing: float = 0.0  # targets (1 - e) x label + e / K (0 = off)
+    mixup: float = 0.0  # Beta(a, a) blending of each training batch with a shuffled copy of itself (0 = off)
     teachers: tuple[str, ...] = ()  # run folders on the same split whose mean probabilities are soft targets
     distill_weight: float = 0.5  # share of the teacher in each target (train.distill.soft_targets)
     distill_temperature: float = 2.0  # temperature that softens the teachers' probabilities
@@ -94,13 +96,15 @@ def select_strategy():
 
 
 def make_dataset(arrays: D.Arrays, batch_size: int, training: bool, seed: int, augment: bool = True,
-                 site=None, targets: np.ndarray | None = None):
+                 site=None, targets: np.ndarray | None = None, mixup: float = 0.0):
     """One tf.data pipeline with an ``is_training`` flag: shuffle + radiograph-safe augmentation when training.
 
     Augmentation: small rotation (+-5 deg), shift (5%), zoom (10%), brightness and contrast; no flips
     (a mirrored chest shows anatomy that does not exist). ``site``: a ``train.site.batch_function`` that
     site-augments and finishes (equalises) the batch first; ``arrays`` then hold un-equalised films.
-    ``targets``: (N, K) soft targets (distillation) in place of the integer labels.
+    ``targets``: (N, K) soft targets (distillation, label smoothing) in place of the integer labels.
+    ``mixup`` > 0 (needs ``targets``): after augmentation, film i of a batch becomes l x film i + (1 - l) x film
+    p(i) of a shuffled order p, and its target likewise, l ~ Beta(mixup, mixup) per film.
     """
     import tensorflow as tf
     import tf_keras
@@ -125,7 +129,38 @@ def make_dataset(arrays: D.Arrays, batch_size: int, training: bool, seed: int, a
         ], name="augment")
         ds = ds.map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b),
                     num_parallel_calls=tf.data.AUTOTUNE)
+    if training and mixup > 0:
+        if targets is None:
+            raise ValueError("mixup blends targets: give soft (N, K) targets")
+        ds = ds.map(_mixup_function(mixup, seed))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _mixup_function(alpha: float, seed: int):
+    """(films, targets) -> the batch blended with a shuffled copy of itself (see ``make_dataset``)."""
+    import tensorflow as tf
+
+    gen = tf.random.Generator.from_seed(seed + 5)
+
+    def mix(a, b):
+        n = tf.shape(a)[0]
+        s = gen.make_seeds(3)  # fresh seeds per batch; stateless draws from them
+        g1 = tf.random.stateless_gamma([n], s[:, 0], alpha=alpha)
+        g2 = tf.random.stateless_gamma([n], s[:, 1], alpha=alpha)
+        lam = g1 / (g1 + g2)  # Beta(alpha, alpha)
+        perm = tf.argsort(tf.random.stateless_uniform([n], s[:, 2]))
+        lx = tf.reshape(lam, [-1, 1, 1, 1])
+        ly = tf.cast(tf.reshape(lam, [-1, 1]), b.dtype)
+        return lx * a + (1 - lx) * tf.gather(a, perm), ly * b + (1 - ly) * tf.gather(b, perm)
+
+    return mix
+
+
+def smooth_targets(labels: np.ndarray, num_classes: int, epsilon: float, soft: np.ndarray | None = None) -> np.ndarray:
+    """(N, K) float32 targets: the soft targets (or one-hot labels) mixed with the uniform distribution,
+    (1 - epsilon) x target + epsilon / K; rows still sum to 1."""
+    t = np.eye(num_classes, dtype=np.float32)[np.asarray(labels)] if soft is None else np.asarray(soft, np.float32)
+    return ((1.0 - epsilon) * t + epsilon / num_classes).astype(np.float32)
 
 
 def _macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -439,8 +474,17 @@ def run(cfg: TrainConfig) -> Path:
         log.info("distillation: targets = %.2f x label + %.2f x teachers at temperature %g",
                  1 - cfg.distill_weight, cfg.distill_weight, cfg.distill_temperature)
 
-    def soft(a: D.Arrays):  # the soft targets in the order of ``a``'s films, or None without teachers
-        return np.stack([by_path[s.path] for s in a.samples]) if by_path else None
+    use_soft = bool(by_path) or cfg.label_smoothing > 0 or cfg.mixup > 0
+
+    def soft(a: D.Arrays):  # the (N, K) targets in the order of ``a``'s films, or None for integer labels
+        if not use_soft:
+            return None
+        teach = np.stack([by_path[s.path] for s in a.samples]) if by_path else None
+        return smooth_targets(a.labels, len(cfg.classes), cfg.label_smoothing, teach)
+
+    if cfg.label_smoothing > 0 or cfg.mixup > 0:
+        log.info("targets: label smoothing %g; mixup %s", cfg.label_smoothing,
+                 f"Beta({cfg.mixup:g}, {cfg.mixup:g})" if cfg.mixup else "off")
 
     site = None
     if cfg.augment and cfg.site_augment > 0:
@@ -450,10 +494,11 @@ def run(cfg: TrainConfig) -> Path:
         site = S.batch_function(pre, cfg.seed, cfg.site_augment)
         log.info("site-style augmentation (exposure, collimation, markers, sharpness/noise, JPEG), each with "
                  "probability %.2f, before %s", cfg.site_augment, pre.equalize if pre.equalize != "none" else "the model")
-        train_ds = make_dataset(raw, cfg.batch_size, True, cfg.seed, cfg.augment, site=site, targets=soft(raw))
+        train_ds = make_dataset(raw, cfg.batch_size, True, cfg.seed, cfg.augment, site=site, targets=soft(raw),
+                                mixup=cfg.mixup)
     else:
         train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.seed, cfg.augment,
-                                targets=soft(arrays["train"]))
+                                targets=soft(arrays["train"]), mixup=cfg.mixup)
 
     # --- model --------------------------------------------------------------------------------------
     strategy = select_strategy()
@@ -469,7 +514,7 @@ def run(cfg: TrainConfig) -> Path:
         else:
             float_model = models.build_model(cfg.model, image_size=cfg.image_size, num_classes=len(cfg.classes),
                                              alpha=cfg.alpha, weights=weights, dropout=cfg.dropout)
-        _compile(float_model, cfg.lr, soft=bool(by_path))
+        _compile(float_model, cfg.lr, soft=use_soft)
     log.info("%s: %d parameters, input %dx%d", cfg.model, float_model.count_params(), cfg.image_size, cfg.image_size)
     if cfg.redo_qat:
         pass
@@ -486,7 +531,7 @@ def run(cfg: TrainConfig) -> Path:
         log.info("quantization-aware fine-tuning for up to %d epochs", cfg.qat_epochs)
         with strategy.scope():
             qat_model = qat.quantize_model(float_model)
-            _compile(qat_model, cfg.qat_lr, soft=bool(by_path))
+            _compile(qat_model, cfg.qat_lr, soft=use_soft)
         n = qat.calibrate_ranges(qat_model, float_model, (x.numpy() for x, _ in train_ds.take(CALIBRATION_BATCHES)))
         log.info("QAT: %d activation ranges started from the float model on %d training batches", n,
                  CALIBRATION_BATCHES)
