@@ -35,11 +35,11 @@ demo: setup
 	$(PY) -m benchmarks --bundle $(OUT)/bundle --run $(OUT)/run --out $(OUT)/benchmark --iterations 50
 	@echo "Classify with the bundle:  $(PY) -m edge_runtime classify $(OUT)/data/tuberculosis --bundle $(OUT)/bundle"
 
-# Two workers for CI's two cores (TEST_WORKERS=0 for one process); tests of the tiny trained model share one
-# worker (conftest.py), so it is trained once.
+# Two workers for CI's two cores (TEST_WORKERS=0 for one process), a test file per worker at a time; the tiny
+# trained model is built once for both (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The decode fuzz test with a long budget (the suite runs it with 60 examples). FUZZ_EXAMPLES=N to change.
 FUZZ_EXAMPLES ?= 5000

@@ -15,6 +15,10 @@ options): folds of two recipes are refused, never pooled. The report gives
 - the mean +- sample sd over folds of every figure (how much one split moves it);
 - accuracy per data source, normal vs pneumonia per view position, and the simulated site B per fold.
 
+``--baseline BUNDLE_F0 ...`` (another recipe's fold bundles on the same folds, e.g. the default's) adds that recipe
+against the baseline: the pooled difference of every figure with the 95% interval of a paired bootstrap of
+patients, and the per-fold differences; a difference whose interval spans 0 is a tie.
+
 Pooled AUCs rank films scored by K models on one scale (calibrated probabilities); the per-fold mean does not mix
 models and is shown beside it. Fewer than K bundles are accepted (a study still running) and the report says
 which folds are missing. Rank recipes on these figures, never on one split's test films.
@@ -211,25 +215,66 @@ def with_class_bias(f: Fold, fmt: str = F.DEPLOYED) -> tuple[Fold, list]:
         [float(b) for b in bias]
 
 
+def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000) -> dict:
+    """``other`` against ``base`` on the same films, fold by fold (``other[i]`` scores ``base[i]``'s films, in
+    its order): ``other``'s pooled and per-fold figures, and the 95% interval of each pooled difference
+    other - base from one paired bootstrap of patients (the same resamples for both)."""
+    y = np.concatenate([f.y for f in base])
+    src = np.concatenate([f.sources for f in base])
+    units = np.concatenate([f.patients if f.patients is not None else np.asarray(f.files) for f in base])
+    boot = bootstrap_figures(y, {"base": np.concatenate([f.cal for f in base]),
+                                 "other": np.concatenate([f.cal for f in other])}, src, base[0].labels,
+                             n_boot, pairs=(("other", "base"),), groups=units)
+    return {"pooled": pool(other, n_boot), "per_fold": {g.fold: fold_row(g) for g in other},
+            "delta_ci95": boot["delta"]["other - base"], "unit": boot["unit"]}
+
+
+def align(other: Fold, to: Fold) -> Fold:
+    """``other``'s outputs in ``to``'s film order; FoldError unless both folds hold the same test films."""
+    if other.fold != to.fold or sorted(other.files) != sorted(to.files):
+        raise FoldError(f"{other.bundle} (fold {other.fold}) and {to.bundle} (fold {to.fold}) do not hold the same "
+                        "test films: compare folds of one cross-validation (same --folds, --seed and data)")
+    where = {p: i for i, p in enumerate(other.files)}
+    k = np.array([where[p] for p in to.files], dtype=int)
+    return replace(other, files=list(to.files), y=other.y[k], sources=other.sources[k], views=other.views[k],
+                   cal=other.cal[k], patients=None if other.patients is None else other.patients[k])
+
+
 def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> dict:
     changed, biases = [], {}
     for f in folds:
         log(f"fold {f.fold}: fitting a class bias on its validation films")
         g, biases[f.fold] = with_class_bias(f, fmt)
         changed.append(g)
-    y = np.concatenate([f.y for f in folds])
-    src = np.concatenate([f.sources for f in folds])
-    units = np.concatenate([f.patients for f in folds])
-    boot = bootstrap_figures(y, {"as deployed": np.concatenate([f.cal for f in folds]),
-                                 "class bias": np.concatenate([f.cal for f in changed])}, src, folds[0].labels,
-                             n_boot, pairs=(("class bias", "as deployed"),), groups=units)
-    return {"bias_per_fold": biases, "pooled": pool(changed, n_boot),
-            "per_fold": {g.fold: fold_row(g) for g in changed},
-            "delta_ci95": boot["delta"]["class bias - as deployed"], "unit": boot["unit"]}
+    return {"bias_per_fold": biases, **versus(folds, changed, n_boot)}
+
+
+def against_baseline(folds: list[Fold], baseline, fmt: str, n_boot: int, log=print) -> dict:
+    """The recipe of ``folds`` against the recipe of the ``baseline`` fold bundles, trained on the same folds:
+    pooled differences with paired intervals, and what differs between the two recipes."""
+    base = []
+    for b in baseline:
+        log(f"baseline fold bundle {b}: running {fmt} on its test films")
+        base.append(load_fold(Path(b), fmt))
+    base.sort(key=lambda f: f.fold)
+    check_folds(base)
+    if [f.fold for f in base] != [f.fold for f in folds]:
+        raise FoldError(f"the baseline has folds {[f.fold for f in base]}, the recipe folds {[f.fold for f in folds]}: "
+                        "compare the same folds")
+    for what in ("folds", "seed", "data_hash", "labels"):
+        if getattr(base[0], what) != getattr(folds[0], what):
+            raise FoldError(f"the baseline and the recipe are not of one cross-validation: {what} "
+                            f"{getattr(base[0], what)!r} vs {getattr(folds[0], what)!r}")
+    other = [align(f, b) for f, b in zip(folds, base)]
+    ra, rb = base[0].recipe or {}, folds[0].recipe or {}
+    diff = {k: [ra.get(k), rb.get(k)] for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)}
+    return {"bundles": {f.fold: str(f.bundle) for f in base}, "recipe_difference": diff,
+            "baseline_pooled": pool(base, n_boot), "baseline_per_fold": {f.fold: fold_row(f) for f in base},
+            **versus(base, other, n_boot)}
 
 
 def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print,
-             class_bias: bool = False) -> dict:
+             class_bias: bool = False, baseline=()) -> dict:
     folds = []
     for b in bundles:
         log(f"fold bundle {b}: running {fmt} on its test films")
@@ -241,6 +286,8 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
            "per_fold": {f.fold: fold_row(f) for f in folds}}
     if class_bias:
         out["what_if"] = {"class_bias": class_bias_what_if(folds, fmt, n_boot, log)}
+    if baseline:
+        out["versus_baseline"] = against_baseline(folds, baseline, fmt, n_boot, log)
     if shift and fmt == F.DEPLOYED:
         for f in folds:
             log(f"fold {f.fold}: simulated {E.SITE_B}")
@@ -297,23 +344,21 @@ def table(res: dict) -> str:
                                         for s in srcs) + " |",
               "| mean +- sd over folds | " + " | ".join(
                   _pm([r["by_source"].get(s, {}).get("accuracy") for r in rows]) for s in srcs) + " |"]
+    vb = res.get("versus_baseline")
+    if vb:
+        lines += ["", "Against the baseline recipe, trained on the same folds (" + ", ".join(
+                      f"fold {k}: `{b}`" for k, b in vb["bundles"].items()) + "); the recipes differ in: " + (
+                      "; ".join(f"{k} {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}"
+                                for k, (a, b) in vb["recipe_difference"].items()) or "nothing (a rerun)")
+                  + ". A difference whose interval spans 0 is a tie.", "",
+                  *_versus_table(vb["baseline_pooled"], vb["baseline_per_fold"], vb, "baseline", "this recipe")]
     cb = (res.get("what_if") or {}).get("class_bias")
     if cb:
-        other = cb["pooled"]
         lines += ["", "What if (not what a device does today): a per-class bias on the log-probabilities, fitted on each "
                       "fold's validation films, then its temperature and thresholds refitted there; test films only "
                       "scored. Bias per fold (normal, pneumonia, TB): " + "; ".join(
                           f"{k}: " + ", ".join(f"{b:+.2f}" for b in v) for k, v in cb["bias_per_fold"].items()), "",
-                  "| figure | goal | pooled, as deployed | pooled, with the class bias | difference | 95% interval "
-                  f"({cb['unit']}s resampled) | per fold, with the class bias |", "|---|---|---|---|---|---|---|"]
-        brows = [cb["per_fold"][k] for k in sorted(cb["per_fold"])]
-        for key, label, get, goal, direction in R.COLUMNS:
-            a, b = get(pooled), get(other)
-            g = "-" if goal is None else ((">= " if direction > 0 else "<= ") + f"{goal:g}")
-            d = R._num(b) - R._num(a)
-            ci = cb["delta_ci95"].get(key)
-            lines.append(f"| {label} | {g} | {_v(a)} | {_v(b)} | {'-' if not np.isfinite(d) else f'{d:+.3f}'} | "
-                         f"{f'{ci[0]:+.3f} to {ci[1]:+.3f}' if ci else '-'} | {', '.join(_v(get(r)) for r in brows)} |")
+                  *_versus_table(pooled, per, cb, "as deployed", "with the class bias")]
     bv = pooled.get("pair_auc_by_view") or {}
     if bv.get("by_view"):
         lines += ["", f"Normal vs pneumonia by view position ({bv['source']}, pooled): " + ", ".join(
@@ -321,6 +366,27 @@ def table(res: dict) -> str:
             for v, x in bv["by_view"].items()) + f"; the view alone (PA scored higher): "
             f"{R._f(R._num(bv.get('view_alone_auc')))}."]
     return "\n".join(lines)
+
+
+def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, name_b: str) -> list[str]:
+    """Rows of B (``cmp``, from ``versus``) against A: pooled figures, the pooled difference with its paired
+    interval, and the per-fold differences (mean +- sd, then each fold)."""
+    lines = [f"| figure | goal | pooled, {name_a} | pooled, {name_b} | difference | 95% interval ({cmp['unit']}s "
+             f"resampled) | per-fold difference, mean +- sd | per fold, {name_b} |", "|---|---|---|---|---|---|---|---|"]
+    folds = sorted(cmp["per_fold"], key=int)
+    arows, brows = [base_per[k] for k in folds], [cmp["per_fold"][k] for k in folds]
+    for key, label, get, goal, direction in R.COLUMNS:
+        a, b = get(base_pooled), get(cmp["pooled"])
+        g = "-" if goal is None else ((">= " if direction > 0 else "<= ") + f"{goal:g}")
+        d = R._num(b) - R._num(a)
+        ci = cmp["delta_ci95"].get(key)
+        per_d = [R._num(get(rb)) - R._num(get(ra)) for ra, rb in zip(arows, brows)]
+        counts = all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b))
+        shown = "-" if not np.isfinite(d) else (f"{int(d):+d}" if counts else f"{d:+.3f}")
+        lines.append(f"| {label} | {g} | {_v(a)} | {_v(b)} | {shown} | "
+                     f"{f'{ci[0]:+.3f} to {ci[1]:+.3f}' if ci else '-'} | {_pm(per_d)} | "
+                     f"{', '.join(_v(get(r)) for r in brows)} |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -332,19 +398,23 @@ def main(argv=None) -> int:
     p.add_argument("--no-shift", action="store_true", help="skip the simulated site B per fold")
     p.add_argument("--class-bias", action="store_true", help="what-if: also score each fold with a per-class bias "
                    "fitted on its validation films (operating_point.fit_class_bias), thresholds refitted after it")
+    p.add_argument("--baseline", nargs="+", type=Path, default=[], metavar="BUNDLE",
+                   help="fold bundles of another recipe trained on the same folds (e.g. the default): the report "
+                        "adds the pooled differences (this recipe - baseline) with paired 95%% intervals")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here (with the command, commit, "
                    "date and CPU)")
     p.add_argument("--title", default="Cross-validation, out of fold", help="the markdown report's title")
     a = p.parse_args(argv)
-    if not all_bundles(a.bundles):
+    if not all_bundles(a.bundles) or not all_bundles(a.baseline):
         return 2
     from benchmarks.sysinfo import machine_info, report_header
 
     t0 = time.time()
     try:
         res = crossval(a.bundles, a.format, a.bootstrap, not a.no_shift,
-                       log=lambda msg: print(msg, file=sys.stderr, flush=True), class_bias=a.class_bias)
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True), class_bias=a.class_bias,
+                       baseline=a.baseline)
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

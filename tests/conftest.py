@@ -36,14 +36,35 @@ def make_png():
     return _make
 
 
+def _once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` once per test run, also across pytest-xdist workers (`make test` runs two, one per CI
+    core): the first worker to need it builds it under a lock in the run's shared temporary folder, the others
+    wait for it and reuse it. Without xdist, a plain session folder."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    import fcntl
+    import shutil
+
+    out = tmp_path_factory.getbasetemp().parent / name  # one folder for all workers of this run
+    with open(f"{out}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / ".built").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            build(out)
+            (out / ".built").touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
     """A small synthetic phantom data set (deterministic), shared by the training tests."""
     from train import phantom
 
-    out = tmp_path_factory.mktemp("phantom")
-    phantom.generate_dataset(out, per_class=120, seed=1, min_size=96, max_size=160)
-    return out
+    return _once(tmp_path_factory, "phantom",
+                 lambda out: phantom.generate_dataset(out, per_class=120, seed=1, min_size=96, max_size=160))
 
 
 TINY_TRAIN_ARGS = ["--model", "mobilenet_v2", "--alpha", "0.35", "--image-size", "64", "--epochs", "30",
@@ -57,9 +78,10 @@ def tiny_run(synthetic_data, tmp_path_factory) -> Path:
     pytest.importorskip("tf_keras")
     from train.__main__ import main
 
-    out = tmp_path_factory.mktemp("run") / "tiny"
-    assert main(["--data", str(synthetic_data), "--out", str(out), *TINY_TRAIN_ARGS]) == 0
-    return out
+    def build(folder: Path):
+        assert main(["--data", str(synthetic_data), "--out", str(folder / "tiny"), *TINY_TRAIN_ARGS]) == 0
+
+    return _once(tmp_path_factory, "run", build) / "tiny"
 
 
 @pytest.fixture(scope="session")
@@ -67,18 +89,10 @@ def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
     """A real bundle with every on-device format converted from ``tiny_run`` (LiteRT INT8 is the default)."""
     from convert.__main__ import main
 
-    out = tmp_path_factory.mktemp("bundle") / "tiny"
-    # agreement gate lowered for the tiny model: 64 px, 2x2 feature map, ~60 validation images (see test_convert)
-    rc = main([str(tiny_run), "--formats", "all", "--out", str(out), "--min-agreement", "0.85"])
-    assert rc in (0, 3), rc  # 3: written, a format below the agreement gate (asserted per format in test_convert)
-    return out
+    def build(folder: Path):
+        # agreement gate lowered for the tiny model: 64 px, 2x2 feature map, ~60 validation images (test_convert)
+        rc = main([str(tiny_run), "--formats", "all", "--out", str(folder / "tiny"), "--min-agreement", "0.85"])
+        assert rc in (0, 3), rc  # 3: written, a format below the gate (asserted per format in test_convert)
 
+    return _once(tmp_path_factory, "bundle", build) / "tiny"
 
-def pytest_collection_modifyitems(config, items):
-    """`make test` runs two pytest-xdist workers (CI has two cores) with ``--dist loadgroup``: every test that
-    uses the tiny trained model goes to one worker, so the model is trained and converted once; the rest go
-    by module, so a module's fixtures are built once. Without xdist the marks do nothing."""
-    tiny = {"tiny_run", "tiny_bundle"}
-    for item in items:
-        group = "tiny-model" if tiny & set(item.fixturenames) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))

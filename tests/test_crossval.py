@@ -1,6 +1,7 @@
 """benchmarks.crossval: out-of-fold figures pooled over the folds of one patient-grouped cross-validation."""
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -74,6 +75,28 @@ def test_folds_must_partition_the_films_of_one_cross_validation():
     a.recipe, b.recipe = {"lr": 1e-3, "model": "mobilenet_v2"}, {"lr": 3e-4, "model": "mobilenet_v2"}
     with pytest.raises(CV.FoldError, match=r"different recipes \(differ in lr\)"):
         CV.check_folds([a, b])
+
+
+def test_a_recipe_is_compared_with_its_baseline_film_by_film():
+    """``versus``: the other recipe's outputs are put in the baseline's film order, and the paired interval of a
+    difference is zero-width for the same model and brackets a real gain."""
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 150)
+    base = _fold(0, y, _probs(rng, y), tb=0.5, folds=1)
+    base.patients = np.array([f"p{k // 2}" for k in range(150)])  # two films per patient
+    k = rng.permutation(150)  # the same films, another order
+    shuffled = replace(base, files=[base.files[i] for i in k], y=base.y[k], sources=base.sources[k],
+                          views=base.views[k], cal=base.cal[k], patients=base.patients[k])
+    same = CV.versus([base], [CV.align(shuffled, base)], n_boot=50)
+    assert same["delta_ci95"]["accuracy"] == [0.0, 0.0] and same["pooled"]["accuracy"] == pytest.approx(
+        (base.cal.argmax(1) == y).mean()) and same["unit"] == "patient"
+    better = replace(base, cal=0.5 * base.cal + 0.5 * np.eye(3)[y])  # half way to the truth
+    gain = CV.versus([base], [better], n_boot=200)
+    d = gain["pooled"]["accuracy"] - (base.cal.argmax(1) == y).mean()
+    lo, hi = gain["delta_ci95"]["accuracy"]
+    assert d > 0 and 0 < lo <= d <= hi
+    with pytest.raises(CV.FoldError, match="same test films"):
+        CV.align(_fold(0, y[:10], base.cal[:10], tb=0.5, folds=1), base)
 
 
 def test_class_bias_undoes_a_shift_of_the_log_probabilities():
@@ -153,6 +176,15 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     cb = res["what_if"]["class_bias"]  # the what-if: one bias per fold, both folds scored again
     assert sorted(cb["bias_per_fold"]) == ["0", "1"] and all(len(b) == 3 and b[0] == 0 for b in cb["bias_per_fold"].values())
     assert 0 <= cb["pooled"]["accuracy"] <= 1 and "What if" in text
+
+    # the recipe against a baseline of the same folds: here the same bundles, so every difference is nil
+    assert CV.main([str(f0), str(f1), "--bootstrap", "30", "--no-shift", "--baseline", str(f1), str(f0),
+                    "--out", str(js)]) == 0
+    vb = json.loads(js.read_text())["versus_baseline"]
+    assert vb["recipe_difference"] == {} and vb["delta_ci95"]["accuracy"] == [0.0, 0.0]
+    assert "nothing (a rerun)" in capsys.readouterr().out
+    assert CV.main([str(f0), str(f1), "--no-shift", "--baseline", str(f0)]) == 2
+    assert "compare the same folds" in capsys.readouterr().err
 
     # the same films twice, or a training that is not a fold, are refused with a clear message
     assert CV.main([str(f0), str(f0), "--no-shift"]) == 2

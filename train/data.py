@@ -386,7 +386,7 @@ def load_arrays(samples: list[Sample], classes: tuple[str, ...], cfg: Preprocess
             log.warning("  %s", reason)
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")  # two processes may fill one cache
         np.savez(tmp, images=images, labels=labels, ok=ok, reasons=reasons)
         tmp.replace(cache)
     return Arrays(images, labels, [s for s, good in zip(samples, ok) if good], failed)
