@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.default_figures import FIGURES, bootstrap_figures
+from benchmarks.default_figures import FIGURES, bootstrap_figures, patients
 from benchmarks.study import evaluate as E
 
 
@@ -90,7 +90,7 @@ def _films(samples, labels, data: Path | None):
             continue
         y.append(list(labels).index(s.label))
         src.append(s.source)
-        units.append(s.split_key or s.path)
+        units.append(patients([s])[0])
     return films, np.array(y, int), np.array(src), np.array(units)
 
 

@@ -74,10 +74,14 @@ PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat
                   "wall_seconds", "model_version"}  # differ between folds of one recipe
 
 
+ADDED_LATER = {"label_smoothing": 0.0, "mixup": 0.0}  # options newer than some runs: absent = this (off)
+
+
 def recipe_of(run: Path) -> dict:
-    """The training options of ``run`` that make its recipe (``train_config.json`` less the per-run ones)."""
+    """The training options of ``run`` that make its recipe (``train_config.json`` less the per-run ones; an
+    option added after the run was trained counts as off)."""
     try:
-        cfg = json.loads((Path(run) / "train_config.json").read_text())
+        cfg = ADDED_LATER | json.loads((Path(run) / "train_config.json").read_text())
     except (OSError, ValueError) as exc:
         raise FoldError(f"{run}: no readable train_config.json, so its recipe is unknown ({exc})") from exc
     return {k: v for k, v in sorted(cfg.items()) if k not in PER_RUN_CONFIG}
@@ -182,8 +186,7 @@ def pool(folds: list[Fold], n_boot: int = 1000) -> dict:
     row["pair_auc_by_view"] = pair_auc_by_view(y, cal, src, np.concatenate([f.views for f in folds]), labels)
     parity = [f.parity for f in folds if f.parity is not None]
     row["agreement_vs_keras_parent_at_convert"] = float(np.mean(parity)) if parity else None
-    units = np.concatenate([f.patients if f.patients is not None else np.arange(len(f.y)).astype(str)
-                            for f in folds])
+    units = np.concatenate([f.patients if f.patients is not None else np.asarray(f.files) for f in folds])
     boot = bootstrap_figures(y, {"pooled": cal}, src, labels, n_boot, groups=units)
     row["ci95"] = {"n_boot": n_boot, "unit": boot["unit"], "patients": int(len(set(units.tolist()))),
                    "pair_source": boot["pair_source"], **boot["ci"]["pooled"]}
@@ -249,15 +252,20 @@ def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> d
     return {"bias_per_fold": biases, **versus(folds, changed, n_boot)}
 
 
-def against_baseline(folds: list[Fold], baseline, fmt: str, n_boot: int, log=print) -> dict:
-    """The recipe of ``folds`` against the recipe of the ``baseline`` fold bundles, trained on the same folds:
-    pooled differences with paired intervals, and what differs between the two recipes."""
-    base = []
-    for b in baseline:
-        log(f"baseline fold bundle {b}: running {fmt} on its test films")
-        base.append(load_fold(Path(b), fmt))
-    base.sort(key=lambda f: f.fold)
-    check_folds(base)
+def load_folds(bundles, fmt: str = F.DEPLOYED, log=print, what: str = "") -> list[Fold]:
+    """Each bundle's fold, run on its test films, in fold order, checked as one cross-validation."""
+    folds = []
+    for b in bundles:
+        log(f"{what}fold bundle {b}: running {fmt} on its test films")
+        folds.append(load_fold(Path(b), fmt))
+    folds.sort(key=lambda f: f.fold)
+    check_folds(folds)
+    return folds
+
+
+def paired_with(folds: list[Fold], base: list[Fold]) -> list[Fold]:
+    """``folds`` in the film order of the ``base`` folds of another recipe; FoldError unless both are the same
+    folds of one cross-validation with the same films and classes."""
     if [f.fold for f in base] != [f.fold for f in folds]:
         raise FoldError(f"the baseline has folds {[f.fold for f in base]}, the recipe folds {[f.fold for f in folds]}: "
                         "compare the same folds")
@@ -266,6 +274,16 @@ def against_baseline(folds: list[Fold], baseline, fmt: str, n_boot: int, log=pri
             raise FoldError(f"the baseline and the recipe are not of one cross-validation: {what} "
                             f"{getattr(base[0], what)!r} vs {getattr(folds[0], what)!r}")
     other = [align(f, b) for f, b in zip(folds, base)]
+    for o, b in zip(other, base):
+        if not np.array_equal(o.y, b.y):
+            raise FoldError(f"{o.bundle} and {b.bundle} give the same films different classes")
+    return other
+
+
+def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
+    """The recipe of ``folds`` against the recipe of the ``base`` folds, trained on the same folds: pooled
+    differences with paired intervals, and what differs between the two recipes."""
+    other = paired_with(folds, base)
     ra, rb = base[0].recipe or {}, folds[0].recipe or {}
     diff = {k: [ra.get(k), rb.get(k)] for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)}
     return {"bundles": {f.fold: str(f.bundle) for f in base}, "recipe_difference": diff,
@@ -275,19 +293,18 @@ def against_baseline(folds: list[Fold], baseline, fmt: str, n_boot: int, log=pri
 
 def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print,
              class_bias: bool = False, baseline=()) -> dict:
-    folds = []
-    for b in bundles:
-        log(f"fold bundle {b}: running {fmt} on its test films")
-        folds.append(load_fold(Path(b), fmt))
-    folds.sort(key=lambda f: f.fold)
+    folds = load_folds(bundles, fmt, log)
     coverage = check_folds(folds)
+    base = load_folds(baseline, fmt, log, "baseline ") if baseline else []
+    if base:
+        paired_with(folds, base)  # a wrong baseline is refused before the bootstraps
     out = {"format": fmt, "coverage": coverage, "recipe": folds[0].recipe, "n": int(sum(len(f.y) for f in folds)),
            "bundles": {f.fold: str(f.bundle) for f in folds}, "pooled": pool(folds, n_boot),
            "per_fold": {f.fold: fold_row(f) for f in folds}}
     if class_bias:
         out["what_if"] = {"class_bias": class_bias_what_if(folds, fmt, n_boot, log)}
-    if baseline:
-        out["versus_baseline"] = against_baseline(folds, baseline, fmt, n_boot, log)
+    if base:
+        out["versus_baseline"] = against_baseline(folds, base, n_boot)
     if shift and fmt == F.DEPLOYED:
         for f in folds:
             log(f"fold {f.fold}: simulated {E.SITE_B}")
@@ -370,7 +387,7 @@ def table(res: dict) -> str:
 
 def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, name_b: str) -> list[str]:
     """Rows of B (``cmp``, from ``versus``) against A: pooled figures, the pooled difference with its paired
-    interval, and the per-fold differences (mean +- sd, then each fold)."""
+    interval, the per-fold differences as mean +- sd, and B's figure in each fold."""
     lines = [f"| figure | goal | pooled, {name_a} | pooled, {name_b} | difference | 95% interval ({cmp['unit']}s "
              f"resampled) | per-fold difference, mean +- sd | per fold, {name_b} |", "|---|---|---|---|---|---|---|---|"]
     folds = sorted(cmp["per_fold"], key=int)

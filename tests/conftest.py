@@ -52,7 +52,7 @@ def _once(tmp_path_factory, name: str, build) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (out / ".built").is_file():
             shutil.rmtree(out, ignore_errors=True)
-            out.mkdir()
+            out.mkdir(exist_ok=True)
             build(out)
             (out / ".built").touch()
     return out

@@ -99,6 +99,16 @@ def test_a_recipe_is_compared_with_its_baseline_film_by_film():
         CV.align(_fold(0, y[:10], base.cal[:10], tb=0.5, folds=1), base)
 
 
+def test_an_option_newer_than_a_run_counts_as_off(tmp_path):
+    """Folds trained before --mixup/--label-smoothing existed pool with folds trained after, with both off."""
+    old, new, lever = tmp_path / "old", tmp_path / "new", tmp_path / "lever"
+    for run, extra in ((old, {}), (new, {"mixup": 0.0, "label_smoothing": 0.0}), (lever, {"mixup": 0.2})):
+        run.mkdir()
+        (run / "train_config.json").write_text(json.dumps({"model": "mobilenet_v2", "fold": 1, **extra}))
+    assert CV.recipe_of(old) == CV.recipe_of(new) != CV.recipe_of(lever)
+    assert "fold" not in CV.recipe_of(old)
+
+
 def test_class_bias_undoes_a_shift_of_the_log_probabilities():
     """Probabilities that over-call classes 1 and 2 by a known log-factor: the bias fitted on them takes the
     factor back off (within sampling), and never raises the validation NLL."""

@@ -36,8 +36,8 @@ def test_perfect_predictions_have_degenerate_intervals():
 
 
 def test_patients_are_resampled_whole():
-    """Each patient's films go into a resample together: a patient whose two films the model gets wrong moves
-    the accuracy in steps of two films, never one, and the interval widens against resampling films."""
+    """Each patient's films go into a resample together: with every patient's two films scored alike, the
+    interval is about sqrt(2) wider than one that treats the films as independent."""
     y, raw, src = _films(n=120)
     twice = np.repeat(np.arange(120), 2)  # every patient has two films, scored alike
     y2, raw2, src2 = y[twice], raw[twice], src[twice]

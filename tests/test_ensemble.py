@@ -11,7 +11,7 @@ def _copy(run, dest, move_one_val_film=False):
     split file); optionally with one validation film moved to training (another split)."""
     from train import data as D
 
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("checkpoints", "*.tmp.npz"))
     parts = D.load_split(run / "split.csv")
     rows = [[s.path, s.label, s.source, s.patient_id, s.group, side] for side, v in parts.items() for s in v]
     if move_one_val_film:

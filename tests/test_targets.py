@@ -40,6 +40,16 @@ def test_mixup_blends_films_and_targets_by_the_same_weight():
     assert not np.allclose(x2, x)
 
 
+def test_a_tiny_mixup_alpha_never_gives_a_film_that_is_not_a_number():
+    """Beta(0.01, 0.01): both gamma draws often underflow to zero; the film then stays as it is."""
+    arr = _batch(n=256)
+    ds = make_dataset(arr, 256, True, seed=0, augment=False, targets=smooth_targets(arr.labels, 3, 0.0), mixup=0.01)
+    for _ in range(3):
+        x, t = (v.numpy() for v in next(iter(ds)))
+        assert np.isfinite(x).all() and np.isfinite(t).all() and np.allclose(t.sum(1), 1, atol=1e-6)
+        assert np.allclose(x[:, 0, 0, 0], t @ np.array([0.0, 100.0, 200.0]), atol=1e-3)
+
+
 def test_mixup_without_soft_targets_is_refused():
     with pytest.raises(ValueError, match="soft"):
         make_dataset(_batch(), 8, True, seed=0, augment=False, mixup=0.2)
@@ -48,6 +58,6 @@ def test_mixup_without_soft_targets_is_refused():
 def test_bad_values_are_refused_before_training(tmp_path, capsys):
     from train.__main__ import main
 
-    for flags in (["--label-smoothing", "1.0"], ["--mixup", "-0.1"]):
+    for flags in (["--label-smoothing", "1.0"], ["--mixup", "-0.1"], ["--mixup", "nan"]):
         assert main(["--data", str(tmp_path), "--out", str(tmp_path / "r"), *flags]) == 2
         assert "--label-smoothing" in capsys.readouterr().err

@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     from train.data import DataError
     from train.train import TrainConfig, run
 
-    if not 0.0 <= args.label_smoothing < 1.0 or args.mixup < 0:
+    if not (0.0 <= args.label_smoothing < 1.0 and 0.0 <= args.mixup < float("inf")):
         print(f"error: --label-smoothing is in [0, 1) and --mixup >= 0 (got {args.label_smoothing}, {args.mixup})",
               file=sys.stderr)
         return 2

@@ -145,9 +145,10 @@ def _mixup_function(alpha: float, seed: int):
     def mix(a, b):
         n = tf.shape(a)[0]
         s = gen.make_seeds(3)  # fresh seeds per batch; stateless draws from them
-        g1 = tf.random.stateless_gamma([n], s[:, 0], alpha=alpha)
-        g2 = tf.random.stateless_gamma([n], s[:, 1], alpha=alpha)
-        lam = g1 / (g1 + g2)  # Beta(alpha, alpha)
+        g1 = tf.random.stateless_gamma([n], s[:, 0], alpha=alpha, dtype=tf.float64)
+        g2 = tf.random.stateless_gamma([n], s[:, 1], alpha=alpha, dtype=tf.float64)
+        # Beta(alpha, alpha); both draws can underflow to 0 for a small alpha: keep the film as it is then
+        lam = tf.cast(tf.where(g1 + g2 > 0, g1 / tf.maximum(g1 + g2, 1e-300), 1.0), tf.float32)
         perm = tf.argsort(tf.random.stateless_uniform([n], s[:, 2]))
         lx = tf.reshape(lam, [-1, 1, 1, 1])
         ly = tf.cast(tf.reshape(lam, [-1, 1]), b.dtype)
