@@ -67,6 +67,18 @@ def synthetic_data(tmp_path_factory) -> Path:
                  lambda out: phantom.generate_dataset(out, per_class=120, seed=1, min_size=96, max_size=160))
 
 
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of a training run in another folder that still finds its films: split.csv stores paths relative
+    to itself, so it is written again for the new place. Another worker's cache temporaries are skipped."""
+    import shutil
+
+    from train import data as D
+
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("*.tmp.npz"))
+    D.save_split(D.load_split(run / "split.csv"), dest / "split.csv")
+    return dest
+
+
 TINY_TRAIN_ARGS = ["--model", "mobilenet_v2", "--alpha", "0.35", "--image-size", "64", "--epochs", "30",
                    "--qat-epochs", "3", "--batch-size", "32", "--lr", "3e-3", "--patience", "30", "--no-augment",
                    "--seed", "0"]

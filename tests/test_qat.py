@@ -1,8 +1,7 @@
 """QAT set-up: the input normalisation is exact in INT8, activation ranges start from data, --redo-qat."""
-import shutil
-
 import numpy as np
 import pytest
+from conftest import copy_run
 
 pytest.importorskip("tf_keras")
 
@@ -91,7 +90,7 @@ def test_redo_qat_keeps_the_float_phase_and_replaces_the_qat_model(tiny_run, tmp
     from train.__main__ import main
 
     copy = tmp_path / "copy"
-    shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("*.tmp.npz"))  # another worker may fill its cache
+    copy_run(tiny_run, copy)
     float_bytes = (copy / "model_float.keras").read_bytes()
     split = (copy / "split.csv").read_text()
     old_qat = (copy / "model_qat.h5").read_bytes()

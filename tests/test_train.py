@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import copy_run
 
 pytest.importorskip("tf_keras")
 
@@ -56,7 +57,7 @@ def test_saved_models_reload_and_agree_with_metrics(tiny_run):
 
 def test_resume_of_a_finished_run_does_not_retrain(tiny_run, tmp_path):
     copy = tmp_path / "copy"
-    shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("*.tmp.npz"))  # another worker may fill its cache
+    copy_run(tiny_run, copy)
     before = (copy / "history.csv").read_text()
     rc = main(["--data", "unused", "--out", str(copy), "--model", "mobilenet_v2", "--alpha", "0.35",
                "--image-size", "64", "--epochs", "30", "--qat-epochs", "3", "--resume"])
