@@ -79,7 +79,7 @@ def _films(samples, labels, data: Path | None):
     unit); a split path that is gone is looked for under ``data`` by its class folder and name."""
     from edge_runtime.preprocess import decode_image
 
-    films, y, src, units = [], [], [], []
+    films, kept = [], []
     for s in samples:
         p = Path(s.path)
         if not p.is_file() and data is not None and (data / p.parent.name / p.name).is_file():
@@ -88,10 +88,9 @@ def _films(samples, labels, data: Path | None):
             films.append(decode_image(str(p)))
         except Exception:  # noqa: BLE001 - an unreadable film is left out (counted in the report)
             continue
-        y.append(list(labels).index(s.label))
-        src.append(s.source)
-        units.append(patients([s])[0])
-    return films, np.array(y, int), np.array(src), np.array(units)
+        kept.append(s)
+    y = np.array([list(labels).index(s.label) for s in kept], int)
+    return films, y, np.array([s.source for s in kept]), patients(kept)
 
 
 def _prepare(films, preprocess, shift: str) -> np.ndarray:
