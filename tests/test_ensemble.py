@@ -1,23 +1,20 @@
 """benchmarks.ensemble: a teacher ensemble scored before a student is trained on it."""
-import csv
 import json
-import shutil
 
 import pytest
+from conftest import copy_run
 
 
 def _copy(run, dest, move_one_val_film=False):
-    """A copy of a run in another folder (its split rewritten with absolute paths, as they are relative to the
-    split file); optionally with one validation film moved to training (another split)."""
+    """A copy of a run in another folder (``conftest.copy_run``); optionally with one validation film moved to
+    training (another split)."""
     from train import data as D
 
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("checkpoints", "*.tmp.npz"))
-    parts = D.load_split(run / "split.csv")
-    rows = [[s.path, s.label, s.source, s.patient_id, s.group, side] for side, v in parts.items() for s in v]
+    copy_run(run, dest)
     if move_one_val_film:
-        next(r for r in rows if r[5] == "val")[5] = "train"
-    with open(dest / "split.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([D.SPLIT_COLUMNS, *rows])
+        parts = D.load_split(dest / "split.csv")
+        parts["train"].append(parts["val"].pop(0))
+        D.save_split(parts, dest / "split.csv")
     return dest
 
 
