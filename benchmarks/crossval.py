@@ -19,6 +19,12 @@ options): folds of two recipes are refused, never pooled. The report gives
 against the baseline: the pooled difference of every figure with the 95% interval of a paired bootstrap of
 patients, and the per-fold differences; a difference whose interval spans 0 is a tie.
 
+``--save-folds FILE`` writes every fold's scored test films (calibrated outputs, the fold's stored thresholds, its
+site B figures; each film named by its path below the folder common to all the folds' films, the data folder) to
+one JSON file. Given in place of bundles (positional, beside new fold bundles, or to ``--baseline``), it scores
+and pairs as the folds did, with no bundle and no retraining: a baseline measured in one session serves the next.
+The class-bias what-if needs the bundles (it refits on validation films).
+
 Pooled AUCs rank films scored by K models on one scale (calibrated probabilities); the per-fold mean does not mix
 models and is shown beside it. Fewer than K bundles are accepted (a study still running) and the report says
 which folds are missing. Rank recipes on these figures, never on one split's test films.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -68,6 +75,8 @@ class Fold:
     parity: float | None
     patients: np.ndarray = None
     recipe: dict = None  # the run's train_config.json less its per-run options: one recipe per cross-validation
+    site_shift: dict = None  # the simulated site figures kept with a saved fold (its bundle may be gone)
+    saved_in: Path = None  # the saved-folds file this fold was read from (None: scored from its bundle now)
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -244,6 +253,9 @@ def align(other: Fold, to: Fold) -> Fold:
 
 
 def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> dict:
+    if gone := [str(f.saved_in) for f in folds if f.saved_in]:
+        raise FoldError(f"the class-bias what-if fits on each fold's validation films, which {gone[0]} does not hold: "
+                        "give the fold bundles")
     changed, biases = [], {}
     for f in folds:
         log(f"fold {f.fold}: fitting a class bias on its validation films")
@@ -252,15 +264,83 @@ def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> d
     return {"bias_per_fold": biases, **versus(folds, changed, n_boot)}
 
 
-def load_folds(bundles, fmt: str = F.DEPLOYED, log=print, what: str = "") -> list[Fold]:
-    """Each bundle's fold, run on its test films, in fold order, checked as one cross-validation."""
-    folds = []
-    for b in bundles:
-        log(f"{what}fold bundle {b}: running {fmt} on its test films")
-        folds.append(load_fold(Path(b), fmt))
-    folds.sort(key=lambda f: f.fold)
+SAVED = "crossval-folds/1"  # the saved-folds file's format
+
+
+def relative_films(folds: list[Fold]) -> list[Fold]:
+    """The folds with each film named by its path below the folder common to all their films (the data folder,
+    as the folds hold every class): names that hold in any clone or machine with that folder, so folds saved in
+    one session can be paired with folds scored in another."""
+    paths = [p for f in folds for p in f.files]
+    if not paths or not all(Path(p).is_absolute() for p in paths):
+        return folds
+    root = Path(os.path.commonpath(paths))
+    if len(paths) == 1:
+        root = root.parent
+    return [replace(f, files=[Path(p).relative_to(root).as_posix() for p in f.files]) for f in folds]
+
+
+def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenance: dict) -> None:
+    """Write the folds' scored test films (what a device decided from: calibrated outputs, stored thresholds)
+    with their site B figures to ``path``, so a later report or comparison needs no bundle and no retraining."""
+    def one(f: Fold) -> dict:
+        return {"bundle": str(f.bundle), "fold": f.fold, "folds": f.folds, "seed": f.seed, "data_hash": f.data_hash,
+                "labels": list(f.labels), "thresholds": f.thresholds, "pneumonia_threshold": f.pneumonia_threshold,
+                "parity": f.parity, "recipe": f.recipe,
+                "site_shift": (per_fold.get(f.fold) or {}).get("site_shift") or f.site_shift,
+                "films": [{"film": n, "y": int(y), "source": str(s), "view": str(v),
+                           "patient": str(u), "p": [float(x) for x in c]}
+                          for n, y, s, v, u, c in zip(f.files, f.y, f.sources, f.views,
+                                                      f.patients if f.patients is not None else f.files, f.cal)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": SAVED, "artifact": fmt, "provenance": provenance,
+                                "folds": [one(f) for f in folds]}, default=E.jsonable) + "\n")
+
+
+def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
+    """The folds written by ``save_folds``; FoldError for a file of another kind or artifact."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise FoldError(f"{path}: not a readable saved-folds file ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != SAVED:
+        raise FoldError(f"{path} is neither a fold bundle nor a saved-folds file of format {SAVED} "
+                        "(python -m benchmarks.crossval ... --save-folds FILE writes one)")
+    if doc.get("artifact") != fmt:
+        raise FoldError(f"{path} holds {doc.get('artifact')} outputs, not {fmt}: pass --format {doc.get('artifact')}")
+    out = []
+    for d in doc["folds"]:
+        films = d["films"]
+        out.append(Fold(bundle=Path(d["bundle"]), fold=int(d["fold"]), folds=int(d["folds"]), seed=int(d["seed"]),
+                        data_hash=d["data_hash"], labels=list(d["labels"]), files=[x["film"] for x in films],
+                        y=np.asarray([x["y"] for x in films], int), sources=np.asarray([x["source"] for x in films]),
+                        views=np.asarray([x["view"] for x in films]),
+                        cal=np.asarray([x["p"] for x in films], float).reshape(len(films), len(d["labels"])),
+                        thresholds=dict(d["thresholds"]), pneumonia_threshold=d.get("pneumonia_threshold"),
+                        parity=d.get("parity"), patients=np.asarray([x["patient"] for x in films]),
+                        recipe=d.get("recipe"), site_shift=d.get("site_shift"), saved_in=Path(path)))
+    return out
+
+
+def load_folds(sources, fmt: str = F.DEPLOYED, log=print, what: str = "") -> list[Fold]:
+    """The folds of ``sources`` (fold bundles, each run on its test films now, or saved-folds files), in fold
+    order, their films named below the data folder, checked as one cross-validation."""
+    live, saved = [], []
+    for b in sources:
+        if Path(b).is_dir():
+            log(f"{what}fold bundle {b}: running {fmt} on its test films")
+            live.append(load_fold(Path(b), fmt))
+        else:
+            log(f"{what}saved folds {b}: reading")
+            saved += load_saved(Path(b), fmt)
+    folds = sorted(relative_films(live) + saved, key=lambda f: f.fold)
     check_folds(folds)
     return folds
+
+
+def where(f: Fold) -> str:
+    """Where a fold's outputs came from, for the report."""
+    return str(f.bundle) + (f" (as saved in {f.saved_in})" if f.saved_in else "")
 
 
 def paired_with(folds: list[Fold], base: list[Fold]) -> list[Fold]:
@@ -286,7 +366,7 @@ def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
     other = paired_with(folds, base)
     ra, rb = base[0].recipe or {}, folds[0].recipe or {}
     diff = {k: [ra.get(k), rb.get(k)] for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)}
-    return {"bundles": {f.fold: str(f.bundle) for f in base}, "recipe_difference": diff,
+    return {"bundles": {f.fold: where(f) for f in base}, "recipe_difference": diff,
             "baseline_pooled": pool(base, n_boot), "baseline_per_fold": {f.fold: fold_row(f) for f in base},
             **versus(base, other, n_boot)}
 
@@ -299,7 +379,7 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
     if base:
         paired_with(folds, base)  # a wrong baseline is refused before the bootstraps
     out = {"format": fmt, "coverage": coverage, "recipe": folds[0].recipe, "n": int(sum(len(f.y) for f in folds)),
-           "bundles": {f.fold: str(f.bundle) for f in folds}, "pooled": pool(folds, n_boot),
+           "bundles": {f.fold: where(f) for f in folds}, "pooled": pool(folds, n_boot),
            "per_fold": {f.fold: fold_row(f) for f in folds}}
     if class_bias:
         out["what_if"] = {"class_bias": class_bias_what_if(folds, fmt, n_boot, log)}
@@ -307,8 +387,13 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
         out["versus_baseline"] = against_baseline(folds, base, n_boot)
     if shift and fmt == F.DEPLOYED:
         for f in folds:
+            if f.saved_in:  # its bundle may be gone: the figures saved with it
+                if f.site_shift:
+                    out["per_fold"][f.fold]["site_shift"] = f.site_shift
+                continue
             log(f"fold {f.fold}: simulated {E.SITE_B}")
             out["per_fold"][f.fold]["site_shift"] = {E.SITE_B: E.site_shift(f.bundle, "test", (E.SITE_B,))[E.SITE_B]}
+    out["folds"] = folds  # for --save-folds; not written to the JSON report
     return out
 
 
@@ -406,24 +491,37 @@ def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, nam
     return lines
 
 
+def _sources_exist(paths) -> bool:
+    """True when every path is a bundle folder or a file (a saved-folds file; read later); otherwise says which
+    is neither (stderr)."""
+    dirs = [p for p in paths if not Path(p).is_file()]
+    return all_bundles(dirs)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.crossval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bundles", nargs="+", type=Path, help="one bundle per fold (python -m convert FOLD_RUN --out ...)")
+    p.add_argument("bundles", nargs="+", type=Path, help="one bundle per fold (python -m convert FOLD_RUN --out ...), "
+                   "or a saved-folds file (--save-folds) in place of some or all of them")
     p.add_argument("--format", default=F.DEPLOYED, choices=sorted(F.FORMATS), help="artifact scored")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients")
     p.add_argument("--no-shift", action="store_true", help="skip the simulated site B per fold")
     p.add_argument("--class-bias", action="store_true", help="what-if: also score each fold with a per-class bias "
                    "fitted on its validation films (operating_point.fit_class_bias), thresholds refitted after it")
     p.add_argument("--baseline", nargs="+", type=Path, default=[], metavar="BUNDLE",
-                   help="fold bundles of another recipe trained on the same folds (e.g. the default): the report "
+                   help="fold bundles (or a saved-folds file) of another recipe trained on the same folds (e.g. "
+                        "the default's docs/cv5/folds.json): the report "
                         "adds the pooled differences (this recipe - baseline) with paired 95%% intervals")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here (with the command, commit, "
                    "date and CPU)")
     p.add_argument("--title", default="Cross-validation, out of fold", help="the markdown report's title")
+    p.add_argument("--save-folds", type=Path, default=None, metavar="FILE",
+                   help="also write every fold's scored test films (calibrated outputs, thresholds, site B figures) "
+                        "to FILE: given later in place of the bundles (or to --baseline), it reports or pairs "
+                        "without them")
     a = p.parse_args(argv)
-    if not all_bundles(a.bundles) or not all_bundles(a.baseline):
+    if not _sources_exist(a.bundles + a.baseline):
         return 2
     from benchmarks.sysinfo import machine_info, report_header
 
@@ -435,9 +533,12 @@ def main(argv=None) -> int:
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    folds = res.pop("folds")
     m = machine_info()
     res["provenance"] = {"command": "python -m benchmarks.crossval " + shlex.join(
         str(x) for x in (argv if argv is not None else sys.argv[1:])), "machine": m, "seconds": round(time.time() - t0, 1)}
+    if a.save_folds:
+        save_folds(folds, a.save_folds, a.format, res["per_fold"], res["provenance"])
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(res, indent=2, default=E.jsonable) + "\n")

@@ -99,6 +99,41 @@ def test_a_recipe_is_compared_with_its_baseline_film_by_film():
         CV.align(_fold(0, y[:10], base.cal[:10], tb=0.5, folds=1), base)
 
 
+def test_saved_folds_score_and_pair_like_the_folds_they_were_saved_from(tmp_path):
+    """Folds saved in one session (their films named below the data folder) give the same pooled figures when
+    read back, and pair film by film with folds scored in another clone whose data folder lies elsewhere."""
+    rng = np.random.default_rng(3)
+    ys = [rng.integers(0, 3, 40), rng.integers(0, 3, 30)]
+    names = [[f"{LABELS[c]}/film{i}-{k}.png" for k, c in enumerate(y)] for i, y in enumerate(ys)]
+    here = [_fold(i, y, _probs(rng, y), 0.4, files=[f"/clone-a/data/{n}" for n in nm])
+            for i, (y, nm) in enumerate(zip(ys, names))]
+    here = [replace(f, patients=np.array([n.split("-")[0] for n in f.files]), recipe={"epochs": 30},
+                    site_shift={E.SITE_B: {"accuracy": 0.5 + f.fold / 10}}) for f in CV.relative_films(here)]
+    assert here[0].files[0] == names[0][0]  # named below the folder common to all the folds' films
+    saved = tmp_path / "folds.json"
+    CV.save_folds(here, saved, "tflite_int8", {}, {"command": "test"})
+    back = CV.load_saved(saved)
+    assert [f.files for f in back] == [f.files for f in here] and back[1].site_shift == here[1].site_shift
+    assert np.array_equal(back[0].cal, here[0].cal) and back[0].recipe == {"epochs": 30}
+    assert CV.pool(back, 50)["accuracy"] == CV.pool(here, 50)["accuracy"]
+    assert CV.pool(back, 50)["ci95"]["patients"] == CV.pool(here, 50)["ci95"]["patients"]
+
+    # another clone: the same films under another folder, in another order, scored by another recipe
+    k = rng.permutation(len(ys[1]))
+    there = CV.relative_films([_fold(0, ys[0], _probs(rng, ys[0]), 0.4, files=[f"/clone-b/x/data/{n}" for n in names[0]]),
+                               _fold(1, ys[1][k], _probs(rng, ys[1][k]), 0.4,
+                                     files=[f"/clone-b/x/data/{names[1][j]}" for j in k])])
+    paired = CV.paired_with(there, back)
+    assert paired[1].files == back[1].files and np.array_equal(paired[1].y, back[1].y)
+    with pytest.raises(CV.FoldError, match="does not hold"):
+        CV.class_bias_what_if(back, "tflite_int8", 10, log=lambda m: None)
+    with pytest.raises(CV.FoldError, match="not tflite_fp32"):
+        CV.load_saved(saved, "tflite_fp32")
+    (tmp_path / "other.json").write_text('{"format": "something else"}')
+    with pytest.raises(CV.FoldError, match="neither a fold bundle nor a saved-folds file"):
+        CV.load_saved(tmp_path / "other.json")
+
+
 def test_an_option_newer_than_a_run_counts_as_off(tmp_path):
     """Folds trained before --mixup/--label-smoothing existed pool with folds trained after, with both off."""
     old, new, lever = tmp_path / "old", tmp_path / "new", tmp_path / "lever"
@@ -193,6 +228,22 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     vb = json.loads(js.read_text())["versus_baseline"]
     assert vb["recipe_difference"] == {} and vb["delta_ci95"]["accuracy"] == [0.0, 0.0]
     assert "nothing (a rerun)" in capsys.readouterr().out
+
+    # saved: the report and the pairing need no bundle afterwards, and give the same figures
+    saved = tmp_path / "folds.json"
+    assert CV.main([str(f0), str(f1), "--bootstrap", "30", "--no-shift", "--save-folds", str(saved),
+                    "--out", str(js)]) == 0
+    live = json.loads(js.read_text())
+    f0.rename(tmp_path / "gone0"), f1.rename(tmp_path / "gone1")  # the bundles are gone
+    assert CV.main([str(saved), "--bootstrap", "30", "--out", str(js), "--baseline", str(saved)]) == 0
+    again = json.loads(js.read_text())
+    assert again["pooled"]["accuracy"] == live["pooled"]["accuracy"]
+    assert again["pooled"]["ci95"]["accuracy"] == live["pooled"]["ci95"]["accuracy"]
+    assert again["versus_baseline"]["delta_ci95"]["accuracy"] == [0.0, 0.0]
+    assert "as saved in" in capsys.readouterr().out
+    assert CV.main([str(saved), "--class-bias"]) == 2
+    assert "give the fold bundles" in capsys.readouterr().err
+    (tmp_path / "gone0").rename(f0), (tmp_path / "gone1").rename(f1)
     assert CV.main([str(f0), str(f1), "--no-shift", "--baseline", str(f0)]) == 2
     assert "compare the same folds" in capsys.readouterr().err
 
