@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 DATA   ?= ../shared/data/cxr-dev
 
-.PHONY: setup demo test test-fast fuzz mutation study model cv train-real clean help
+.PHONY: setup demo test test-fast fuzz mutation study selection model cv train-real clean help
 
 help:
 	@echo "make demo   - set up .venv, make synthetic data, train a tiny QAT model, convert it to a bundle, benchmark every format, print metrics"
@@ -17,6 +17,7 @@ help:
 	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (about an hour on 2 cores)"
 	@echo "make cv     - patient-grouped $(FOLDS)-fold cross-validation of $(RECIPE) on DATA, out-of-fold report (hours; resumes)"
 	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
+	@echo "make selection - benchmarks/MODEL_SELECTION.md from the committed lever reports (recipes/levers.toml; seconds)"
 
 # Re-run the install only when the dependency declarations change.
 $(STAMP): setup.cfg pyproject.toml requirements/constraints.txt
@@ -61,6 +62,11 @@ STUDY_OUT ?= runs/study
 STUDY_ARGS ?=
 study: setup
 	$(PY) -m benchmarks.study --data $(DATA) --out $(STUDY_OUT) --publish benchmarks $(STUDY_ARGS)
+
+# Issue 16's model-selection report: the default's cross-validation and every lever measured against it, read from
+# the committed reports that recipes/levers.toml lists (seconds; run it from a clean commit).
+selection: setup
+	$(PY) -m benchmarks.selection --levers recipes/levers.toml --out benchmarks/MODEL_SELECTION.md
 
 # The default model, from its versioned recipe: train on the real images, convert to a bundle (model card
 # inside), benchmark every format of it on the run's test split (speed, quality; then issue 16's figures:

@@ -1,0 +1,193 @@
+"""``python -m benchmarks.selection [--levers recipes/levers.toml] [--out benchmarks/MODEL_SELECTION.md]``: the
+model-selection study of issue 16 as one report, written from the committed reports it lists.
+
+``recipes/levers.toml`` names the default recipe's cross-validation report (``benchmarks.crossval --out``) and every
+lever measured against the default, each by its committed JSON report: ``benchmarks.paired --out`` (the lever and
+the default trained on the same splits, film by film, one pair per seed) or ``benchmarks.crossval --out`` with a
+``key`` (``versus_baseline``: a lever's folds against the default's; ``what_if.class_bias``). The report gives
+
+- the default's out-of-fold figures against issue 16's goals: pooled, with 95% intervals where the report has them,
+  mean +- sd over folds, met or missed by how much;
+- one row per lever: the difference lever - default of accuracy, NIH normal-vs-pneumonia AUC and TB-vs-rest AUC
+  (mean +- sd over seeds, and each seed's 95% paired interval; for folds the pooled difference with its interval),
+  the referral rate before and after, whether any interval excludes 0, and the decision kept in the levers file;
+- where each figure comes from (command, commit, date, CPU of every input report).
+
+Figures are read, never typed: only a lever's name and decision come from the levers file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import default_report as R
+
+FIGURES = (("accuracy", "accuracy"), ("pair_auc", "NIH normal-vs-pneumonia AUC"), ("tb_auc", "TB-vs-rest AUC"))
+
+
+class LeverError(ValueError):
+    pass
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise LeverError(f"{path}: not a readable JSON report ({exc})") from exc
+
+
+def _dig(doc: dict, key: str, where: Path) -> dict:
+    for part in key.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            raise LeverError(f"{where} has no {key!r} (run benchmarks.crossval with the option that writes it)")
+        doc = doc[part]
+    return doc
+
+
+def lever_figures(doc: dict, key: str | None, where: Path) -> dict:
+    """A lever's differences (lever - default) from one report: per figure the per-seed or per-fold values, their
+    95% intervals, and the referral rates before and after; ``unit`` says what the values are."""
+    if key is None:
+        pairs = doc.get("pairs")
+        if not pairs:
+            raise LeverError(f"{where} is not a benchmarks.paired report (no pairs): give `key` for a crossval report")
+        out = {"unit": "seed", "n": len(pairs), "films": [p["n"] for p in pairs],
+               "resampled": sorted({p.get("unit", "film") for p in pairs}),  # reports before patients: films
+               "referred": [[(p.get("rule") or {}).get(s, {}).get("referred") for s in ("A", "B")] for p in pairs]}
+        for k, _ in FIGURES:
+            out[k] = {"values": [(p["delta"].get(k) or {}).get("value") for p in pairs],
+                      "ci95": [(p["delta"].get(k) or {}).get("ci95") for p in pairs]}
+        return out
+    cmp = _dig(doc, key, where)
+    base_pooled = doc["pooled"] if key.startswith("what_if") else cmp["baseline_pooled"]
+    base_per = doc["per_fold"] if key.startswith("what_if") else cmp["baseline_per_fold"]
+    folds = sorted(cmp["per_fold"], key=int)
+    get = {k: g for k, _, g, _, _ in R.COLUMNS}
+    get["referred"] = get["referred"]
+    out = {"unit": "fold", "n": len(folds), "films": [doc.get("n")], "resampled": [cmp.get("unit", "film")],
+           "referred": [[get["referred"](base_pooled), get["referred"](cmp["pooled"])]]}
+    for k, _ in FIGURES:
+        per = [R._num(get[k](cmp["per_fold"][f])) - R._num(get[k](base_per[f])) for f in folds]
+        out[k] = {"pooled": R._num(get[k](cmp["pooled"])) - R._num(get[k](base_pooled)), "values": per,
+                  "ci95": [cmp["delta_ci95"].get(k)]}
+    return out
+
+
+def settled(fig: dict) -> str:
+    """'up' or 'down' when some interval excludes 0 (and none points the other way), 'mixed' when intervals point
+    both ways, else 'tie'."""
+    signs = {(1 if lo > 0 else -1) for lo, hi in (c for c in fig["ci95"] if c) if lo > 0 or hi < 0}
+    return {frozenset(): "tie", frozenset({1}): "up", frozenset({-1}): "down"}.get(frozenset(signs), "mixed")
+
+
+def _delta_cell(fig: dict, unit: str) -> str:
+    cis = "; ".join(f"{c[0]:+.3f} to {c[1]:+.3f}" for c in fig["ci95"] if c)
+    if unit == "fold":
+        return f"{fig['pooled']:+.3f} ({cis}); per fold {R._pm(fig['values'], 'one fold')}"
+    m, sd, n = R.mean_sd(fig["values"])
+    head = f"{m:+.3f} +- {sd:.3f}" if n > 1 else f"{m:+.3f}"
+    return f"{head} ({cis})" if cis else head
+
+
+def _referred(pairs) -> str:
+    return ", ".join(f"{a:.0%} -> {b:.0%}" for a, b in pairs if a is not None and b is not None) or "-"
+
+
+def _provenance(doc: dict) -> str:
+    p = doc.get("provenance") or {}
+    m = p.get("machine") or {}
+    return f"`{p.get('command', '?')}` at commit {m.get('commit', '?')}, {m.get('date', '?')}, {m.get('cpu', '?')}"
+
+
+def default_rows(cv: dict) -> list[str]:
+    pooled, per = cv["pooled"], cv["per_fold"]
+    rows = [per[k] for k in sorted(per, key=int)]
+    cis = pooled.get("ci95") or {}
+    lines = ["| figure | goal | pooled out of fold | 95% interval | mean +- sd over folds | verdict (pooled) |",
+             "|---|---|---|---|---|---|"]
+    for key, label, get, goal, direction in R.COLUMNS:
+        v = R._num(get(pooled))
+        ci = cis.get(key)
+        g = "-" if goal is None else ((">= " if direction > 0 else "<= ") + f"{goal:g}")
+        verdict = "-" if goal is None else R.verdict(v, float("nan"), goal, direction)
+        if goal is not None and ci and ci[0] <= goal <= ci[1]:
+            verdict += " (goal inside the interval: not settled)"
+        shown = str(get(pooled)) if isinstance(get(pooled), int) else R._f(v)
+        lines.append(f"| {label} | {g} | {shown} | {f'{ci[0]:.3f}-{ci[1]:.3f}' if ci else '-'} | "
+                     f"{R._pm([get(r) for r in rows], 'one fold')} | {verdict} |")
+    return lines
+
+
+def report(levers_file: Path, command: str) -> str:
+    from benchmarks.sysinfo import machine_info, report_header
+
+    try:
+        spec = tomllib.loads(Path(levers_file).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise LeverError(f"{levers_file}: not a readable levers file ({exc})") from exc
+    root = Path(levers_file).resolve().parent.parent  # recipes/levers.toml: paths are relative to the repository
+    cv_path = Path(spec["default"])
+    cv = _read(root / cv_path)
+    cov = cv["coverage"]
+    lines = [report_header("Model selection: the default recipe and every lever measured against it", command,
+                           machine_info()),
+             f"Written by `python -m benchmarks.selection` from the committed reports listed in `{levers_file}` "
+             "(figures read from them, never typed; only each lever's decision is written by hand there).", "",
+             f"## The default recipe out of fold ({len(cov['present'])} of {cov['folds']} folds, seed {cov['seed']}, "
+             f"{cv['n']} films)", "",
+             f"From [{cv_path}]({Path('..') / cv_path}), {_provenance(cv)}. Each film scored once by the deployed "
+             f"`{cv['format']}` of the fold that never saw it; intervals resample patients.", "",
+             *default_rows(cv), "",
+             "## Levers against the default", "",
+             "Difference = lever - default on the same films. Seeds: mean +- sd of the per-seed differences, each "
+             "seed's 95% paired interval in brackets (what its bootstrap resampled: `intervals`). Folds: the "
+             "pooled difference with its interval, and the per-fold differences. `settled` says whether some "
+             "interval of accuracy or NIH AUC excludes 0 (up/down), else tie.", "",
+             "| lever | films | unit | accuracy | NIH normal-vs-pneumonia AUC | TB-vs-rest AUC | referred (default -> "
+             "lever) | settled (accuracy, NIH AUC) | intervals | decision |", "|---|---|---|---|---|---|---|---|---|---|"]
+    sources = []
+    for i, lever in enumerate(spec.get("lever", [])):
+        path = Path(lever["report"])
+        doc = _read(root / path)
+        figs = lever_figures(doc, lever.get("key"), path)
+        cells = [_delta_cell(figs[k], figs["unit"]) for k, _ in FIGURES]
+        lines.append(f"| {lever['name']} | {lever.get('side', '?')} ({'+'.join(str(n) for n in figs['films'])}) | "
+                     f"{figs['n']} {figs['unit']}s | " + " | ".join(cells) + f" | {_referred(figs['referred'])} | "
+                     f"{settled(figs['accuracy'])}, {settled(figs['pair_auc'])} | "
+                     f"{', '.join(u + 's' for u in figs['resampled'])} resampled | {lever.get('decision', '-')} |")
+        sources.append(f"- [{path}]({Path('..') / path}){' (' + lever['key'] + ')' if lever.get('key') else ''}: "
+                       f"{_provenance(doc)}")
+    lines += ["", "## Sources", "", *dict.fromkeys(sources)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.selection", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--levers", type=Path, default=Path("recipes/levers.toml"), help="the levers file")
+    p.add_argument("--out", type=Path, default=None, help="write the report here (else print it)")
+    a = p.parse_args(argv)
+    command = "python -m benchmarks.selection " + shlex.join(
+        str(x) for x in (argv if argv is not None else sys.argv[1:]))
+    try:
+        text = report(a.levers, command.strip())
+    except (LeverError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text)
+        print(f"wrote {a.out}")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""benchmarks.selection: the model-selection report, read from the committed lever reports."""
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import selection as S
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _pair(n, acc, acc_ci, auc_ci, referred=(0.3, 0.2), unit="patient"):
+    return {"n": n, "unit": unit, "delta": {"accuracy": {"value": acc, "ci95": acc_ci},
+                                            "pair_auc": {"value": 0.01, "ci95": auc_ci},
+                                            "tb_auc": {"value": 0.0, "ci95": [-0.01, 0.01]}},
+            "rule": {"A": {"referred": referred[0]}, "B": {"referred": referred[1]}}}
+
+
+def _fold_row(acc, auc, tb, referred):
+    return {"accuracy": acc, "pair_auc": auc, "tb_auc": tb, "refer_rule": {"referred": referred}}
+
+
+def test_settled_reads_the_intervals():
+    assert S.settled({"ci95": [[-0.01, 0.02], [-0.03, 0.0]]}) == "tie"
+    assert S.settled({"ci95": [[0.01, 0.02], [-0.03, 0.05]]}) == "up"
+    assert S.settled({"ci95": [[-0.04, -0.01], None]}) == "down"
+    assert S.settled({"ci95": [[-0.04, -0.01], [0.01, 0.02]]}) == "mixed"
+
+
+def test_the_report_reads_every_figure_from_the_lever_reports(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    prov = {"command": "python -m benchmarks.paired A B", "machine": {"commit": "abc1234", "date": "d", "cpu": "c"}}
+    (docs / "lever.json").write_text(json.dumps({"provenance": prov, "pairs": [
+        _pair(200, 0.02, [0.005, 0.04], [-0.02, 0.03]), _pair(210, 0.04, [-0.01, 0.09], [-0.05, 0.01], (0.4, 0.1))]}))
+    per = {str(k): _fold_row(0.8 + k / 100, 0.88, 0.99, 0.3) for k in range(2)}
+    cv = {"format": "tflite_int8", "n": 400, "coverage": {"present": [0, 1], "folds": 2, "seed": 0},
+          "pooled": {**_fold_row(0.805, 0.88, 0.99, 0.3), "ci95": {"accuracy": [0.78, 0.83]}}, "per_fold": per,
+          "provenance": {"command": "python -m benchmarks.crossval F0 F1", "machine": {"commit": "def5678"}},
+          "what_if": {"class_bias": {"unit": "patient", "pooled": _fold_row(0.835, 0.88, 0.99, 0.2),
+                                     "per_fold": {k: _fold_row(v["accuracy"] + 0.03, 0.88, 0.99, 0.2)
+                                                  for k, v in per.items()},
+                                     "delta_ci95": {"accuracy": [0.01, 0.05], "pair_auc": [0.0, 0.0]}}}}
+    (docs / "cv.json").write_text(json.dumps(cv))
+    levers = tmp_path / "recipes" / "levers.toml"
+    levers.write_text('default = "docs/cv.json"\n[[lever]]\nname = "lever one"\nreport = "docs/lever.json"\n'
+                      'side = "test"\ndecision = "kept out"\n[[lever]]\nname = "bias"\nreport = "docs/cv.json"\n'
+                      'key = "what_if.class_bias"\nside = "out of fold"\ndecision = "no"\n')
+    out = tmp_path / "SEL.md"
+    assert S.main(["--levers", str(levers), "--out", str(out)]) == 0
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| lever one"))
+    assert "+0.030 +- 0.014" in row and "+0.005 to +0.040; -0.010 to +0.090" in row  # mean +- sd, each seed's CI
+    assert "30% -> 20%, 40% -> 10%" in row and "| up, tie |" in row and "kept out" in row and "2 seeds" in row
+    bias = next(line for line in text.splitlines() if line.startswith("| bias"))
+    assert "+0.030 (+0.010 to +0.050)" in bias and "2 folds" in bias and "30% -> 20%" in bias
+    assert "| accuracy | >= 0.88 | 0.805 | 0.780-0.830 | 0.805 +- 0.007 | missed by 0.075 |" in text
+    assert "at commit abc1234" in text and "**Commit:**" in text
+
+    # a report that lacks what the levers file names is refused with a clear message
+    levers.write_text('default = "docs/cv.json"\n[[lever]]\nname = "x"\nreport = "docs/cv.json"\n'
+                      'key = "versus_baseline"\n')
+    assert S.main(["--levers", str(levers)]) == 2
+    levers.write_text('default = "docs/cv.json"\n[[lever]]\nname = "x"\nreport = "docs/missing.json"\n')
+    assert S.main(["--levers", str(levers)]) == 2
+
+
+def test_the_repository_levers_file_names_readable_reports():
+    """Every report recipes/levers.toml lists is committed and readable as the kind it is given as."""
+    import tomllib
+
+    spec = tomllib.loads((REPO / "recipes" / "levers.toml").read_text())
+    assert spec["lever"]
+    for lever in spec["lever"]:
+        doc = json.loads((REPO / lever["report"]).read_text())
+        figs = S.lever_figures(doc, lever.get("key"), Path(lever["report"]))
+        assert figs["n"] >= 2 and len(figs["accuracy"]["values"]) == figs["n"]
+
+
+@pytest.mark.parametrize("text", ["not toml [", 'default = "docs/none.json"\n'])
+def test_a_bad_levers_file_is_an_error(tmp_path, text, capsys):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "levers.toml").write_text(text)
+    assert S.main(["--levers", str(tmp_path / "recipes" / "levers.toml")]) == 2
+    assert "error:" in capsys.readouterr().err
