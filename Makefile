@@ -89,7 +89,8 @@ model: setup
 # out-of-fold report against issue 16's goals (benchmarks.crossval: CV_OUT/report.md and crossval.json). About
 # FOLDS hours on 2 cores; rerun to resume (finished folds are kept, an interrupted one continues). TRAIN_FLAGS
 # adds options to every fold's training (e.g. TRAIN_FLAGS="--ema 0.99" for a lever's CV): give each recipe its
-# own CV_OUT (the report refuses folds of two recipes).
+# own CV_OUT (the report refuses folds of two recipes). CV_OUT/folds.json keeps every fold's scored test films:
+# it stands in for the bundles later (a report, or --baseline of another recipe's report).
 FOLDS   ?= 5
 CV_SEED ?= 0
 CV_OUT  ?= runs/cv
@@ -107,7 +108,8 @@ cv: setup
 	    $(PY) -m convert "$$run" --formats tflite_int8,tflite_fp32 --out "$$run-bundle" --force || [ $$? -eq 3 ] || exit 1; \
 	  fi; \
 	done
-	$(PY) -m benchmarks.crossval $(CV_OUT)/fold*-bundle --out $(CV_OUT)/crossval.json --md $(CV_OUT)/report.md
+	$(PY) -m benchmarks.crossval $(CV_OUT)/fold*-bundle --out $(CV_OUT)/crossval.json --md $(CV_OUT)/report.md \
+	  --save-folds $(CV_OUT)/folds.json
 	@echo "Out-of-fold report: $(CV_OUT)/report.md"
 
 # Training only, with the default recipe, on the real development images (about an hour on 2 cores).
