@@ -20,8 +20,8 @@ against the baseline: the pooled difference of every figure with the 95% interva
 patients, and the per-fold differences; a difference whose interval spans 0 is a tie.
 
 ``--save-folds FILE`` writes every fold's scored test films (calibrated outputs, the fold's stored thresholds, its
-site B figures; each film named by its path below the folder common to all the folds' films, the data folder) to
-one JSON file. Given in place of bundles (positional, beside new fold bundles, or to ``--baseline``), it scores
+site B figures, the commit, date and CPU that scored it; each film named by class folder and file name) to one
+JSON file. Given in place of bundles (positional, beside new fold bundles, or to ``--baseline``), it scores
 and pairs as the folds did, with no bundle and no retraining: a baseline measured in one session serves the next.
 The class-bias what-if needs the bundles (it refits on validation films).
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -44,7 +43,7 @@ import numpy as np
 
 from benchmarks import default_report as R
 from benchmarks.default_figures import bootstrap_figures, manifest_column, pair_auc_by_view, patients
-from benchmarks.paired import PairError, _outputs, all_bundles
+from benchmarks.paired import PairError, _outputs
 from benchmarks.study import evaluate as E
 from edge_runtime import formats as F
 from edge_runtime import metrics as M
@@ -77,6 +76,7 @@ class Fold:
     recipe: dict = None  # the run's train_config.json less its per-run options: one recipe per cross-validation
     site_shift: dict = None  # the simulated site figures kept with a saved fold (its bundle may be gone)
     saved_in: Path = None  # the saved-folds file this fold was read from (None: scored from its bundle now)
+    scored: dict = None  # for a saved fold: the command, commit, date and CPU that scored it
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -113,7 +113,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
     run = Path(status.get("run_dir", ""))
     return Fold(bundle=bundle, fold=int(meta_split["fold"]), folds=int(meta_split["folds"]),
                 seed=int(meta_split.get("seed", -1)), data_hash=meta.data_hash, labels=list(meta.labels),
-                files=[str(Path(s.path).resolve()) for s in arr.samples], y=np.asarray(arr.labels, int),
+                files=[film_name(s.path) for s in arr.samples], y=np.asarray(arr.labels, int),
                 sources=np.asarray(arr.sources), views=np.asarray(manifest_column(arr.samples)), cal=cal,
                 thresholds=dict(meta.thresholds), pneumonia_threshold=pn.get("threshold"),
                 parity=status.get("formats", {}).get(fmt, {}).get("agreement"),
@@ -129,18 +129,18 @@ def check_folds(folds: list[Fold]) -> dict:
     for f in folds[1:]:
         for what in ("folds", "seed", "data_hash", "labels"):
             if getattr(f, what) != getattr(first, what):
-                raise FoldError(f"{f.bundle} and {first.bundle} are not folds of one cross-validation: {what} "
+                raise FoldError(f"{where(f)} and {where(first)} are not folds of one cross-validation: {what} "
                                 f"{getattr(f, what)!r} vs {getattr(first, what)!r}")
         if f.recipe != first.recipe:
             diff = sorted(k for k in set(f.recipe or {}) | set(first.recipe or {})
                           if (f.recipe or {}).get(k) != (first.recipe or {}).get(k))
-            raise FoldError(f"{f.bundle} and {first.bundle} were trained with different recipes (differ in "
+            raise FoldError(f"{where(f)} and {where(first)} were trained with different recipes (differ in "
                             f"{', '.join(diff)}): give each recipe its own CV_OUT")
     seen: dict[int, Path] = {}
     for f in folds:
         if f.fold in seen:
-            raise FoldError(f"fold {f.fold} is given twice ({seen[f.fold]} and {f.bundle})")
-        seen[f.fold] = f.bundle
+            raise FoldError(f"fold {f.fold} is given twice ({seen[f.fold]} and {where(f)})")
+        seen[f.fold] = where(f)
     owner: dict[str, int] = {}
     for f in folds:
         for path in f.files:
@@ -244,10 +244,10 @@ def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000) -> dict:
 def align(other: Fold, to: Fold) -> Fold:
     """``other``'s outputs in ``to``'s film order; FoldError unless both folds hold the same test films."""
     if other.fold != to.fold or sorted(other.files) != sorted(to.files):
-        raise FoldError(f"{other.bundle} (fold {other.fold}) and {to.bundle} (fold {to.fold}) do not hold the same "
+        raise FoldError(f"{where(other)} (fold {other.fold}) and {where(to)} (fold {to.fold}) do not hold the same "
                         "test films: compare folds of one cross-validation (same --folds, --seed and data)")
-    where = {p: i for i, p in enumerate(other.files)}
-    k = np.array([where[p] for p in to.files], dtype=int)
+    at = {p: i for i, p in enumerate(other.files)}
+    k = np.array([at[p] for p in to.files], dtype=int)
     return replace(other, files=list(to.files), y=other.y[k], sources=other.sources[k], views=other.views[k],
                    cal=other.cal[k], patients=None if other.patients is None else other.patients[k])
 
@@ -267,27 +267,25 @@ def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> d
 SAVED = "crossval-folds/1"  # the saved-folds file's format
 
 
-def relative_films(folds: list[Fold]) -> list[Fold]:
-    """The folds with each film named by its path below the folder common to all their films (the data folder,
-    as the folds hold every class): names that hold in any clone or machine with that folder, so folds saved in
-    one session can be paired with folds scored in another."""
-    paths = [p for f in folds for p in f.files]
-    if not paths or not all(Path(p).is_absolute() for p in paths):
-        return folds
-    root = Path(os.path.commonpath(paths))
-    if len(paths) == 1:
-        root = root.parent
-    return [replace(f, files=[Path(p).relative_to(root).as_posix() for p in f.files]) for f in folds]
+def film_name(path: str) -> str:
+    """A film's name in a fold: its class folder and file name (``normal/x.png``), as the data folder's
+    ``manifest.csv`` names it; the same in every clone or machine, whichever folds are loaded together."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
 
 
 def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenance: dict) -> None:
     """Write the folds' scored test films (what a device decided from: calibrated outputs, stored thresholds)
     with their site B figures to ``path``, so a later report or comparison needs no bundle and no retraining."""
+    m = provenance.get("machine") or {}
+    scored = {"command": provenance.get("command"), **{k: m.get(k) for k in ("commit", "date", "cpu")}}
+
     def one(f: Fold) -> dict:
         return {"bundle": str(f.bundle), "fold": f.fold, "folds": f.folds, "seed": f.seed, "data_hash": f.data_hash,
                 "labels": list(f.labels), "thresholds": f.thresholds, "pneumonia_threshold": f.pneumonia_threshold,
                 "parity": f.parity, "recipe": f.recipe,
-                "site_shift": (per_fold.get(f.fold) or {}).get("site_shift") or f.site_shift,
+                "site_shift": (per_fold.get(f.fold) or per_fold.get(str(f.fold)) or {}).get("site_shift")
+                or f.site_shift, "scored": f.scored or scored,
                 "films": [{"film": n, "y": int(y), "source": str(s), "view": str(v),
                            "patient": str(u), "p": [float(x) for x in c]}
                           for n, y, s, v, u, c in zip(f.files, f.y, f.sources, f.views,
@@ -307,7 +305,8 @@ def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
         raise FoldError(f"{path} is neither a fold bundle nor a saved-folds file of format {SAVED} "
                         "(python -m benchmarks.crossval ... --save-folds FILE writes one)")
     if doc.get("artifact") != fmt:
-        raise FoldError(f"{path} holds {doc.get('artifact')} outputs, not {fmt}: pass --format {doc.get('artifact')}")
+        raise FoldError(f"{path} holds {doc.get('artifact')} outputs, not {fmt} (what --format asks for): compare one "
+                        "artifact")
     out = []
     for d in doc["folds"]:
         films = d["films"]
@@ -318,13 +317,14 @@ def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
                         cal=np.asarray([x["p"] for x in films], float).reshape(len(films), len(d["labels"])),
                         thresholds=dict(d["thresholds"]), pneumonia_threshold=d.get("pneumonia_threshold"),
                         parity=d.get("parity"), patients=np.asarray([x["patient"] for x in films]),
-                        recipe=d.get("recipe"), site_shift=d.get("site_shift"), saved_in=Path(path)))
+                        recipe=None if d.get("recipe") is None else ADDED_LATER | d["recipe"],
+                        site_shift=d.get("site_shift"), saved_in=Path(path), scored=d.get("scored")))
     return out
 
 
 def load_folds(sources, fmt: str = F.DEPLOYED, log=print, what: str = "") -> list[Fold]:
     """The folds of ``sources`` (fold bundles, each run on its test films now, or saved-folds files), in fold
-    order, their films named below the data folder, checked as one cross-validation."""
+    order, checked as one cross-validation."""
     live, saved = [], []
     for b in sources:
         if Path(b).is_dir():
@@ -333,14 +333,18 @@ def load_folds(sources, fmt: str = F.DEPLOYED, log=print, what: str = "") -> lis
         else:
             log(f"{what}saved folds {b}: reading")
             saved += load_saved(Path(b), fmt)
-    folds = sorted(relative_films(live) + saved, key=lambda f: f.fold)
+    folds = sorted(live + saved, key=lambda f: f.fold)
     check_folds(folds)
     return folds
 
 
 def where(f: Fold) -> str:
     """Where a fold's outputs came from, for the report."""
-    return str(f.bundle) + (f" (as saved in {f.saved_in})" if f.saved_in else "")
+    if not f.saved_in:
+        return str(f.bundle)
+    sc = f.scored or {}
+    return (f"{f.bundle} (as saved in {f.saved_in}; scored at commit {sc.get('commit', '?')}, {sc.get('date', '?')}, "
+            f"{sc.get('cpu', '?')})")
 
 
 def paired_with(folds: list[Fold], base: list[Fold]) -> list[Fold]:
@@ -356,7 +360,7 @@ def paired_with(folds: list[Fold], base: list[Fold]) -> list[Fold]:
     other = [align(f, b) for f, b in zip(folds, base)]
     for o, b in zip(other, base):
         if not np.array_equal(o.y, b.y):
-            raise FoldError(f"{o.bundle} and {b.bundle} give the same films different classes")
+            raise FoldError(f"{where(o)} and {where(b)} give the same films different classes")
     return other
 
 
@@ -378,6 +382,9 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
     base = load_folds(baseline, fmt, log, "baseline ") if baseline else []
     if base:
         paired_with(folds, base)  # a wrong baseline is refused before the bootstraps
+    if class_bias and (gone := [str(f.saved_in) for f in folds if f.saved_in]):
+        raise FoldError(f"the class-bias what-if fits on each fold's validation films, which {gone[0]} does not hold: "
+                        "give the fold bundles")
     out = {"format": fmt, "coverage": coverage, "recipe": folds[0].recipe, "n": int(sum(len(f.y) for f in folds)),
            "bundles": {f.fold: where(f) for f in folds}, "pooled": pool(folds, n_boot),
            "per_fold": {f.fold: fold_row(f) for f in folds}}
@@ -390,6 +397,8 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
             if f.saved_in:  # its bundle may be gone: the figures saved with it
                 if f.site_shift:
                     out["per_fold"][f.fold]["site_shift"] = f.site_shift
+                else:
+                    log(f"fold {f.fold}: no {E.SITE_B} figures saved in {f.saved_in} (saved with --no-shift)")
                 continue
             log(f"fold {f.fold}: simulated {E.SITE_B}")
             out["per_fold"][f.fold]["site_shift"] = {E.SITE_B: E.site_shift(f.bundle, "test", (E.SITE_B,))[E.SITE_B]}
@@ -494,8 +503,12 @@ def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, nam
 def _sources_exist(paths) -> bool:
     """True when every path is a bundle folder or a file (a saved-folds file; read later); otherwise says which
     is neither (stderr)."""
-    dirs = [p for p in paths if not Path(p).is_file()]
-    return all_bundles(dirs)
+    for p in paths:
+        if not Path(p).is_file() and not (Path(p) / "bundle.json").is_file():
+            print(f"error: {p} is neither a bundle folder (with bundle.json) nor a saved-folds file "
+                  "(--save-folds)", file=sys.stderr)
+            return False
+    return True
 
 
 def main(argv=None) -> int:
@@ -510,7 +523,7 @@ def main(argv=None) -> int:
                    "fitted on its validation films (operating_point.fit_class_bias), thresholds refitted after it")
     p.add_argument("--baseline", nargs="+", type=Path, default=[], metavar="BUNDLE",
                    help="fold bundles (or a saved-folds file) of another recipe trained on the same folds (e.g. "
-                        "the default's docs/cv5/folds.json): the report "
+                        "CV_OUT/folds.json of the default's make cv): the report "
                         "adds the pooled differences (this recipe - baseline) with paired 95%% intervals")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here (with the command, commit, "

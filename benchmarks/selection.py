@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import tomllib
@@ -58,6 +59,8 @@ def lever_figures(doc: dict, key: str | None, where: Path) -> dict:
         if not pairs:
             raise LeverError(f"{where} is not a benchmarks.paired report (no pairs): give `key` for a crossval report")
         out = {"unit": "seed", "n": len(pairs), "films": [p["n"] for p in pairs],
+               "side": "/".join(dict.fromkeys({"val": "validation"}.get(p.get("side"), p.get("side", "?"))
+                                              for p in pairs)),
                "resampled": sorted({p.get("unit", "film") for p in pairs}),  # reports before patients: films
                "referred": [[(p.get("rule") or {}).get(s, {}).get("referred") for s in ("A", "B")] for p in pairs]}
         for k, _ in FIGURES:
@@ -69,8 +72,8 @@ def lever_figures(doc: dict, key: str | None, where: Path) -> dict:
     base_per = doc["per_fold"] if key.startswith("what_if") else cmp["baseline_per_fold"]
     folds = sorted(cmp["per_fold"], key=int)
     get = {k: g for k, _, g, _, _ in R.COLUMNS}
-    get["referred"] = get["referred"]
     out = {"unit": "fold", "n": len(folds), "films": [doc.get("n")], "resampled": [cmp.get("unit", "film")],
+           "side": "out of fold",
            "referred": [[get["referred"](base_pooled), get["referred"](cmp["pooled"])]]}
     for k, _ in FIGURES:
         per = [R._num(get[k](cmp["per_fold"][f])) - R._num(get[k](base_per[f])) for f in folds]
@@ -80,16 +83,21 @@ def lever_figures(doc: dict, key: str | None, where: Path) -> dict:
 
 
 def settled(fig: dict) -> str:
-    """'up' or 'down' when some interval excludes 0 (and none points the other way), 'mixed' when intervals point
-    both ways, else 'tie'."""
-    signs = {(1 if lo > 0 else -1) for lo, hi in (c for c in fig["ci95"] if c) if lo > 0 or hi < 0}
-    return {frozenset(): "tie", frozenset({1}): "up", frozenset({-1}): "down"}.get(frozenset(signs), "mixed")
+    """How many of the intervals exclude 0, and which way: 'tie' when none does, 'up (1 of 2)' or 'down (2 of 2)'
+    when some do and all of those agree, 'mixed' when they point both ways."""
+    cis = [c for c in fig["ci95"] if c]
+    up = sum(1 for lo, _ in cis if lo > 0)
+    down = sum(1 for _, hi in cis if hi < 0)
+    if up and down:
+        return "mixed"
+    return "tie" if not (up or down) else f"{'up' if up else 'down'} ({up or down} of {len(cis)})"
 
 
 def _delta_cell(fig: dict, unit: str) -> str:
     cis = "; ".join(f"{c[0]:+.3f} to {c[1]:+.3f}" for c in fig["ci95"] if c)
     if unit == "fold":
-        return f"{fig['pooled']:+.3f} ({cis}); per fold {R._pm(fig['values'], 'one fold')}"
+        m, sd, _ = R.mean_sd(fig["values"])
+        return f"{fig['pooled']:+.3f} ({cis}); per fold {m:+.3f} +- {sd:.3f}"
     m, sd, n = R.mean_sd(fig["values"])
     head = f"{m:+.3f} +- {sd:.3f}" if n > 1 else f"{m:+.3f}"
     return f"{head} ({cis})" if cis else head
@@ -124,7 +132,18 @@ def default_rows(cv: dict) -> list[str]:
     return lines
 
 
-def report(levers_file: Path, command: str) -> str:
+def _field(d: dict, key: str, where: str):
+    if key not in d:
+        raise LeverError(f"{where} has no {key!r}")
+    return d[key]
+
+
+def _link(path: Path, root: Path, out_dir: Path) -> str:
+    """A markdown link to ``path`` (relative to the repository ``root``) from a report written in ``out_dir``."""
+    return f"[{path}]({Path(os.path.relpath(root / path, out_dir)).as_posix()})"
+
+
+def report(levers_file: Path, command: str, out_dir: Path | None = None) -> str:
     from benchmarks.sysinfo import machine_info, report_header
 
     try:
@@ -132,7 +151,8 @@ def report(levers_file: Path, command: str) -> str:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise LeverError(f"{levers_file}: not a readable levers file ({exc})") from exc
     root = Path(levers_file).resolve().parent.parent  # recipes/levers.toml: paths are relative to the repository
-    cv_path = Path(spec["default"])
+    out_dir = (Path(out_dir) if out_dir is not None else Path.cwd()).resolve()
+    cv_path = Path(_field(spec, "default", str(levers_file)))
     cv = _read(root / cv_path)
     cov = cv["coverage"]
     lines = [report_header("Model selection: the default recipe and every lever measured against it", command,
@@ -141,27 +161,31 @@ def report(levers_file: Path, command: str) -> str:
              "(figures read from them, never typed; only each lever's decision is written by hand there).", "",
              f"## The default recipe out of fold ({len(cov['present'])} of {cov['folds']} folds, seed {cov['seed']}, "
              f"{cv['n']} films)", "",
-             f"From [{cv_path}]({Path('..') / cv_path}), {_provenance(cv)}. Each film scored once by the deployed "
-             f"`{cv['format']}` of the fold that never saw it; intervals resample patients.", "",
+             f"From {_link(cv_path, root, out_dir)}, {_provenance(cv)}. Each film scored once by the deployed "
+             f"`{cv['format']}` of the fold that never saw it; the intervals resample "
+             f"{(cv['pooled'].get('ci95') or {}).get('unit', 'film')}s.", "",
              *default_rows(cv), "",
              "## Levers against the default", "",
-             "Difference = lever - default on the same films. Seeds: mean +- sd of the per-seed differences, each "
+             "Difference = lever - baseline on the same films (the baseline is the default unless the row names "
+             "another). Seeds: mean +- sd of the per-seed differences, each "
              "seed's 95% paired interval in brackets (what its bootstrap resampled: `intervals`). Folds: the "
-             "pooled difference with its interval, and the per-fold differences. `settled` says whether some "
-             "interval of accuracy or NIH AUC excludes 0 (up/down), else tie.", "",
-             "| lever | films | unit | accuracy | NIH normal-vs-pneumonia AUC | TB-vs-rest AUC | referred (default -> "
-             "lever) | settled (accuracy, NIH AUC) | intervals | decision |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "pooled difference with its interval, and the per-fold differences. The column after the referrals "
+             "counts the intervals of accuracy and of NIH AUC that exclude 0 (tie: none does).", "",
+             "| lever | films | unit | accuracy | NIH normal-vs-pneumonia AUC | TB-vs-rest AUC | referred (baseline -> "
+             "lever) | intervals excluding 0 (accuracy; NIH AUC) | intervals | decision |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     sources = []
     for i, lever in enumerate(spec.get("lever", [])):
-        path = Path(lever["report"])
+        path = Path(_field(lever, "report", f"{levers_file}: lever {i + 1}"))
+        name = _field(lever, "name", f"{levers_file}: lever {i + 1}")
         doc = _read(root / path)
         figs = lever_figures(doc, lever.get("key"), path)
         cells = [_delta_cell(figs[k], figs["unit"]) for k, _ in FIGURES]
-        lines.append(f"| {lever['name']} | {lever.get('side', '?')} ({'+'.join(str(n) for n in figs['films'])}) | "
+        lines.append(f"| {name} | {figs['side']} ({'+'.join(str(n) for n in figs['films'])}) | "
                      f"{figs['n']} {figs['unit']}s | " + " | ".join(cells) + f" | {_referred(figs['referred'])} | "
-                     f"{settled(figs['accuracy'])}, {settled(figs['pair_auc'])} | "
+                     f"{settled(figs['accuracy'])}; {settled(figs['pair_auc'])} | "
                      f"{', '.join(u + 's' for u in figs['resampled'])} resampled | {lever.get('decision', '-')} |")
-        sources.append(f"- [{path}]({Path('..') / path}){' (' + lever['key'] + ')' if lever.get('key') else ''}: "
+        sources.append(f"- {_link(path, root, out_dir)}{' (' + lever['key'] + ')' if lever.get('key') else ''}: "
                        f"{_provenance(doc)}")
     lines += ["", "## Sources", "", *dict.fromkeys(sources)]
     return "\n".join(lines) + "\n"
@@ -176,8 +200,8 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.selection " + shlex.join(
         str(x) for x in (argv if argv is not None else sys.argv[1:]))
     try:
-        text = report(a.levers, command.strip())
-    except (LeverError, KeyError) as exc:
+        text = report(a.levers, command.strip(), a.out.parent if a.out else None)
+    except LeverError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if a.out:

@@ -100,31 +100,31 @@ def test_a_recipe_is_compared_with_its_baseline_film_by_film():
 
 
 def test_saved_folds_score_and_pair_like_the_folds_they_were_saved_from(tmp_path):
-    """Folds saved in one session (their films named below the data folder) give the same pooled figures when
-    read back, and pair film by film with folds scored in another clone whose data folder lies elsewhere."""
+    """Folds saved in one session give the same pooled figures when read back, and pair film by film with folds of
+    another recipe scored in another clone whose data folder lies elsewhere."""
     rng = np.random.default_rng(3)
     ys = [rng.integers(0, 3, 40), rng.integers(0, 3, 30)]
     names = [[f"{LABELS[c]}/film{i}-{k}.png" for k, c in enumerate(y)] for i, y in enumerate(ys)]
-    here = [_fold(i, y, _probs(rng, y), 0.4, files=[f"/clone-a/data/{n}" for n in nm])
-            for i, (y, nm) in enumerate(zip(ys, names))]
+    assert CV.film_name(f"/clone-a/data/{names[0][0]}") == CV.film_name(f"/b/x/data/{names[0][0]}") == names[0][0]
+    here = [_fold(i, y, _probs(rng, y), 0.4, files=nm) for i, (y, nm) in enumerate(zip(ys, names))]
     here = [replace(f, patients=np.array([n.split("-")[0] for n in f.files]), recipe={"epochs": 30},
-                    site_shift={E.SITE_B: {"accuracy": 0.5 + f.fold / 10}}) for f in CV.relative_films(here)]
-    assert here[0].files[0] == names[0][0]  # named below the folder common to all the folds' films
+                    site_shift={E.SITE_B: {"accuracy": 0.5 + f.fold / 10}}) for f in here]
     saved = tmp_path / "folds.json"
-    CV.save_folds(here, saved, "tflite_int8", {}, {"command": "test"})
+    CV.save_folds(here, saved, "tflite_int8", {}, {"command": "cv", "machine": {"commit": "abc1234"}})
     back = CV.load_saved(saved)
     assert [f.files for f in back] == [f.files for f in here] and back[1].site_shift == here[1].site_shift
-    assert np.array_equal(back[0].cal, here[0].cal) and back[0].recipe == {"epochs": 30}
+    assert np.array_equal(back[0].cal, here[0].cal) and back[0].scored["commit"] == "abc1234"
+    assert back[0].recipe == CV.ADDED_LATER | {"epochs": 30}  # an option newer than the saved folds counts as off
     assert CV.pool(back, 50)["accuracy"] == CV.pool(here, 50)["accuracy"]
     assert CV.pool(back, 50)["ci95"]["patients"] == CV.pool(here, 50)["ci95"]["patients"]
+    assert "scored at commit abc1234" in CV.where(back[0])
 
-    # another clone: the same films under another folder, in another order, scored by another recipe
+    # another recipe's folds: the same films in another order, other outputs, paired back into the saved order
     k = rng.permutation(len(ys[1]))
-    there = CV.relative_films([_fold(0, ys[0], _probs(rng, ys[0]), 0.4, files=[f"/clone-b/x/data/{n}" for n in names[0]]),
-                               _fold(1, ys[1][k], _probs(rng, ys[1][k]), 0.4,
-                                     files=[f"/clone-b/x/data/{names[1][j]}" for j in k])])
+    there = [_fold(0, ys[0], _probs(rng, ys[0]), 0.4, files=names[0]),
+             _fold(1, ys[1][k], _probs(rng, ys[1][k]), 0.4, files=[names[1][j] for j in k])]
     paired = CV.paired_with(there, back)
-    assert paired[1].files == back[1].files and np.array_equal(paired[1].y, back[1].y)
+    assert np.array_equal(paired[1].cal[k], there[1].cal) and np.array_equal(paired[1].y, back[1].y)
     with pytest.raises(CV.FoldError, match="does not hold"):
         CV.class_bias_what_if(back, "tflite_int8", 10, log=lambda m: None)
     with pytest.raises(CV.FoldError, match="not tflite_fp32"):
@@ -244,6 +244,16 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     assert CV.main([str(saved), "--class-bias"]) == 2
     assert "give the fold bundles" in capsys.readouterr().err
     (tmp_path / "gone0").rename(f0), (tmp_path / "gone1").rename(f1)
+    # a saved fold beside a live one, and live folds against the saved ones as baseline
+    one = tmp_path / "fold1.json"
+    assert CV.main([str(f1), "--bootstrap", "30", "--no-shift", "--save-folds", str(one)]) == 0
+    assert CV.main([str(f0), str(one), "--bootstrap", "30", "--no-shift", "--out", str(js),
+                    "--baseline", str(saved)]) == 0
+    mixed = json.loads(js.read_text())
+    assert mixed["pooled"]["accuracy"] == live["pooled"]["accuracy"] and mixed["coverage"]["complete"]
+    assert mixed["versus_baseline"]["delta_ci95"]["accuracy"] == [0.0, 0.0]
+    assert CV.main([str(tmp_path / "nothing.json")]) == 2
+    assert "neither a bundle folder" in capsys.readouterr().err
     assert CV.main([str(f0), str(f1), "--no-shift", "--baseline", str(f0)]) == 2
     assert "compare the same folds" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _pair(n, acc, acc_ci, auc_ci, referred=(0.3, 0.2), unit="patient"):
-    return {"n": n, "unit": unit, "delta": {"accuracy": {"value": acc, "ci95": acc_ci},
+    return {"n": n, "unit": unit, "side": "val", "delta": {"accuracy": {"value": acc, "ci95": acc_ci},
                                             "pair_auc": {"value": 0.01, "ci95": auc_ci},
                                             "tb_auc": {"value": 0.0, "ci95": [-0.01, 0.01]}},
             "rule": {"A": {"referred": referred[0]}, "B": {"referred": referred[1]}}}
@@ -22,12 +22,12 @@ def _fold_row(acc, auc, tb, referred):
 
 def test_settled_reads_the_intervals():
     assert S.settled({"ci95": [[-0.01, 0.02], [-0.03, 0.0]]}) == "tie"
-    assert S.settled({"ci95": [[0.01, 0.02], [-0.03, 0.05]]}) == "up"
-    assert S.settled({"ci95": [[-0.04, -0.01], None]}) == "down"
+    assert S.settled({"ci95": [[0.01, 0.02], [-0.03, 0.05]]}) == "up (1 of 2)"
+    assert S.settled({"ci95": [[-0.04, -0.01], None]}) == "down (1 of 1)"
     assert S.settled({"ci95": [[-0.04, -0.01], [0.01, 0.02]]}) == "mixed"
 
 
-def test_the_report_reads_every_figure_from_the_lever_reports(tmp_path):
+def test_the_report_reads_every_figure_from_the_lever_reports(tmp_path, capsys):
     (tmp_path / "recipes").mkdir()
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -45,16 +45,18 @@ def test_the_report_reads_every_figure_from_the_lever_reports(tmp_path):
     (docs / "cv.json").write_text(json.dumps(cv))
     levers = tmp_path / "recipes" / "levers.toml"
     levers.write_text('default = "docs/cv.json"\n[[lever]]\nname = "lever one"\nreport = "docs/lever.json"\n'
-                      'side = "test"\ndecision = "kept out"\n[[lever]]\nname = "bias"\nreport = "docs/cv.json"\n'
-                      'key = "what_if.class_bias"\nside = "out of fold"\ndecision = "no"\n')
+                      'decision = "kept out"\n[[lever]]\nname = "bias"\nreport = "docs/cv.json"\n'
+                      'key = "what_if.class_bias"\ndecision = "no"\n')
     out = tmp_path / "SEL.md"
     assert S.main(["--levers", str(levers), "--out", str(out)]) == 0
     text = out.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| lever one"))
     assert "+0.030 +- 0.014" in row and "+0.005 to +0.040; -0.010 to +0.090" in row  # mean +- sd, each seed's CI
-    assert "30% -> 20%, 40% -> 10%" in row and "| up, tie |" in row and "kept out" in row and "2 seeds" in row
+    assert "30% -> 20%, 40% -> 10%" in row and "| up (1 of 2); tie |" in row and "kept out" in row
+    assert "| validation (200+210) | 2 seeds |" in row and "patients resampled" in row
     bias = next(line for line in text.splitlines() if line.startswith("| bias"))
-    assert "+0.030 (+0.010 to +0.050)" in bias and "2 folds" in bias and "30% -> 20%" in bias
+    assert "+0.030 (+0.010 to +0.050); per fold +0.030 +- 0.000" in bias and "out of fold (400) | 2 folds" in bias
+    assert "30% -> 20%" in bias and "[docs/cv.json](docs/cv.json)" in text  # links from the report's folder
     assert "| accuracy | >= 0.88 | 0.805 | 0.780-0.830 | 0.805 +- 0.007 | missed by 0.075 |" in text
     assert "at commit abc1234" in text and "**Commit:**" in text
 
@@ -64,6 +66,8 @@ def test_the_report_reads_every_figure_from_the_lever_reports(tmp_path):
     assert S.main(["--levers", str(levers)]) == 2
     levers.write_text('default = "docs/cv.json"\n[[lever]]\nname = "x"\nreport = "docs/missing.json"\n')
     assert S.main(["--levers", str(levers)]) == 2
+    levers.write_text('default = "docs/cv.json"\n[[lever]]\nname = "x"\n')
+    assert S.main(["--levers", str(levers)]) == 2 and "lever 1 has no 'report'" in capsys.readouterr().err
 
 
 def test_the_repository_levers_file_names_readable_reports():
@@ -75,7 +79,8 @@ def test_the_repository_levers_file_names_readable_reports():
     for lever in spec["lever"]:
         doc = json.loads((REPO / lever["report"]).read_text())
         figs = S.lever_figures(doc, lever.get("key"), Path(lever["report"]))
-        assert figs["n"] >= 2 and len(figs["accuracy"]["values"]) == figs["n"]
+        assert figs["n"] >= 2 and figs["side"] in {"test", "validation", "out of fold"}
+        assert all(lo <= hi for c in figs["accuracy"]["ci95"] if c for lo, hi in [c])
 
 
 @pytest.mark.parametrize("text", ["not toml [", 'default = "docs/none.json"\n'])
