@@ -90,12 +90,23 @@ model: setup
 # FOLDS hours on 2 cores; rerun to resume (finished folds are kept, an interrupted one continues). TRAIN_FLAGS
 # adds options to every fold's training (e.g. TRAIN_FLAGS="--ema 0.99" for a lever's CV): give each recipe its
 # own CV_OUT (the report refuses folds of two recipes). CV_OUT/folds.json keeps every fold's scored test films:
-# it stands in for the bundles later (a report, or --baseline of another recipe's report).
-FOLDS   ?= 5
-CV_SEED ?= 0
-CV_OUT  ?= runs/cv
+# it stands in for the bundles later (a report, or --baseline of another recipe's report). Across sessions or
+# machines that do not keep runs/: CV_SAVED=docs/NAME/folds.json (committed) keeps the folds it holds and gains the
+# ones trained now, CV_TRAIN="0 1" trains only those folds this time (the report says which are still missing).
+FOLDS    ?= 5
+CV_SEED  ?= 0
+CV_OUT   ?= runs/cv
+CV_SAVED ?=
+CV_TRAIN ?= $(shell seq 0 $$(($(FOLDS) - 1)))
 cv: setup
-	@for i in $$(seq 0 $$(($(FOLDS) - 1))); do \
+	@saved=""; \
+	if [ -n "$(CV_SAVED)" ] && [ -f "$(CV_SAVED)" ]; then \
+	  saved=$$($(PY) -c 'import json, sys; print(" ".join(str(f["fold"]) for f in json.load(open(sys.argv[1]))["folds"]))' \
+	    "$(CV_SAVED)") || exit 1; \
+	  echo "== folds saved in $(CV_SAVED): $$saved (kept, not trained again)"; \
+	fi; \
+	for i in $(CV_TRAIN); do \
+	  case " $$saved " in *" $$i "*) continue;; esac; \
 	  run=$(CV_OUT)/fold$$i; \
 	  if [ ! -f "$$run/metadata.json" ]; then \
 	    resume=""; [ -d "$$run" ] && resume=--resume; \
@@ -107,10 +118,15 @@ cv: setup
 	    echo "== fold $$i of $(FOLDS): converting"; \
 	    $(PY) -m convert "$$run" --formats tflite_int8,tflite_fp32 --out "$$run-bundle" --force || [ $$? -eq 3 ] || exit 1; \
 	  fi; \
-	done
-	$(PY) -m benchmarks.crossval $(CV_OUT)/fold*-bundle --out $(CV_OUT)/crossval.json --md $(CV_OUT)/report.md \
-	  --save-folds $(CV_OUT)/folds.json
-	@echo "Out-of-fold report: $(CV_OUT)/report.md"
+	done; \
+	inputs=""; [ -n "$$saved" ] && inputs="$(CV_SAVED)"; \
+	for b in $(CV_OUT)/fold*-bundle; do \
+	  [ -f "$$b/bundle.json" ] || continue; i=$${b##*/fold}; i=$${i%-bundle}; \
+	  case " $$saved " in *" $$i "*) ;; *) inputs="$$inputs $$b";; esac; \
+	done; \
+	$(PY) -m benchmarks.crossval $$inputs --out $(CV_OUT)/crossval.json --md $(CV_OUT)/report.md \
+	  --save-folds $(or $(CV_SAVED),$(CV_OUT)/folds.json)
+	@echo "Out-of-fold report: $(CV_OUT)/report.md; every fold scored so far: $(or $(CV_SAVED),$(CV_OUT)/folds.json)"
 
 # Training only, with the default recipe, on the real development images (about an hour on 2 cores).
 train-real: setup

@@ -1,7 +1,10 @@
 """benchmarks.crossval: out-of-fold figures pooled over the folds of one patient-grouped cross-validation."""
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from benchmarks.study import evaluate as E
 from edge_runtime import operating_point as OP
 
 LABELS = ["normal", "pneumonia", "tuberculosis"]
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _fold(i, y, cal, tb, refer=0.6, pn=0.5, folds=2, files=None):
@@ -254,6 +258,18 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     assert mixed["versus_baseline"]["delta_ci95"]["accuracy"] == [0.0, 0.0]
     assert CV.main([str(tmp_path / "nothing.json")]) == 2
     assert "neither a bundle folder" in capsys.readouterr().err
+
+    # make cv across sessions: a committed file with fold 0 saved, fold 1's bundle made now, nothing to train
+    zero, cv = tmp_path / "kept" / "folds.json", tmp_path / "cv"
+    assert CV.main([str(f0), "--bootstrap", "30", "--no-shift", "--save-folds", str(zero)]) == 0
+    shutil.copytree(f1, cv / "fold1-bundle")
+    shutil.copytree(f0, cv / "fold0-bundle")  # also present, but fold 0 is kept as saved, not given twice
+    done = subprocess.run(["make", "-C", str(REPO), "-o", "setup", "cv", f"PY={sys.executable}", f"CV_OUT={cv}",
+                           f"CV_SAVED={zero}", "CV_TRAIN=", "FOLDS=2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "folds saved in" in done.stdout and "2 of 2 folds" in (cv / "report.md").read_text()
+    assert [f.fold for f in CV.load_saved(zero)] == [0, 1]  # the committed file now holds both folds
+    assert json.loads((cv / "crossval.json").read_text())["pooled"]["accuracy"] == live["pooled"]["accuracy"]
     assert CV.main([str(f0), str(f1), "--no-shift", "--baseline", str(f0)]) == 2
     assert "compare the same folds" in capsys.readouterr().err
 
