@@ -93,11 +93,14 @@ model: setup
 # it stands in for the bundles later (a report, or --baseline of another recipe's report). Across sessions or
 # machines that do not keep runs/: CV_SAVED=docs/NAME/folds.json (committed) keeps the folds it holds and gains the
 # ones trained now, CV_TRAIN="0 1" trains only those folds this time (the report says which are still missing).
+# CV_ARGS: more options for the report, e.g. CV_ARGS="--baseline docs/cv5r/folds.json" (a lever against the
+# default, on the folds both hold).
 FOLDS    ?= 5
 CV_SEED  ?= 0
 CV_OUT   ?= runs/cv
 CV_SAVED ?=
 CV_TRAIN ?= $(shell seq 0 $$(($(FOLDS) - 1)))
+CV_ARGS  ?=
 cv: setup
 	@saved=""; \
 	if [ -n "$(CV_SAVED)" ] && [ -f "$(CV_SAVED)" ]; then \
@@ -125,7 +128,7 @@ cv: setup
 	  case " $$saved " in *" $$i "*) ;; *) inputs="$$inputs $$b";; esac; \
 	done; \
 	$(PY) -m benchmarks.crossval $$inputs --out $(CV_OUT)/crossval.json --md $(CV_OUT)/report.md \
-	  --save-folds $(or $(CV_SAVED),$(CV_OUT)/folds.json)
+	  --save-folds $(or $(CV_SAVED),$(CV_OUT)/folds.json) $(CV_ARGS)
 	@echo "Out-of-fold report: $(CV_OUT)/report.md; every fold scored so far: $(or $(CV_SAVED),$(CV_OUT)/folds.json)"
 
 # Training only, with the default recipe, on the real development images (about an hour on 2 cores).

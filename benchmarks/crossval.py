@@ -16,8 +16,8 @@ options): folds of two recipes are refused, never pooled. The report gives
 - accuracy per data source, normal vs pneumonia per view position, and the simulated site B per fold.
 
 ``--baseline BUNDLE_F0 ...`` (another recipe's fold bundles on the same folds, e.g. the default's) adds that recipe
-against the baseline: the pooled difference of every figure with the 95% interval of a paired bootstrap of
-patients, and the per-fold differences; a difference whose interval spans 0 is a tie.
+against the baseline on the folds both hold: the pooled difference of every figure with the 95% interval of a
+paired bootstrap of patients, and the per-fold differences; a difference whose interval spans 0 is a tie.
 
 ``--save-folds FILE`` writes every fold's scored test films (calibrated outputs, the fold's stored thresholds, its
 site B figures, the commit, date and CPU that scored it; each film named by class folder and file name) to one
@@ -364,9 +364,20 @@ def paired_with(folds: list[Fold], base: list[Fold]) -> list[Fold]:
     return other
 
 
+def common_folds(folds: list[Fold], base: list[Fold]) -> tuple[list[Fold], list[Fold]]:
+    """The folds that both recipes hold (a cross-validation trained in parts may hold fewer folds of one recipe
+    than of the other); FoldError when they share none."""
+    both = {f.fold for f in folds} & {b.fold for b in base}
+    if not both:
+        raise FoldError(f"the baseline has folds {[b.fold for b in base]}, the recipe folds {[f.fold for f in folds]}: "
+                        "no fold in common to compare")
+    return [f for f in folds if f.fold in both], [b for b in base if b.fold in both]
+
+
 def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
-    """The recipe of ``folds`` against the recipe of the ``base`` folds, trained on the same folds: pooled
+    """The recipe of ``folds`` against the recipe of the ``base`` folds, on the folds both hold: pooled
     differences with paired intervals, and what differs between the two recipes."""
+    folds, base = common_folds(folds, base)
     other = paired_with(folds, base)
     ra, rb = base[0].recipe or {}, folds[0].recipe or {}
     diff = {k: [ra.get(k), rb.get(k)] for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)}
@@ -381,7 +392,7 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
     coverage = check_folds(folds)
     base = load_folds(baseline, fmt, log, "baseline ") if baseline else []
     if base:
-        paired_with(folds, base)  # a wrong baseline is refused before the bootstraps
+        paired_with(*common_folds(folds, base))  # a wrong baseline is refused before the bootstraps
     if class_bias and (gone := [str(f.saved_in) for f in folds if f.saved_in]):
         raise FoldError(f"the class-bias what-if fits on each fold's validation films, which {gone[0]} does not hold: "
                         "give the fold bundles")
@@ -457,7 +468,8 @@ def table(res: dict) -> str:
                   _pm([r["by_source"].get(s, {}).get("accuracy") for r in rows]) for s in srcs) + " |"]
     vb = res.get("versus_baseline")
     if vb:
-        lines += ["", "Against the baseline recipe, trained on the same folds (" + ", ".join(
+        lines += ["", f"Against the baseline recipe, on the folds both hold ({len(vb['bundles'])} of "
+                      f"{cov['folds']}; " + ", ".join(
                       f"fold {k}: `{b}`" for k, b in vb["bundles"].items()) + "); the recipes differ in: " + (
                       "; ".join(f"{k} {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}"
                                 for k, (a, b) in vb["recipe_difference"].items()) or "nothing (a rerun)")

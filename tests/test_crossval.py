@@ -262,16 +262,22 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     # make cv across sessions: a committed file with fold 0 saved, fold 1's bundle made now, nothing to train
     zero, cv = tmp_path / "kept" / "folds.json", tmp_path / "cv"
     assert CV.main([str(f0), "--bootstrap", "30", "--no-shift", "--save-folds", str(zero)]) == 0
+    capsys.readouterr()
+    assert CV.main([str(f0), str(f1), "--bootstrap", "30", "--no-shift", "--baseline", str(zero), "--out", str(js)]) == 0
+    assert list(json.loads(js.read_text())["versus_baseline"]["bundles"]) == ["0"]  # only the fold both hold
+    assert "on the folds both hold (1 of 2" in capsys.readouterr().out
+    assert CV.main([str(f1), "--no-shift", "--baseline", str(zero)]) == 2
+    assert "no fold in common" in capsys.readouterr().err
     shutil.copytree(f1, cv / "fold1-bundle")
     shutil.copytree(f0, cv / "fold0-bundle")  # also present, but fold 0 is kept as saved, not given twice
     done = subprocess.run(["make", "-C", str(REPO), "-o", "setup", "cv", f"PY={sys.executable}", f"CV_OUT={cv}",
+                           f"CV_ARGS=--baseline {zero} --bootstrap 30",
                            f"CV_SAVED={zero}", "CV_TRAIN=", "FOLDS=2"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "folds saved in" in done.stdout and "2 of 2 folds" in (cv / "report.md").read_text()
+    assert "on the folds both hold (1 of 2" in (cv / "report.md").read_text()  # CV_ARGS reached the report
     assert [f.fold for f in CV.load_saved(zero)] == [0, 1]  # the committed file now holds both folds
     assert json.loads((cv / "crossval.json").read_text())["pooled"]["accuracy"] == live["pooled"]["accuracy"]
-    assert CV.main([str(f0), str(f1), "--no-shift", "--baseline", str(f0)]) == 2
-    assert "compare the same folds" in capsys.readouterr().err
 
     # the same films twice, or a training that is not a fold, are refused with a clear message
     assert CV.main([str(f0), str(f0), "--no-shift"]) == 2
