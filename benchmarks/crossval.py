@@ -252,10 +252,14 @@ def align(other: Fold, to: Fold) -> Fold:
                    cal=other.cal[k], patients=None if other.patients is None else other.patients[k])
 
 
-def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> dict:
+def _refit_needs_bundles(folds: list[Fold]) -> None:
     if gone := [str(f.saved_in) for f in folds if f.saved_in]:
         raise FoldError(f"the class-bias what-if fits on each fold's validation films, which {gone[0]} does not hold: "
                         "give the fold bundles")
+
+
+def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> dict:
+    _refit_needs_bundles(folds)
     changed, biases = [], {}
     for f in folds:
         log(f"fold {f.fold}: fitting a class bias on its validation films")
@@ -393,9 +397,8 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
     base = load_folds(baseline, fmt, log, "baseline ") if baseline else []
     if base:
         paired_with(*common_folds(folds, base))  # a wrong baseline is refused before the bootstraps
-    if class_bias and (gone := [str(f.saved_in) for f in folds if f.saved_in]):
-        raise FoldError(f"the class-bias what-if fits on each fold's validation films, which {gone[0]} does not hold: "
-                        "give the fold bundles")
+    if class_bias:
+        _refit_needs_bundles(folds)  # before the bootstraps
     out = {"format": fmt, "coverage": coverage, "recipe": folds[0].recipe, "n": int(sum(len(f.y) for f in folds)),
            "bundles": {f.fold: where(f) for f in folds}, "pooled": pool(folds, n_boot),
            "per_fold": {f.fold: fold_row(f) for f in folds}}
