@@ -25,8 +25,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import default_report as R
 
 FIGURES = (("accuracy", "accuracy"), ("pair_auc", "NIH normal-vs-pneumonia AUC"), ("tb_auc", "TB-vs-rest AUC"))
