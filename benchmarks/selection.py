@@ -11,6 +11,9 @@ the default trained on the same splits, film by film, one pair per seed) or ``be
 - one row per lever: the difference lever - default of accuracy, NIH normal-vs-pneumonia AUC and TB-vs-rest AUC
   (mean +- sd over seeds, and each seed's 95% paired interval; for folds the pooled difference with its interval),
   the referral rate before and after, whether any interval excludes 0, and the decision kept in the levers file;
+- the run-to-run spread (``rerun``: the default recipe trained again on the same folds): per fold, how far an
+  identical retraining moved each figure. A lever trained once per fold whose difference is no larger than this
+  cannot be told from a retraining, whatever its film-resampled interval says;
 - where each figure comes from (command, commit, date, CPU of every input report).
 
 Figures are read, never typed: only a lever's name and decision come from the levers file.
@@ -111,6 +114,32 @@ def _provenance(doc: dict) -> str:
     return f"`{p.get('command', '?')}` at commit {m.get('commit', '?')}, {m.get('date', '?')}, {m.get('cpu', '?')}"
 
 
+def rerun_rows(cv: dict, again: dict) -> list[str]:
+    """One row per figure: the default's value on each fold both reports hold, the retrained value, and the
+    difference (again - first); then the largest absolute difference. Empty when no fold is shared."""
+    folds = sorted(set(cv["per_fold"]) & set(again["per_fold"]), key=int)
+    if not folds:
+        return []
+    head = " | ".join(f"fold {f}: first -> again (difference)" for f in folds)
+    lines = [f"| figure | {head} | largest difference |", "|---|" + "---|" * (len(folds) + 1)]
+    for key, label, get, _, _ in R.COLUMNS:
+        if key == "parity":
+            continue
+        cells, diffs = [], []
+        for f in folds:
+            a, b = get(cv["per_fold"][f]), get(again["per_fold"][f])
+            if a is None or b is None:
+                cells.append("-")
+                continue
+            count = isinstance(a, int) and isinstance(b, int)  # films called normal: counts, not rates
+            d = R._num(b) - R._num(a)
+            diffs.append(abs(d))
+            cells.append(f"{a} -> {b} ({d:+.0f})" if count else f"{R._f(a)} -> {R._f(b)} ({d:+.3f})")
+        big = "-" if not diffs else (f"{max(diffs):.0f}" if count else f"{max(diffs):.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {big} |")
+    return lines
+
+
 def default_rows(cv: dict) -> list[str]:
     pooled, per = cv["pooled"], cv["per_fold"]
     rows = [per[k] for k in sorted(per, key=int)]
@@ -180,11 +209,23 @@ def report(levers_file: Path, command: str, out_dir: Path | None = None) -> str:
         figs = lever_figures(doc, lever.get("key"), path)
         cells = [_delta_cell(figs[k], figs["unit"]) for k, _ in FIGURES]
         lines.append(f"| {name} | {figs['side']} ({'+'.join(str(n) for n in figs['films'])}) | "
-                     f"{figs['n']} {figs['unit']}s | " + " | ".join(cells) + f" | {_referred(figs['referred'])} | "
+                     f"{figs['n']} {figs['unit']}{'s' if figs['n'] != 1 else ''} | " + " | ".join(cells) + f" | {_referred(figs['referred'])} | "
                      f"{settled(figs['accuracy'])}; {settled(figs['pair_auc'])} | "
                      f"{', '.join(u + 's' for u in figs['resampled'])} resampled | {lever.get('decision', '-')} |")
         sources.append(f"- {_link(path, root, out_dir)}{' (' + lever['key'] + ')' if lever.get('key') else ''}: "
                        f"{_provenance(doc)}")
+    if spec.get("rerun"):
+        again_path = Path(spec["rerun"])
+        again = _read(root / again_path)
+        rows = rerun_rows(cv, again)
+        lines += ["", "## Run-to-run spread: the default recipe trained again", "",
+                  f"The same recipe, folds and seed trained a second time ({_link(again_path, root, out_dir)}, "
+                  f"{_provenance(again)}), against the first training ({_link(cv_path, root, out_dir)}), on the "
+                  "same test films. Training is not bit-reproducible (`deterministic` off), so each figure moves "
+                  "between identical trainings by about this much; a lever's difference of this size on one "
+                  "training per fold is not a finding.", ""]
+        lines += rows or ["(no fold is in both reports)"]
+        sources.append(f"- {_link(again_path, root, out_dir)} (rerun): {_provenance(again)}")
     lines += ["", "## Sources", "", *dict.fromkeys(sources)]
     return "\n".join(lines) + "\n"
 
