@@ -108,6 +108,10 @@ def _referred(pairs) -> str:
     return ", ".join(f"{a:.0%} -> {b:.0%}" for a, b in pairs if a is not None and b is not None) or "-"
 
 
+def _cpu(doc: dict) -> str:
+    return ((doc.get("provenance") or {}).get("machine") or {}).get("cpu", "an unrecorded CPU")
+
+
 def _provenance(doc: dict) -> str:
     p = doc.get("provenance") or {}
     m = p.get("machine") or {}
@@ -221,9 +225,10 @@ def report(levers_file: Path, command: str, out_dir: Path | None = None) -> str:
         lines += ["", "## Run-to-run spread: the default recipe trained again", "",
                   f"The same recipe, folds and seed trained a second time ({_link(again_path, root, out_dir)}, "
                   f"{_provenance(again)}), against the first training ({_link(cv_path, root, out_dir)}), on the "
-                  "same test films. Training is not bit-reproducible (`deterministic` off), so each figure moves "
-                  "between identical trainings by about this much; a lever's difference of this size on one "
-                  "training per fold is not a finding.", ""]
+                  "same test films. Training is not bit-reproducible (`deterministic` off), and the two may have "
+                  f"trained on different CPUs (scored on {_cpu(cv)} and on {_cpu(again)}; a fold is trained and "
+                  "scored on one machine as a rule), so each figure moves between identical trainings by about "
+                  "this much; a lever's difference of this size on one training per fold is not a finding.", ""]
         lines += rows or ["(no fold is in both reports)"]
         sources.append(f"- {_link(again_path, root, out_dir)} (rerun): {_provenance(again)}")
     lines += ["", "## Sources", "", *dict.fromkeys(sources)]

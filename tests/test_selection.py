@@ -96,11 +96,11 @@ def test_the_rerun_section_shows_how_far_an_identical_training_moved_each_figure
     docs = tmp_path / "docs"
     docs.mkdir()
 
-    def cv(per):
+    def cv(per, cpu):
         return {"format": "tflite_int8", "n": 300, "coverage": {"present": [int(k) for k in per], "folds": 5,
                                                                 "seed": 0},
                 "pooled": next(iter(per.values())), "per_fold": per,
-                "provenance": {"command": "python -m benchmarks.crossval X", "machine": {"commit": "c0ffee1"}}}
+                "provenance": {"command": "python -m benchmarks.crossval X", "machine": {"commit": "c0ffee1", "cpu": cpu}}}
 
     first = {"0": {**_fold_row(0.84, 0.88, 0.99, 0.26), "refer_rule": {"referred": 0.26,
                                                                       "pneumonia_called_normal": 1}},
@@ -108,8 +108,8 @@ def test_the_rerun_section_shows_how_far_an_identical_training_moved_each_figure
     again = {"0": {**_fold_row(0.89, 0.91, 0.99, 0.11), "refer_rule": {"referred": 0.11,
                                                                       "pneumonia_called_normal": 9}},
              "3": _fold_row(0.70, 0.70, 0.90, 0.50)}  # fold 3 is not in the first report: left out
-    (docs / "cv.json").write_text(json.dumps(cv(first)))
-    (docs / "again.json").write_text(json.dumps(cv(again)))
+    (docs / "cv.json").write_text(json.dumps(cv(first, "CPU-A")))
+    (docs / "again.json").write_text(json.dumps(cv(again, "CPU-B")))
     levers = tmp_path / "recipes" / "levers.toml"
     levers.write_text('default = "docs/cv.json"\nrerun = "docs/again.json"\n')
     text = S.report(levers, "cmd", tmp_path)
@@ -119,6 +119,7 @@ def test_the_rerun_section_shows_how_far_an_identical_training_moved_each_figure
     assert "| referred by the refer rule | 0.260 -> 0.110 (-0.150) | 0.150 |" in section
     assert "| pneumonia films given a normal decision | 1 -> 9 (+8) | 8 |" in section
     assert "fold 3" not in section and "0.700" not in section
+    assert "scored on CPU-A and on CPU-B" in section
     assert "[docs/again.json](docs/again.json) (rerun)" in text
     # without a rerun entry there is no such section
     levers.write_text('default = "docs/cv.json"\n')
