@@ -76,7 +76,9 @@ def compare(a: Path, b: Path, side: str = "test", fmt: str = F.DEPLOYED, n_boot:
     y, src = arr_a.labels, arr_a.sources
     boot = bootstrap_figures(y, {"A": cal_a, "B": cal_b}, src, labels, n_boot, pairs=(("B", "A"),),
                              groups=patients(arr_a.samples))
-    out = {"a": str(a), "b": str(b), "side": side, "format": fmt, "format_b": fmt_b, "n": int(len(y)), "unit": boot["unit"], "pair_source": boot["pair_source"],
+    split = {k: meta_a.split.get(k) for k in ("seed", "folds", "fold") if meta_a.split.get(k) is not None}
+    out = {"a": str(a), "b": str(b), "side": side, "format": fmt, "format_b": fmt_b, "n": int(len(y)),
+           "unit": boot["unit"], "pair_source": boot["pair_source"], "split": split,
            "figures": {}, "delta": {}, "rule": {}}
     for name, cal, meta in (("A", cal_a, meta_a), ("B", cal_b, meta_b)):
         s = E.summarise(y, cal, src, labels, 1.0, meta.thresholds)

@@ -52,6 +52,18 @@ def _dig(doc: dict, key: str, where: Path) -> dict:
     return doc
 
 
+def pair_unit(pairs: list[dict]) -> str:
+    """What a paired report's pairs are: 'fold' when each is a different fold of one seed's cross-validation (the
+    split each pair's runs were trained on, recorded by benchmarks.paired), else 'seed' (one split per seed; older
+    reports record no split)."""
+    splits = [p.get("split") or {} for p in pairs]
+    folds = [s.get("fold") for s in splits]
+    if all(f is not None for f in folds) and len(set(folds)) == len(folds) \
+            and len({s.get("seed") for s in splits}) == 1:
+        return "fold"
+    return "seed"
+
+
 def lever_figures(doc: dict, key: str | None, where: Path) -> dict:
     """A lever's differences (lever - default) from one report: per figure the per-seed or per-fold values, their
     95% intervals, and the referral rates before and after; ``unit`` says what the values are."""
@@ -59,7 +71,7 @@ def lever_figures(doc: dict, key: str | None, where: Path) -> dict:
         pairs = doc.get("pairs")
         if not pairs:
             raise LeverError(f"{where} is not a benchmarks.paired report (no pairs): give `key` for a crossval report")
-        out = {"unit": "seed", "n": len(pairs), "films": [p["n"] for p in pairs],
+        out = {"unit": pair_unit(pairs), "n": len(pairs), "films": [p["n"] for p in pairs],
                "side": "/".join(dict.fromkeys({"val": "validation"}.get(p.get("side"), p.get("side", "?"))
                                               for p in pairs)),
                "resampled": sorted({p.get("unit", "film") for p in pairs}),  # reports before patients: films
@@ -94,9 +106,11 @@ def settled(fig: dict) -> str:
     return "tie" if not (up or down) else f"{'up' if up else 'down'} ({up or down} of {len(cis)})"
 
 
-def _delta_cell(fig: dict, unit: str) -> str:
+def _delta_cell(fig: dict) -> str:
+    """A pooled out-of-fold difference with per-fold mean +- sd, or per-pair (seed or fold) mean +- sd with each
+    pair's interval."""
     cis = "; ".join(f"{c[0]:+.3f} to {c[1]:+.3f}" for c in fig["ci95"] if c)
-    if unit == "fold":
+    if "pooled" in fig:
         m, sd, _ = R.mean_sd(fig["values"])
         return f"{fig['pooled']:+.3f} ({cis}); per fold {m:+.3f} +- {sd:.3f}"
     m, sd, n = R.mean_sd(fig["values"])
@@ -198,9 +212,10 @@ def report(levers_file: Path, command: str, out_dir: Path | None = None) -> str:
              *default_rows(cv), "",
              "## Levers against the default", "",
              "Difference = lever - baseline on the same films (the baseline is the default unless the row names "
-             "another). Seeds: mean +- sd of the per-seed differences, each "
-             "seed's 95% paired interval in brackets (what its bootstrap resampled: `intervals`). Folds: the "
-             "pooled difference with its interval, and the per-fold differences. The column after the referrals "
+             "another). Seeds (or folds compared pair by pair): mean +- sd of the per-seed (per-fold) differences, "
+             "each one's 95% paired interval in brackets (what its bootstrap resampled: `intervals`). Folds out of "
+             "fold (a row with 'per fold'): the pooled difference with its interval, and the per-fold differences. "
+             "The column after the referrals "
              "counts the intervals of accuracy and of NIH AUC that exclude 0 (tie: none does).", "",
              "| lever | films | unit | accuracy | NIH normal-vs-pneumonia AUC | TB-vs-rest AUC | referred (baseline -> "
              "lever) | intervals excluding 0 (accuracy; NIH AUC) | intervals | decision |",
@@ -211,7 +226,7 @@ def report(levers_file: Path, command: str, out_dir: Path | None = None) -> str:
         name = _field(lever, "name", f"{levers_file}: lever {i + 1}")
         doc = _read(root / path)
         figs = lever_figures(doc, lever.get("key"), path)
-        cells = [_delta_cell(figs[k], figs["unit"]) for k, _ in FIGURES]
+        cells = [_delta_cell(figs[k]) for k, _ in FIGURES]
         lines.append(f"| {name} | {figs['side']} ({'+'.join(str(n) for n in figs['films'])}) | "
                      f"{figs['n']} {figs['unit']}{'s' if figs['n'] != 1 else ''} | " + " | ".join(cells) + f" | {_referred(figs['referred'])} | "
                      f"{settled(figs['accuracy'])}; {settled(figs['pair_auc'])} | "

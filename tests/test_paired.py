@@ -12,6 +12,8 @@ pytestmark = pytest.mark.slow
 def test_a_bundle_against_itself_differs_by_nothing(tiny_bundle):
     r = compare(tiny_bundle, tiny_bundle, "test", n_boot=50)
     assert r["n"] > 0 and r["unit"] == "patient"
+    split = json.loads((tiny_bundle / "metadata.json").read_text())["split"]
+    assert r["split"]["seed"] == split["seed"] and "fold" not in r["split"]  # one split, not a CV fold
     for f, d in r["delta"].items():
         if d["value"] == d["value"]:  # NaN where a figure is undefined on these films
             assert d["value"] == 0 and d["ci95"] == [0.0, 0.0], f

@@ -124,3 +124,16 @@ def test_the_rerun_section_shows_how_far_an_identical_training_moved_each_figure
     # without a rerun entry there is no such section
     levers.write_text('default = "docs/cv.json"\n')
     assert "Run-to-run" not in S.report(levers, "cmd", tmp_path)
+
+
+def test_pairs_of_one_seeds_folds_are_named_folds_and_older_reports_seeds():
+    fold = [{"split": {"seed": 0, "folds": 5, "fold": f}} for f in (0, 1)]
+    assert S.pair_unit(fold) == "fold"
+    assert S.pair_unit([{"split": {"seed": s}} for s in (0, 1)]) == "seed"
+    assert S.pair_unit([{}, {}]) == "seed"  # reports written before the split was recorded
+    assert S.pair_unit([{"split": {"seed": 0, "fold": 1}}, {"split": {"seed": 1, "fold": 1}}]) == "seed"
+    assert S.pair_unit([{"split": {"seed": 0, "fold": 1}}, {"split": {"seed": 0, "fold": 1}}]) == "seed"
+    figs = S.lever_figures({"pairs": [{**_pair(200, 0.02, [0.0, 0.04], [-0.01, 0.02]), **f} for f in fold]},
+                           None, Path("x.json"))
+    assert figs["unit"] == "fold" and figs["n"] == 2
+    assert S._delta_cell(figs["accuracy"]).startswith("+0.020 +- 0.000 (")
