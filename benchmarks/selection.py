@@ -138,6 +138,10 @@ def rerun_rows(cv: dict, again: dict) -> list[str]:
     folds = sorted(set(cv["per_fold"]) & set(again["per_fold"]), key=int)
     if not folds:
         return []
+    for f in folds:
+        n0, n1 = cv["per_fold"][f].get("n"), again["per_fold"][f].get("n")
+        if n0 != n1:
+            raise LeverError(f"the rerun's fold {f} holds {n1} test films, the default's {n0}: not the same folds")
     head = " | ".join(f"fold {f}: first -> again (difference)" for f in folds)
     lines = [f"| figure | {head} | largest difference |", "|---|" + "---|" * (len(folds) + 1)]
     for key, label, get, _, _ in R.COLUMNS:

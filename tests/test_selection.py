@@ -121,6 +121,10 @@ def test_the_rerun_section_shows_how_far_an_identical_training_moved_each_figure
     assert "fold 3" not in section and "0.700" not in section
     assert "scored on CPU-A and on CPU-B" in section
     assert "[docs/again.json](docs/again.json) (rerun)" in text
+    # a rerun whose fold holds other films is refused, never compared
+    (docs / "again.json").write_text(json.dumps(cv({"0": {**again["0"], "n": 250}}, "CPU-B")))
+    with pytest.raises(S.LeverError, match="fold 0 holds 250 test films"):
+        S.report(levers, "cmd", tmp_path)
     # without a rerun entry there is no such section
     levers.write_text('default = "docs/cv.json"\n')
     assert "Run-to-run" not in S.report(levers, "cmd", tmp_path)
