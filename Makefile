@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 DATA   ?= ../shared/data/cxr-dev
 
-.PHONY: setup demo test test-fast fuzz mutation study selection model cv train-real clean help
+.PHONY: setup demo test test-fast fuzz mutation study selection model reproduce cv train-real clean help
 
 help:
 	@echo "make demo   - set up .venv, make synthetic data, train a tiny QAT model, convert it to a bundle, benchmark every format, print metrics"
@@ -15,6 +15,7 @@ help:
 	@echo "make mutation - mutmut over the decision/calibration/metrics/bundle code; lists surviving mutants"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
 	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (about an hour on 2 cores)"
+	@echo "make reproduce - after make model: are its test figures within the run-to-run spread of the reported default? (seconds)"
 	@echo "make cv     - patient-grouped $(FOLDS)-fold cross-validation of $(RECIPE) on DATA, out-of-fold report (hours; resumes)"
 	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
 	@echo "make selection - benchmarks/MODEL_SELECTION.md from the committed lever reports (recipes/levers.toml; seconds)"
@@ -83,6 +84,17 @@ model: setup
 	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark
 	$(PY) -m benchmarks.default_figures $(MODEL_OUT)-bundle --out $(MODEL_OUT)-benchmark/default_figures.json
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
+
+# Does the rebuild (make model, seed 0) reproduce the default's reported test figures within the run-to-run spread
+# (the default trained twice on the same folds)? The reference is the reported seed-0 training (its figures kept in
+# a committed paired report); the answer goes to MODEL_OUT-benchmark/reproduce.md.
+REPRO_REF    ?= docs/ema/paired.json
+REPRO_ARM    ?= runs/default-s0-op-bundle
+REPRO_SPREAD ?= docs/cv5/crossval.json docs/cv5r/crossval.json
+reproduce: setup
+	$(PY) -m benchmarks.reproduce $(MODEL_OUT)-benchmark/default_figures.json --reference $(REPRO_REF) \
+		--arm $(REPRO_ARM) --spread $(REPRO_SPREAD) --out $(MODEL_OUT)-benchmark/reproduce.md \
+		--json $(MODEL_OUT)-benchmark/reproduce.json
 
 # Patient-grouped k-fold cross-validation of a recipe, the honest way to rank recipes: one training per fold
 # (every film tested exactly once over the FOLDS trainings), each converted to LiteRT INT8 (and FP32), then the

@@ -11,6 +11,7 @@ films as simulated "site B" would make them (``benchmarks.study.evaluate.SHIFTS`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -40,6 +41,13 @@ def bootstrap_ci(y, raw, sources, labels, temperature: float = 1.0, n: int = 100
     b = bootstrap_figures(y, {"m": calibrate(raw, temperature)}, sources, labels, n, seed, groups=groups)
     return {"n_boot": n, "unit": b["unit"], "accuracy": b["ci"]["m"]["accuracy"], "pair_source": b["pair_source"],
             "pair_auc": b["ci"]["m"]["pair_auc"]}
+
+
+def films_fingerprint(samples) -> str:
+    """SHA-256 of the sorted ``source/file name`` of the scored films: two runs scored the same films exactly when
+    their fingerprints agree, whatever folder the data lay in."""
+    names = sorted(f"{getattr(s, 'source', '') or ''}/{Path(s.path).name}" for s in samples)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
 FIGURES = ("accuracy", "pair_auc", "tb_auc")
@@ -139,7 +147,8 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
     meta = ModelMetadata.load(bundle / "metadata.json")
     labels = list(meta.labels)
     arr = E._split_arrays(run, meta)[side]
-    out = {"bundle": str(bundle), "run": str(run), "side": side, "n": int(len(arr.labels)), "formats": {}}
+    out = {"bundle": str(bundle), "run": str(run), "side": side, "n": int(len(arr.labels)),
+           "films_sha256": films_fingerprint(arr.samples), "formats": {}}
     raws = {}
     views = manifest_column(arr.samples)
     for model in model_files(bundle):

@@ -132,32 +132,47 @@ def _provenance(doc: dict) -> str:
     return f"`{p.get('command', '?')}` at commit {m.get('commit', '?')}, {m.get('date', '?')}, {m.get('cpu', '?')}"
 
 
-def rerun_rows(cv: dict, again: dict) -> list[str]:
-    """One row per figure: the default's value on each fold both reports hold, the retrained value, and the
-    difference (again - first); then the largest absolute difference. Empty when no fold is shared."""
+def rerun_differences(cv: dict, again: dict) -> dict:
+    """{figure key: [(fold, first, again), ...]} over the folds both cross-validation reports hold (the default
+    recipe trained twice on the same folds), for every figure of ``R.COLUMNS`` but parity; a fold whose two
+    reports hold different numbers of test films is refused (not the same folds)."""
     folds = sorted(set(cv["per_fold"]) & set(again["per_fold"]), key=int)
-    if not folds:
-        return []
     for f in folds:
         n0, n1 = cv["per_fold"][f].get("n"), again["per_fold"][f].get("n")
         if n0 != n1:
             raise LeverError(f"the rerun's fold {f} holds {n1} test films, the default's {n0}: not the same folds")
+    return {key: [(f, get(cv["per_fold"][f]), get(again["per_fold"][f])) for f in folds]
+            for key, _, get, _, _ in R.COLUMNS if key != "parity"}
+
+
+def largest_difference(pairs) -> float | None:
+    """The largest |again - first| over ``rerun_differences`` pairs holding both values (None: none does)."""
+    d = [abs(R._num(b) - R._num(a)) for _, a, b in pairs if a is not None and b is not None]
+    return max(d) if d else None
+
+
+def rerun_rows(cv: dict, again: dict) -> list[str]:
+    """One row per figure: the default's value on each fold both reports hold, the retrained value, and the
+    difference (again - first); then the largest absolute difference. Empty when no fold is shared."""
+    diffs = rerun_differences(cv, again)
+    folds = [f for f, _, _ in next(iter(diffs.values()))]
+    if not folds:
+        return []
     head = " | ".join(f"fold {f}: first -> again (difference)" for f in folds)
     lines = [f"| figure | {head} | largest difference |", "|---|" + "---|" * (len(folds) + 1)]
-    for key, label, get, _, _ in R.COLUMNS:
+    for key, label, _, _, _ in R.COLUMNS:
         if key == "parity":
             continue
-        cells, diffs = [], []
-        for f in folds:
-            a, b = get(cv["per_fold"][f]), get(again["per_fold"][f])
+        cells, count = [], False
+        for _, a, b in diffs[key]:
             if a is None or b is None:
                 cells.append("-")
                 continue
             count = isinstance(a, int) and isinstance(b, int)  # films called normal: counts, not rates
             d = R._num(b) - R._num(a)
-            diffs.append(abs(d))
             cells.append(f"{a} -> {b} ({d:+.0f})" if count else f"{R._f(a)} -> {R._f(b)} ({d:+.3f})")
-        big = "-" if not diffs else (f"{max(diffs):.0f}" if count else f"{max(diffs):.3f}")
+        big = largest_difference(diffs[key])
+        big = "-" if big is None else (f"{big:.0f}" if count else f"{big:.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {big} |")
     return lines
 

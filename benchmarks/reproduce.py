@@ -1,0 +1,208 @@
+"""``python -m benchmarks.reproduce REBUILD.json --reference REF.json [--arm BUNDLE] --spread FIRST.json AGAIN.json``:
+does a rebuild of the default (``make model``) reproduce the default's test figures within the stated run-to-run
+spread?
+
+- ``REBUILD.json``: what ``make model`` wrote (``benchmarks.default_figures --out``,
+  ``runs/default-benchmark/default_figures.json``); its deployed artifact (``tflite_int8``) is judged.
+- ``--reference``: the training of the same recipe and seed whose figures were reported: another
+  ``default_figures`` JSON, or a committed ``benchmarks.paired --out`` JSON with ``--arm`` naming the bundle of
+  the reference training (its folder name; it must be the pair's A or B on the test side, deployed format).
+- ``--spread``: two ``benchmarks.crossval --out`` reports of the default recipe trained twice on the same folds
+  (``docs/cv5/crossval.json`` and the rerun ``docs/cv5r/crossval.json``): for every figure the largest
+  difference between identical trainings over the folds both hold is the spread the rebuild is judged against.
+
+Both trainings must have scored the same number of test films (and, where both files record it, the same films);
+otherwise the comparison is refused, since another split moves the figures more than any retraining does. Each
+figure is "within" when |rebuild - reference| is no larger than the spread, else "outside by" the excess; figures
+the reference or the spread lacks are shown and not judged. The report names this command, its commit, date and
+CPU, and every input's own command, commit, date and CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from benchmarks import default_report as R
+from benchmarks import selection as S
+from edge_runtime import formats as F
+
+PRIMARY = F.DEPLOYED
+
+
+class ReproduceError(ValueError):
+    pass
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ReproduceError(f"cannot read {path}: {exc}") from exc
+
+
+def deployed_figures(doc: dict, where: Path) -> dict:
+    """The deployed artifact's figures of a ``default_figures`` JSON, with the file's ``n`` and film fingerprint."""
+    row = (doc.get("formats") or {}).get(PRIMARY)
+    if row is None or "error" in row:
+        raise ReproduceError(f"{where} holds no usable {PRIMARY} figures"
+                             + (f" ({row['error']})" if row and "error" in row else ""))
+    if doc.get("side", "test") != "test":
+        raise ReproduceError(f"{where} scored the {doc.get('side')} films; the default's figures are test figures")
+    return {**row, "n": doc.get("n"), "films_sha256": doc.get("films_sha256")}
+
+
+def paired_arm(doc: dict, arm: str, where: Path) -> dict:
+    """The figures of one arm (the pair whose A or B bundle's folder is ``arm``) of a ``benchmarks.paired`` JSON,
+    shaped as ``default_figures`` rows (accuracy, pair_auc, tb_auc, ece, refer_rule)."""
+    for pair in doc.get("pairs", []):
+        for side, key in (("a", "A"), ("b", "B")):
+            if Path(str(pair.get(side, ""))).name != Path(arm).name:
+                continue
+            fmt = pair.get("format") if side == "a" else (pair.get("format_b") or pair.get("format"))
+            if fmt != PRIMARY or pair.get("side", "test") != "test":
+                continue
+            fig = pair["figures"][key]
+            return {"accuracy": fig.get("accuracy"), "pair_auc": fig.get("pair_auc"), "tb_auc": fig.get("tb_auc"),
+                    "ece": fig.get("ece"), "refer_rule": (pair.get("rule") or {}).get(key, {}), "n": pair.get("n"),
+                    "films_sha256": None}
+    raise ReproduceError(f"{where} holds no test-side {PRIMARY} pair with a bundle named {Path(arm).name!r}")
+
+
+def reference_figures(doc: dict, where: Path, arm: str | None) -> dict:
+    if "formats" in doc:
+        return deployed_figures(doc, where)
+    if "pairs" in doc:
+        if not arm:
+            raise ReproduceError(f"{where} is a paired report: name the reference training's bundle with --arm")
+        return paired_arm(doc, arm, where)
+    raise ReproduceError(f"{where} is neither a default_figures nor a paired report")
+
+
+def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
+    """One entry per figure of ``R.COLUMNS`` (parity aside): reference, rebuild, difference, the spread and the
+    verdict ("within", "outside by X", or "not judged" where a value or the spread is missing)."""
+    if rebuild.get("n") != reference.get("n"):
+        raise ReproduceError(f"the rebuild scored {rebuild.get('n')} test films, the reference {reference.get('n')}: "
+                             "not the same split (same data and seed?)")
+    if rebuild.get("films_sha256") and reference.get("films_sha256") and \
+            rebuild["films_sha256"] != reference["films_sha256"]:
+        raise ReproduceError("the rebuild and the reference scored different test films (fingerprints differ)")
+    rows = []
+    for key, label, get, _, _ in R.COLUMNS:
+        if key == "parity":
+            continue
+        a, b = get(reference), get(rebuild)
+        big = S.largest_difference(spread.get(key, []))
+        count = isinstance(a, int) and isinstance(b, int)
+        if a is None or b is None or big is None:
+            d, verdict = (None if a is None or b is None else R._num(b) - R._num(a)), "not judged"
+        else:
+            d = R._num(b) - R._num(a)
+            verdict = "within" if abs(d) <= big + 1e-12 else f"outside by {abs(d) - big:.{0 if count else 3}f}"
+        rows.append({"key": key, "label": label, "reference": a, "rebuild": b, "difference": d, "spread": big,
+                     "count": count, "verdict": verdict})
+    return rows
+
+
+def _cell(v, count: bool, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    if count:
+        return f"{v:+.0f}" if signed else f"{v:.0f}"
+    return f"{v:+.3f}" if signed else R._f(v)
+
+
+def _provenance(doc: dict) -> str:
+    p = doc.get("provenance") or {}
+    m = p.get("machine") or {}
+    return f"`{p.get('command', '?')}` at commit {m.get('commit', '?')}, {m.get('date', '?')}, {m.get('cpu', '?')}"
+
+
+def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path: Path, again_path: Path,
+           command: str) -> tuple[str, dict]:
+    from benchmarks.sysinfo import machine_info, report_header
+
+    rebuild_doc, ref_doc = _read(rebuild_path), _read(reference_path)
+    first, again = _read(first_path), _read(again_path)
+    rebuild = deployed_figures(rebuild_doc, rebuild_path)
+    reference = reference_figures(ref_doc, reference_path, arm)
+    try:
+        spread = S.rerun_differences(first, again)
+    except S.LeverError as exc:
+        raise ReproduceError(str(exc)) from exc
+    folds = sorted({f for pairs in spread.values() for f, _, _ in pairs}, key=int)
+    if not folds:
+        raise ReproduceError(f"{first_path} and {again_path} share no fold: no run-to-run spread to judge against")
+    rows = compare(rebuild, reference, spread)
+    judged = [r for r in rows if r["verdict"] != "not judged"]
+    within = [r for r in judged if r["verdict"] == "within"]
+    info = machine_info()
+    lines = [report_header("Does a rebuild reproduce the default? (`make model` against the reported training)",
+                           command, info),
+             f"- **Rebuild:** `{rebuild_path}`: {_provenance(rebuild_doc)}; {rebuild['n']} test films",
+             f"- **Reference** (the same recipe and seed as reported){' (' + arm + ')' if arm else ''}: "
+             f"`{reference_path}`: {_provenance(ref_doc)}; {reference['n']} test films",
+             f"- **Run-to-run spread:** the largest difference between two trainings of the default on the same "
+             f"folds {', '.join(folds)} (`{first_path}` and `{again_path}`; "
+             f"{_provenance(again)})", "",
+             f"**{len(within)} of {len(judged)} judged figures within the spread** "
+             f"(deployed `{PRIMARY}`, through the device runtime, on the same test films). Training is not "
+             "bit-reproducible; a rebuild on another CPU or at a later commit differs by about what an identical "
+             "retraining does, and this says whether it did.", "",
+             "| figure | reference | rebuild | difference | spread (largest rerun difference) | verdict |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {_cell(r['reference'], r['count'])} | {_cell(r['rebuild'], r['count'])} | "
+                     f"{_cell(r['difference'], r['count'], True)} | {_cell(r['spread'], r['count'])} | "
+                     f"{r['verdict']} |")
+    lines.append("")
+    bs = rebuild.get("by_source") or {}
+    if bs:
+        lines += ["Rebuild per data source (accuracy): " + ", ".join(
+            f"{src} {R._f(v.get('accuracy'))} ({v.get('n', '?')} films)" for src, v in sorted(bs.items())), ""]
+    ci = rebuild.get("ci95") or {}
+    if ci.get("accuracy"):
+        lines.append(f"Rebuild 95% intervals ({ci.get('unit', 'film')}s resampled): accuracy "
+                     f"{ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}, NIH normal-vs-pneumonia AUC "
+                     f"{ci['pair_auc'][0]:.3f}-{ci['pair_auc'][1]:.3f}")
+    if not lines[-1]:
+        lines.pop()
+    result = {"rows": rows, "within": len(within), "judged": len(judged), "folds": folds,
+              "provenance": {"command": command, "machine": info}}
+    return "\n".join(lines) + "\n", result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("rebuild", type=Path, help="default_figures JSON of the rebuild (make model)")
+    p.add_argument("--reference", type=Path, required=True,
+                   help="default_figures JSON, or benchmarks.paired JSON (with --arm), of the reported training")
+    p.add_argument("--arm", default=None, help="with a paired reference: the reference training's bundle folder")
+    p.add_argument("--spread", type=Path, nargs=2, required=True, metavar=("FIRST", "AGAIN"),
+                   help="two crossval reports of the default trained twice on the same folds")
+    p.add_argument("--out", type=Path, default=None, help="write the markdown report here (else print it)")
+    p.add_argument("--json", type=Path, default=None, help="write the comparison as JSON here")
+    a = p.parse_args(argv)
+    command = "python -m benchmarks.reproduce " + shlex.join(str(x) for x in (argv if argv is not None
+                                                                                else sys.argv[1:]))
+    try:
+        text, result = report(a.rebuild, a.reference, a.arm, a.spread[0], a.spread[1], command.strip())
+    except ReproduceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path, body in ((a.out, text), (a.json, json.dumps(result, indent=2) + "\n")):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(body)
+            print(f"wrote {path}")
+    if not a.out:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

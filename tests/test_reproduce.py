@@ -1,0 +1,106 @@
+"""benchmarks.reproduce: a rebuild of the default against the reported training, judged by the rerun spread."""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from benchmarks import default_figures as DF
+from benchmarks import reproduce as P
+
+
+def _row(acc, auc, referred, tb_normal=0, ece=0.05):
+    return {"accuracy": acc, "pair_auc": auc, "tb_auc": 0.99, "ece": ece,
+            "refer_rule": {"referred": referred, "accuracy_not_referred": 0.93,
+                           "tuberculosis_called_normal": tb_normal, "pneumonia_called_normal": 2}}
+
+
+def _figs(row, n=211, sha=None, cmd="python -m benchmarks.default_figures runs/default-bundle"):
+    return {"side": "test", "n": n, "films_sha256": sha, "formats": {"tflite_int8": row},
+            "provenance": {"command": cmd, "machine": {"commit": "abc1234", "date": "d", "cpu": "Zen"}}}
+
+
+def _cv(rows):
+    return {"per_fold": {str(i): {**r, "n": 100 + i} for i, r in enumerate(rows)},
+            "provenance": {"command": "python -m benchmarks.crossval", "machine": {"commit": "c0ffee0"}}}
+
+
+@pytest.fixture
+def spread(tmp_path):
+    """Two trainings of two folds: accuracy moves by 0.02 and 0.04, NIH AUC by 0.01 and 0.03, referrals 0.05/0.1."""
+    first = _cv([_row(0.84, 0.88, 0.26), _row(0.85, 0.89, 0.30)])
+    again = _cv([_row(0.86, 0.89, 0.21), _row(0.89, 0.86, 0.20)])
+    for name, doc in (("first.json", first), ("again.json", again)):
+        (tmp_path / name).write_text(json.dumps(doc))
+    return [str(tmp_path / "first.json"), str(tmp_path / "again.json")]
+
+
+def test_each_figure_is_judged_against_the_largest_rerun_difference(tmp_path, spread):
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31))))
+    (tmp_path / "new.json").write_text(json.dumps(_figs(_row(0.850, 0.870, 0.20, ece=0.05))))
+    text, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, *map(lambda s: tmp_path / s,
+                                                                                ("first.json", "again.json")), "cmd")
+    rows = {r["key"]: r for r in res["rows"]}
+    assert rows["accuracy"]["spread"] == pytest.approx(0.04)
+    assert rows["accuracy"]["verdict"] == "within"                       # |0.850 - 0.867| = 0.017 <= 0.04
+    assert rows["pair_auc"]["verdict"] == "outside by 0.022"             # 0.052 against 0.03
+    assert rows["referred"]["verdict"] == "outside by 0.010"             # 0.11 against 0.10
+    assert rows["tb_normal"]["verdict"] == "within" and rows["tb_normal"]["count"]
+    assert rows["pneumonia_sens"]["verdict"] == "not judged"             # neither side measured it
+    assert res["folds"] == ["0", "1"]
+    assert f"**{res['within']} of {res['judged']} judged figures within the spread**" in text
+    assert "abc1234" in text and "Zen" in text
+
+
+def test_a_paired_report_serves_as_reference_by_its_bundle(tmp_path, spread):
+    pair = {"a": "runs/x-bundle", "b": "runs/default-s0-op-bundle", "side": "test", "format": "tflite_int8_ptq",
+            "format_b": "tflite_int8", "n": 211,
+            "figures": {"A": {"accuracy": 0.5}, "B": {"accuracy": 0.867, "pair_auc": 0.92, "tb_auc": 0.99,
+                                                      "ece": 0.05}},
+            "rule": {"A": {}, "B": {"referred": 0.31, "tuberculosis_called_normal": 0}}}
+    (tmp_path / "paired.json").write_text(json.dumps({"pairs": [pair], "provenance": {}}))
+    ref = P.reference_figures(json.loads((tmp_path / "paired.json").read_text()), tmp_path / "paired.json",
+                              "/elsewhere/runs/default-s0-op-bundle")
+    assert ref["accuracy"] == 0.867 and ref["refer_rule"]["referred"] == 0.31 and ref["n"] == 211
+    with pytest.raises(P.ReproduceError, match="--arm"):
+        P.reference_figures({"pairs": [pair]}, tmp_path / "paired.json", None)
+    with pytest.raises(P.ReproduceError, match="no test-side tflite_int8 pair"):
+        P.reference_figures({"pairs": [pair]}, tmp_path / "paired.json", "runs/x-bundle")  # A is the PTQ file
+
+
+def test_another_split_is_refused(tmp_path, spread, capsys):
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31), n=211)))
+    (tmp_path / "new.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31), n=204)))
+    assert P.main([str(tmp_path / "new.json"), "--reference", str(tmp_path / "ref.json"), "--spread", *spread]) == 2
+    assert "not the same split" in capsys.readouterr().err
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31), sha="a" * 64)))
+    (tmp_path / "new.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31), sha="b" * 64)))
+    assert P.main([str(tmp_path / "new.json"), "--reference", str(tmp_path / "ref.json"), "--spread", *spread]) == 2
+    assert "different test films" in capsys.readouterr().err
+
+
+def test_the_cli_writes_the_report_and_its_json(tmp_path, spread):
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31))))
+    (tmp_path / "new.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31))))
+    out, js = tmp_path / "r" / "report.md", tmp_path / "r" / "reproduce.json"
+    assert P.main([str(tmp_path / "new.json"), "--reference", str(tmp_path / "ref.json"), "--spread", *spread,
+                   "--out", str(out), "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert res["within"] == res["judged"] > 0                          # identical figures: everything within
+    assert "python -m benchmarks.reproduce" in out.read_text()
+    assert P.main([str(tmp_path / "missing.json"), "--reference", str(tmp_path / "ref.json"),
+                   "--spread", *spread]) == 2
+
+
+def test_a_rebuild_without_the_deployed_format_is_refused(tmp_path, spread):
+    doc = _figs(_row(0.8, 0.8, 0.2))
+    doc["formats"] = {"tflite_int8": {"error": "file does not match its metadata"}}
+    with pytest.raises(P.ReproduceError, match="does not match"):
+        P.deployed_figures(doc, tmp_path / "new.json")
+
+
+def test_the_film_fingerprint_names_the_films_not_their_folder_or_order():
+    a = [SimpleNamespace(path="/data/a/nih/1.png", source="nih"), SimpleNamespace(path="/data/a/tbx/2.png",
+                                                                                   source="tbx")]
+    b = [SimpleNamespace(path="/mnt/tbx/2.png", source="tbx"), SimpleNamespace(path="/mnt/nih/1.png", source="nih")]
+    c = [a[0], SimpleNamespace(path="/data/a/tbx/3.png", source="tbx")]
+    assert DF.films_fingerprint(a) == DF.films_fingerprint(b) != DF.films_fingerprint(c)
