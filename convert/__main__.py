@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge_runtime.cli_common import add_version, prog
 from edge_runtime.formats import DEFAULT_FORMATS, FORMATS, parse_formats
+from edge_runtime.views import parse as parse_views
 
 RUN_FILES = ("metadata.json", "model_float.keras")  # what makes a folder a training run
 
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-type", choices=("uint8", "int8"), default="uint8", help="TFLite INT8 input type")
     p.add_argument("--min-agreement", type=float, default=0.98,
                    help="top-1 agreement with the Keras parent below which a format is marked failed")
+    p.add_argument("--views", default="none",
+                   help="test-time views the device averages (edge_runtime.views): a set (none, zoom3, shift5, "
+                        "all7) or view names joined by commas; the operating points are fitted on their average. "
+                        "Costs one inference per view; makes INT8 answers move less with the CPU's rounding")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
@@ -59,6 +64,7 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         formats = parse_formats(args.formats)
+        views = parse_views(args.views)
         check_paths(Path(args.run_dir), Path(args.out), args.force)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -66,7 +72,7 @@ def main(argv=None) -> int:
     from convert.pipeline import run  # TensorFlow comes with the work, after the arguments are known good
 
     try:
-        status = run(args.run_dir, args.out, formats, args.input_type, args.min_agreement, args.force)
+        status = run(args.run_dir, args.out, formats, args.input_type, args.min_agreement, args.force, views)
     except SystemExit as exc:  # the pipeline refuses a run it cannot convert (a control, images gone): say why
         if not isinstance(exc.code, str):
             raise

@@ -1,6 +1,7 @@
 """MODEL_CARD.md: the short human-readable page that travels in every bundle."""
 from __future__ import annotations
 
+from edge_runtime import views as V
 from edge_runtime.metadata import ModelMetadata
 
 
@@ -44,7 +45,11 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
             f"split by patient: {meta.split.get('counts', {})} (seed {meta.split.get('seed')}).",
             f"- Temperature scaling of the deployed Keras model: T = {meta.temperature:.2f} (validation ECE "
             f"{_fmt(op.get('calibration', {}).get('val_ece_before'))} -> "
-            f"{_fmt(op.get('calibration', {}).get('val_ece_after'))}).", "",
+            f"{_fmt(op.get('calibration', {}).get('val_ece_after'))}).",
+            f"- Test-time views: {V.describe(meta.views)}"
+            + ("." if len(meta.views) == 1 else ": the device averages the model's answers over these slightly "
+               "zoomed/shifted copies of each film (one inference each); every threshold below was fitted on "
+               "that average."), "",
             "## Decision rule (chosen on validation data, figures of the deployed Keras model; each artifact's "
             "own values are in the formats table)"]
     if "tb" in op:

@@ -18,6 +18,7 @@ from edge_runtime import bundle as B
 from edge_runtime import metrics as M
 from edge_runtime import operating_point as OP
 from edge_runtime import orientation, scope
+from edge_runtime import views as V
 from edge_runtime.cli_common import rate_text
 from edge_runtime.formats import BASELINE, FORMATS
 from edge_runtime.metadata import ModelMetadata
@@ -77,7 +78,10 @@ def choose_int8(results: dict, backend: str = "litert") -> dict | None:
 
 
 def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: str = "uint8",
-        min_agreement: float = 0.98, force: bool = False) -> dict:
+        min_agreement: float = 0.98, force: bool = False, views: tuple[str, ...] = V.NONE) -> dict:
+    """Convert a training run into a bundle of ``formats``. ``views`` (edge_runtime.views): test-time views the
+    device averages; every operating point (temperature, thresholds) is then fitted on the views' average, while
+    each artifact's parity with its Keras parent is still checked film for film on one view."""
     from train import data as D
     from train import keras_io as K
 
@@ -90,7 +94,8 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    meta = ModelMetadata.load(run_dir / "metadata.json")
+    meta = replace(ModelMetadata.load(run_dir / "metadata.json"), views=V.parse(views))
+    views = meta.views
     labels = list(meta.labels)
     if meta.preprocess.keep != "all":
         raise SystemExit(f"{run_dir}: a shortcut-audit control (trained on the {meta.preprocess.keep} of the image only) "
@@ -112,10 +117,17 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
         models["qat"] = K.two_output_model(K.load_model(run_dir / "model_qat.h5"))
     deployed = "qat" if "qat" in models else "float"
 
-    log.info("[3/5] calibrating on validation (%d images) with the %s model", len(val.images), deployed)
+    log.info("[3/5] calibrating on validation (%d images) with the %s model; test-time views: %s", len(val.images),
+             deployed, V.describe(views))
     ref = {side: {p: K.predict_with_embeddings(m, arrays[side].images) for p, m in models.items()}
            for side in ("val", "test") if side in arrays}
-    fitted = OP.fit(val.labels, ref["val"][deployed][0], labels)
+
+    def keras_views(parent: str) -> np.ndarray:  # the parent's validation probabilities as the device will average them
+        if len(views) == 1:
+            return ref["val"][parent][0]
+        return V.predict_batch(lambda x: K.predict_with_embeddings(models[parent], x)[0], val.images, views)
+
+    fitted = OP.fit(val.labels, keras_views(deployed), labels)
     temperature, thresholds, op_report = fitted["temperature"], fitted["thresholds"], fitted["operating_point"]
     scope_stats = {p: scope.fit(K.predict_with_embeddings(m, arrays["train"].images)[1]) for p, m in models.items()}
     orient = orientation.fit(arrays["train"].images)
@@ -128,7 +140,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     log.info("temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", temperature,
              op_report["calibration"]["val_ece_before"], op_report["calibration"]["val_ece_after"],
              {k: round(v, 3) for k, v in thresholds.items()})
-    calibration = {BASELINE: OP.fit(val.labels, ref["val"]["float"][0], labels)}
+    calibration = {BASELINE: OP.fit(val.labels, keras_views("float"), labels)}
     meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats, orientation=orient,
                    reference=fitted["reference"],
                    head={p: K.head_with_scale(m, val.images) for p, m in models.items()},
@@ -161,17 +173,19 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
                     pf = parity(be, val.images, ref["val"]["float"][0]) if parent != "float" else pv
                     res.update(parent=parent, agreement=pv["agreement"], max_prob_diff=pv["max_prob_diff"],
                                agreement_vs_float=pf["agreement"], max_prob_diff_vs_float=pf["max_prob_diff"])
-                    # the artifact's own operating point, fitted on its own validation outputs
-                    own = calibration[key] = OP.fit(val.labels, pv["probs"], labels)
+                    # the artifact's own operating point, fitted on its own validation outputs (the views' average)
+                    vv = pv["probs"] if len(views) == 1 else V.predict_batch(be.run_batch, val.images, views)
+                    own = calibration[key] = OP.fit(val.labels, vv, labels)
                     log.info("[%s] own calibration: temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", key,
                              own["temperature"], own["operating_point"]["calibration"]["val_ece_before"],
                              own["operating_point"]["calibration"]["val_ece_after"],
                              {k: round(v, 3) for k, v in own["thresholds"].items()})
-                    res["val"] = M.report_by_source(val.labels, OP.calibrate(pv["probs"], own["temperature"]),
+                    res["val"] = M.report_by_source(val.labels, OP.calibrate(vv, own["temperature"]),
                                                     val.sources, labels)
                     if test is not None and len(test.images):
                         pt = parity(be, test.images, ref["test"][parent][0])
-                        res["test"] = M.report_by_source(test.labels, OP.calibrate(pt["probs"], own["temperature"]),
+                        tv = pt["probs"] if len(views) == 1 else V.predict_batch(be.run_batch, test.images, views)
+                        res["test"] = M.report_by_source(test.labels, OP.calibrate(tv, own["temperature"]),
                                                          test.sources, labels)
                         res["test_agreement"] = pt["agreement"]
                     res["passed"] = pv["agreement"] >= min_agreement

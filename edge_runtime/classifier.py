@@ -19,6 +19,7 @@ import numpy as np
 from edge_runtime import bundle as B
 from edge_runtime import heatmap as H
 from edge_runtime import orientation, scope, site
+from edge_runtime import views as V
 from edge_runtime.metadata import ModelMetadata
 from edge_runtime.operating_point import decide_coded, reason_text
 from edge_runtime.preprocess import ImageError, decode_image, prepare
@@ -115,16 +116,21 @@ class Classifier:
         return f"Classifier({self.name}, backend={self.backend}, model={self.metadata.model_name})"
 
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw model outputs for one model-ready uint8 (size, size) image: (probs, features)."""
+        """Raw model outputs for one model-ready uint8 (size, size) image: (probs, features). With test-time
+        views (``metadata.views``) the probabilities are the views' average and the features the film's own."""
         with self._lock:
-            return self._backend.run(image)
+            probs, feats = self._backend.run(image)
+            if len(self.metadata.views) > 1:
+                probs = V.combine([probs, *(self._backend.run(V.view(image, v))[0] for v in self.metadata.views[1:])])
+            return probs, feats
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """Uncalibrated probabilities (N, K) for model-ready uint8 images (N, size, size)."""
+        """Uncalibrated probabilities (N, K) for model-ready uint8 images (N, size, size), averaged over the
+        metadata's test-time views."""
         if not len(images):
             return np.zeros((0, len(self.metadata.labels)))
         with self._lock:
-            return np.asarray(self._backend.run_batch(np.asarray(images)))
+            return np.asarray(V.predict_batch(self._backend.run_batch, np.asarray(images), self.metadata.views))
 
     def input_check(self, image: np.ndarray, feats: np.ndarray | None,
                     x: np.ndarray | None = None) -> tuple[dict | None, float | None]:

@@ -10,10 +10,14 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from edge_runtime import views as V
 from edge_runtime.operating_point import OperatingPoint
 from edge_runtime.preprocess import PreprocessConfig
 
-SCHEMA_VERSION = 2  # 2: preprocessing nested under "preprocess" (1: flat)
+SCHEMA_VERSION = 3  # 3: test-time views; 2: preprocessing nested under "preprocess" (1: flat)
+# a file is written with the lowest schema that describes it: one view (as every bundle before views) stays 2, so
+# older runtimes keep reading it; views need 3, which older runtimes refuse rather than ignore (their thresholds
+# were fitted on the views' average, not on one view)
 SYNTHETIC_WARNING = "SYNTHETIC DATA - NOT FOR CLINICAL USE"
 
 
@@ -43,6 +47,9 @@ class ModelMetadata:
     # the deployed parent's calibrated scores and decisions on the validation films (edge_runtime.reference);
     # each calibration entry carries its artifact's own under "reference". Empty in bundles made before it.
     reference: dict = field(default_factory=dict)
+    # test-time views (edge_runtime.views) whose averaged probabilities the temperature and thresholds were fitted
+    # on; ("id",): the film as it is, once
+    views: tuple[str, ...] = V.NONE
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -50,6 +57,8 @@ class ModelMetadata:
             raise ValueError(f"metadata needs at least 2 labels, got {list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"duplicate labels in metadata: {list(self.labels)}")
+        if tuple(self.views) != V.parse(tuple(self.views)):
+            raise ValueError(f"metadata views {list(self.views)}: the film as it is ('id') comes first, once")
         if not isinstance(self.preprocess, PreprocessConfig):
             raise TypeError(f"metadata.preprocess must be a PreprocessConfig, not {type(self.preprocess).__name__}")
 
@@ -82,7 +91,9 @@ class ModelMetadata:
         return SYNTHETIC_WARNING if self.synthetic else ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["schema_version"] = SCHEMA_VERSION if tuple(self.views) != V.NONE else 2
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=float)
@@ -117,6 +128,7 @@ class ModelMetadata:
         kw["labels"] = tuple(kw["labels"])
         kw["data_sources"] = tuple(kw.get("data_sources", ()))
         kw["input_range"] = tuple(kw.get("input_range", (0.0, 255.0)))
+        kw["views"] = V.parse(kw.get("views"))  # a view this runtime does not know: refused, not ignored
         return cls(**kw)
 
     @classmethod

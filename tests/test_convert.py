@@ -123,3 +123,31 @@ def test_convert_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "b")]) == 2  # bad arguments, as the help promises
     assert "not a training run (no metadata.json, model_float.keras)" in capsys.readouterr().err
     assert main([str(tmp_path), "--out", str(tmp_path / "b"), "--formats", "nope"]) == 2
+
+
+def test_views_fit_every_operating_point_on_the_views_average(tiny_run, reference, tmp_path, capsys):
+    """convert --views: the device averages zoomed copies of each film, so the artifact's temperature and
+    thresholds are fitted on that average, and the bundle says so (schema 3, model card)."""
+    from convert.__main__ import main
+    from edge_runtime import operating_point as C
+    from edge_runtime import views as V
+
+    assert main([str(tiny_run), "--views", "rot90", "--out", str(tmp_path / "x")]) == 2   # refused before TF
+    assert "unknown view" in capsys.readouterr().err
+    out = tmp_path / "views"
+    assert main([str(tiny_run), "--formats", "tflite_int8", "--views", "zoom3", "--out", str(out),
+                 "--min-agreement", "0.85"]) in (0, 3)
+    meta = ModelMetadata.load(out / "metadata.json")
+    assert meta.views == V.parse("zoom3") and json.loads((out / "metadata.json").read_text())["schema_version"] == 3
+    val, probs = reference
+    clf = Classifier.from_bundle(out / FORMATS["tflite_int8"].filename)
+    assert clf.metadata.views == meta.views                        # the copy inside the artifact carries them too
+    got = clf.predict_batch(val.images)
+    one = clf._backend.run_batch(val.images)
+    assert np.abs(got - one).max() > 1e-3                          # the views changed the answer
+    own = meta.calibration["tflite_int8"]
+    assert own["temperature"] == pytest.approx(C.fit_temperature(val.labels, got))
+    assert own["thresholds"] == pytest.approx(C.fit(val.labels, got, list(meta.labels))["thresholds"])
+    row = json.loads((out / "bundle.json").read_text())["formats"]["tflite_int8"]
+    assert row["agreement"] == pytest.approx((one.argmax(1) == probs["qat"].argmax(1)).mean())  # parity: one view
+    assert "Test-time views: zoom3" in (out / "MODEL_CARD.md").read_text()
