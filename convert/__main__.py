@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time views the device averages (edge_runtime.views): a set (none, zoom3, shift5, "
                         "all7) or view names joined by commas; the operating points are fitted on their average. "
                         "Costs one inference per view; makes INT8 answers move less with the CPU's rounding")
+    p.add_argument("--recipe", default=None,
+                   help="TOML recipe (e.g. recipes/default.toml) whose [convert] table sets these options' defaults "
+                        "(views, formats, min-agreement, input-type); a flag given here still wins")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
@@ -57,7 +60,11 @@ def main(argv=None) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(argv)
+    from train import recipe  # light: the recipe reader, no TensorFlow
+
+    parser = build_parser()
+    recipe.apply(parser, argv, "convert")  # the recipe's [convert] values become defaults: explicit flags win
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     for noisy in ("tensorflow", "absl", "h5py", "nncf", "tf2onnx"):

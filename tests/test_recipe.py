@@ -123,3 +123,23 @@ def test_the_train_defaults_are_the_default_recipe():
     cfg = TrainConfig(data="d")
     assert (cfg.epochs, cfg.qat_epochs, cfg.lr, cfg.qat_lr, cfg.patience) == (
         plain.epochs, plain.qat_epochs, plain.lr, plain.qat_lr, plain.patience)
+
+
+def test_the_convert_table_is_read_by_convert_and_skipped_by_train(tmp_path, capsys):
+    from convert.__main__ import build_parser as convert_parser
+    from convert.__main__ import main as convert_main
+
+    path = write(tmp_path, 'epochs = 7\n[convert]\nviews = "zoom3"\nformats = "tflite_int8"\nmin-agreement = 0.95\n')
+    args, _ = parse(["--recipe", str(path), "--data", "d"])
+    assert args.epochs == 7                                         # training: the top level, the table skipped
+    cp = convert_parser()
+    R.apply(cp, ["run", "--recipe", str(path), "--out", "b"], "convert")
+    c = cp.parse_args(["run", "--recipe", str(path), "--out", "b", "--min-agreement", "0.9"])
+    assert (c.views, c.formats, c.min_agreement) == ("zoom3", "tflite_int8", 0.9)   # a flag still wins
+    bad = write(tmp_path, '[convert]\nviews = "zoom3"\nepochs = 3\n', "bad.toml")
+    with pytest.raises(SystemExit) as exc:
+        convert_main(["run", "--recipe", str(bad), "--out", str(tmp_path / "b")])
+    assert exc.value.code == 2 and "unknown key 'epochs'" in capsys.readouterr().err
+    odd = write(tmp_path, '[convert]\nviews = "rot90"\n', "odd.toml")
+    assert convert_main([str(tmp_path), "--recipe", str(odd), "--out", str(tmp_path / "b")]) == 2
+    assert "unknown view" in capsys.readouterr().err

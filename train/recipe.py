@@ -5,6 +5,9 @@ parser's options and sets them as the parser's defaults, so a flag given on the 
 Keys are option names without the dashes (``image-size``; ``image_size`` is accepted too); on/off switches
 such as ``--no-augment`` take their destination name with a boolean (``augment = false``). Unknown keys,
 per-run options and values of the wrong type are errors (``parser.error``: exit status 2).
+
+A table ``[convert]`` holds the conversion's options the same way (``python -m convert --recipe FILE``: keys are
+convert's option names, e.g. ``views = "zoom3"``); training skips it, conversion reads only it.
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ import tomllib
 from pathlib import Path
 
 # options that describe one run, not a recipe: they stay on the command line
-PER_RUN = frozenset({"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe", "help"})
+PER_RUN = frozenset({"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe", "help",
+                     "version", "force"})
+SECTIONS = frozenset({"convert"})  # tables of the recipe read by another command
 
 
 def recipe_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -42,8 +47,9 @@ def _check_value(key: str, action: argparse.Action, value) -> str | None:
     return None
 
 
-def load(path: str | Path, parser: argparse.ArgumentParser) -> dict:
-    """The recipe as ``{dest: value}``; raises ValueError naming the valid keys on any unknown key."""
+def load(path: str | Path, parser: argparse.ArgumentParser, section: str | None = None) -> dict:
+    """The recipe (its top level, or its table ``section``) as ``{dest: value}``; raises ValueError naming the
+    valid keys on any unknown key."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -51,6 +57,13 @@ def load(path: str | Path, parser: argparse.ArgumentParser) -> dict:
         raise ValueError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"recipe {path} is not valid TOML: {exc}") from None
+    if section is not None:
+        raw = raw.get(section, {})
+        if not isinstance(raw, dict):
+            raise ValueError(f"recipe {path}: {section!r} must be a table ([{section}])")
+        path = f"{path} [{section}]"
+    else:
+        raw = {k: v for k, v in raw.items() if not (k in SECTIONS and isinstance(v, dict))}
     valid = recipe_keys(parser)
     out, problems = {}, []
     for key, value in raw.items():
@@ -76,8 +89,9 @@ def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def apply(parser: argparse.ArgumentParser, argv=None) -> dict:
-    """Read ``--recipe`` from ``argv`` and set its values as ``parser``'s defaults.
+def apply(parser: argparse.ArgumentParser, argv=None, section: str | None = None) -> dict:
+    """Read ``--recipe`` from ``argv`` and set its values (the table ``section``'s, if given) as ``parser``'s
+    defaults.
 
     Returns ``{"recipe": path, "recipe_sha256": hex}`` for the run's records, or ``{}`` without a recipe.
     A bad recipe ends the program through ``parser.error`` (exit status 2).
@@ -88,7 +102,7 @@ def apply(parser: argparse.ArgumentParser, argv=None) -> dict:
     if not known.recipe:
         return {}
     try:
-        values = load(known.recipe, parser)
+        values = load(known.recipe, parser, section)
     except ValueError as exc:
         parser.error(str(exc))
     parser.set_defaults(**values)
