@@ -86,14 +86,23 @@ PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat
 ADDED_LATER = {"label_smoothing": 0.0, "mixup": 0.0}  # options newer than some runs: absent = this (off)
 
 
+def normalise_recipe(cfg: dict) -> dict:
+    """A run's training options as one recipe: less the per-run ones, an option added after the run was trained
+    counted as off, and less the recipe file's name and hash (``extra``): the resolved options are compared, so an
+    edit of the file that leaves them alone (a comment, its [convert] table) keeps the folds one recipe."""
+    cfg = ADDED_LATER | cfg
+    out = {k: v for k, v in sorted(cfg.items()) if k not in PER_RUN_CONFIG}
+    extra = {k: v for k, v in (out.pop("extra", None) or {}).items() if k not in ("recipe", "recipe_sha256")}
+    return out | ({"extra": extra} if extra else {})
+
+
 def recipe_of(run: Path) -> dict:
-    """The training options of ``run`` that make its recipe (``train_config.json`` less the per-run ones; an
-    option added after the run was trained counts as off)."""
+    """The training options of ``run`` that make its recipe (``normalise_recipe`` of its ``train_config.json``)."""
     try:
-        cfg = ADDED_LATER | json.loads((Path(run) / "train_config.json").read_text())
+        cfg = json.loads((Path(run) / "train_config.json").read_text())
     except (OSError, ValueError) as exc:
         raise FoldError(f"{run}: no readable train_config.json, so its recipe is unknown ({exc})") from exc
-    return {k: v for k, v in sorted(cfg.items()) if k not in PER_RUN_CONFIG}
+    return normalise_recipe(cfg)
 
 
 def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
@@ -321,7 +330,7 @@ def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
                         cal=np.asarray([x["p"] for x in films], float).reshape(len(films), len(d["labels"])),
                         thresholds=dict(d["thresholds"]), pneumonia_threshold=d.get("pneumonia_threshold"),
                         parity=d.get("parity"), patients=np.asarray([x["patient"] for x in films]),
-                        recipe=None if d.get("recipe") is None else ADDED_LATER | d["recipe"],
+                        recipe=None if d.get("recipe") is None else normalise_recipe(d["recipe"]),
                         site_shift=d.get("site_shift"), saved_in=Path(path), scored=d.get("scored")))
     return out
 

@@ -148,6 +148,17 @@ def test_an_option_newer_than_a_run_counts_as_off(tmp_path):
     assert "fold" not in CV.recipe_of(old)
 
 
+def test_the_recipe_files_hash_is_not_the_recipe():
+    """Folds trained from one recipe file before and after an edit that leaves its options alone (a comment, its
+    [convert] table) are one recipe; a teacher or other extra record still counts."""
+    cfg = {"model": "mobilenet_v2", "epochs": 30}
+    a = CV.normalise_recipe({**cfg, "extra": {"recipe": "recipes/default.toml", "recipe_sha256": "aa"}})
+    b = CV.normalise_recipe({**cfg, "extra": {"recipe": "recipes/default.toml", "recipe_sha256": "bb"}})
+    assert a == b == CV.normalise_recipe(cfg)
+    assert CV.normalise_recipe({**cfg, "extra": {"recipe_sha256": "aa", "teacher": "t"}}) != a
+    assert CV.normalise_recipe({**cfg, "epochs": 20}) != a
+
+
 def test_class_bias_undoes_a_shift_of_the_log_probabilities():
     """Probabilities that over-call classes 1 and 2 by a known log-factor: the bias fitted on them takes the
     factor back off (within sampling), and never raises the validation NLL."""
