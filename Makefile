@@ -80,7 +80,7 @@ CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,onnx_in
 model: setup
 	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS)
 	# exit status 3 = bundle written but some format failed its parity check (shown in the table): go on
-	$(PY) -m convert $(MODEL_OUT) --formats $(CONVERT_FORMATS) --out $(MODEL_OUT)-bundle --force || test $$? -eq 3
+	$(PY) -m convert $(MODEL_OUT) --recipe $(RECIPE) --formats $(CONVERT_FORMATS) --out $(MODEL_OUT)-bundle --force || test $$? -eq 3
 	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark
 	$(PY) -m benchmarks.default_figures $(MODEL_OUT)-bundle --out $(MODEL_OUT)-benchmark/default_figures.json
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
@@ -131,7 +131,8 @@ cv: setup
 	  fi; \
 	  if [ ! -f "$$run-bundle/bundle.json" ] || [ "$$run/metadata.json" -nt "$$run-bundle/bundle.json" ]; then \
 	    echo "== fold $$i of $(FOLDS): converting"; \
-	    $(PY) -m convert "$$run" --formats tflite_int8,tflite_fp32 --out "$$run-bundle" --force || [ $$? -eq 3 ] || exit 1; \
+	    $(PY) -m convert "$$run" --recipe $(RECIPE) --formats tflite_int8,tflite_fp32 --out "$$run-bundle" --force \
+	      || [ $$? -eq 3 ] || exit 1; \
 	  fi; \
 	done; \
 	inputs=""; [ -n "$$saved" ] && inputs="$(CV_SAVED)"; \

@@ -109,6 +109,12 @@ def test_the_default_recipe_is_valid_and_is_the_plain_mobilenet_v2():
     assert (args.model, args.alpha, args.image_size) == ("mobilenet_v2", 1.0, 224)
     assert (args.crop, args.equalize, args.site_augment, args.keep) == (0.0, "none", 0.0, "all")
     assert args.epochs >= 20 and args.qat_epochs >= 1 and args.weights is None
+    from convert.__main__ import build_parser as convert_parser
+    from edge_runtime import views as V
+
+    cp = convert_parser()
+    R.apply(cp, ["run", "--recipe", str(DEFAULT), "--out", "b"], "convert")
+    assert V.parse(cp.parse_args(["run", "--out", "b"]).views) == V.SETS["zoom3"]  # the device reads three views
 
 
 def test_the_train_defaults_are_the_default_recipe():
