@@ -32,15 +32,11 @@ from edge_runtime import formats as F
 PRIMARY = F.DEPLOYED
 
 
-class ReproduceError(ValueError):
+class ReproduceError(S.LeverError):
     pass
 
 
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ReproduceError(f"cannot read {path}: {exc}") from exc
+_read = S._read  # LeverError naming the file when it is not readable JSON
 
 
 def deployed_figures(doc: dict, where: Path) -> dict:
@@ -129,10 +125,7 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
     first, again = _read(first_path), _read(again_path)
     rebuild = deployed_figures(rebuild_doc, rebuild_path)
     reference = reference_figures(ref_doc, reference_path, arm)
-    try:
-        spread = S.rerun_differences(first, again)
-    except S.LeverError as exc:
-        raise ReproduceError(str(exc)) from exc
+    spread = S.rerun_differences(first, again)
     folds = sorted({f for pairs in spread.values() for f, _, _ in pairs}, key=int)
     if not folds:
         raise ReproduceError(f"{first_path} and {again_path} share no fold: no run-to-run spread to judge against")
@@ -191,7 +184,7 @@ def main(argv=None) -> int:
                                                                                 else sys.argv[1:]))
     try:
         text, result = report(a.rebuild, a.reference, a.arm, a.spread[0], a.spread[1], command.strip())
-    except ReproduceError as exc:
+    except S.LeverError as exc:  # ReproduceError, or a report that is not readable or not of the same folds
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path, body in ((a.out, text), (a.json, json.dumps(result, indent=2) + "\n")):
