@@ -122,10 +122,13 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     ref = {side: {p: K.predict_with_embeddings(m, arrays[side].images) for p, m in models.items()}
            for side in ("val", "test") if side in arrays}
 
+    averaged: dict[str, np.ndarray] = {}
+
     def keras_views(parent: str) -> np.ndarray:  # the parent's validation probabilities as the device will average them
-        if len(views) == 1:
-            return ref["val"][parent][0]
-        return V.predict_batch(lambda x: K.predict_with_embeddings(models[parent], x)[0], val.images, views)
+        if parent not in averaged:
+            averaged[parent] = V.with_views(ref["val"][parent][0], lambda x: K.predict_with_embeddings(
+                models[parent], x)[0], val.images, views)
+        return averaged[parent]
 
     fitted = OP.fit(val.labels, keras_views(deployed), labels)
     temperature, thresholds, op_report = fitted["temperature"], fitted["thresholds"], fitted["operating_point"]
@@ -174,7 +177,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
                     res.update(parent=parent, agreement=pv["agreement"], max_prob_diff=pv["max_prob_diff"],
                                agreement_vs_float=pf["agreement"], max_prob_diff_vs_float=pf["max_prob_diff"])
                     # the artifact's own operating point, fitted on its own validation outputs (the views' average)
-                    vv = pv["probs"] if len(views) == 1 else V.predict_batch(be.run_batch, val.images, views)
+                    vv = V.with_views(pv["probs"], be.run_batch, val.images, views)
                     own = calibration[key] = OP.fit(val.labels, vv, labels)
                     log.info("[%s] own calibration: temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", key,
                              own["temperature"], own["operating_point"]["calibration"]["val_ece_before"],
@@ -184,7 +187,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
                                                     val.sources, labels)
                     if test is not None and len(test.images):
                         pt = parity(be, test.images, ref["test"][parent][0])
-                        tv = pt["probs"] if len(views) == 1 else V.predict_batch(be.run_batch, test.images, views)
+                        tv = V.with_views(pt["probs"], be.run_batch, test.images, views)
                         res["test"] = M.report_by_source(test.labels, OP.calibrate(tv, own["temperature"]),
                                                          test.sources, labels)
                         res["test_agreement"] = pt["agreement"]

@@ -86,5 +86,11 @@ def predict_batch(run_batch: Callable[[np.ndarray], np.ndarray], images: np.ndar
                   views: tuple[str, ...]) -> np.ndarray:
     """``run_batch`` (model-ready (N, size, size) uint8 -> (N, K) probabilities) over every view, combined."""
     images = np.asarray(images)
-    return combine([np.asarray(run_batch(images if v == "id" else np.stack([view(im, v) for im in images])))
-                    for v in views])
+    return with_views(np.asarray(run_batch(images)), run_batch, images, views)
+
+
+def with_views(as_is: np.ndarray, run_batch: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+               views: tuple[str, ...]) -> np.ndarray:
+    """``as_is`` (the probabilities of the films as they are, already computed) combined with those of the
+    other views: the film itself is not run twice."""
+    return combine([as_is, *(np.asarray(run_batch(np.stack([view(im, v) for im in images]))) for v in views[1:])])
