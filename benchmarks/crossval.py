@@ -2,7 +2,8 @@
 patient-grouped k-fold cross-validation, out of fold.
 
 Each bundle comes from one training of ``python -m train ... --folds K --fold I`` (same K, same ``--seed``, same
-data); its deployed artifact (``tflite_int8``; or ``--format``) runs through the device runtime on its own test
+data); its ``tflite_int8`` artifact (or ``--format``; ``--format served``: whichever artifact the device serves
+from that bundle, e.g. FP32 where INT8 failed its parity check) runs through the device runtime on its own test
 fold, calibrated with its own temperature and decided with its own stored thresholds, exactly as a device would.
 The K test folds partition the films (checked: no film is tested twice), so the pooled outputs score the recipe
 on every film once, each by a model that never trained on it nor chose an epoch on it: ~5x the films of one
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import default_report as R
-from benchmarks.default_figures import bootstrap_figures, manifest_column, pair_auc_by_view, patients
+from benchmarks.default_figures import bootstrap_figures, manifest_column, pair_auc_by_view, patients, served
 from benchmarks.paired import PairError, _outputs
 from benchmarks.study import evaluate as E
 from edge_runtime import formats as F
@@ -52,6 +53,9 @@ from edge_runtime import operating_point as OP
 
 class FoldError(ValueError):
     pass
+
+
+SERVED = "served"  # --format: each fold's bundle scored on the artifact the device serves from it
 
 
 @dataclass
@@ -77,6 +81,8 @@ class Fold:
     site_shift: dict = None  # the simulated site figures kept with a saved fold (its bundle may be gone)
     saved_in: Path = None  # the saved-folds file this fold was read from (None: scored from its bundle now)
     scored: dict = None  # for a saved fold: the command, commit, date and CPU that scored it
+    artifact: str = None  # the format key scored (older saved folds: the file's artifact)
+    served: str = None  # the format key a device serves from the fold's bundle (None: not recorded)
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -106,8 +112,14 @@ def recipe_of(run: Path) -> dict:
 
 
 def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
-    """Run ``bundle``'s ``fmt`` artifact on its fold's ``side`` films; FoldError when it is not a fold run."""
+    """Run ``bundle``'s ``fmt`` artifact (``SERVED``: the one a device serves from it) on its fold's ``side``
+    films; FoldError when it is not a fold run."""
     bundle = Path(bundle)
+    serves = served(bundle)
+    if fmt == SERVED:
+        if serves not in F.FORMATS:
+            raise FoldError(f"{bundle}: a device would serve no named artifact from it ({serves})")
+        fmt = serves
     status = json.loads((bundle / "bundle.json").read_text())
     meta_split = json.loads((bundle / "metadata.json").read_text()).get("split") or {}
     if not meta_split.get("folds"):
@@ -126,7 +138,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
                 sources=np.asarray(arr.sources), views=np.asarray(manifest_column(arr.samples)), cal=cal,
                 thresholds=dict(meta.thresholds), pneumonia_threshold=pn.get("threshold"),
                 parity=status.get("formats", {}).get(fmt, {}).get("agreement"),
-                patients=patients(arr.samples), recipe=recipe_of(run))
+                patients=patients(arr.samples), recipe=recipe_of(run), artifact=fmt, served=serves)
 
 
 def check_folds(folds: list[Fold]) -> dict:
@@ -217,6 +229,7 @@ def fold_row(f: Fold) -> dict:
     row.pop("ece_raw", None)
     row["pair_auc_by_view"] = pair_auc_by_view(f.y, f.cal, f.sources, f.views, f.labels)
     row["agreement_vs_keras_parent_at_convert"] = f.parity
+    row["artifact"], row["served"] = f.artifact, f.served
     return row
 
 
@@ -225,7 +238,7 @@ def with_class_bias(f: Fold, fmt: str = F.DEPLOYED) -> tuple[Fold, list]:
     films, and its temperature and thresholds refitted there after it (``operating_point.fit``), as convert would;
     the test films are only scored. Returns the changed fold and the bias."""
     try:
-        val, cal_val, _ = _outputs(Path(f.bundle), "val", fmt)
+        val, cal_val, _ = _outputs(Path(f.bundle), "val", f.artifact or fmt)
     except PairError as exc:
         raise FoldError(str(exc)) from exc
     bias = OP.fit_class_bias(val.labels, cal_val)
@@ -296,7 +309,7 @@ def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenan
     def one(f: Fold) -> dict:
         return {"bundle": str(f.bundle), "fold": f.fold, "folds": f.folds, "seed": f.seed, "data_hash": f.data_hash,
                 "labels": list(f.labels), "thresholds": f.thresholds, "pneumonia_threshold": f.pneumonia_threshold,
-                "parity": f.parity, "recipe": f.recipe,
+                "parity": f.parity, "recipe": f.recipe, "artifact": f.artifact, "served": f.served,
                 "site_shift": (per_fold.get(f.fold) or per_fold.get(str(f.fold)) or {}).get("site_shift")
                 or f.site_shift, "scored": f.scored or scored,
                 "films": [{"film": n, "y": int(y), "source": str(s), "view": str(v),
@@ -319,7 +332,7 @@ def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
                         "(python -m benchmarks.crossval ... --save-folds FILE writes one)")
     if doc.get("artifact") != fmt:
         raise FoldError(f"{path} holds {doc.get('artifact')} outputs, not {fmt} (what --format asks for): compare one "
-                        "artifact")
+                        f"artifact (--format {doc.get('artifact')}), or score the fold bundles again")
     out = []
     for d in doc["folds"]:
         films = d["films"]
@@ -331,7 +344,8 @@ def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
                         thresholds=dict(d["thresholds"]), pneumonia_threshold=d.get("pneumonia_threshold"),
                         parity=d.get("parity"), patients=np.asarray([x["patient"] for x in films]),
                         recipe=None if d.get("recipe") is None else normalise_recipe(d["recipe"]),
-                        site_shift=d.get("site_shift"), saved_in=Path(path), scored=d.get("scored")))
+                        site_shift=d.get("site_shift"), saved_in=Path(path), scored=d.get("scored"),
+                        artifact=d.get("artifact") or doc.get("artifact"), served=d.get("served")))
     return out
 
 
@@ -415,7 +429,7 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
         out["what_if"] = {"class_bias": class_bias_what_if(folds, fmt, n_boot, log)}
     if base:
         out["versus_baseline"] = against_baseline(folds, base, n_boot)
-    if shift and fmt == F.DEPLOYED:
+    if shift and fmt in (F.DEPLOYED, SERVED):
         for f in folds:
             if f.saved_in:  # its bundle may be gone: the figures saved with it
                 if f.site_shift:
@@ -424,7 +438,8 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
                     log(f"fold {f.fold}: no {E.SITE_B} figures saved in {f.saved_in} (saved with --no-shift)")
                 continue
             log(f"fold {f.fold}: simulated {E.SITE_B}")
-            out["per_fold"][f.fold]["site_shift"] = {E.SITE_B: E.site_shift(f.bundle, "test", (E.SITE_B,))[E.SITE_B]}
+            out["per_fold"][f.fold]["site_shift"] = {
+                E.SITE_B: E.site_shift(f.bundle, "test", (E.SITE_B,), f.artifact)[E.SITE_B]}
     out["folds"] = folds  # for --save-folds; not written to the JSON report
     return out
 
@@ -441,10 +456,14 @@ def _v(x) -> str:
 def table(res: dict) -> str:
     cov, pooled, per = res["coverage"], res["pooled"], res["per_fold"]
     rows = [per[k] for k in sorted(per)]
+    not_served = "; ".join(f"fold {k}: {per[k]['artifact']} scored, {per[k]['served']} served" for k in sorted(per)
+                           if per[k].get("served") and per[k].get("artifact") and per[k]["served"] != per[k]["artifact"])
     lines = [f"{len(cov['present'])} of {cov['folds']} folds (seed {cov['seed']}), {res['n']} films tested once each"
              + ("" if cov["complete"] else f"; **folds {cov['missing']} missing: not every film is scored yet**"), "",
              "Recipe (each fold's train_config.json less its per-run options): " + ", ".join(
                  f"{k} {json.dumps(v, default=str)}" for k, v in (res.get("recipe") or {}).items()), "",
+             *([f"**A device would serve another artifact than the one scored here** ({not_served}): "
+                "`--format served` scores what it serves.", ""] if not_served else []),
              *(["Folds without a stored threshold (the pooled figure needing it is not given): " + "; ".join(
                  f"{k}: folds {v}" for k, v in pooled["folds_without_threshold"].items()), ""]
                if pooled.get("folds_without_threshold") else []),
@@ -524,6 +543,14 @@ def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, nam
     return lines
 
 
+def _scored(row: dict, fmt: str) -> str:
+    """What one fold scored, and whether a device would serve it."""
+    art, serves = row.get("artifact") or fmt, row.get("served")
+    if serves is None:
+        return f"{art}; which artifact its bundle serves was not recorded"
+    return art if serves == art else f"{art}; **a device would serve {serves} from this bundle, not {art}**"
+
+
 def _sources_exist(paths) -> bool:
     """True when every path is a bundle folder or a file (a saved-folds file; read later); otherwise says which
     is neither (stderr)."""
@@ -540,7 +567,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundles", nargs="+", type=Path, help="one bundle per fold (python -m convert FOLD_RUN --out ...), "
                    "or a saved-folds file (--save-folds) in place of some or all of them")
-    p.add_argument("--format", default=F.DEPLOYED, choices=sorted(F.FORMATS), help="artifact scored")
+    p.add_argument("--format", default=F.DEPLOYED, choices=sorted(F.FORMATS) + [SERVED],
+                   help=f"artifact scored (default %(default)s; {SERVED}: each bundle's served artifact)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients")
     p.add_argument("--no-shift", action="store_true", help="skip the simulated site B per fold")
     p.add_argument("--class-bias", action="store_true", help="what-if: also score each fold with a per-class bias "
@@ -585,7 +613,8 @@ def main(argv=None) -> int:
     if a.md:
         a.md.parent.mkdir(parents=True, exist_ok=True)
         a.md.write_text(report_header(a.title, res["provenance"]["command"], m) + "\n"
-                        + "\n".join(f"- fold {k}: `{b}` ({res['format']})" for k, b in res["bundles"].items())
+                        + "\n".join(f"- fold {k}: `{b}` ({_scored(res['per_fold'][k], res['format'])})"
+                                    for k, b in res["bundles"].items())
                         + "\n\nEach fold's model scored its own test fold through the device runtime, with its own "
                         "temperature and thresholds; the pooled column scores all of them at once (verdicts on it), "
                         "the next two show how much one split moves each figure.\n\n" + text + "\n")

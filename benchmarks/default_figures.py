@@ -4,9 +4,11 @@ on one side of the bundle's training-run split.
 
 Per artifact: pooled and per-source accuracy, the normal-vs-pneumonia AUC within the source holding both, TB-vs-rest AUC, the TB rule's
 sensitivity/specificity and the refer rule's referral rate at the thresholds stored in the bundle, ECE, and top-1
-agreement with the bundle's float artifacts (same films). For the LiteRT INT8 artifact also: bootstrap 95%
-intervals (patients resampled, each with all their films) on accuracy and that AUC, and the same figures on the
-films as simulated "site B" would make them (``benchmarks.study.evaluate.SHIFTS``). Speed is ``python -m benchmarks``' job, not this one's.
+agreement with the bundle's float artifacts (same films). For the artifact the device serves from this bundle
+(``served``: what ``edge_runtime.bundle.resolve`` picks, e.g. the LiteRT INT8 file convert preferred, or LiteRT
+FP32 when every INT8 file failed its parity check) also: bootstrap 95% intervals (patients resampled, each with
+all their films) on accuracy and that AUC, and the same figures on the films as simulated "site B" would make
+them (``benchmarks.study.evaluate.SHIFTS``). Reports built on these figures judge the served artifact. Speed is ``python -m benchmarks``' job, not this one's.
 """
 from __future__ import annotations
 
@@ -19,13 +21,24 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.default_report import PRIMARY, judged
 from benchmarks.study import evaluate as E
 from edge_runtime import formats as F
 from edge_runtime import metrics as M
 from edge_runtime.classifier import Classifier
 from edge_runtime.operating_point import calibrate
 
-PRIMARY = F.DEPLOYED
+
+def served(bundle: Path) -> str | None:
+    """The format key of the artifact a device serves from ``bundle`` when nothing else is asked for (the runtime's
+    own choice, ``edge_runtime.bundle.resolve``); None when it would serve nothing or a file the table does not
+    name."""
+    from edge_runtime.bundle import BundleError, resolve
+
+    try:
+        return resolve(bundle, verify=False).key
+    except BundleError:
+        return None
 
 
 def patients(samples) -> np.ndarray:
@@ -147,8 +160,10 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
     meta = ModelMetadata.load(bundle / "metadata.json")
     labels = list(meta.labels)
     arr = E._split_arrays(run, meta)[side]
+    main = served(bundle) or PRIMARY
     out = {"bundle": str(bundle), "run": str(run), "side": side, "n": int(len(arr.labels)),
-           "films_sha256": films_fingerprint(arr.samples), "formats": {}}
+           "films_sha256": films_fingerprint(arr.samples), "served": main,
+           "served_because": why_served(status, main), "formats": {}}
     raws = {}
     views = manifest_column(arr.samples)
     for model in model_files(bundle):
@@ -168,16 +183,33 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
                                                    views, labels)
         row["agreement_vs_keras_parent_at_convert"] = status.get("formats", {}).get(fmt, {}).get("agreement")
         out["formats"][fmt] = row
-        if fmt == PRIMARY:
+        if fmt == main:
             out["formats"][fmt]["ci95"] = bootstrap_ci(arr.labels, raw, arr.sources, labels,
                                                        clf.metadata.temperature, n_boot, groups=patients(arr.samples))
     floats = [f for f in raws if f in F.FORMATS and not F.FORMATS[f].int8]
     for fmt, raw in raws.items():
         out["formats"][fmt]["agreement"] = {f: float((raw.argmax(1) == raws[f].argmax(1)).mean())
                                             for f in floats if f != fmt}
-    if (bundle / F.FORMATS[PRIMARY].filename).is_file():
-        out["site_shift"] = E.site_shift(bundle, side, ("none", E.SITE_B))
+    if main in F.FORMATS and (bundle / F.FORMATS[main].filename).is_file():
+        out["site_shift"] = E.site_shift(bundle, side, ("none", E.SITE_B), main)
     return out
+
+
+def why_served(status: dict, main: str) -> str:
+    """Why the device serves ``main`` rather than ``PRIMARY`` from a bundle whose bundle.json is ``status``."""
+    if main == PRIMARY:
+        return ""
+    rows = status.get("formats") or {}
+    parity = (rows.get(PRIMARY) or {}).get("agreement")
+    agree = f" ({100 * parity:.1f}% top-1 agreement with its Keras parent)" if parity is not None else ""
+    if PRIMARY not in rows:
+        return f"the bundle holds no {PRIMARY}"
+    if PRIMARY in (status.get("failed_formats") or []):
+        return f"{PRIMARY} failed its parity check at convert{agree}"
+    for choice in (status.get("int8_choice") or {}).values():
+        if choice.get("chosen") == main:
+            return f"convert chose {main} as its backend's INT8 path: {choice.get('why', '?')}"
+    return "the runtime's backend order puts it first"
 
 
 def _f(v) -> str:
@@ -201,18 +233,21 @@ def table(res: dict) -> str:
                      + f" | {_f(r['pair_auc'])} ({r.get('pair_source')}) | {_f(r['tb_auc'])} | "
                      f"{_f(tb.get('sensitivity'))}/{_f(tb.get('specificity'))} | {_f(ref.get('referred'))} | "
                      f"{_f(ref.get('accuracy_not_referred'))} | {_f(r['ece'])} | {agree} |")
-    ci = res["formats"].get(PRIMARY, {}).get("ci95")
+    main = judged(res)
+    lines.append(f"The device serves {main} from this bundle" + ("" if main == PRIMARY else
+                 f" (not {PRIMARY}: {res.get('served_because') or '?'})") + "; the lines below judge it.")
+    ci = res["formats"].get(main, {}).get("ci95")
     if ci:
-        lines.append(f"{PRIMARY} 95% bootstrap intervals ({ci['n_boot']} resamples of {ci.get('unit', 'film')}s): accuracy "
+        lines.append(f"{main} 95% bootstrap intervals ({ci['n_boot']} resamples of {ci.get('unit', 'film')}s): accuracy "
                      f"{_f(ci['accuracy'][0])}-{_f(ci['accuracy'][1])}, normal-vs-pneumonia AUC within "
                      f"{ci['pair_source']} {_f(ci['pair_auc'][0])}-{_f(ci['pair_auc'][1])}")
-    bv = res["formats"].get(PRIMARY, {}).get("pair_auc_by_view") or {}
+    bv = res["formats"].get(main, {}).get("pair_auc_by_view") or {}
     if bv.get("by_view"):
-        lines.append(f"{PRIMARY} normal-vs-pneumonia AUC by view ({bv['source']}): " + ", ".join(
+        lines.append(f"{main} normal-vs-pneumonia AUC by view ({bv['source']}): " + ", ".join(
             f"{v} {_f(r['auc'])} ({r['normal']} normal, {r['pneumonia']} pneumonia)" for v, r in bv["by_view"].items())
             + f"; the view alone: {_f(bv['view_alone_auc'])}")
     for name, r in res.get("site_shift", {}).items():
-        lines.append(f"{PRIMARY}, films {name}: accuracy {_f(r['accuracy'])}, normal-vs-pneumonia AUC "
+        lines.append(f"{main}, films {name}: accuracy {_f(r['accuracy'])}, normal-vs-pneumonia AUC "
                      f"{_f(r['pair_auc'])}, {r.get('pair_source')} normals called normal "
                      f"{_f(r['pair_normals_called_normal'])}, "
                      f"referred {_f(r.get('refer_rule', {}).get('referred'))}")

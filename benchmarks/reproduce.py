@@ -3,7 +3,9 @@ does a rebuild of the default (``make model``) reproduce the default's test figu
 spread?
 
 - ``REBUILD.json``: what ``make model`` wrote (``benchmarks.default_figures --out``,
-  ``runs/default-benchmark/default_figures.json``); its deployed artifact (``tflite_int8``) is judged.
+  ``runs/default-benchmark/default_figures.json``); the artifact its bundle serves is judged (the LiteRT INT8
+  file convert preferred, or FP32 when INT8 failed its parity check; older files without that record:
+  ``tflite_int8``), as in the reference, each named in the report.
 - ``--reference``: the training of the same recipe and seed whose figures were reported: another
   ``default_figures`` JSON, or a committed ``benchmarks.paired --out`` JSON with ``--arm`` naming the bundle of
   the reference training (its folder name; it must be the pair's A or B on the test side, deployed format).
@@ -29,7 +31,7 @@ from benchmarks import default_report as R
 from benchmarks import selection as S
 from edge_runtime import formats as F
 
-PRIMARY = F.DEPLOYED
+PRIMARY = F.DEPLOYED  # a paired reference's arm is this artifact
 
 
 class ReproduceError(S.LeverError):
@@ -40,14 +42,17 @@ _read = S._read  # LeverError naming the file when it is not readable JSON
 
 
 def deployed_figures(doc: dict, where: Path) -> dict:
-    """The deployed artifact's figures of a ``default_figures`` JSON, with the file's ``n`` and film fingerprint."""
-    row = (doc.get("formats") or {}).get(PRIMARY)
+    """The figures of the artifact a ``default_figures`` JSON's bundle serves (``default_report.judged``), with the
+    file's ``n``, film fingerprint and the artifact's name."""
+    fmt = R.judged(doc)
+    row = (doc.get("formats") or {}).get(fmt)
     if row is None or "error" in row:
-        raise ReproduceError(f"{where} holds no usable {PRIMARY} figures"
+        raise ReproduceError(f"{where} holds no usable {fmt} figures"
                              + (f" ({row['error']})" if row and "error" in row else ""))
     if doc.get("side", "test") != "test":
         raise ReproduceError(f"{where} scored the {doc.get('side')} films; the default's figures are test figures")
-    return {**row, "n": doc.get("n"), "films_sha256": doc.get("films_sha256")}
+    return {**row, "n": doc.get("n"), "films_sha256": doc.get("films_sha256"), "artifact": fmt,
+            "served_because": doc.get("served_because") or ""}
 
 
 def paired_arm(doc: dict, arm: str, where: Path) -> dict:
@@ -63,7 +68,7 @@ def paired_arm(doc: dict, arm: str, where: Path) -> dict:
             fig = pair["figures"][key]
             return {"accuracy": fig.get("accuracy"), "pair_auc": fig.get("pair_auc"), "tb_auc": fig.get("tb_auc"),
                     "ece": fig.get("ece"), "refer_rule": (pair.get("rule") or {}).get(key, {}), "n": pair.get("n"),
-                    "films_sha256": None}
+                    "films_sha256": None, "artifact": fmt, "served_because": ""}
     raise ReproduceError(f"{where} holds no test-side {PRIMARY} pair with a bundle named {Path(arm).name!r}")
 
 
@@ -135,14 +140,17 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
     info = machine_info()
     lines = [report_header("Does a rebuild reproduce the default? (`make model` against the reported training)",
                            command, info),
-             f"- **Rebuild:** `{rebuild_path}`: {_provenance(rebuild_doc)}; {rebuild['n']} test films",
+             f"- **Rebuild:** `{rebuild_path}`: {_provenance(rebuild_doc)}; {rebuild['n']} test films; judged: "
+             f"`{rebuild['artifact']}`, what its bundle serves"
+             + (f" ({rebuild['served_because']})" if rebuild["served_because"] else ""),
              f"- **Reference** (the same recipe and seed as reported){' (' + arm + ')' if arm else ''}: "
-             f"`{reference_path}`: {_provenance(ref_doc)}; {reference['n']} test films",
+             f"`{reference_path}`: {_provenance(ref_doc)}; {reference['n']} test films; judged: "
+             f"`{reference['artifact']}`" + (f" ({reference['served_because']})" if reference["served_because"] else ""),
              f"- **Run-to-run spread:** the largest difference between two trainings of the default on the same "
              f"folds {', '.join(folds)} (`{first_path}` and `{again_path}`; "
              f"{_provenance(again)})", "",
              f"**{len(within)} of {len(judged)} judged figures within the spread** "
-             f"(deployed `{PRIMARY}`, through the device runtime, on the same test films). Training is not "
+             f"(the served artifact, through the device runtime, on the same test films). Training is not "
              "bit-reproducible; a rebuild on another CPU or at a later commit differs by about what an identical "
              "retraining does, and this says whether it did.", "",
              "| figure | reference | rebuild | difference | spread (largest rerun difference) | verdict |",
@@ -164,6 +172,7 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
     if not lines[-1]:
         lines.pop()
     result = {"rows": rows, "within": len(within), "judged": len(judged), "folds": folds,
+              "artifacts": {"rebuild": rebuild["artifact"], "reference": reference["artifact"]},
               "provenance": {"command": command, "machine": info}}
     return "\n".join(lines) + "\n", result
 

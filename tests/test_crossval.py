@@ -304,3 +304,38 @@ def test_a_missing_fold_is_named_and_site_b_is_scored(tiny_bundle, tmp_path, cap
     out = capsys.readouterr().out
     assert "1 of 3 folds" in out and "folds [0, 2] missing" in out
     assert f"films {E.SITE_B}: accuracy" in out
+
+
+@pytest.mark.slow
+def test_served_scores_the_artifact_each_fold_serves(tiny_bundle, tmp_path, capsys):
+    """A fold whose tflite_int8 failed its parity check: the default report says the device serves another file
+    there; ``--format served`` scores that file (per fold), and saved folds keep what was scored and served."""
+    from edge_runtime import bundle as B
+
+    f0 = _as_fold(tiny_bundle, tmp_path, 0, 2, lambda k: k % 2 == 0)
+    f1 = _as_fold(tiny_bundle, tmp_path, 1, 2, lambda k: k % 2 == 1)
+    status = json.loads((f0 / "bundle.json").read_text())
+    status["failed_formats"] = sorted(set(status.get("failed_formats", [])) | {"tflite_int8", "tflite_int8_ptq"})
+    (f0 / "bundle.json").write_text(json.dumps(status))  # every LiteRT INT8 file failed: the device serves FP32
+    B.write_sums(f0)
+    other, usual = B.resolve(f0).key, B.resolve(f1).key
+    assert other == "tflite_fp32" and usual in ("tflite_int8", "tflite_int8_ptq")
+    js, md = tmp_path / "cv.json", tmp_path / "cv.md"
+    assert CV.main([str(f0), str(f1), "--bootstrap", "20", "--no-shift", "--out", str(js), "--md", str(md)]) == 0
+    res = json.loads(js.read_text())
+    assert res["per_fold"]["0"]["artifact"] == "tflite_int8" and res["per_fold"]["0"]["served"] == other
+    assert f"fold 0: tflite_int8 scored, {other} served" in capsys.readouterr().out
+    assert f"a device would serve {other} from this bundle, not tflite_int8" in md.read_text()
+
+    saved = tmp_path / "served.json"
+    assert CV.main([str(f0), str(f1), "--format", "served", "--bootstrap", "20", "--no-shift", "--out", str(js),
+                    "--save-folds", str(saved)]) == 0
+    res = json.loads(js.read_text())
+    assert [res["per_fold"][k]["artifact"] for k in ("0", "1")] == [other, usual]
+    assert "would serve another" not in capsys.readouterr().out
+    alone = CV.load_fold(f0, other)  # fold 0 scored as the served artifact, asked for by name
+    assert res["per_fold"]["0"]["accuracy"] == pytest.approx(CV.fold_row(alone)["accuracy"])
+    back = CV.load_saved(saved, "served")
+    assert [(f.artifact, f.served) for f in back] == [(other, other), (usual, usual)]
+    with pytest.raises(CV.FoldError, match="--format served"):
+        CV.load_saved(saved)  # a file of served outputs is not read as tflite_int8 outputs

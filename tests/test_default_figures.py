@@ -83,3 +83,48 @@ def test_view_figures_read_the_manifest_and_split_the_auc_by_view(tmp_path):
     assert out["by_view"]["AP"]["auc"] == pytest.approx(0.25)
     assert out["view_alone_auc"] == pytest.approx(0.5)  # two of each class in each view: the view says nothing
     assert pair_auc_by_view(y, cal, sources, [""] * 9, labels) == {}
+
+
+def test_why_another_artifact_is_served():
+    from benchmarks.default_figures import why_served
+
+    rows = {"tflite_int8": {"agreement": 0.979}, "tflite_int8_ptq": {"agreement": 0.99}, "tflite_fp32": {}}
+    assert why_served({"formats": rows}, "tflite_int8") == ""
+    assert why_served({"formats": rows, "failed_formats": ["tflite_int8"]}, "tflite_fp32") == \
+        "tflite_int8 failed its parity check at convert (97.9% top-1 agreement with its Keras parent)"
+    chose = {"litert": {"chosen": "tflite_int8_ptq", "why": "closer to the float model"}}
+    assert why_served({"formats": rows, "int8_choice": chose}, "tflite_int8_ptq") == \
+        "convert chose tflite_int8_ptq as its backend's INT8 path: closer to the float model"
+    assert why_served({"formats": {"tflite_fp32": {}}}, "tflite_fp32") == "the bundle holds no tflite_int8"
+
+
+@pytest.mark.slow
+def test_the_figures_judge_the_artifact_the_device_serves(tiny_bundle, tmp_path, capsys):
+    """A bundle whose tflite_int8 failed its parity check is served, and so judged, as another artifact: the
+    intervals, site B and the table's verdict lines belong to it, and default_report and reproduce read it."""
+    import json
+    import shutil
+
+    from benchmarks import default_figures as DF
+    from benchmarks import default_report as R
+    from edge_runtime import bundle as B
+
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    status = json.loads((copy / "bundle.json").read_text())
+    status["failed_formats"] = sorted(set(status.get("failed_formats", [])) | {"tflite_int8"})
+    (copy / "bundle.json").write_text(json.dumps(status))
+    B.write_sums(copy)
+    want = B.resolve(copy).key  # what Classifier.from_bundle(copy) serves
+    assert want not in (None, "tflite_int8")
+    res = DF.figures(copy, "test", n_boot=20)
+    assert res["served"] == want and R.judged(res) == want
+    assert "failed its parity check" in res["served_because"]
+    assert "ci95" in res["formats"][want] and "ci95" not in res["formats"]["tflite_int8"]
+    assert res["formats"]["tflite_int8"]["accuracy"] is not None  # every artifact still has its row
+    text = DF.table(res)
+    assert f"The device serves {want} from this bundle (not tflite_int8: tflite_int8 failed" in text
+    assert f"{want} 95% bootstrap intervals" in text
+    report = R.report([res], "python -m benchmarks.default_report x.json")
+    assert f"## {want} (what the device serves from each bundle)" in report
+    acc = R._f(res["formats"][want]["accuracy"])
+    assert f"| accuracy | >= 0.88 | {acc} (one training) |" in report

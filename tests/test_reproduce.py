@@ -104,3 +104,18 @@ def test_the_film_fingerprint_names_the_films_not_their_folder_or_order():
     b = [SimpleNamespace(path="/mnt/tbx/2.png", source="tbx"), SimpleNamespace(path="/mnt/nih/1.png", source="nih")]
     c = [a[0], SimpleNamespace(path="/data/a/tbx/3.png", source="tbx")]
     assert DF.films_fingerprint(a) == DF.films_fingerprint(b) != DF.films_fingerprint(c)
+
+
+def test_the_rebuild_is_judged_on_the_artifact_its_bundle_serves(tmp_path, spread):
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31))))  # older file: no "served"
+    new = _figs(_row(0.834, 0.883, 0.31))
+    new["formats"]["tflite_int8_ptq"] = _row(0.858, 0.905, 0.51)
+    new.update(served="tflite_int8_ptq", served_because="convert chose tflite_int8_ptq as its backend's INT8 path: x")
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    text, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, tmp_path / "first.json",
+                         tmp_path / "again.json", "cmd")
+    rows = {r["key"]: r for r in res["rows"]}
+    assert rows["accuracy"]["rebuild"] == 0.858 and rows["referred"]["rebuild"] == 0.51  # the PTQ row, not QAT's
+    assert rows["accuracy"]["reference"] == 0.867
+    assert res["artifacts"] == {"rebuild": "tflite_int8_ptq", "reference": "tflite_int8"}
+    assert "judged: `tflite_int8_ptq`, what its bundle serves (convert chose" in text

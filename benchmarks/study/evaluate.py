@@ -230,12 +230,13 @@ SHIFTS = {
 SITE_B = "site B (all of it)"
 
 
-def site_shift(bundle: Path, side: str = "test", shifts: tuple[str, ...] | None = None) -> dict:
-    """Figures of the bundle's INT8 model on one split side (``test`` for the report, ``val`` for choosing)
-    with each simulated site change (default: all of ``SHIFTS``) applied to the decoded film."""
+def site_shift(bundle: Path, side: str = "test", shifts: tuple[str, ...] | None = None, fmt: str = SCORED) -> dict:
+    """Figures of the bundle's ``fmt`` artifact (default: its LiteRT INT8 model) on one split side (``test`` for
+    the report, ``val`` for choosing) with each simulated site change (default: all of ``SHIFTS``) applied to the
+    decoded film."""
     from train import data as D
 
-    clf = Classifier.from_bundle(bundle / F.FORMATS[SCORED].filename, num_threads=2)
+    clf = Classifier.from_bundle(bundle / F.FORMATS[fmt].filename, num_threads=2)
     meta = clf.metadata  # the artifact's own temperature and thresholds
     labels = list(meta.labels)
     run = Path(json.loads((bundle / "bundle.json").read_text()).get("run_dir", ""))
