@@ -160,10 +160,10 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
     meta = ModelMetadata.load(bundle / "metadata.json")
     labels = list(meta.labels)
     arr = E._split_arrays(run, meta)[side]
-    main = served(bundle) or PRIMARY
+    chosen = served(bundle) or PRIMARY
     out = {"bundle": str(bundle), "run": str(run), "side": side, "n": int(len(arr.labels)),
-           "films_sha256": films_fingerprint(arr.samples), "served": main,
-           "served_because": why_served(status, main), "formats": {}}
+           "films_sha256": films_fingerprint(arr.samples), "served": chosen,
+           "served_because": why_served(status, chosen), "formats": {}}
     raws = {}
     views = manifest_column(arr.samples)
     for model in model_files(bundle):
@@ -183,32 +183,32 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
                                                    views, labels)
         row["agreement_vs_keras_parent_at_convert"] = status.get("formats", {}).get(fmt, {}).get("agreement")
         out["formats"][fmt] = row
-        if fmt == main:
+        if fmt == chosen:
             out["formats"][fmt]["ci95"] = bootstrap_ci(arr.labels, raw, arr.sources, labels,
                                                        clf.metadata.temperature, n_boot, groups=patients(arr.samples))
     floats = [f for f in raws if f in F.FORMATS and not F.FORMATS[f].int8]
     for fmt, raw in raws.items():
         out["formats"][fmt]["agreement"] = {f: float((raw.argmax(1) == raws[f].argmax(1)).mean())
                                             for f in floats if f != fmt}
-    if main in F.FORMATS and (bundle / F.FORMATS[main].filename).is_file():
-        out["site_shift"] = E.site_shift(bundle, side, ("none", E.SITE_B), main)
+    if chosen in F.FORMATS and (bundle / F.FORMATS[chosen].filename).is_file():
+        out["site_shift"] = E.site_shift(bundle, side, ("none", E.SITE_B), chosen)
     return out
 
 
-def why_served(status: dict, main: str) -> str:
-    """Why the device serves ``main`` rather than ``PRIMARY`` from a bundle whose bundle.json is ``status``."""
-    if main == PRIMARY:
+def why_served(status: dict, fmt: str) -> str:
+    """Why the device serves ``fmt`` rather than ``PRIMARY`` from a bundle whose bundle.json is ``status``."""
+    if fmt == PRIMARY:
         return ""
-    rows = status.get("formats") or {}
-    parity = (rows.get(PRIMARY) or {}).get("agreement")
-    agree = f" ({100 * parity:.1f}% top-1 agreement with its Keras parent)" if parity is not None else ""
-    if PRIMARY not in rows:
+    row = (status.get("formats") or {}).get(PRIMARY)
+    if row is None:
         return f"the bundle holds no {PRIMARY}"
     if PRIMARY in (status.get("failed_formats") or []):
-        return f"{PRIMARY} failed its parity check at convert{agree}"
+        parity = row.get("agreement")
+        return f"{PRIMARY} failed its parity check at convert" + (
+            f" ({100 * parity:.1f}% top-1 agreement with its Keras parent)" if parity is not None else "")
     for choice in (status.get("int8_choice") or {}).values():
-        if choice.get("chosen") == main:
-            return f"convert chose {main} as its backend's INT8 path: {choice.get('why', '?')}"
+        if choice.get("chosen") == fmt:
+            return f"convert chose {fmt} as its backend's INT8 path: {choice.get('why', '?')}"
     return "the runtime's backend order puts it first"
 
 
@@ -233,21 +233,21 @@ def table(res: dict) -> str:
                      + f" | {_f(r['pair_auc'])} ({r.get('pair_source')}) | {_f(r['tb_auc'])} | "
                      f"{_f(tb.get('sensitivity'))}/{_f(tb.get('specificity'))} | {_f(ref.get('referred'))} | "
                      f"{_f(ref.get('accuracy_not_referred'))} | {_f(r['ece'])} | {agree} |")
-    main = judged(res)
-    lines.append(f"The device serves {main} from this bundle" + ("" if main == PRIMARY else
+    shown = judged(res)
+    lines.append(f"The device serves {shown} from this bundle" + ("" if shown == PRIMARY else
                  f" (not {PRIMARY}: {res.get('served_because') or '?'})") + "; the lines below judge it.")
-    ci = res["formats"].get(main, {}).get("ci95")
+    ci = res["formats"].get(shown, {}).get("ci95")
     if ci:
-        lines.append(f"{main} 95% bootstrap intervals ({ci['n_boot']} resamples of {ci.get('unit', 'film')}s): accuracy "
+        lines.append(f"{shown} 95% bootstrap intervals ({ci['n_boot']} resamples of {ci.get('unit', 'film')}s): accuracy "
                      f"{_f(ci['accuracy'][0])}-{_f(ci['accuracy'][1])}, normal-vs-pneumonia AUC within "
                      f"{ci['pair_source']} {_f(ci['pair_auc'][0])}-{_f(ci['pair_auc'][1])}")
-    bv = res["formats"].get(main, {}).get("pair_auc_by_view") or {}
+    bv = res["formats"].get(shown, {}).get("pair_auc_by_view") or {}
     if bv.get("by_view"):
-        lines.append(f"{main} normal-vs-pneumonia AUC by view ({bv['source']}): " + ", ".join(
+        lines.append(f"{shown} normal-vs-pneumonia AUC by view ({bv['source']}): " + ", ".join(
             f"{v} {_f(r['auc'])} ({r['normal']} normal, {r['pneumonia']} pneumonia)" for v, r in bv["by_view"].items())
             + f"; the view alone: {_f(bv['view_alone_auc'])}")
     for name, r in res.get("site_shift", {}).items():
-        lines.append(f"{main}, films {name}: accuracy {_f(r['accuracy'])}, normal-vs-pneumonia AUC "
+        lines.append(f"{shown}, films {name}: accuracy {_f(r['accuracy'])}, normal-vs-pneumonia AUC "
                      f"{_f(r['pair_auc'])}, {r.get('pair_source')} normals called normal "
                      f"{_f(r['pair_normals_called_normal'])}, "
                      f"referred {_f(r.get('refer_rule', {}).get('referred'))}")
