@@ -97,12 +97,14 @@ reproduce: setup
 		--json $(MODEL_OUT)-benchmark/reproduce.json
 
 # Patient-grouped k-fold cross-validation of a recipe, the honest way to rank recipes: one training per fold
-# (every film tested exactly once over the FOLDS trainings), each converted to LiteRT INT8 (and FP32), then the
+# (every film tested exactly once over the FOLDS trainings), each converted to CV_FORMATS (LiteRT QAT INT8, post-
+# training INT8 and FP32: convert chooses which INT8 file the device serves, as for the default), then the
 # out-of-fold report against issue 16's goals (benchmarks.crossval: CV_OUT/report.md and crossval.json). About
 # FOLDS hours on 2 cores; rerun to resume (finished folds are kept, an interrupted one continues). TRAIN_FLAGS
 # adds options to every fold's training (e.g. TRAIN_FLAGS="--ema 0.99" for a lever's CV): give each recipe its
-# own CV_OUT (the report refuses folds of two recipes). CV_OUT/folds.json keeps every fold's scored test films:
-# it stands in for the bundles later (a report, or --baseline of another recipe's report). Across sessions or
+# own CV_OUT (the report refuses folds of two recipes). CV_OUT/folds.json keeps every fold's scored test films
+# and its validation outputs: it stands in for the bundles later (a report, --baseline of another recipe's report,
+# or an operating-point what-if such as CV_ARGS="--tb-sensitivity 0.95"). Across sessions or
 # machines that do not keep runs/: CV_SAVED=docs/NAME/folds.json (committed) keeps the folds it holds and gains the
 # ones trained now, CV_TRAIN="0 1" trains only those folds this time (the report says which are still missing).
 # CV_ARGS: more options for the report, e.g. CV_ARGS="--baseline docs/cv5r/folds.json" (a lever against the
@@ -113,6 +115,7 @@ CV_OUT   ?= runs/cv
 CV_SAVED ?=
 CV_TRAIN ?= $(shell seq 0 $$(($(FOLDS) - 1)))
 CV_ARGS  ?=
+CV_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32
 cv: setup
 	@saved=""; \
 	if [ -n "$(CV_SAVED)" ] && [ -f "$(CV_SAVED)" ]; then \
@@ -131,7 +134,7 @@ cv: setup
 	  fi; \
 	  if [ ! -f "$$run-bundle/bundle.json" ] || [ "$$run/metadata.json" -nt "$$run-bundle/bundle.json" ]; then \
 	    echo "== fold $$i of $(FOLDS): converting"; \
-	    $(PY) -m convert "$$run" --recipe $(RECIPE) --formats tflite_int8,tflite_fp32 --out "$$run-bundle" --force \
+	    $(PY) -m convert "$$run" --recipe $(RECIPE) --formats $(CV_FORMATS) --out "$$run-bundle" --force \
 	      || [ $$? -eq 3 ] || exit 1; \
 	  fi; \
 	done; \

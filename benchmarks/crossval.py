@@ -24,7 +24,13 @@ paired bootstrap of patients, and the per-fold differences; a difference whose i
 site B figures, the commit, date and CPU that scored it; each film named by class folder and file name) to one
 JSON file. Given in place of bundles (positional, beside new fold bundles, or to ``--baseline``), it scores
 and pairs as the folds did, with no bundle and no retraining: a baseline measured in one session serves the next.
-The class-bias what-if needs the bundles (it refits on validation films).
+It keeps each fold's validation films' outputs too (what its thresholds were fitted on), so the what-ifs run
+from it as from the bundles.
+
+What-ifs (``--class-bias``, ``--tb-sensitivity S``, ``--pneumonia-sensitivity S``; not what a device does today):
+each fold's operating point fitted again on its own validation films under one change (a per-class bias; the TB
+threshold for another validation sensitivity; the reported pneumonia point for another), every threshold after it
+refitted as convert would, the test films only scored, and set against the folds as deployed with paired intervals.
 
 Pooled AUCs rank films scored by K models on one scale (calibrated probabilities); the per-fold mean does not mix
 models and is shown beside it. Fewer than K bundles are accepted (a study still running) and the report says
@@ -83,6 +89,9 @@ class Fold:
     scored: dict = None  # for a saved fold: the command, commit, date and CPU that scored it
     artifact: str = None  # the format key scored (older saved folds: the file's artifact)
     served: str = None  # the format key a device serves from the fold's bundle (None: not recorded)
+    val_y: np.ndarray = None  # the fold's validation films (true classes) and the scored artifact's calibrated
+    val_cal: np.ndarray = None  # outputs there: what its thresholds were fitted on (None: not kept)
+    val_files: list = None
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -128,6 +137,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
         raise FoldError(f"{bundle} has no {fmt} artifact ({F.FORMATS[fmt].filename}); convert with --formats {fmt}")
     try:
         arr, cal, meta = _outputs(bundle, side, fmt)
+        val, val_cal, _ = _outputs(bundle, "val", fmt) if side != "val" else (arr, cal, meta)
     except PairError as exc:
         raise FoldError(str(exc)) from exc
     pn = (meta.metrics.get("operating_point") or {}).get("pneumonia") or {}
@@ -138,7 +148,8 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
                 sources=np.asarray(arr.sources), views=np.asarray(manifest_column(arr.samples)), cal=cal,
                 thresholds=dict(meta.thresholds), pneumonia_threshold=pn.get("threshold"),
                 parity=status.get("formats", {}).get(fmt, {}).get("agreement"),
-                patients=patients(arr.samples), recipe=recipe_of(run), artifact=fmt, served=serves)
+                patients=patients(arr.samples), recipe=recipe_of(run), artifact=fmt, served=serves,
+                val_y=np.asarray(val.labels, int), val_cal=val_cal, val_files=[film_name(s.path) for s in val.samples])
 
 
 def check_folds(folds: list[Fold]) -> dict:
@@ -233,20 +244,48 @@ def fold_row(f: Fold) -> dict:
     return row
 
 
-def with_class_bias(f: Fold, fmt: str = F.DEPLOYED) -> tuple[Fold, list]:
-    """What-if: ``f`` with a per-class bias (``operating_point.fit_class_bias``) fitted on its fold's validation
-    films, and its temperature and thresholds refitted there after it (``operating_point.fit``), as convert would;
-    the test films are only scored. Returns the changed fold and the bias."""
-    try:
-        val, cal_val, _ = _outputs(Path(f.bundle), "val", f.artifact or fmt)
-    except PairError as exc:
-        raise FoldError(str(exc)) from exc
-    bias = OP.fit_class_bias(val.labels, cal_val)
-    refit = OP.fit(val.labels, OP.apply_class_bias(cal_val, bias), f.labels)
-    pn = refit["operating_point"].get("pneumonia") or {}
-    cal = OP.calibrate(OP.apply_class_bias(f.cal, bias), refit["temperature"])
-    return replace(f, cal=cal, thresholds=dict(refit["thresholds"]), pneumonia_threshold=pn.get("threshold")), \
-        [float(b) for b in bias]
+@dataclass(frozen=True)
+class WhatIf:
+    """A change to how each fold's operating point is fitted on its validation films (what convert would store),
+    scored on the fold's test films; nothing here is what a device does today."""
+
+    name: str  # the key in the report's "what_if"
+    class_bias: bool = False  # a per-class bias on the log-probabilities (operating_point.fit_class_bias), then
+    #                           the temperature refitted after it
+    tb_sensitivity: float = OP.TB_SENSITIVITY  # the validation TB sensitivity the TB threshold is fitted for
+    pneumonia_sensitivity: float = OP.PNEUMONIA_SENSITIVITY  # ... and the (reported) pneumonia point
+
+    def describe(self) -> str:
+        parts = []
+        if self.class_bias:
+            parts.append("a per-class bias on the log-probabilities fitted on each fold's validation films, then its "
+                         "temperature refitted there")
+        if self.tb_sensitivity != OP.TB_SENSITIVITY:
+            parts.append(f"the TB threshold fitted for {self.tb_sensitivity:.0%} validation TB sensitivity "
+                         f"(deployed: {OP.TB_SENSITIVITY:.0%})")
+        if self.pneumonia_sensitivity != OP.PNEUMONIA_SENSITIVITY:
+            parts.append(f"the pneumonia point fitted for {self.pneumonia_sensitivity:.0%} validation sensitivity "
+                         f"(deployed: {OP.PNEUMONIA_SENSITIVITY:.0%}; reported, not applied)")
+        return "; ".join(parts) or "the operating point fitted again as convert fits it (a check: nothing changes)"
+
+
+def refit(f: Fold, w: WhatIf) -> tuple[Fold, dict]:
+    """``f`` with its operating point fitted again on its validation films under ``w`` (every threshold refitted
+    after the change, as convert would); its test films are only scored. Returns the changed fold and what was
+    fitted (the bias, the temperature, the thresholds)."""
+    if f.val_cal is None:
+        raise FoldError(f"{where(f)} keeps no validation outputs (saved before they were kept): give its bundle, "
+                        "or score the bundles again with --save-folds")
+    val_cal, cal, fitted = f.val_cal, f.cal, {}
+    if w.class_bias:
+        bias = OP.fit_class_bias(f.val_y, val_cal)
+        t = OP.fit_temperature(f.val_y, OP.apply_class_bias(val_cal, bias))
+        val_cal, cal = (OP.calibrate(OP.apply_class_bias(p, bias), t) for p in (val_cal, cal))
+        fitted |= {"bias": [float(b) for b in bias], "temperature": t}
+    thresholds, _ = OP.choose_operating_points(f.val_y, val_cal, f.labels, tb_sensitivity=w.tb_sensitivity)
+    pn = OP.pneumonia_point(f.val_y, val_cal, f.labels, w.pneumonia_sensitivity) or {}
+    fitted |= {"thresholds": thresholds, "pneumonia_threshold": pn.get("threshold")}
+    return replace(f, cal=cal, thresholds=dict(thresholds), pneumonia_threshold=pn.get("threshold")), fitted
 
 
 def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000) -> dict:
@@ -274,20 +313,21 @@ def align(other: Fold, to: Fold) -> Fold:
                    cal=other.cal[k], patients=None if other.patients is None else other.patients[k])
 
 
-def _refit_needs_bundles(folds: list[Fold]) -> None:
-    if gone := [str(f.saved_in) for f in folds if f.saved_in]:
-        raise FoldError(f"the class-bias what-if fits on each fold's validation films, which {gone[0]} does not hold: "
-                        "give the fold bundles")
+def _needs_validation(folds: list[Fold]) -> None:
+    if gone := [where(f) for f in folds if f.val_cal is None]:
+        raise FoldError(f"a what-if refits each fold's operating point on its validation films, which {gone[0]} does "
+                        "not keep (saved before validation outputs were kept): give the fold bundles")
 
 
-def class_bias_what_if(folds: list[Fold], fmt: str, n_boot: int, log=print) -> dict:
-    _refit_needs_bundles(folds)
-    changed, biases = [], {}
+def what_if(folds: list[Fold], w: WhatIf, n_boot: int, log=print) -> dict:
+    """``w`` applied to every fold, scored against the folds as deployed (paired, film by film)."""
+    _needs_validation(folds)
+    log(f"what if: {w.describe()}")
+    changed, fitted = [], {}
     for f in folds:
-        log(f"fold {f.fold}: fitting a class bias on its validation films")
-        g, biases[f.fold] = with_class_bias(f, fmt)
+        g, fitted[f.fold] = refit(f, w)
         changed.append(g)
-    return {"bias_per_fold": biases, **versus(folds, changed, n_boot)}
+    return {"what": w.describe(), "fitted_per_fold": fitted, **versus(folds, changed, n_boot)}
 
 
 SAVED = "crossval-folds/1"  # the saved-folds file's format
@@ -315,7 +355,10 @@ def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenan
                 "films": [{"film": n, "y": int(y), "source": str(s), "view": str(v),
                            "patient": str(u), "p": [float(x) for x in c]}
                           for n, y, s, v, u, c in zip(f.files, f.y, f.sources, f.views,
-                                                      f.patients if f.patients is not None else f.files, f.cal)]}
+                                                      f.patients if f.patients is not None else f.files, f.cal)],
+                "validation": None if f.val_cal is None else [
+                    {"film": n, "y": int(y), "p": [float(x) for x in c]}
+                    for n, y, c in zip(f.val_files or [""] * len(f.val_y), f.val_y, f.val_cal)]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"format": SAVED, "artifact": fmt, "provenance": provenance,
                                 "folds": [one(f) for f in folds]}, default=E.jsonable) + "\n")
@@ -345,8 +388,17 @@ def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
                         parity=d.get("parity"), patients=np.asarray([x["patient"] for x in films]),
                         recipe=None if d.get("recipe") is None else normalise_recipe(d["recipe"]),
                         site_shift=d.get("site_shift"), saved_in=Path(path), scored=d.get("scored"),
-                        artifact=d.get("artifact") or doc.get("artifact"), served=d.get("served")))
+                        artifact=d.get("artifact") or doc.get("artifact"), served=d.get("served"),
+                        **_saved_validation(d.get("validation"), len(d["labels"]))))
     return out
+
+
+def _saved_validation(films, n_labels: int) -> dict:
+    """A saved fold's validation films as ``Fold`` fields (none: saved before they were kept)."""
+    if not films:
+        return {}
+    return {"val_y": np.asarray([x["y"] for x in films], int), "val_files": [x["film"] for x in films],
+            "val_cal": np.asarray([x["p"] for x in films], float).reshape(len(films), n_labels)}
 
 
 def load_folds(sources, fmt: str = F.DEPLOYED, log=print, what: str = "") -> list[Fold]:
@@ -414,19 +466,19 @@ def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
 
 
 def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print,
-             class_bias: bool = False, baseline=()) -> dict:
+             what_ifs: tuple[WhatIf, ...] = (), baseline=()) -> dict:
     folds = load_folds(bundles, fmt, log)
     coverage = check_folds(folds)
     base = load_folds(baseline, fmt, log, "baseline ") if baseline else []
     if base:
         paired_with(*common_folds(folds, base))  # a wrong baseline is refused before the bootstraps
-    if class_bias:
-        _refit_needs_bundles(folds)  # before the bootstraps
+    if what_ifs:
+        _needs_validation(folds)  # before the bootstraps
     out = {"format": fmt, "coverage": coverage, "recipe": folds[0].recipe, "n": int(sum(len(f.y) for f in folds)),
            "bundles": {f.fold: where(f) for f in folds}, "pooled": pool(folds, n_boot),
            "per_fold": {f.fold: fold_row(f) for f in folds}}
-    if class_bias:
-        out["what_if"] = {"class_bias": class_bias_what_if(folds, fmt, n_boot, log)}
+    if what_ifs:
+        out["what_if"] = {w.name: what_if(folds, w, n_boot, log) for w in what_ifs}
     if base:
         out["versus_baseline"] = against_baseline(folds, base, n_boot)
     if shift and fmt in (F.DEPLOYED, SERVED):
@@ -506,13 +558,11 @@ def table(res: dict) -> str:
                                 for k, (a, b) in vb["recipe_difference"].items()) or "nothing (a rerun)")
                   + ". A difference whose interval spans 0 is a tie.", "",
                   *_versus_table(vb["baseline_pooled"], vb["baseline_per_fold"], vb, "baseline", "this recipe")]
-    cb = (res.get("what_if") or {}).get("class_bias")
-    if cb:
-        lines += ["", "What if (not what a device does today): a per-class bias on the log-probabilities, fitted on each "
-                      "fold's validation films, then its temperature and thresholds refitted there; test films only "
-                      "scored. Bias per fold (normal, pneumonia, TB): " + "; ".join(
-                          f"{k}: " + ", ".join(f"{b:+.2f}" for b in v) for k, v in cb["bias_per_fold"].items()), "",
-                  *_versus_table(pooled, per, cb, "as deployed", "with the class bias")]
+    for name, wi in (res.get("what_if") or {}).items():
+        lines += ["", f"What if ({name}; not what a device does today): {wi['what']}; every threshold refitted after it "
+                      "on each fold's validation films, the test films only scored."
+                  + _fitted_text(wi["fitted_per_fold"]), "",
+                  *_versus_table(pooled, per, wi, "as deployed", f"what if ({name})")]
     bv = pooled.get("pair_auc_by_view") or {}
     if bv.get("by_view"):
         lines += ["", f"Normal vs pneumonia by view position ({bv['source']}, pooled): " + ", ".join(
@@ -520,6 +570,18 @@ def table(res: dict) -> str:
             for v, x in bv["by_view"].items()) + f"; the view alone (PA scored higher): "
             f"{R._f(R._num(bv.get('view_alone_auc')))}."]
     return "\n".join(lines)
+
+
+def _fitted_text(fitted: dict) -> str:
+    """What a what-if fitted in each fold (the bias, the TB and pneumonia thresholds), as one sentence."""
+    def one(x: dict) -> str:
+        parts = [f"bias (normal, pneumonia, TB) {', '.join(f'{b:+.2f}' for b in x['bias'])}"] if x.get("bias") else []
+        t = (x.get("thresholds") or {}).get(OP.TB)
+        parts += [f"TB threshold {t:.3f}"] if t is not None else []
+        parts += [f"pneumonia point {x['pneumonia_threshold']:.3f}"] if x.get("pneumonia_threshold") is not None else []
+        parts += [f"refer below {x['thresholds']['refer_below']:.2f}"] if "refer_below" in (x.get("thresholds") or {}) else []
+        return ", ".join(parts)
+    return " Fitted per fold: " + "; ".join(f"fold {k}: {one(x)}" for k, x in fitted.items()) + "." if fitted else ""
 
 
 def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, name_b: str) -> list[str]:
@@ -562,6 +624,20 @@ def _sources_exist(paths) -> bool:
     return True
 
 
+def _fraction(text: str) -> float:
+    x = float(text)
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"{text}: a sensitivity between 0 and 1 (e.g. 0.95)")
+    return x
+
+
+def what_ifs(class_bias: bool = False, tb=(), pneumonia=()) -> tuple[WhatIf, ...]:
+    """The what-ifs the command line asks for, one each."""
+    return ((WhatIf("class_bias", class_bias=True),) if class_bias else ()) + tuple(
+        WhatIf(f"tb_sensitivity_{s:g}", tb_sensitivity=s) for s in tb) + tuple(
+        WhatIf(f"pneumonia_sensitivity_{s:g}", pneumonia_sensitivity=s) for s in pneumonia)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.crossval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -573,6 +649,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-shift", action="store_true", help="skip the simulated site B per fold")
     p.add_argument("--class-bias", action="store_true", help="what-if: also score each fold with a per-class bias "
                    "fitted on its validation films (operating_point.fit_class_bias), thresholds refitted after it")
+    p.add_argument("--tb-sensitivity", nargs="+", type=_fraction, default=[], metavar="S",
+                   help=f"what-if, one per S: the TB threshold fitted on each fold's validation films for TB "
+                        f"sensitivity S (deployed: {OP.TB_SENSITIVITY}), the refer threshold refitted after it")
+    p.add_argument("--pneumonia-sensitivity", nargs="+", type=_fraction, default=[], metavar="S",
+                   help=f"what-if, one per S: the reported pneumonia point fitted for validation sensitivity S "
+                        f"(deployed: {OP.PNEUMONIA_SENSITIVITY})")
     p.add_argument("--baseline", nargs="+", type=Path, default=[], metavar="BUNDLE",
                    help="fold bundles (or a saved-folds file) of another recipe trained on the same folds (e.g. "
                         "CV_OUT/folds.json of the default's make cv): the report "
@@ -593,8 +675,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     try:
         res = crossval(a.bundles, a.format, a.bootstrap, not a.no_shift,
-                       log=lambda msg: print(msg, file=sys.stderr, flush=True), class_bias=a.class_bias,
-                       baseline=a.baseline)
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True), baseline=a.baseline,
+                       what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity))
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -129,8 +129,8 @@ def test_saved_folds_score_and_pair_like_the_folds_they_were_saved_from(tmp_path
              _fold(1, ys[1][k], _probs(rng, ys[1][k]), 0.4, files=[names[1][j] for j in k])]
     paired = CV.paired_with(there, back)
     assert np.array_equal(paired[1].cal[k], there[1].cal) and np.array_equal(paired[1].y, back[1].y)
-    with pytest.raises(CV.FoldError, match="does not hold"):
-        CV.class_bias_what_if(back, "tflite_int8", 10, log=lambda m: None)
+    with pytest.raises(CV.FoldError, match="does not keep"):  # saved without them: no what-if
+        CV.what_if(back, CV.WhatIf("tb", tb_sensitivity=0.95), 10, log=lambda m: None)
     with pytest.raises(CV.FoldError, match="not tflite_fp32"):
         CV.load_saved(saved, "tflite_fp32")
     (tmp_path / "other.json").write_text('{"format": "something else"}')
@@ -157,6 +157,52 @@ def test_the_recipe_files_hash_is_not_the_recipe():
     assert a == b == CV.normalise_recipe(cfg)
     assert CV.normalise_recipe({**cfg, "extra": {"recipe_sha256": "aa", "teacher": "t"}}) != a
     assert CV.normalise_recipe({**cfg, "epochs": 20}) != a
+
+
+def _with_validation(f, rng, n=90):
+    """``f`` with validation films and thresholds fitted on them by the operating-point module (as convert fits)."""
+    vy = np.repeat([0, 1, 2], n // 3)
+    vcal = _probs(rng, vy)
+    thr, _ = OP.choose_operating_points(vy, vcal, LABELS)
+    pn = OP.pneumonia_point(vy, vcal, LABELS)["threshold"]
+    return replace(f, val_y=vy, val_cal=vcal, val_files=[f"{LABELS[c]}/v{f.fold}-{k}.png" for k, c in enumerate(vy)],
+                   thresholds=thr, pneumonia_threshold=pn)
+
+
+def test_what_ifs_refit_each_folds_operating_point_on_its_validation_films(tmp_path):
+    """Refitted at the deployed targets a fold is unchanged; a higher TB target lowers each fold's TB threshold (the
+    validation sensitivity reaches it) and moves the scored test figures; the validation films survive saving."""
+    rng = np.random.default_rng(5)
+    folds = []
+    for i in range(2):
+        y = rng.integers(0, 3, 60)
+        folds.append(_with_validation(_fold(i, y, _probs(rng, y), 0.5), rng))
+    same, fitted = CV.refit(folds[0], CV.WhatIf("check"))
+    assert same.thresholds == folds[0].thresholds and same.pneumonia_threshold == folds[0].pneumonia_threshold
+    assert np.array_equal(same.cal, folds[0].cal) and "bias" not in fitted
+    for f in folds:
+        hi, fit = CV.refit(f, CV.WhatIf("tb97", tb_sensitivity=0.97))
+        assert hi.thresholds[OP.TB] < f.thresholds[OP.TB] and fit["thresholds"] == hi.thresholds
+        assert OP.tb_at_threshold(f.val_y, f.val_cal, LABELS, hi.thresholds[OP.TB])["sensitivity"] >= 0.97
+        pn, _ = CV.refit(f, CV.WhatIf("pn95", pneumonia_sensitivity=0.95))
+        assert pn.pneumonia_threshold < f.pneumonia_threshold and pn.thresholds == f.thresholds
+    res = CV.what_if(folds, CV.WhatIf("tb97", tb_sensitivity=0.97), 30, log=lambda m: None)
+    base = CV.pool(folds, 30)
+    assert res["pooled"]["tb_at_threshold"]["sensitivity"] >= base["tb_at_threshold"]["sensitivity"]
+    assert sorted(res["fitted_per_fold"]) == [0, 1] and "97% validation TB sensitivity" in res["what"]
+    biased, fit = CV.refit(folds[1], CV.WhatIf("cb", class_bias=True))
+    assert len(fit["bias"]) == 3 and fit["bias"][0] == 0 and not np.allclose(biased.cal, folds[1].cal)
+
+    saved = tmp_path / "folds.json"
+    CV.save_folds(folds, saved, "tflite_int8", {}, {"command": "cv", "machine": {}})
+    back = CV.load_saved(saved)
+    assert all(np.array_equal(a.val_cal, b.val_cal) and np.array_equal(a.val_y, b.val_y) and a.val_files == b.val_files
+               for a, b in zip(back, folds))
+    again = CV.what_if(back, CV.WhatIf("tb97", tb_sensitivity=0.97), 30, log=lambda m: None)
+    assert again["pooled"]["tb_at_threshold"] == res["pooled"]["tb_at_threshold"]
+    assert CV.what_ifs(True, [0.95], [0.9]) == (CV.WhatIf("class_bias", class_bias=True),
+                                               CV.WhatIf("tb_sensitivity_0.95", tb_sensitivity=0.95),
+                                               CV.WhatIf("pneumonia_sensitivity_0.9", pneumonia_sensitivity=0.9))
 
 
 def test_class_bias_undoes_a_shift_of_the_log_probabilities():
@@ -234,8 +280,14 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     assert "python -m benchmarks.crossval" in text and "**Commit:**" in text and "2 of 2 folds" in text
     assert "| accuracy | >= 0.88 |" in text
     cb = res["what_if"]["class_bias"]  # the what-if: one bias per fold, both folds scored again
-    assert sorted(cb["bias_per_fold"]) == ["0", "1"] and all(len(b) == 3 and b[0] == 0 for b in cb["bias_per_fold"].values())
-    assert 0 <= cb["pooled"]["accuracy"] <= 1 and "What if" in text
+    assert sorted(cb["fitted_per_fold"]) == ["0", "1"] and all(
+        len(x["bias"]) == 3 and x["bias"][0] == 0 for x in cb["fitted_per_fold"].values())
+    assert 0 <= cb["pooled"]["accuracy"] <= 1 and "What if (class_bias" in text
+    # the fold's validation outputs are what convert fitted its thresholds on: refitted as convert does, unchanged
+    live0 = CV.load_fold(f0)
+    same, _ = CV.refit(live0, CV.WhatIf("check"))
+    assert same.thresholds == pytest.approx(live0.thresholds) and live0.val_cal.shape == (len(live0.val_y), 3)
+    assert same.pneumonia_threshold == pytest.approx(live0.pneumonia_threshold)
 
     # the recipe against a baseline of the same folds: here the same bundles, so every difference is nil
     assert CV.main([str(f0), str(f1), "--bootstrap", "30", "--no-shift", "--baseline", str(f1), str(f0),
@@ -256,8 +308,11 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     assert again["pooled"]["ci95"]["accuracy"] == live["pooled"]["ci95"]["accuracy"]
     assert again["versus_baseline"]["delta_ci95"]["accuracy"] == [0.0, 0.0]
     assert "as saved in" in capsys.readouterr().out
-    assert CV.main([str(saved), "--class-bias"]) == 2
-    assert "give the fold bundles" in capsys.readouterr().err
+    # the what-ifs run from the saved validation films as from the bundles
+    assert CV.main([str(saved), "--bootstrap", "30", "--out", str(js), "--class-bias", "--tb-sensitivity", "0.99"]) == 0
+    wi = json.loads(js.read_text())["what_if"]
+    assert wi["class_bias"]["pooled"]["accuracy"] == cb["pooled"]["accuracy"]
+    assert "tb_sensitivity_0.99" in wi and "What if (tb_sensitivity_0.99" in capsys.readouterr().out
     (tmp_path / "gone0").rename(f0), (tmp_path / "gone1").rename(f1)
     # a saved fold beside a live one, and live folds against the saved ones as baseline
     one = tmp_path / "fold1.json"
