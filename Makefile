@@ -98,7 +98,8 @@ reproduce: setup
 
 # Patient-grouped k-fold cross-validation of a recipe, the honest way to rank recipes: one training per fold
 # (every film tested exactly once over the FOLDS trainings), each converted to CV_FORMATS (LiteRT QAT INT8, post-
-# training INT8 and FP32: convert chooses which INT8 file the device serves, as for the default), then the
+# training INT8 and FP32: convert chooses which INT8 file the device serves, as for the default; the report scores
+# tflite_int8 unless CV_ARGS="--format served", and says where a fold serves another file), then the
 # out-of-fold report against issue 16's goals (benchmarks.crossval: CV_OUT/report.md and crossval.json). About
 # FOLDS hours on 2 cores; rerun to resume (finished folds are kept, an interrupted one continues). TRAIN_FLAGS
 # adds options to every fold's training (e.g. TRAIN_FLAGS="--ema 0.99" for a lever's CV): give each recipe its

@@ -120,9 +120,10 @@ def recipe_of(run: Path) -> dict:
     return normalise_recipe(cfg)
 
 
-def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
+def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validation: bool = True) -> Fold:
     """Run ``bundle``'s ``fmt`` artifact (``SERVED``: the one a device serves from it) on its fold's ``side``
-    films; FoldError when it is not a fold run."""
+    films, and with ``validation`` on its validation films too (what its thresholds were fitted on: the what-ifs
+    refit there, ``--save-folds`` keeps them); FoldError when it is not a fold run."""
     bundle = Path(bundle)
     serves = served(bundle)
     if fmt == SERVED:
@@ -137,7 +138,8 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
         raise FoldError(f"{bundle} has no {fmt} artifact ({F.FORMATS[fmt].filename}); convert with --formats {fmt}")
     try:
         arr, cal, meta = _outputs(bundle, side, fmt)
-        val, val_cal, _ = _outputs(bundle, "val", fmt) if side != "val" else (arr, cal, meta)
+        val, val_cal = (None, None) if not validation else (arr, cal) if side == "val" else \
+            _outputs(bundle, "val", fmt)[:2]
     except PairError as exc:
         raise FoldError(str(exc)) from exc
     pn = (meta.metrics.get("operating_point") or {}).get("pneumonia") or {}
@@ -149,7 +151,8 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test") -> Fold:
                 thresholds=dict(meta.thresholds), pneumonia_threshold=pn.get("threshold"),
                 parity=status.get("formats", {}).get(fmt, {}).get("agreement"),
                 patients=patients(arr.samples), recipe=recipe_of(run), artifact=fmt, served=serves,
-                val_y=np.asarray(val.labels, int), val_cal=val_cal, val_files=[film_name(s.path) for s in val.samples])
+                **({} if val is None else {"val_y": np.asarray(val.labels, int), "val_cal": val_cal,
+                                           "val_files": [film_name(s.path) for s in val.samples]}))
 
 
 def check_folds(folds: list[Fold]) -> dict:
@@ -281,7 +284,7 @@ def refit(f: Fold, w: WhatIf) -> tuple[Fold, dict]:
         bias = OP.fit_class_bias(f.val_y, val_cal)
         t = OP.fit_temperature(f.val_y, OP.apply_class_bias(val_cal, bias))
         val_cal, cal = (OP.calibrate(OP.apply_class_bias(p, bias), t) for p in (val_cal, cal))
-        fitted |= {"bias": [float(b) for b in bias], "temperature": t}
+        fitted |= {"bias": [float(b) for b in bias], "temperature_after_bias": t}  # on top of the fold's own
     thresholds, _ = OP.choose_operating_points(f.val_y, val_cal, f.labels, tb_sensitivity=w.tb_sensitivity)
     pn = OP.pneumonia_point(f.val_y, val_cal, f.labels, w.pneumonia_sensitivity) or {}
     fitted |= {"thresholds": thresholds, "pneumonia_threshold": pn.get("threshold")}
@@ -299,7 +302,71 @@ def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000) -> dict:
                                  "other": np.concatenate([f.cal for f in other])}, src, base[0].labels,
                              n_boot, pairs=(("other", "base"),), groups=units)
     return {"pooled": pool(other, n_boot), "per_fold": {g.fold: fold_row(g) for g in other},
-            "delta_ci95": boot["delta"]["other - base"], "unit": boot["unit"]}
+            "delta_ci95": boot["delta"]["other - base"] | rule_deltas(base, other, units, n_boot),
+            "unit": boot["unit"]}
+
+
+def _rule_films(folds: list[Fold]) -> dict:
+    """Per film, what the threshold figures count, each fold at its own operating point: TB flag, pneumonia at
+    its point, top class pneumonia, referred, decision right."""
+    labels = folds[0].labels
+    y = np.concatenate([f.y for f in folds])
+    out = {"y": y}
+    if E.TB in labels and (s := _shifted(folds, labels.index(E.TB), E.TB)) is not None:
+        out["tb_flag"] = s >= 0.0
+    if {E.NORMAL, E.PNEUMONIA} <= set(labels):
+        out["pn_top"] = np.concatenate([f.cal.argmax(1) for f in folds]) == labels.index(E.PNEUMONIA)
+        if (s := _shifted(folds, labels.index(E.PNEUMONIA), "pneumonia")) is not None:
+            out["pn_flag"] = s >= 0.0
+    if all("refer_below" in f.thresholds for f in folds):
+        d = np.concatenate([OP.OperatingPoint(tuple(labels), 1.0, f.thresholds).decide_batch(f.cal) for f in folds])
+        out["referred"] = d == OP.REFER
+        out["right"] = d == np.asarray(labels, dtype=object)[y]
+    return out
+
+
+def _rule_figures(r: dict, i: np.ndarray, labels: list) -> dict:
+    """The threshold figures of ``_rule_films`` on the films ``i`` (a bootstrap draw); NaN where a draw has none
+    of the films a figure needs."""
+    def mean(x):
+        return float(x.mean()) if len(x) else float("nan")
+
+    y, out = r["y"][i], {}
+    if "tb_flag" in r:
+        pos, flag = y == labels.index(E.TB), r["tb_flag"][i]
+        out["tb_sens"], out["tb_spec"] = mean(flag[pos]), mean(~flag[~pos])
+    if "pn_top" in r:
+        pn, nm = y == labels.index(E.PNEUMONIA), y == labels.index(E.NORMAL)
+        out["pneumonia_sens"] = mean(r["pn_top"][i][pn])
+        if "pn_flag" in r:
+            out["pneumonia_sens_point"], out["pneumonia_spec_point"] = mean(r["pn_flag"][i][pn]), mean(~r["pn_flag"][i][nm])
+    if "referred" in r:
+        ref = r["referred"][i]
+        out["referred"], out["acc_kept"] = mean(ref), mean(r["right"][i][~ref])
+    return out
+
+
+def rule_deltas(base: list[Fold], other: list[Fold], units, n_boot: int, seed: int = 1) -> dict:
+    """95% intervals of the paired differences other - base of the figures that hang on thresholds (TB and
+    pneumonia sensitivity/specificity at each fold's own point, pneumonia as top class, the share referred, the
+    accuracy of the films kept), resampling ``units`` (patients, each with all their films) as the other intervals
+    do; keyed like ``default_report.COLUMNS``. ``other`` holds ``base``'s films in its order."""
+    labels = base[0].labels
+    a, b = _rule_films(base), _rule_films(other)
+    _, gid = np.unique(np.asarray(units), return_inverse=True)
+    members = np.split(np.argsort(gid, kind="stable"), np.cumsum(np.bincount(gid))[:-1])
+    rng = np.random.default_rng(seed)
+    deltas: dict[str, list] = {}
+    for _ in range(n_boot):
+        i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        fa, fb = _rule_figures(a, i, labels), _rule_figures(b, i, labels)
+        for k in fa.keys() & fb.keys():
+            deltas.setdefault(k, []).append(fb[k] - fa[k])
+
+    def ci(v):
+        v = [x for x in v if np.isfinite(x)]
+        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
+    return {k: ci(v) for k, v in deltas.items()}
 
 
 def align(other: Fold, to: Fold) -> Fold:
@@ -323,11 +390,27 @@ def what_if(folds: list[Fold], w: WhatIf, n_boot: int, log=print) -> dict:
     """``w`` applied to every fold, scored against the folds as deployed (paired, film by film)."""
     _needs_validation(folds)
     log(f"what if: {w.describe()}")
-    changed, fitted = [], {}
+    changed, fitted, drift = [], {}, {}
     for f in folds:
         g, fitted[f.fold] = refit(f, w)
         changed.append(g)
-    return {"what": w.describe(), "fitted_per_fold": fitted, **versus(folds, changed, n_boot)}
+        if (d := refit_drift(f)) > 1e-9:
+            drift[f.fold] = d
+    if drift:
+        log(f"what if: refitted at the deployed targets, folds {sorted(drift)} do not give back their stored thresholds "
+            f"(largest difference {max(drift.values()):.3g}): their differences hold that too")
+    return {"what": w.describe(), "fitted_per_fold": fitted, "refit_drift": drift, **versus(folds, changed, n_boot)}
+
+
+def refit_drift(f: Fold) -> float:
+    """How far the thresholds refitted at the deployed targets on the fold's validation outputs (as scored now) lie
+    from the ones convert stored (fitted on its own run of the same films): 0 when they agree, more where this
+    CPU's kernels round the validation outputs otherwise. A what-if's difference includes this part."""
+    same, _ = refit(f, WhatIf("check"))
+    pairs = [(same.thresholds.get(k), f.thresholds.get(k)) for k in set(same.thresholds) | set(f.thresholds)]
+    pairs.append((same.pneumonia_threshold, f.pneumonia_threshold))
+    return max((abs(a - b) if a is not None and b is not None else (0.0 if a == b else float("inf")))
+               for a, b in pairs)
 
 
 SAVED = "crossval-folds/1"  # the saved-folds file's format
@@ -342,7 +425,7 @@ def film_name(path: str) -> str:
 
 def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenance: dict) -> None:
     """Write the folds' scored test films (what a device decided from: calibrated outputs, stored thresholds)
-    with their site B figures to ``path``, so a later report or comparison needs no bundle and no retraining."""
+    with their site B figures and their validation films' outputs (what the thresholds were fitted on) to ``path``, so a later report or comparison needs no bundle and no retraining."""
     m = provenance.get("machine") or {}
     scored = {"command": provenance.get("command"), **{k: m.get(k) for k in ("commit", "date", "cpu")}}
 
@@ -401,14 +484,14 @@ def _saved_validation(films, n_labels: int) -> dict:
             "val_cal": np.asarray([x["p"] for x in films], float).reshape(len(films), n_labels)}
 
 
-def load_folds(sources, fmt: str = F.DEPLOYED, log=print, what: str = "") -> list[Fold]:
-    """The folds of ``sources`` (fold bundles, each run on its test films now, or saved-folds files), in fold
-    order, checked as one cross-validation."""
+def load_folds(sources, fmt: str = F.DEPLOYED, log=print, what: str = "", validation: bool = False) -> list[Fold]:
+    """The folds of ``sources`` (fold bundles, each run on its test films now, and with ``validation`` on its
+    validation films, or saved-folds files), in fold order, checked as one cross-validation."""
     live, saved = [], []
     for b in sources:
         if Path(b).is_dir():
-            log(f"{what}fold bundle {b}: running {fmt} on its test films")
-            live.append(load_fold(Path(b), fmt))
+            log(f"{what}fold bundle {b}: running {fmt} on its test films" + (" and validation films" if validation else ""))
+            live.append(load_fold(Path(b), fmt, validation=validation))
         else:
             log(f"{what}saved folds {b}: reading")
             saved += load_saved(Path(b), fmt)
@@ -466,8 +549,10 @@ def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
 
 
 def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print,
-             what_ifs: tuple[WhatIf, ...] = (), baseline=()) -> dict:
-    folds = load_folds(bundles, fmt, log)
+             what_ifs: tuple[WhatIf, ...] = (), baseline=(), validation: bool = False) -> dict:
+    """The out-of-fold report of ``bundles`` (fold bundles or saved-folds files); ``validation``: also score each
+    bundle's validation films (kept by ``save_folds``; the what-ifs score them whatever it says)."""
+    folds = load_folds(bundles, fmt, log, validation=validation or bool(what_ifs))
     coverage = check_folds(folds)
     base = load_folds(baseline, fmt, log, "baseline ") if baseline else []
     if base:
@@ -561,7 +646,10 @@ def table(res: dict) -> str:
     for name, wi in (res.get("what_if") or {}).items():
         lines += ["", f"What if ({name}; not what a device does today): {wi['what']}; every threshold refitted after it "
                       "on each fold's validation films, the test films only scored."
-                  + _fitted_text(wi["fitted_per_fold"]), "",
+                  + _fitted_text(wi["fitted_per_fold"])
+                  + (" **Refitted at the deployed targets, folds " + ", ".join(map(str, wi["refit_drift"]))
+                     + " do not give back their stored thresholds (this CPU rounds their validation outputs otherwise)"
+                     ": their differences hold that part too.**" if wi.get("refit_drift") else ""), "",
                   *_versus_table(pooled, per, wi, "as deployed", f"what if ({name})")]
     bv = pooled.get("pair_auc_by_view") or {}
     if bv.get("by_view"):
@@ -625,7 +713,10 @@ def _sources_exist(paths) -> bool:
 
 
 def _fraction(text: str) -> float:
-    x = float(text)
+    try:
+        x = float(text)
+    except ValueError:
+        x = float("nan")
     if not 0 < x < 1:
         raise argparse.ArgumentTypeError(f"{text}: a sensitivity between 0 and 1 (e.g. 0.95)")
     return x
@@ -634,8 +725,13 @@ def _fraction(text: str) -> float:
 def what_ifs(class_bias: bool = False, tb=(), pneumonia=()) -> tuple[WhatIf, ...]:
     """The what-ifs the command line asks for, one each."""
     return ((WhatIf("class_bias", class_bias=True),) if class_bias else ()) + tuple(
-        WhatIf(f"tb_sensitivity_{s:g}", tb_sensitivity=s) for s in tb) + tuple(
-        WhatIf(f"pneumonia_sensitivity_{s:g}", pneumonia_sensitivity=s) for s in pneumonia)
+        WhatIf(f"tb_sensitivity_{_pct(s)}", tb_sensitivity=s) for s in dict.fromkeys(tb)) + tuple(
+        WhatIf(f"pneumonia_sensitivity_{_pct(s)}", pneumonia_sensitivity=s) for s in dict.fromkeys(pneumonia))
+
+
+def _pct(s: float) -> str:
+    """A sensitivity as a what-if's name part: per cent, no dot (``benchmarks.selection`` splits keys on dots)."""
+    return f"{s * 100:g}".replace(".", "_")
 
 
 def main(argv=None) -> int:
@@ -649,11 +745,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-shift", action="store_true", help="skip the simulated site B per fold")
     p.add_argument("--class-bias", action="store_true", help="what-if: also score each fold with a per-class bias "
                    "fitted on its validation films (operating_point.fit_class_bias), thresholds refitted after it")
-    p.add_argument("--tb-sensitivity", nargs="+", type=_fraction, default=[], metavar="S",
-                   help=f"what-if, one per S: the TB threshold fitted on each fold's validation films for TB "
+    p.add_argument("--tb-sensitivity", action="append", type=_fraction, default=[], metavar="S",
+                   help=f"what-if (repeat for more): the TB threshold fitted on each fold's validation films for TB "
                         f"sensitivity S (deployed: {OP.TB_SENSITIVITY}), the refer threshold refitted after it")
-    p.add_argument("--pneumonia-sensitivity", nargs="+", type=_fraction, default=[], metavar="S",
-                   help=f"what-if, one per S: the reported pneumonia point fitted for validation sensitivity S "
+    p.add_argument("--pneumonia-sensitivity", action="append", type=_fraction, default=[], metavar="S",
+                   help=f"what-if (repeat for more): the reported pneumonia point fitted for validation sensitivity S "
                         f"(deployed: {OP.PNEUMONIA_SENSITIVITY})")
     p.add_argument("--baseline", nargs="+", type=Path, default=[], metavar="BUNDLE",
                    help="fold bundles (or a saved-folds file) of another recipe trained on the same folds (e.g. "
@@ -665,7 +761,7 @@ def main(argv=None) -> int:
     p.add_argument("--title", default="Cross-validation, out of fold", help="the markdown report's title")
     p.add_argument("--save-folds", type=Path, default=None, metavar="FILE",
                    help="also write every fold's scored test films (calibrated outputs, thresholds, site B figures) "
-                        "to FILE: given later in place of the bundles (or to --baseline), it reports or pairs "
+                        "and its validation films' outputs (what the what-ifs refit on) to FILE: given later in place of the bundles (or to --baseline), it reports or pairs "
                         "without them")
     a = p.parse_args(argv)
     if not _sources_exist(a.bundles + a.baseline):
@@ -676,7 +772,8 @@ def main(argv=None) -> int:
     try:
         res = crossval(a.bundles, a.format, a.bootstrap, not a.no_shift,
                        log=lambda msg: print(msg, file=sys.stderr, flush=True), baseline=a.baseline,
-                       what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity))
+                       what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity),
+                       validation=a.save_folds is not None)
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -200,9 +200,51 @@ def test_what_ifs_refit_each_folds_operating_point_on_its_validation_films(tmp_p
                for a, b in zip(back, folds))
     again = CV.what_if(back, CV.WhatIf("tb97", tb_sensitivity=0.97), 30, log=lambda m: None)
     assert again["pooled"]["tb_at_threshold"] == res["pooled"]["tb_at_threshold"]
-    assert CV.what_ifs(True, [0.95], [0.9]) == (CV.WhatIf("class_bias", class_bias=True),
-                                               CV.WhatIf("tb_sensitivity_0.95", tb_sensitivity=0.95),
-                                               CV.WhatIf("pneumonia_sensitivity_0.9", pneumonia_sensitivity=0.9))
+    # the names hold no dot (benchmarks.selection addresses "what_if.NAME"); a value given twice runs once
+    assert CV.what_ifs(True, [0.95, 0.975, 0.95], [0.9]) == (
+        CV.WhatIf("class_bias", class_bias=True), CV.WhatIf("tb_sensitivity_95", tb_sensitivity=0.95),
+        CV.WhatIf("tb_sensitivity_97_5", tb_sensitivity=0.975),
+        CV.WhatIf("pneumonia_sensitivity_90", pneumonia_sensitivity=0.9))
+    assert res["refit_drift"] == {}  # refitted at the deployed targets, every fold gives back its thresholds
+    moved = replace(folds[0], thresholds={**folds[0].thresholds, OP.TB: folds[0].thresholds[OP.TB] + 0.01})
+    assert CV.refit_drift(moved) == pytest.approx(0.01)
+
+    # the class bias: a bias fitted on the validation films, the temperature and every threshold fitted after it
+    # as convert's operating_point.fit would fit them on the biased outputs
+    b = OP.fit_class_bias(folds[1].val_y, folds[1].val_cal)
+    ref = OP.fit(folds[1].val_y, OP.apply_class_bias(folds[1].val_cal, b), LABELS)
+    assert biased.thresholds == ref["thresholds"] and fit["temperature_after_bias"] == ref["temperature"]
+    assert biased.pneumonia_threshold == ref["operating_point"]["pneumonia"]["threshold"]
+    assert np.allclose(biased.cal, OP.calibrate(OP.apply_class_bias(folds[1].cal, b), ref["temperature"]))
+    text = CV._fitted_text({0: fit})
+    assert "bias (normal, pneumonia, TB) +0.00" in text and "pneumonia point" in text and "TB threshold" in text
+
+    # threshold figures get paired intervals too: the what-if moves TB sensitivity, not accuracy
+    ci = res["delta_ci95"]
+    assert ci["accuracy"] == [0.0, 0.0] and 0 <= ci["tb_sens"][0] <= ci["tb_sens"][1] and ci["tb_sens"][1] > 0
+    assert ci["tb_spec"][0] <= ci["tb_spec"][1] <= 0  # a lower TB threshold never flags fewer films
+    assert {"tb_spec", "referred", "acc_kept", "pneumonia_sens_point", "pneumonia_sens"} <= set(ci)
+
+
+def test_a_saved_fold_without_validation_films_reports_but_refuses_a_what_if(tmp_path):
+    """Folds saved before validation outputs were kept (no "validation" key) still report and pair; a what-if
+    on them is refused with what to do."""
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 3, 30)
+    old = {"format": CV.SAVED, "artifact": "tflite_int8", "provenance": {}, "folds": [{
+        "bundle": "runs/f0-bundle", "fold": 0, "folds": 1, "seed": 0, "data_hash": "h", "labels": LABELS,
+        "thresholds": {"tuberculosis": 0.5, "refer_below": 0.6}, "pneumonia_threshold": 0.4, "parity": 0.99,
+        "recipe": {"epochs": 30}, "films": [{"film": f"{LABELS[c]}/f{k}.png", "y": int(c), "source": "nih",
+                                             "view": "PA", "patient": f"p{k}", "p": list(p)}
+                                            for k, (c, p) in enumerate(zip(y, _probs(rng, y)))]}]}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    back = CV.load_saved(tmp_path / "old.json")
+    assert back[0].val_cal is None and CV.pool(back, 10)["accuracy"] >= 0
+    with pytest.raises(CV.FoldError, match="give the fold bundles"):
+        CV.crossval([tmp_path / "old.json"], n_boot=10, shift=False, log=lambda m: None,
+                    what_ifs=CV.what_ifs(tb=[0.95]))
+    with pytest.raises(SystemExit):  # argparse refuses it, with the reason
+        CV.main([str(tmp_path / "old.json"), "--tb-sensitivity", "abc"])
 
 
 def test_class_bias_undoes_a_shift_of_the_log_probabilities():
@@ -312,7 +354,7 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
     assert CV.main([str(saved), "--bootstrap", "30", "--out", str(js), "--class-bias", "--tb-sensitivity", "0.99"]) == 0
     wi = json.loads(js.read_text())["what_if"]
     assert wi["class_bias"]["pooled"]["accuracy"] == cb["pooled"]["accuracy"]
-    assert "tb_sensitivity_0.99" in wi and "What if (tb_sensitivity_0.99" in capsys.readouterr().out
+    assert "tb_sensitivity_99" in wi and "What if (tb_sensitivity_99" in capsys.readouterr().out
     (tmp_path / "gone0").rename(f0), (tmp_path / "gone1").rename(f1)
     # a saved fold beside a live one, and live folds against the saved ones as baseline
     one = tmp_path / "fold1.json"
