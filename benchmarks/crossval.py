@@ -92,6 +92,8 @@ class Fold:
     val_y: np.ndarray = None  # the fold's validation films (true classes) and the scored artifact's calibrated
     val_cal: np.ndarray = None  # outputs there: what its thresholds were fitted on (None: not kept)
     val_files: list = None
+    tb_target: float = OP.TB_SENSITIVITY  # the validation TB sensitivity its TB threshold was fitted for (bundles
+    #                                      converted before they recorded it: 0.90)
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -142,7 +144,8 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validatio
             _outputs(bundle, "val", fmt)[:2]
     except PairError as exc:
         raise FoldError(str(exc)) from exc
-    pn = (meta.metrics.get("operating_point") or {}).get("pneumonia") or {}
+    op = meta.metrics.get("operating_point") or {}
+    pn = op.get("pneumonia") or {}
     run = Path(status.get("run_dir", ""))
     return Fold(bundle=bundle, fold=int(meta_split["fold"]), folds=int(meta_split["folds"]),
                 seed=int(meta_split.get("seed", -1)), data_hash=meta.data_hash, labels=list(meta.labels),
@@ -151,6 +154,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validatio
                 thresholds=dict(meta.thresholds), pneumonia_threshold=pn.get("threshold"),
                 parity=status.get("formats", {}).get(fmt, {}).get("agreement"),
                 patients=patients(arr.samples), recipe=recipe_of(run), artifact=fmt, served=serves,
+                tb_target=float((op.get("tb") or {}).get("target_sensitivity", OP.TB_SENSITIVITY)),
                 **({} if val is None else {"val_y": np.asarray(val.labels, int), "val_cal": val_cal,
                                            "val_files": [film_name(s.path) for s in val.samples]}))
 
@@ -255,7 +259,8 @@ class WhatIf:
     name: str  # the key in the report's "what_if"
     class_bias: bool = False  # a per-class bias on the log-probabilities (operating_point.fit_class_bias), then
     #                           the temperature refitted after it
-    tb_sensitivity: float = OP.TB_SENSITIVITY  # the validation TB sensitivity the TB threshold is fitted for
+    tb_sensitivity: float | None = None  # the validation TB sensitivity the TB threshold is fitted for (None: the
+    #                                      fold's own target, Fold.tb_target)
     pneumonia_sensitivity: float = OP.PNEUMONIA_SENSITIVITY  # ... and the (reported) pneumonia point
 
     def describe(self) -> str:
@@ -263,9 +268,9 @@ class WhatIf:
         if self.class_bias:
             parts.append("a per-class bias on the log-probabilities fitted on each fold's validation films, then its "
                          "temperature refitted there")
-        if self.tb_sensitivity != OP.TB_SENSITIVITY:
+        if self.tb_sensitivity is not None:
             parts.append(f"the TB threshold fitted for {self.tb_sensitivity:.0%} validation TB sensitivity "
-                         f"(deployed: {OP.TB_SENSITIVITY:.0%})")
+                         "(deployed: each fold's own target)")
         if self.pneumonia_sensitivity != OP.PNEUMONIA_SENSITIVITY:
             parts.append(f"the pneumonia point fitted for {self.pneumonia_sensitivity:.0%} validation sensitivity "
                          f"(deployed: {OP.PNEUMONIA_SENSITIVITY:.0%}; reported, not applied)")
@@ -285,7 +290,8 @@ def refit(f: Fold, w: WhatIf) -> tuple[Fold, dict]:
         t = OP.fit_temperature(f.val_y, OP.apply_class_bias(val_cal, bias))
         val_cal, cal = (OP.calibrate(OP.apply_class_bias(p, bias), t) for p in (val_cal, cal))
         fitted |= {"bias": [float(b) for b in bias], "temperature_after_bias": t}  # on top of the fold's own
-    thresholds, _ = OP.choose_operating_points(f.val_y, val_cal, f.labels, tb_sensitivity=w.tb_sensitivity)
+    tb = f.tb_target if w.tb_sensitivity is None else w.tb_sensitivity
+    thresholds, _ = OP.choose_operating_points(f.val_y, val_cal, f.labels, tb_sensitivity=tb)
     pn = OP.pneumonia_point(f.val_y, val_cal, f.labels, w.pneumonia_sensitivity) or {}
     fitted |= {"thresholds": thresholds, "pneumonia_threshold": pn.get("threshold")}
     return replace(f, cal=cal, thresholds=dict(thresholds), pneumonia_threshold=pn.get("threshold")), fitted
@@ -432,6 +438,7 @@ def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenan
     def one(f: Fold) -> dict:
         return {"bundle": str(f.bundle), "fold": f.fold, "folds": f.folds, "seed": f.seed, "data_hash": f.data_hash,
                 "labels": list(f.labels), "thresholds": f.thresholds, "pneumonia_threshold": f.pneumonia_threshold,
+                "tb_target": f.tb_target,
                 "parity": f.parity, "recipe": f.recipe, "artifact": f.artifact, "served": f.served,
                 "site_shift": (per_fold.get(f.fold) or per_fold.get(str(f.fold)) or {}).get("site_shift")
                 or f.site_shift, "scored": f.scored or scored,
@@ -472,6 +479,7 @@ def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
                         recipe=None if d.get("recipe") is None else normalise_recipe(d["recipe"]),
                         site_shift=d.get("site_shift"), saved_in=Path(path), scored=d.get("scored"),
                         artifact=d.get("artifact") or doc.get("artifact"), served=d.get("served"),
+                        tb_target=float(d.get("tb_target", OP.TB_SENSITIVITY)),
                         **_saved_validation(d.get("validation"), len(d["labels"]))))
     return out
 
@@ -747,7 +755,8 @@ def main(argv=None) -> int:
                    "fitted on its validation films (operating_point.fit_class_bias), thresholds refitted after it")
     p.add_argument("--tb-sensitivity", action="append", type=_fraction, default=[], metavar="S",
                    help=f"what-if (repeat for more): the TB threshold fitted on each fold's validation films for TB "
-                        f"sensitivity S (deployed: {OP.TB_SENSITIVITY}), the refer threshold refitted after it")
+                        f"sensitivity S (deployed: {OP.TB_FIT_SENSITIVITY}; {OP.TB_SENSITIVITY} before 2026-12-03), the refer "
+                        "threshold refitted after it")
     p.add_argument("--pneumonia-sensitivity", action="append", type=_fraction, default=[], metavar="S",
                    help=f"what-if (repeat for more): the reported pneumonia point fitted for validation sensitivity S "
                         f"(deployed: {OP.PNEUMONIA_SENSITIVITY})")

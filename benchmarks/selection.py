@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -30,7 +31,8 @@ from pathlib import Path
 
 from benchmarks import default_report as R
 
-FIGURES = (("accuracy", "accuracy"), ("pair_auc", "NIH normal-vs-pneumonia AUC"), ("tb_auc", "TB-vs-rest AUC"))
+FIGURES = (("accuracy", "accuracy"), ("pair_auc", "NIH normal-vs-pneumonia AUC"), ("tb_auc", "TB-vs-rest AUC"),
+           ("tb_sens", "TB sensitivity at the stored threshold"))  # the last: where the report has it (a threshold lever)
 
 
 class LeverError(ValueError):
@@ -110,6 +112,8 @@ def _delta_cell(fig: dict) -> str:
     """A pooled out-of-fold difference with per-fold mean +- sd, or per-pair (seed or fold) mean +- sd with each
     pair's interval."""
     cis = "; ".join(f"{c[0]:+.3f} to {c[1]:+.3f}" for c in fig["ci95"] if c)
+    if not any(math.isfinite(R._num(v)) for v in fig["values"]) and not math.isfinite(R._num(fig.get("pooled"))):
+        return "-"  # a report that does not hold this figure
     if "pooled" in fig:
         m, sd, _ = R.mean_sd(fig["values"])
         return f"{fig['pooled']:+.3f} ({cis}); per fold {m:+.3f} +- {sd:.3f}"
@@ -236,9 +240,10 @@ def report(levers_file: Path, command: str, out_dir: Path | None = None) -> str:
              "fold (a row with 'per fold'): the pooled difference with its interval, and the per-fold differences. "
              "The column after the referrals "
              "counts the intervals of accuracy and of NIH AUC that exclude 0 (tie: none does).", "",
-             "| lever | films | unit | accuracy | NIH normal-vs-pneumonia AUC | TB-vs-rest AUC | referred (baseline -> "
-             "lever) | intervals excluding 0 (accuracy; NIH AUC) | intervals | decision |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| lever | films | unit | accuracy | NIH normal-vs-pneumonia AUC | TB-vs-rest AUC | TB sensitivity at the "
+             "stored threshold | referred (baseline -> lever) | intervals excluding 0 (accuracy; NIH AUC) | intervals "
+             "| decision |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     sources = []
     for i, lever in enumerate(spec.get("lever", [])):
         path = Path(_field(lever, "report", f"{levers_file}: lever {i + 1}"))

@@ -141,3 +141,18 @@ def test_pairs_of_one_seeds_folds_are_named_folds_and_older_reports_seeds():
                            None, Path("x.json"))
     assert figs["unit"] == "fold" and figs["n"] == 2
     assert S._delta_cell(figs["accuracy"]).startswith("+0.020 +- 0.000 (")
+    assert S._delta_cell(figs["tb_sens"]) == "-"  # a paired report holds no TB sensitivity difference
+
+
+def test_a_threshold_what_if_shows_its_tb_sensitivity_difference():
+    """A what-if that moves only the TB threshold ties on accuracy and the AUCs; its TB sensitivity column shows
+    the pooled difference with its paired interval and the per-fold differences."""
+    def row(tb):
+        return {"accuracy": 0.86, "pair_auc": 0.9, "tb_auc": 0.99, "tb_at_threshold": {"sensitivity": tb},
+                "refer_rule": {"referred": 0.2}}
+    doc = {"n": 500, "pooled": row(0.92), "per_fold": {"0": row(0.90), "1": row(0.94)},
+           "what_if": {"tb": {"pooled": row(0.98), "per_fold": {"0": row(0.97), "1": row(0.99)}, "unit": "patient",
+                              "delta_ci95": {"accuracy": [0.0, 0.0], "tb_sens": [0.03, 0.09]}}}}
+    figs = S.lever_figures(doc, "what_if.tb", Path("cv.json"))
+    assert S._delta_cell(figs["tb_sens"]) == "+0.060 (+0.030 to +0.090); per fold +0.060 +- 0.014"
+    assert S.settled(figs["accuracy"]) == "tie"
