@@ -345,7 +345,8 @@ def _rule_figures(r: dict, i: np.ndarray, labels: list) -> dict:
         pn, nm = y == labels.index(E.PNEUMONIA), y == labels.index(E.NORMAL)
         out["pneumonia_sens"] = mean(r["pn_top"][i][pn])
         if "pn_flag" in r:
-            out["pneumonia_sens_point"], out["pneumonia_spec_point"] = mean(r["pn_flag"][i][pn]), mean(~r["pn_flag"][i][nm])
+            flag = r["pn_flag"][i]
+            out["pneumonia_sens_point"], out["pneumonia_spec_point"] = mean(flag[pn]), mean(~flag[nm])
     if "referred" in r:
         ref = r["referred"][i]
         out["referred"], out["acc_kept"] = mean(ref), mean(r["right"][i][~ref])
@@ -431,7 +432,8 @@ def film_name(path: str) -> str:
 
 def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenance: dict) -> None:
     """Write the folds' scored test films (what a device decided from: calibrated outputs, stored thresholds)
-    with their site B figures and their validation films' outputs (what the thresholds were fitted on) to ``path``, so a later report or comparison needs no bundle and no retraining."""
+    with their site B figures and their validation films' outputs (what the thresholds were fitted on) to
+    ``path``, so a later report, comparison or what-if needs no bundle and no retraining."""
     m = provenance.get("machine") or {}
     scored = {"command": provenance.get("command"), **{k: m.get(k) for k in ("commit", "date", "cpu")}}
 
@@ -498,7 +500,8 @@ def load_folds(sources, fmt: str = F.DEPLOYED, log=print, what: str = "", valida
     live, saved = [], []
     for b in sources:
         if Path(b).is_dir():
-            log(f"{what}fold bundle {b}: running {fmt} on its test films" + (" and validation films" if validation else ""))
+            log(f"{what}fold bundle {b}: running {fmt} on its test films"
+                + (" and validation films" if validation else ""))
             live.append(load_fold(Path(b), fmt, validation=validation))
         else:
             log(f"{what}saved folds {b}: reading")
@@ -675,7 +678,8 @@ def _fitted_text(fitted: dict) -> str:
         t = (x.get("thresholds") or {}).get(OP.TB)
         parts += [f"TB threshold {t:.3f}"] if t is not None else []
         parts += [f"pneumonia point {x['pneumonia_threshold']:.3f}"] if x.get("pneumonia_threshold") is not None else []
-        parts += [f"refer below {x['thresholds']['refer_below']:.2f}"] if "refer_below" in (x.get("thresholds") or {}) else []
+        below = (x.get("thresholds") or {}).get("refer_below")
+        parts += [f"refer below {below:.2f}"] if below is not None else []
         return ", ".join(parts)
     return " Fitted per fold: " + "; ".join(f"fold {k}: {one(x)}" for k, x in fitted.items()) + "." if fitted else ""
 
@@ -755,8 +759,8 @@ def main(argv=None) -> int:
                    "fitted on its validation films (operating_point.fit_class_bias), thresholds refitted after it")
     p.add_argument("--tb-sensitivity", action="append", type=_fraction, default=[], metavar="S",
                    help=f"what-if (repeat for more): the TB threshold fitted on each fold's validation films for TB "
-                        f"sensitivity S (deployed: {OP.TB_FIT_SENSITIVITY}; {OP.TB_SENSITIVITY} before 2026-12-03), the refer "
-                        "threshold refitted after it")
+                        f"sensitivity S (deployed: {OP.TB_FIT_SENSITIVITY}; {OP.TB_SENSITIVITY} before 2026-12-03), "
+                        "the refer threshold refitted after it")
     p.add_argument("--pneumonia-sensitivity", action="append", type=_fraction, default=[], metavar="S",
                    help=f"what-if (repeat for more): the reported pneumonia point fitted for validation sensitivity S "
                         f"(deployed: {OP.PNEUMONIA_SENSITIVITY})")
@@ -770,8 +774,8 @@ def main(argv=None) -> int:
     p.add_argument("--title", default="Cross-validation, out of fold", help="the markdown report's title")
     p.add_argument("--save-folds", type=Path, default=None, metavar="FILE",
                    help="also write every fold's scored test films (calibrated outputs, thresholds, site B figures) "
-                        "and its validation films' outputs (what the what-ifs refit on) to FILE: given later in place of the bundles (or to --baseline), it reports or pairs "
-                        "without them")
+                        "and its validation films' outputs (what the what-ifs refit on) to FILE: given later in place "
+                        "of the bundles (or to --baseline), it reports, pairs and runs what-ifs without them")
     a = p.parse_args(argv)
     if not _sources_exist(a.bundles + a.baseline):
         return 2
