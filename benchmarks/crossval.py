@@ -231,6 +231,9 @@ def pool(folds: list[Fold], n_boot: int = 1000) -> dict:
         below = [float(f.thresholds["refer_below"]) for f in folds]
         row["refer_rule"] = OP.rule_figures(y, decisions, labels, float("nan")) | {"refer_below": None,
                                                                                   "refer_below_per_fold": below}
+        # per source too: the pooled share kept and its accuracy lean on whichever source is easiest
+        row["refer_rule_by_source"] = {str(s): OP.rule_figures(y[src == s], decisions[src == s], labels, float("nan"))
+                                       for s in sorted(set(src.tolist()))}
     row["pair_auc_by_view"] = pair_auc_by_view(y, cal, src, np.concatenate([f.views for f in folds]), labels)
     parity = [f.parity for f in folds if f.parity is not None]
     row["agreement_vs_keras_parent_at_convert"] = float(np.mean(parity)) if parity else None
@@ -645,6 +648,17 @@ def table(res: dict) -> str:
                                         for s in srcs) + " |",
               "| mean +- sd over folds | " + " | ".join(
                   _pm([r["by_source"].get(s, {}).get("accuracy") for r in rows]) for s in srcs) + " |"]
+    rs = pooled.get("refer_rule_by_source") or {}
+    if rs:
+        lines += ["| referred by the refer rule (pooled) | " + " | ".join(
+                      R._f(rs.get(s, {}).get("referred")) for s in srcs) + " |",
+                  "| accuracy of films not referred (pooled) | " + " | ".join(
+                      R._f(rs.get(s, {}).get("accuracy_not_referred")) for s in srcs) + " |"]
+        low = [f"{s} {R._f(rs[s]['accuracy_not_referred'])}" for s in srcs
+               if s in rs and rs[s]["accuracy_not_referred"] < OP.REFER_TARGET_ACCURACY]
+        if low:
+            lines += ["", f"**The accuracy of films not referred misses {OP.REFER_TARGET_ACCURACY:.2f} on " + ", ".join(low)
+                      + "**, whatever the pooled figure's verdict: it leans on the other sources' films."]
     vb = res.get("versus_baseline")
     if vb:
         lines += ["", f"Against the baseline recipe, on the folds both hold ({len(vb['bundles'])} of "

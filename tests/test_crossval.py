@@ -60,6 +60,34 @@ def test_each_fold_keeps_its_own_thresholds_in_the_pooled_figures():
     assert lo <= got["accuracy"] <= hi
 
 
+def test_the_refer_rule_is_reported_per_source_and_a_source_under_the_goal_is_named():
+    """A pooled "accuracy of films not referred" can meet its goal on one source's easy films while another
+    source's decisions miss it: the report gives both per source and names the one that misses."""
+    rng = np.random.default_rng(3)
+    folds = []
+    for i in range(2):
+        y = np.r_[rng.integers(0, 2, 60), np.full(60, 2)]  # 60 normal/pneumonia films, then 60 TB films
+        p = _probs(rng, y)
+        p[60:] = [0.01, 0.01, 0.98]  # TB films: easy, all flagged TB and right
+        f = _fold(i, y, p, tb=0.5, refer=0.5)
+        folds.append(replace(f, sources=np.array(["nih"] * 60 + ["tbx"] * 60)))
+    got = CV.pool(folds, n_boot=20)
+    by = got["refer_rule_by_source"]
+    for s in ("nih", "tbx"):
+        m = [f.sources == s for f in folds]
+        d = [OP.OperatingPoint(tuple(LABELS), 1.0, f.thresholds).decide_batch(f.cal)[k] for f, k in zip(folds, m)]
+        want = OP.rule_figures(np.concatenate([f.y[k] for f, k in zip(folds, m)]), np.concatenate(d), LABELS, 0.5)
+        assert by[s]["referred"] == pytest.approx(want["referred"])
+        assert by[s]["accuracy_not_referred"] == pytest.approx(want["accuracy_not_referred"])
+    assert by["tbx"]["accuracy_not_referred"] == 1.0 and by["nih"]["accuracy_not_referred"] < 0.9
+    res = {"format": "tflite_int8", "coverage": CV.check_folds(folds), "recipe": {}, "n": 240,
+           "bundles": {f.fold: f.bundle for f in folds}, "pooled": got,
+           "per_fold": {f.fold: CV.fold_row(f) for f in folds}}
+    text = CV.table(res)
+    assert "| accuracy of films not referred (pooled) | " in text
+    assert f"misses 0.90 on nih {by['nih']['accuracy_not_referred']:.3f}" in text and "on tbx" not in text
+
+
 def test_folds_must_partition_the_films_of_one_cross_validation():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 10)
