@@ -84,6 +84,8 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
                       f"{_fmt(own.thresholds.get('tuberculosis'))} | {_fmt(own.thresholds.get('refer_below'), 2)} | "
                       if key in meta.calibration else "- | - | - | - | ")
                    + f"{_fmt(acc)} | {'ok' if r.get('passed') else 'FAILED'} |")
+    for backend, choice in (status.get("int8_choice") or {}).items():
+        out += ["", f"Served first among the {backend} INT8 files: **{choice['chosen']}**: {choice['why']}."]
     test = meta.metrics.get("test")
     if test and "pooled" in test:
         out += ["", "## Test metrics of the trained model, pooled and per source (unseen patients)", "",

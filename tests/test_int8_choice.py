@@ -69,3 +69,15 @@ def test_runtime_serves_the_preferred_int8_file_first(tmp_path):
                                                       "failed_formats": ["tflite_int8_ptq"]}))
     B.write_sums(tmp_path)
     assert B.resolve(tmp_path).key == "tflite_int8"  # a failed file is never preferred
+
+
+def test_the_model_card_says_which_int8_file_is_served_and_why():
+    from convert.card import model_card
+
+    meta = ModelMetadata(labels=("normal", "pneumonia", "tuberculosis"), preprocess=PreprocessConfig(32),
+                         model_name="m", model_version="0")
+    results = {"tflite_int8": _row("qat", 0.888, 0.845, 0.837), "tflite_int8_ptq": _row("float", 0.983, 0.820, 0.871)}
+    choice = choose_int8(results)
+    card = model_card(meta, {"validated": True, "formats": results, "int8_choice": {"litert": choice}})
+    assert f"Served first among the litert INT8 files: **tflite_int8**: {choice['why']}." in card
+    assert "Served first" not in model_card(meta, {"validated": True, "formats": results})
