@@ -115,8 +115,8 @@ def _delta_cell(fig: dict) -> str:
     if not any(math.isfinite(R._num(v)) for v in fig["values"]) and not math.isfinite(R._num(fig.get("pooled"))):
         return "-"  # a report that does not hold this figure
     if "pooled" in fig:
-        m, sd, _ = R.mean_sd(fig["values"])
-        return f"{fig['pooled']:+.3f} ({cis}); per fold {m:+.3f} +- {sd:.3f}"
+        m, sd, n = R.mean_sd(fig["values"])
+        return f"{fig['pooled']:+.3f} ({cis})" + (f"; per fold {m:+.3f} +- {sd:.3f}" if n > 1 else "; one fold")
     m, sd, n = R.mean_sd(fig["values"])
     head = f"{m:+.3f} +- {sd:.3f}" if n > 1 else f"{m:+.3f}"
     return f"{head} ({cis})" if cis else head

@@ -156,3 +156,10 @@ def test_a_threshold_what_if_shows_its_tb_sensitivity_difference():
     figs = S.lever_figures(doc, "what_if.tb", Path("cv.json"))
     assert S._delta_cell(figs["tb_sens"]) == "+0.060 (+0.030 to +0.090); per fold +0.060 +- 0.014"
     assert S.settled(figs["accuracy"]) == "tie"
+
+
+def test_a_lever_measured_on_one_fold_shows_no_spread():
+    fig = {"pooled": 0.02, "values": [0.02], "ci95": [(-0.016, 0.052)]}
+    assert S._delta_cell(fig) == "+0.020 (-0.016 to +0.052); one fold"
+    fig = {"pooled": 0.02, "values": [0.01, 0.03], "ci95": [(-0.016, 0.052)]}
+    assert S._delta_cell(fig) == "+0.020 (-0.016 to +0.052); per fold +0.020 +- 0.014"
