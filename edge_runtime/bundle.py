@@ -155,8 +155,8 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True, f
     that passed its parity check, then the one ``bundle.json`` names as ``preferred`` for that backend (convert's
     choice among its INT8 files: the QAT one when it passed, ``convert.pipeline.choose_int8``), then an INT8 one.
     ``fmt`` (a format key, e.g. the one the kit's self-test timed fastest on this device) picks that artifact
-    instead; one that failed its parity check at conversion is refused. A bare model file needs ``metadata.json`` beside it (for ONNX/OpenVINO the embedded
-    copy is used when there is none).
+    instead; one that failed its parity check at conversion is refused. A bare model file needs ``metadata.json``
+    beside it (for ONNX/OpenVINO the embedded copy is used when there is none).
     """
     path = Path(path)
     if not path.exists():

@@ -112,7 +112,7 @@ def summary_table(report: dict, classes) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     op = report["pooled"].get("tb_at_threshold")
     if op:
-        lines.append(f"\nTB at the validation threshold {op['threshold']:.3f} (chosen for {op.get('target_sensitivity', OP.TB_FIT_SENSITIVITY):.0%} "
+        lines.append(f"\nTB at the validation threshold {op['threshold']:.3f} (chosen for {OP.TB_FIT_SENSITIVITY:.0%} "
                      f"sensitivity on validation): sensitivity {op['sensitivity']:.3f}, "
                      f"specificity {op['specificity']:.3f} (WHO screening bar: >= 0.90 / >= 0.70)")
     return "\n".join(lines)
