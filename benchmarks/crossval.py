@@ -31,6 +31,10 @@ What-ifs (``--class-bias``, ``--tb-sensitivity S``, ``--pneumonia-sensitivity S`
 each fold's operating point fitted again on its own validation films under one change (a per-class bias; the TB
 threshold for another validation sensitivity; the reported pneumonia point for another), every threshold after it
 refitted as convert would, the test films only scored, and set against the folds as deployed with paired intervals.
+``--mean-with BUNDLE_F0 ...`` (or a saved-folds file; repeat for more) is the what-if ``ensemble``: each fold's
+outputs combined with those of other trainings of the same fold (same test and validation films; any recipe), as
+test-time views are combined (a geometric mean), the temperature and every threshold fitted on the combined
+validation outputs: what serving those trainings as one model would score, on the folds every training holds.
 
 Pooled AUCs rank films scored by K models on one scale (calibrated probabilities); the per-fold mean does not mix
 models and is shown beside it. Fewer than K bundles are accepted (a study still running) and the report says
@@ -62,6 +66,7 @@ class FoldError(ValueError):
 
 
 SERVED = "served"  # --format: each fold's bundle scored on the artifact the device serves from it
+ENSEMBLE = "ensemble"  # the what-if of --mean-with
 
 
 @dataclass
@@ -265,9 +270,17 @@ class WhatIf:
     tb_sensitivity: float | None = None  # the validation TB sensitivity the TB threshold is fitted for (None: the
     #                                      fold's own target, Fold.tb_target)
     pneumonia_sensitivity: float = OP.PNEUMONIA_SENSITIVITY  # ... and the (reported) pneumonia point
+    mean_with: tuple[str, ...] = ()  # other trainings of the same folds (where their outputs come from): each fold's
+    #                                  outputs combined with theirs as views are (a geometric mean), the temperature
+    #                                  refitted on the combined validation outputs
 
     def describe(self) -> str:
         parts = []
+        if self.mean_with:
+            parts.append(f"each fold's outputs combined with those of {len(self.mean_with)} other training"
+                         f"{'s' if len(self.mean_with) > 1 else ''} of the same fold ({', '.join(self.mean_with)}; "
+                         "a geometric mean, as test-time views are combined), the temperature refitted on the "
+                         "combined validation outputs: an ensemble served as one model")
         if self.class_bias:
             parts.append("a per-class bias on the log-probabilities fitted on each fold's validation films, then its "
                          "temperature refitted there")
@@ -280,14 +293,50 @@ class WhatIf:
         return "; ".join(parts) or "the operating point fitted again as convert fits it (a check: nothing changes)"
 
 
-def refit(f: Fold, w: WhatIf) -> tuple[Fold, dict]:
+def _validation_of(other: Fold, to: Fold) -> np.ndarray:
+    """``other``'s validation outputs in ``to``'s validation film order; FoldError unless both trainings held the
+    same validation films with the same classes (trainings of one split)."""
+    if other.val_cal is None:
+        raise FoldError(f"{where(other)} keeps no validation outputs: an ensemble's operating point is fitted on them")
+    if not to.val_files or sorted(other.val_files or []) != sorted(to.val_files):
+        raise FoldError(f"{where(other)} and {where(to)} (fold {to.fold}) held other validation films: combine "
+                        "trainings of one split (same --folds, --fold, --seed and data)")
+    at = {p: i for i, p in enumerate(other.val_files)}
+    k = np.array([at[p] for p in to.val_files], dtype=int)
+    if not np.array_equal(other.val_y[k], to.val_y):
+        raise FoldError(f"{where(other)} and {where(to)} give the same validation films different classes")
+    return other.val_cal[k]
+
+
+def combined(f: Fold, members: list[Fold]) -> tuple[Fold, float]:
+    """``f`` with its test and validation outputs combined with those of ``members`` (other trainings of the same
+    fold: same test and validation films) as views are combined, then a temperature fitted on the combined
+    validation outputs applied to both; returns that fold (its stored thresholds still those of ``f``: refit them)
+    and the temperature."""
+    from edge_runtime.views import combine
+
+    tests = [f.cal] + [paired_with([m], [f])[0].cal for m in members]
+    vals = [f.val_cal] + [_validation_of(m, f) for m in members]
+    cal, val_cal = combine(tests), combine(vals)
+    t = OP.fit_temperature(f.val_y, val_cal)
+    return replace(f, cal=OP.calibrate(cal, t), val_cal=OP.calibrate(val_cal, t)), t
+
+
+def refit(f: Fold, w: WhatIf, members: list[Fold] = ()) -> tuple[Fold, dict]:
     """``f`` with its operating point fitted again on its validation films under ``w`` (every threshold refitted
     after the change, as convert would); its test films are only scored. Returns the changed fold and what was
-    fitted (the bias, the temperature, the thresholds)."""
+    fitted (the bias, the temperature, the thresholds). ``members``: the same fold's other trainings, for
+    ``w.mean_with`` (one each)."""
     if f.val_cal is None:
         raise FoldError(f"{where(f)} keeps no validation outputs (saved before they were kept): give its bundle, "
                         "or score the bundles again with --save-folds")
-    val_cal, cal, fitted = f.val_cal, f.cal, {}
+    if len(members) != len(w.mean_with):
+        raise FoldError(f"fold {f.fold}: {len(w.mean_with)} other trainings named, {len(members)} given")
+    fitted = {}
+    if members:
+        f, t = combined(f, list(members))
+        fitted["temperature_of_mean"] = t
+    val_cal, cal = f.val_cal, f.cal
     if w.class_bias:
         bias = OP.fit_class_bias(f.val_y, val_cal)
         t = OP.fit_temperature(f.val_y, OP.apply_class_bias(val_cal, bias))
@@ -396,20 +445,32 @@ def _needs_validation(folds: list[Fold]) -> None:
                         "not keep (saved before validation outputs were kept): give the fold bundles")
 
 
-def what_if(folds: list[Fold], w: WhatIf, n_boot: int, log=print) -> dict:
-    """``w`` applied to every fold, scored against the folds as deployed (paired, film by film)."""
+def what_if(folds: list[Fold], w: WhatIf, n_boot: int, log=print, members: list[list[Fold]] = ()) -> dict:
+    """``w`` applied to every fold, scored against the folds as deployed (paired, film by film). With
+    ``w.mean_with``, ``members`` holds the folds of each other training (one list each): only the folds that every
+    one of them holds are scored, and the result then carries the deployed figures of those folds
+    (``base_pooled``, ``base_per_fold``) to set against."""
     _needs_validation(folds)
     log(f"what if: {w.describe()}")
+    by_fold = [{m.fold: m for m in ms} for ms in members]
+    kept = [f for f in folds if all(f.fold in b for b in by_fold)]
+    if not kept:
+        raise FoldError("the other trainings hold none of the folds scored: nothing to combine")
+    if len(kept) < len(folds):
+        log(f"what if: only folds {[f.fold for f in kept]} are held by every other training; the others are left out")
     changed, fitted, drift = [], {}, {}
-    for f in folds:
-        g, fitted[f.fold] = refit(f, w)
+    for f in kept:
+        g, fitted[f.fold] = refit(f, w, [b[f.fold] for b in by_fold])
         changed.append(g)
         if (d := refit_drift(f)) > 1e-9:
             drift[f.fold] = d
     if drift:
         log(f"what if: refitted at the deployed targets, folds {sorted(drift)} do not give back their stored thresholds "
             f"(largest difference {max(drift.values()):.3g}): their differences hold that too")
-    return {"what": w.describe(), "fitted_per_fold": fitted, "refit_drift": drift, **versus(folds, changed, n_boot)}
+    out = {"what": w.describe(), "fitted_per_fold": fitted, "refit_drift": drift, **versus(kept, changed, n_boot)}
+    if len(kept) < len(folds):
+        out |= {"base_pooled": pool(kept, n_boot), "base_per_fold": {f.fold: fold_row(f) for f in kept}}
+    return out
 
 
 def refit_drift(f: Fold) -> float:
@@ -563,9 +624,15 @@ def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
 
 
 def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print,
-             what_ifs: tuple[WhatIf, ...] = (), baseline=(), validation: bool = False) -> dict:
+             what_ifs: tuple[WhatIf, ...] = (), baseline=(), validation: bool = False, mean_with=()) -> dict:
     """The out-of-fold report of ``bundles`` (fold bundles or saved-folds files); ``validation``: also score each
-    bundle's validation films (kept by ``save_folds``; the what-ifs score them whatever it says)."""
+    bundle's validation films (kept by ``save_folds``; the what-ifs score them whatever it says); ``mean_with``:
+    other trainings of the same folds (one list of fold bundles or saved-folds files each), scored combined with
+    ``bundles`` as the what-if ``ensemble``."""
+    members = [load_folds(m, fmt, log, f"other training {i + 1}: ", validation=True) for i, m in enumerate(mean_with)]
+    if members:
+        what_ifs = tuple(what_ifs) + (WhatIf(ENSEMBLE, mean_with=tuple(" ".join(str(x) for x in m)
+                                                                        for m in mean_with)),)
     folds = load_folds(bundles, fmt, log, validation=validation or bool(what_ifs))
     coverage = check_folds(folds)
     base = load_folds(baseline, fmt, log, "baseline ") if baseline else []
@@ -577,7 +644,7 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
            "bundles": {f.fold: where(f) for f in folds}, "pooled": pool(folds, n_boot),
            "per_fold": {f.fold: fold_row(f) for f in folds}}
     if what_ifs:
-        out["what_if"] = {w.name: what_if(folds, w, n_boot, log) for w in what_ifs}
+        out["what_if"] = {w.name: what_if(folds, w, n_boot, log, members if w.mean_with else ()) for w in what_ifs}
     if base:
         out["versus_baseline"] = against_baseline(folds, base, n_boot)
     if shift and fmt in (F.DEPLOYED, SERVED):
@@ -675,7 +742,9 @@ def table(res: dict) -> str:
                   + (" **Refitted at the deployed targets, folds " + ", ".join(map(str, wi["refit_drift"]))
                      + " do not give back their stored thresholds (this CPU rounds their validation outputs otherwise)"
                      ": their differences hold that part too.**" if wi.get("refit_drift") else ""), "",
-                  *_versus_table(pooled, per, wi, "as deployed", f"what if ({name})")]
+                  *_versus_table(wi.get("base_pooled") or pooled, wi.get("base_per_fold") or per, wi,
+                                 "as deployed" + (f" (folds {', '.join(map(str, sorted(wi['base_per_fold'])))})"
+                                                  if wi.get("base_per_fold") else ""), f"what if ({name})")]
     bv = pooled.get("pair_auc_by_view") or {}
     if bv.get("by_view"):
         lines += ["", f"Normal vs pneumonia by view position ({bv['source']}, pooled): " + ", ".join(
@@ -689,6 +758,8 @@ def _fitted_text(fitted: dict) -> str:
     """What a what-if fitted in each fold (the bias, the TB and pneumonia thresholds), as one sentence."""
     def one(x: dict) -> str:
         parts = [f"bias (normal, pneumonia, TB) {', '.join(f'{b:+.2f}' for b in x['bias'])}"] if x.get("bias") else []
+        parts += [f"temperature of the combined outputs {x['temperature_of_mean']:.2f}"] \
+            if x.get("temperature_of_mean") is not None else []
         t = (x.get("thresholds") or {}).get(OP.TB)
         parts += [f"TB threshold {t:.3f}"] if t is not None else []
         parts += [f"pneumonia point {x['pneumonia_threshold']:.3f}"] if x.get("pneumonia_threshold") is not None else []
@@ -778,6 +849,11 @@ def main(argv=None) -> int:
     p.add_argument("--pneumonia-sensitivity", action="append", type=_fraction, default=[], metavar="S",
                    help=f"what-if (repeat for more): the reported pneumonia point fitted for validation sensitivity S "
                         f"(deployed: {OP.PNEUMONIA_SENSITIVITY})")
+    p.add_argument("--mean-with", nargs="+", action="append", type=Path, default=[], metavar="BUNDLE",
+                   help="what-if (repeat for more): another training of the same folds (its fold bundles or saved-folds "
+                        "file, with validation outputs): each fold's outputs combined with its (a geometric mean, as "
+                        "views), temperature and thresholds refitted on the combined validation outputs; scored on the "
+                        "folds every training holds")
     p.add_argument("--baseline", nargs="+", type=Path, default=[], metavar="BUNDLE",
                    help="fold bundles (or a saved-folds file) of another recipe trained on the same folds (e.g. "
                         "CV_OUT/folds.json of the default's make cv): the report "
@@ -791,7 +867,7 @@ def main(argv=None) -> int:
                         "and its validation films' outputs (what the what-ifs refit on) to FILE: given later in place "
                         "of the bundles (or to --baseline), it reports, pairs and runs what-ifs without them")
     a = p.parse_args(argv)
-    if not _sources_exist(a.bundles + a.baseline):
+    if not _sources_exist(a.bundles + a.baseline + [x for m in a.mean_with for x in m]):
         return 2
     from benchmarks.sysinfo import machine_info, report_header
 
@@ -800,7 +876,7 @@ def main(argv=None) -> int:
         res = crossval(a.bundles, a.format, a.bootstrap, not a.no_shift,
                        log=lambda msg: print(msg, file=sys.stderr, flush=True), baseline=a.baseline,
                        what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity),
-                       validation=a.save_folds is not None)
+                       validation=a.save_folds is not None, mean_with=a.mean_with)
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -83,11 +83,11 @@ def lever_figures(doc: dict, key: str | None, where: Path) -> dict:
                       "ci95": [(p["delta"].get(k) or {}).get("ci95") for p in pairs]}
         return out
     cmp = _dig(doc, key, where)
-    base_pooled = doc["pooled"] if key.startswith("what_if") else cmp["baseline_pooled"]
-    base_per = doc["per_fold"] if key.startswith("what_if") else cmp["baseline_per_fold"]
+    base_pooled = (cmp.get("base_pooled") or doc["pooled"]) if key.startswith("what_if") else cmp["baseline_pooled"]
+    base_per = (cmp.get("base_per_fold") or doc["per_fold"]) if key.startswith("what_if") else cmp["baseline_per_fold"]
     folds = sorted(cmp["per_fold"], key=int)
     get = {k: g for k, _, g, _, _ in R.COLUMNS}
-    out = {"unit": "fold", "n": len(folds), "films": [doc.get("n")], "resampled": [cmp.get("unit", "film")],
+    out = {"unit": "fold", "n": len(folds), "films": [cmp["pooled"].get("n", doc.get("n"))], "resampled": [cmp.get("unit", "film")],
            "side": "out of fold",
            "referred": [[get["referred"](base_pooled), get["referred"](cmp["pooled"])]]}
     for k, _ in FIGURES:

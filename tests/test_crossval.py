@@ -464,3 +464,65 @@ def test_served_scores_the_artifact_each_fold_serves(tiny_bundle, tmp_path, caps
     assert [(f.artifact, f.served) for f in back] == [(other, other), (usual, usual)]
     with pytest.raises(CV.FoldError, match="--format served"):
         CV.load_saved(saved)  # a file of served outputs is not read as tflite_int8 outputs
+
+
+def _another_training(f, rng, noise=0.6):
+    """A second training of fold ``f``: the same test and validation films (in another order), other outputs."""
+    def other(p):
+        q = p * np.exp(rng.normal(0, noise, p.shape))
+        return q / q.sum(1, keepdims=True)
+
+    k, kv = rng.permutation(len(f.y)), rng.permutation(len(f.val_y))
+    return replace(f, bundle=f"other-{f.fold}", files=[f.files[i] for i in k], y=f.y[k], sources=f.sources[k],
+                   views=f.views[k], cal=other(f.cal)[k], val_y=f.val_y[kv], val_cal=other(f.val_cal)[kv],
+                   val_files=[f.val_files[i] for i in kv])
+
+
+def test_an_ensemble_what_if_combines_trainings_of_one_fold_as_views_and_refits_on_the_combination(tmp_path):
+    """--mean-with: each fold's outputs combined with another training's of the same films (matched by name,
+    not by order) as views are combined, a temperature and every threshold fitted on the combined validation
+    outputs as convert fits them; only the folds every training holds are scored, against those folds as
+    deployed; trainings of other films are refused."""
+    from edge_runtime.views import combine
+
+    rng = np.random.default_rng(11)
+    folds = []
+    for i in range(2):
+        y = rng.integers(0, 3, 60)
+        folds.append(_with_validation(_fold(i, y, _probs(rng, y), 0.5), rng))
+    others = [_another_training(f, rng) for f in folds]
+    got, fitted = CV.refit(folds[0], CV.WhatIf(CV.ENSEMBLE, mean_with=("B",)), [others[0]])
+    back = CV.align(others[0], folds[0])
+    kv = [others[0].val_files.index(n) for n in folds[0].val_files]
+    val = combine([folds[0].val_cal, others[0].val_cal[kv]])
+    ref = OP.fit(folds[0].val_y, val, LABELS)  # what convert would store for the combined model
+    assert fitted["temperature_of_mean"] == pytest.approx(ref["temperature"])
+    assert np.allclose(got.cal, OP.calibrate(combine([folds[0].cal, back.cal]), ref["temperature"]))
+    assert got.thresholds == pytest.approx(ref["thresholds"])
+    assert got.pneumonia_threshold == pytest.approx(ref["operating_point"]["pneumonia"]["threshold"])
+    assert got.files == folds[0].files and np.array_equal(got.y, folds[0].y)
+    assert not np.allclose(got.cal, folds[0].cal)
+
+    # the other training holds fold 0 only: fold 1 is left out, and fold 0 as deployed is what it is set against
+    res = CV.what_if(folds, CV.WhatIf(CV.ENSEMBLE, mean_with=("B",)), 20, log=lambda m: None, members=[others[:1]])
+    assert sorted(res["per_fold"]) == [0] and sorted(res["base_per_fold"]) == [0]
+    assert res["base_pooled"]["n"] == len(folds[0].y) == res["pooled"]["n"]
+    assert res["pooled"]["accuracy"] == pytest.approx((got.cal.argmax(1) == got.y).mean())
+
+    moved = replace(others[0], val_files=[n.replace("v0-", "w0-") for n in others[0].val_files])
+    with pytest.raises(CV.FoldError, match="other validation films"):
+        CV.refit(folds[0], CV.WhatIf(CV.ENSEMBLE, mean_with=("B",)), [moved])
+    with pytest.raises(CV.FoldError, match="do not hold the same test films"):
+        CV.refit(folds[0], CV.WhatIf(CV.ENSEMBLE, mean_with=("B",)), [replace(others[1], fold=0)])
+
+    # from the command line, on saved folds: the what-if "ensemble", named in the report
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    CV.save_folds(folds, a, "tflite_int8", {}, {"command": "cv", "machine": {}})
+    CV.save_folds(others, b, "tflite_int8", {}, {"command": "cv", "machine": {}})
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert CV.main([str(a), "--mean-with", str(b), "--bootstrap", "20", "--no-shift", "--out", str(js),
+                    "--md", str(md)]) == 0
+    wi = json.loads(js.read_text())["what_if"][CV.ENSEMBLE]
+    assert sorted(wi["per_fold"], key=int) == ["0", "1"] and "base_pooled" not in wi
+    assert "What if (ensemble" in md.read_text() and "temperature of the combined outputs" in md.read_text()
+    assert CV.main([str(a), "--mean-with", str(tmp_path / "none.json")]) == 2
