@@ -618,7 +618,9 @@ def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
     other = paired_with(folds, base)
     ra, rb = base[0].recipe or {}, folds[0].recipe or {}
     diff = {k: [ra.get(k), rb.get(k)] for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)}
+    targets = [sorted({f.tb_target for f in g}) for g in (base, folds)]
     return {"bundles": {f.fold: where(f) for f in base}, "recipe_difference": diff,
+            "tb_targets": {"baseline": targets[0], "this": targets[1]},
             "baseline_pooled": pool(base, n_boot), "baseline_per_fold": {f.fold: fold_row(f) for f in base},
             **versus(base, other, n_boot)}
 
@@ -734,6 +736,7 @@ def table(res: dict) -> str:
                       "; ".join(f"{k} {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}"
                                 for k, (a, b) in vb["recipe_difference"].items()) or "nothing (a rerun)")
                   + ". A difference whose interval spans 0 is a tie.", "",
+                  *_tb_target_warning(vb.get("tb_targets")),
                   *_versus_table(vb["baseline_pooled"], vb["baseline_per_fold"], vb, "baseline", "this recipe")]
     for name, wi in (res.get("what_if") or {}).items():
         lines += ["", f"What if ({name}; not what a device does today): {wi['what']}; every threshold refitted after it "
@@ -752,6 +755,19 @@ def table(res: dict) -> str:
             for v, x in bv["by_view"].items()) + f"; the view alone (PA scored higher): "
             f"{R._f(R._num(bv.get('view_alone_auc')))}."]
     return "\n".join(lines)
+
+
+def _tb_target_warning(targets: dict | None) -> list[str]:
+    """A line (and a blank one) when the two sides' TB thresholds were fitted for other validation sensitivities
+    (e.g. bundles converted before and after operating_point.TB_FIT_SENSITIVITY changed): the TB rows and the
+    refer rule, fitted after the TB threshold, then differ by that as well as by the recipe."""
+    if not targets or targets["baseline"] == targets["this"]:
+        return []
+    def pct(v):
+        return "/".join(f"{x:.0%}" for x in v)
+    return [f"**The TB thresholds were fitted for other validation TB sensitivities (baseline {pct(targets['baseline'])}, "
+            f"this recipe {pct(targets['this'])}): the TB rows and the refer rule (fitted after the TB threshold) "
+            "differ by that too, not by the recipe alone.**", ""]
 
 
 def _fitted_text(fitted: dict) -> str:

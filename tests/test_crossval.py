@@ -526,3 +526,18 @@ def test_an_ensemble_what_if_combines_trainings_of_one_fold_as_views_and_refits_
     assert sorted(wi["per_fold"], key=int) == ["0", "1"] and "base_pooled" not in wi
     assert "What if (ensemble" in md.read_text() and "temperature of the combined outputs" in md.read_text()
     assert CV.main([str(a), "--mean-with", str(tmp_path / "none.json")]) == 2
+
+
+def test_a_baseline_fitted_for_another_tb_target_is_named_in_the_comparison():
+    """Bundles converted before and after the TB fit target changed are one recipe, but their TB thresholds (and
+    the refer rule fitted after them) differ for that reason: the comparison says so; equal targets say nothing."""
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 3, 60)
+    base = _fold(0, y, _probs(rng, y), tb=0.5, folds=1)
+    new = replace(base, cal=_probs(rng, y), tb_target=0.95)
+    old = replace(base, tb_target=0.90)
+    res = CV.against_baseline([new], [old], 20)
+    assert res["tb_targets"] == {"baseline": [0.90], "this": [0.95]}
+    text = "\n".join(CV._tb_target_warning(res["tb_targets"]))
+    assert "baseline 90%, this recipe 95%" in text and "refer rule" in text
+    assert CV._tb_target_warning(CV.against_baseline([replace(new, tb_target=0.9)], [old], 20)["tb_targets"]) == []
