@@ -298,7 +298,8 @@ def _validation_of(other: Fold, to: Fold) -> np.ndarray:
     same validation films with the same classes (trainings of one split)."""
     if other.val_cal is None:
         raise FoldError(f"{where(other)} keeps no validation outputs: an ensemble's operating point is fitted on them")
-    if not to.val_files or sorted(other.val_files or []) != sorted(to.val_files):
+    if not to.val_files or len(set(to.val_files)) != len(to.val_files) or \
+            sorted(other.val_files or []) != sorted(to.val_files):
         raise FoldError(f"{where(other)} and {where(to)} (fold {to.fold}) held other validation films: combine "
                         "trainings of one split (same --folds, --fold, --seed and data)")
     at = {p: i for i, p in enumerate(other.val_files)}
@@ -311,8 +312,8 @@ def _validation_of(other: Fold, to: Fold) -> np.ndarray:
 def combined(f: Fold, members: list[Fold]) -> tuple[Fold, float]:
     """``f`` with its test and validation outputs combined with those of ``members`` (other trainings of the same
     fold: same test and validation films) as views are combined, then a temperature fitted on the combined
-    validation outputs applied to both; returns that fold (its stored thresholds still those of ``f``: refit them)
-    and the temperature."""
+    validation outputs applied to both; returns that fold (its stored thresholds and TB target still those of
+    ``f``, the members' are not read: refit them) and the temperature."""
     from edge_runtime.views import combine
 
     tests = [f.cal] + [paired_with([m], [f])[0].cal for m in members]
@@ -430,6 +431,8 @@ def rule_deltas(base: list[Fold], other: list[Fold], units, n_boot: int, seed: i
 
 def align(other: Fold, to: Fold) -> Fold:
     """``other``'s outputs in ``to``'s film order; FoldError unless both folds hold the same test films."""
+    if len(set(to.files)) != len(to.files) or len(set(other.files)) != len(other.files):
+        raise FoldError(f"{where(to)} or {where(other)} names two test films alike: films cannot be paired by name")
     if other.fold != to.fold or sorted(other.files) != sorted(to.files):
         raise FoldError(f"{where(other)} (fold {other.fold}) and {where(to)} (fold {to.fold}) do not hold the same "
                         "test films: compare folds of one cross-validation (same --folds, --seed and data)")
@@ -869,7 +872,7 @@ def main(argv=None) -> int:
                    help="what-if (repeat for more): another training of the same folds (its fold bundles or saved-folds "
                         "file, with validation outputs): each fold's outputs combined with its (a geometric mean, as "
                         "views), temperature and thresholds refitted on the combined validation outputs; scored on the "
-                        "folds every training holds")
+                        "folds every training holds. Give it after the bundles (it takes every path that follows)")
     p.add_argument("--baseline", nargs="+", type=Path, default=[], metavar="BUNDLE",
                    help="fold bundles (or a saved-folds file) of another recipe trained on the same folds (e.g. "
                         "CV_OUT/folds.json of the default's make cv): the report "

@@ -11,8 +11,12 @@ another recipe). For every fold that at least two trainings hold, on its test fi
 - the ensemble of every combination of two or more trainings, their outputs combined as test-time views are (a
   geometric mean, ``edge_runtime.views.combine``), and its gain over the mean of its own members.
 
-The figures need no threshold, so no temperature either (one temperature changes neither the top class nor the
-order of films), and trainings saved without validation outputs take part. What an ensemble's refer rule and
+The figures need no threshold, and trainings saved without validation outputs take part. No temperature is fitted
+to the combination: one temperature changes neither the top class nor the normal-vs-pneumonia order (it scales the
+gap between two log-probabilities), while TB-vs-rest AUC can move a little with it (read that column as
+approximate). The gains over folds are a description (mean, smallest and largest), not an interval: combinations
+share members and films, so they are not independent draws; paired intervals for one ensemble come from
+``benchmarks.crossval --mean-with``. What an ensemble's refer rule and
 TB point would do needs each training's validation outputs: ``benchmarks.crossval SAVED --mean-with SAVED``.
 """
 from __future__ import annotations
@@ -56,10 +60,11 @@ def compare(trainings: dict[str, list[CV.Fold]]) -> dict:
     for name, folds in trainings.items():
         for f in folds:
             by_fold.setdefault(f.fold, {})[name] = f
-    per_fold, gains = {}, {}
+    per_fold, gains, skipped = {}, {}, {}
     for k in sorted(by_fold):
         held = by_fold[k]
         if len(held) < 2:
+            skipped[k] = list(held)
             continue
         names = list(held)
         ref = held[names[0]]
@@ -84,7 +89,8 @@ def compare(trainings: dict[str, list[CV.Fold]]) -> dict:
         raise CV.FoldError("no fold is held by two trainings: nothing to compare")
     summary = {size: {key: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v)),
                             "n": len(v)} for key, v in g.items()} for size, g in sorted(gains.items())}
-    return {"trainings": list(trainings), "per_fold": per_fold, "gain_by_size": summary}
+    return {"trainings": list(trainings), "per_fold": per_fold, "gain_by_size": summary,
+            "folds_held_by_one": skipped}
 
 
 def table(res: dict) -> str:
@@ -104,13 +110,17 @@ def table(res: dict) -> str:
             lines.append(f"| ensemble {combo} | " + " | ".join(f"{e['figures'][key]:.3f}" for key, _ in FIGURES)
                          + f" | {g['accuracy']:+.3f}, {g['pair_auc']:+.3f} | {b['accuracy']:+.3f}, {b['pair_auc']:+.3f} |")
         lines.append("")
+    if res.get("folds_held_by_one"):
+        lines += ["Folds held by one training only (left out): " + "; ".join(
+            f"fold {k}: {', '.join(v)}" for k, v in res["folds_held_by_one"].items()), ""]
     lines += ["Over folds, per ensemble size (every combination in every fold): the ensemble's figure minus the mean "
-              "of its members' (and minus its best member's), mean and range.", "",
+              "of its members' (and minus its best member's), as mean (smallest to largest): a description, not an "
+              "interval (combinations share members and films).", "",
               "| trainings combined | combinations | " + " | ".join(f"{label}: over the mean" for _, label in FIGURES)
               + " | accuracy: over the best | AUC: over the best |", "|---|---|" + "---|" * (len(FIGURES) + 2)]
 
     def cell(s):
-        return f"{s['mean']:+.3f} ({s['min']:+.3f} to {s['max']:+.3f})"
+        return f"{s['mean']:+.3f} (smallest {s['min']:+.3f}, largest {s['max']:+.3f})"
 
     for size, s in res["gain_by_size"].items():
         lines.append(f"| {size} | {s['accuracy']['n']} | " + " | ".join(cell(s[key]) for key, _ in FIGURES)

@@ -514,6 +514,9 @@ def test_an_ensemble_what_if_combines_trainings_of_one_fold_as_views_and_refits_
         CV.refit(folds[0], CV.WhatIf(CV.ENSEMBLE, mean_with=("B",)), [moved])
     with pytest.raises(CV.FoldError, match="do not hold the same test films"):
         CV.refit(folds[0], CV.WhatIf(CV.ENSEMBLE, mean_with=("B",)), [replace(others[1], fold=0)])
+    twice = replace(others[0], files=[others[0].files[0]] + others[0].files[1:-1] + [others[0].files[0]])
+    with pytest.raises(CV.FoldError, match="names two test films alike"):  # pairing by name needs unique names
+        CV.refit(folds[0], CV.WhatIf(CV.ENSEMBLE, mean_with=("B",)), [twice])
 
     # from the command line, on saved folds: the what-if "ensemble", named in the report
     a, b = tmp_path / "a.json", tmp_path / "b.json"

@@ -76,3 +76,13 @@ def test_ensembles_of_trainings_are_scored_against_the_mean_and_best_of_their_me
     assert back["per_fold"]["0"]["ensembles"]["a + b"]["figures"]["accuracy"] == pytest.approx(want["accuracy"])
     assert "ensemble a + b + c" in md.read_text() and "run-to-run spread" in md.read_text()
     assert T.main([str(paths[0])]) == 2
+
+
+def test_a_fold_held_by_one_training_is_named_not_dropped_silently():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 40)
+    files = [f"{LABELS[c]}/f{k}.png" for k, c in enumerate(y)]
+    lone = _training(rng, y[:20], [f"x{i}" for i in range(20)], 1.0, fold=3)
+    res = T.compare({"a": [_training(rng, y, files, 1.0), lone], "b": [_training(rng, y, files, 1.0)]})
+    assert res["folds_held_by_one"] == {3: ["a"]}
+    assert "fold 3: a" in T.table(res)
