@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks import crossval as CV
 from benchmarks.study import evaluate as E
+from edge_runtime import formats as F
 
 FIGURES = (("accuracy", "accuracy"), ("pair_auc", "NIH normal-vs-pneumonia AUC"), ("tb_auc", "TB-vs-rest AUC"))
 
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.trainings", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("saved", nargs="+", type=Path, help="one saved-folds file per training (crossval --save-folds)")
-    p.add_argument("--format", default=CV.F.DEPLOYED, help="the artifact the files hold (default %(default)s)")
+    p.add_argument("--format", default=F.DEPLOYED, choices=sorted(F.FORMATS), help="the artifact the files hold (default %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     p.add_argument("--md", type=Path, default=None, help="write a markdown report here (command, commit, date, CPU)")
     p.add_argument("--title", default="Trainings of the same folds, alone and combined")
