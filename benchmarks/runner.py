@@ -197,10 +197,16 @@ def listed_sums(bundle: Path) -> dict[str, str] | None:
     return out
 
 
-def check_artifact(key: str, bundle: Path, run_dir: Path | None, sums: dict | None) -> tuple[Path | None, str]:
-    """(model path, "") or (None, why this format cannot run)."""
+def check_artifact(key: str, bundle: Path, run_dir: Path | None, sums: dict | None,
+                   members: int = 0) -> tuple[Path | None, str]:
+    """(model path, "") or (None, why this format cannot run). The Keras baseline is the bundle's own
+    ``keras_fp32`` file where it holds one, else the run's float model; an ensemble of ``members`` trainings
+    has no single run whose model would stand for it."""
     f = FORMATS[key]
-    if key == BASELINE:
+    if key == BASELINE and not (bundle / f.filename).is_file():
+        if members:
+            return None, (f"an ensemble of {members} trainings: its Keras float model is the bundle's own "
+                          f"{f.filename} (convert with --formats ...,{BASELINE})")
         if run_dir is None or not (run_dir / "model_float.keras").is_file():
             return None, "no Keras float model: pass --run RUN_DIR (the training run of this bundle)"
         return run_dir / "model_float.keras", ""
@@ -341,7 +347,7 @@ def run(opts: Options) -> dict:
             row["notes"] = (f"marked failed by convert (agreement with its Keras parent "
                             f"{100 * conv.get('agreement', float('nan')):.1f}%)" if "agreement" in conv
                             else f"marked failed by convert: {conv.get('error', '')}")[:200]
-        model, why = check_artifact(key, bundle, run_dir, sums)
+        model, why = check_artifact(key, bundle, run_dir, sums, len(status.get("members") or ()))
         if model is None:
             row.update(status="failed", error=why)
             rows.append(row)

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time views the device averages (edge_runtime.views): a set (none, zoom3, shift5, "
                         "all7) or view names joined by commas; the operating points are fitted on their average. "
                         "Costs one inference per view; makes INT8 answers move less with the CPU's rounding")
+    p.add_argument("--member", action="append", default=[], metavar="RUN",
+                   help="serve RUN_DIR together with this training run as one ensemble (repeat for more): every "
+                        "format then holds all of them in one file that averages their probabilities, and every "
+                        "operating point is fitted on that average. Members must share RUN_DIR's split and input "
+                        "preparation (train them with the same --seed, varying --init-seed). Costs one inference "
+                        "per member")
     p.add_argument("--recipe", default=None,
                    help="TOML recipe (e.g. recipes/default.toml) whose [convert] table sets these options' defaults "
                         "(views, formats, min-agreement, input-type); a flag given here still wins")
@@ -73,13 +79,16 @@ def main(argv=None) -> int:
         formats = parse_formats(args.formats)
         views = parse_views(args.views)
         check_paths(Path(args.run_dir), Path(args.out), args.force)
+        for m in args.member:
+            check_paths(Path(m), Path(args.out), True)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from convert.pipeline import run  # TensorFlow comes with the work, after the arguments are known good
 
     try:
-        status = run(args.run_dir, args.out, formats, args.input_type, args.min_agreement, args.force, views)
+        status = run(args.run_dir, args.out, formats, args.input_type, args.min_agreement, args.force, views,
+                     members=tuple(args.member))
     except SystemExit as exc:  # the pipeline refuses a run it cannot convert (a control, images gone): say why
         if not isinstance(exc.code, str):
             raise

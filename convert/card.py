@@ -40,6 +40,11 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
             "## Model",
             f"- Architecture: {meta.model_name}, input {meta.image_size}x{meta.image_size} grayscale "
             f"(input preparation: {meta.preprocess.describe()}); trained with quantization-aware training: {meta.quantization}.",
+            *([f"- Ensemble of {len(meta.members)} trainings on the same patient split, served as one file whose "
+               "probabilities are their mean (one inference costs one run of each): "
+               + "; ".join(f"`{m.get('run_dir')}` ({m.get('model_version')}, initialisation seed {m.get('init_seed')})"
+                           for m in meta.members)
+               + ". The heatmap and the input check read the first training's feature map."] if meta.members else []),
             f"- Classes (output order): {', '.join(labels)}.",
             f"- Training data: sources {', '.join(meta.data_sources) or '-'}; data hash `{meta.data_hash}`; "
             f"split by patient: {meta.split.get('counts', {})} (seed {meta.split.get('seed')}).",

@@ -88,17 +88,65 @@ def choose_int8(results: dict, backend: str = "litert") -> dict | None:
     return {"backend": backend, "chosen": best["format"], "why": why, "candidates": rows}
 
 
+def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
+    """Why several trainings cannot be served as one ensemble (SystemExit), or a description of each (the first
+    is ``run_dir``). They must read films the same way (labels, input preparation) and hold the same split film
+    for film: the operating points are fitted on validation films that no member trained on, and the test films
+    are unseen by all of them. Either all have a QAT model or none (the INT8 file quantises them together)."""
+    from train import data as D
+
+    runs = [run_dir, *members]
+    for r in members:
+        if not (r / "metadata.json").is_file() or not (r / "model_float.keras").is_file():
+            raise SystemExit(f"{r}: not a training run (needs metadata.json and model_float.keras)")
+    if len({r.resolve() for r in runs}) != len(runs):
+        raise SystemExit("an ensemble member is given twice: " + ", ".join(map(str, runs)))
+    metas = [ModelMetadata.load(r / "metadata.json") for r in runs]
+    splits = []
+    for r in runs:
+        if not (r / "split.csv").is_file():
+            raise SystemExit(f"{r}: no split.csv; ensemble members must share one patient split")
+        splits.append({side: sorted(s.path for s in v) for side, v in D.load_split(r / "split.csv").items()})
+    described = []
+    for r, m, sp in zip(runs, metas, splits):
+        if m.labels != metas[0].labels or m.preprocess != metas[0].preprocess:
+            raise SystemExit(f"{r}: reads films otherwise than {run_dir} (labels {list(m.labels)} vs "
+                             f"{list(metas[0].labels)}; input {m.preprocess.describe()} vs "
+                             f"{metas[0].preprocess.describe()}); ensemble members must be trained alike")
+        if sp != splits[0]:
+            differ = [side for side in sorted(set(sp) | set(splits[0])) if sp.get(side) != splits[0].get(side)]
+            raise SystemExit(f"{r}: its split differs from {run_dir}'s ({', '.join(differ)} films); train every "
+                             "member with the same --seed (and --folds/--fold), varying only --init-seed")
+        cfg = {}
+        if (r / "train_config.json").is_file():
+            cfg = json.loads((r / "train_config.json").read_text())
+        seed = cfg.get("seed", m.split.get("seed"))
+        described.append({"run_dir": str(r), "model_name": m.model_name, "model_version": m.model_version,
+                          "seed": seed, "init_seed": cfg.get("init_seed") if cfg.get("init_seed") is not None
+                          else seed, "qat": (r / "model_qat.h5").is_file()})
+    if len({d["qat"] for d in described}) > 1:
+        raise SystemExit("ensemble members differ: " + ", ".join(f"{d['run_dir']} {'has' if d['qat'] else 'lacks'} "
+                                                                  "a QAT model" for d in described))
+    return described
+
+
 def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: str = "uint8",
-        min_agreement: float = 0.98, force: bool = False, views: tuple[str, ...] = V.NONE) -> dict:
+        min_agreement: float = 0.98, force: bool = False, views: tuple[str, ...] = V.NONE,
+        members: tuple = ()) -> dict:
     """Convert a training run into a bundle of ``formats``. ``views`` (edge_runtime.views): test-time views the
     device averages; every operating point (temperature, thresholds) is then fitted on the views' average, while
-    each artifact's parity with its Keras parent is still checked film for film on one view."""
+    each artifact's parity with its Keras parent is still checked film for film on one view. ``members``: more
+    training runs of the same split served with ``run_dir`` as one ensemble (``train.keras_io.ensemble_model``:
+    one file per format whose probabilities are the members' mean); every operating point is fitted on the
+    ensemble's own validation outputs, and every parity check compares the ensemble file with the ensemble."""
     from train import data as D
     from train import keras_io as K
 
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / "metadata.json").is_file() or not (run_dir / "model_float.keras").is_file():
         raise SystemExit(f"{run_dir}: not a training run (needs metadata.json and model_float.keras)")
+    members = [Path(m) for m in members]
+    ensemble = check_members(run_dir, members) if members else []
     if out.exists() and any(out.iterdir()):
         if not force:
             raise SystemExit(f"{out} is not empty; choose another --out or pass --force")
@@ -122,10 +170,25 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
             raise SystemExit(f"{run_dir / 'split.csv'}: no readable {side} images (moved or deleted data?); "
                              "calibration and the parity check need them")
 
-    log.info("[2/5] loading the Keras models")
-    models = {"float": K.two_output_model(K.load_model(run_dir / "model_float.keras"))}
-    if (run_dir / "model_qat.h5").is_file():
-        models["qat"] = K.two_output_model(K.load_model(run_dir / "model_qat.h5"))
+    log.info("[2/5] loading the Keras models%s", f" of {len(ensemble)} trainings (an ensemble)" if ensemble else "")
+
+    def load(r: Path, i: int | None) -> dict:  # "float"/"qat" -> two-output model of one run
+        name = None if i is None else f"member{i}"
+        got = {"float": K.two_output_model(K.load_model(r / "model_float.keras"), name)}
+        if (r / "model_qat.h5").is_file():
+            got["qat"] = K.two_output_model(K.load_model(r / "model_qat.h5"), name)
+        return got
+
+    if ensemble:
+        parts_of = [load(Path(d["run_dir"]), i) for i, d in enumerate(ensemble)]
+        models = {p: K.ensemble_model([m[p] for m in parts_of]) for p in parts_of[0]}
+        first = parts_of[0]  # heatmap weights: the first member's classifier on its own feature map
+        meta = replace(meta, members=tuple(ensemble))
+        for d in ensemble:
+            log.info("member %s (%s, split seed %s, initialisation seed %s)", d["run_dir"], d["model_version"],
+                     d["seed"], d["init_seed"])
+    else:
+        models = first = load(run_dir, None)
     deployed = "qat" if "qat" in models else "float"
 
     log.info("[3/5] calibrating on validation (%d images) with the %s model; test-time views: %s", len(val.images),
@@ -143,7 +206,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
 
     fitted = OP.fit(val.labels, keras_views(deployed), labels)
     temperature, thresholds, op_report = fitted["temperature"], fitted["thresholds"], fitted["operating_point"]
-    scope_stats = {p: scope.fit(K.predict_with_embeddings(m, arrays["train"].images)[1]) for p, m in models.items()}
+    scope_stats = {p: scope.fit(K.predict_with_embeddings(m, arrays["train"].images)[1]) for p, m in first.items()}
     orient = orientation.fit(arrays["train"].images)
     for side in ("val", "test"):
         if side in arrays and len(arrays[side].images):
@@ -157,7 +220,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     calibration = {BASELINE: OP.fit(val.labels, keras_views("float"), labels)}
     meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats, orientation=orient,
                    reference=fitted["reference"],
-                   head={p: K.head_with_scale(m, val.images) for p, m in models.items()},
+                   head={p: K.head_with_scale(m, val.images) for p, m in first.items()},
                    metrics={**meta.metrics, "operating_point": op_report}, calibration=calibration)
     meta_json = meta.to_json()
     meta.save(out / "metadata.json")
@@ -236,6 +299,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
               "failed_formats": failed, "min_agreement": min_agreement, "run_dir": str(run_dir),
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "formats": {k: {kk: vv for kk, vv in r.items()} for k, r in results.items()},
+              **({"members": ensemble} if ensemble else {}),
               **({"int8_choice": {choice["backend"]: choice}, "preferred": {choice["backend"]: choice["chosen"]}}
                  if choice else {})}
     (out / "bundle.json").write_text(json.dumps(status, indent=2, default=float) + "\n")

@@ -50,6 +50,11 @@ class ModelMetadata:
     # test-time views (edge_runtime.views) whose averaged probabilities the temperature and thresholds were fitted
     # on; ("id",): the film as it is, once
     views: tuple[str, ...] = V.NONE
+    # an ensemble (python -m convert RUN --member RUN2): one entry per training whose probabilities the model
+    # file averages ({"run_dir", "model_name", "model_version", "seed", "init_seed", "qat"}); the heatmap and
+    # the input check read the first member's feature map. Empty: one training. A runtime that does not know
+    # this key still serves the file correctly (it is one model with one output), so the schema stays.
+    members: tuple = ()
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -128,6 +133,7 @@ class ModelMetadata:
         kw["labels"] = tuple(kw["labels"])
         kw["data_sources"] = tuple(kw.get("data_sources", ()))
         kw["input_range"] = tuple(kw.get("input_range", (0.0, 255.0)))
+        kw["members"] = tuple(kw.get("members") or ())
         kw["views"] = V.parse(kw.get("views"))  # a view this runtime does not know: refused, not ignored
         return cls(**kw)
 

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "per fold (--fold 0 .. K-1) and every film is tested exactly once; replaces --test-frac")
     p.add_argument("--fold", type=int, default=None, metavar="I", help="with --folds: the test fold (0 .. K-1)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
+    p.add_argument("--init-seed", type=int, default=None, metavar="N",
+                   help="seed for initialisation, shuffling and augmentation only (default: --seed); the split "
+                        "still follows --seed, so trainings that differ only here hold the same films (members of "
+                        "one ensemble: python -m convert RUN --member RUN2)")
     p.add_argument("--deterministic", action="store_true",
                    help="bit-exact reruns (TensorFlow op determinism); slower on CPU")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(data=args.data, out=args.out, model=args.model, alpha=args.alpha, preprocess=preprocess,
                       classes=classes, weights=args.weights, epochs=args.epochs, qat_epochs=args.qat_epochs,
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
-                      val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed,
+                      val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed, init_seed=args.init_seed,
                       folds=args.folds, fold=args.fold or 0,
                       augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout, ema=args.ema,
                       label_smoothing=args.label_smoothing, mixup=args.mixup,

@@ -16,14 +16,38 @@ def load_model(path, compile: bool = False):
         return tf_keras.models.load_model(path, compile=compile)
 
 
-def two_output_model(model):
-    """The classifier with the last convolutional feature map as a second output (heatmap, input check)."""
+def two_output_model(model, name: str | None = None):
+    """The classifier with the last convolutional feature map as a second output (heatmap, input check). A model
+    that has two outputs already (an ensemble, ``ensemble_model``, as a bundle's ``keras_fp32`` file holds it) is
+    returned as it is."""
     import tf_keras
 
+    if len(model.outputs) == 2:
+        return model
     names = {layer.name for layer in model.layers}
     pre = "quant_" if "quant_probs" in names else ""
     return tf_keras.Model(model.input, [model.get_layer(pre + "probs").output,
-                                        model.get_layer(pre + "features").output], name=model.name + "_export")
+                                        model.get_layer(pre + "features").output], name=name or model.name + "_export")
+
+
+def ensemble_model(members: list):
+    """One two-output model from several two-output models of the same input (an ensemble of trainings): the
+    probabilities are the members' arithmetic mean (an average quantises to INT8 as plainly as any layer; a
+    geometric mean needs a logarithm of 8-bit probabilities, which is -inf at 0), the feature map is the first
+    member's (the heatmap and the input check read it with the first member's classifier weights). Every
+    converted format then holds the whole ensemble in one file: one load, one call per view, one parity check.
+    The members must carry distinct names (``two_output_model(m, name=...)``)."""
+    import tf_keras
+
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two members")
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"ensemble members need distinct names, got {names}")
+    inp = tf_keras.Input(members[0].input_shape[1:], name="image")
+    outs = [m(inp) for m in members]
+    probs = tf_keras.layers.Average(name="probs")([o[0] for o in outs])
+    return tf_keras.Model(inp, [probs, outs[0][1]], name="ensemble_of_%d" % len(members))
 
 
 def predict(model, images: np.ndarray, batch: int = 64) -> np.ndarray:

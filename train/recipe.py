@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 
 # options that describe one run, not a recipe: they stay on the command line
-PER_RUN = frozenset({"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe", "help",
+PER_RUN = frozenset({"data", "out", "split", "fold", "teacher", "member", "resume", "redo_qat", "verbose", "recipe", "help",
                      "version", "force"})
 SECTIONS = frozenset({"convert"})  # tables of the recipe read by another command
 

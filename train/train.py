@@ -53,7 +53,9 @@ class TrainConfig:
     patience: int = 6
     val_frac: float = 0.15
     test_frac: float = 0.15
-    seed: int = 0
+    seed: int = 0  # the patient split's seed (and, unless init_seed is set, initialisation and augmentation)
+    init_seed: int | None = None  # initialisation, shuffling and augmentation seed (None: seed); an ensemble's
+    #                               members share one split (seed) and differ here
     augment: bool = True
     site_augment: float = 0.0  # probability of each site-style change (train.site); 0 = off
     class_balance: bool = True
@@ -78,6 +80,11 @@ class TrainConfig:
     @property
     def image_size(self) -> int:
         return self.preprocess.image_size
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of initialisation, shuffling and augmentation (``init_seed``, else the split's ``seed``)."""
+        return self.seed if self.init_seed is None else self.init_seed
 
 
 def select_strategy():
@@ -429,7 +436,7 @@ def run(cfg: TrainConfig) -> Path:
     if not cfg.resume and not cfg.redo_qat and history.exists():
         history.unlink()
     models.get_spec(cfg.model)  # unknown names fail before any work
-    tf_keras.utils.set_random_seed(cfg.seed)
+    tf_keras.utils.set_random_seed(cfg.run_seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
 
@@ -448,6 +455,8 @@ def run(cfg: TrainConfig) -> Path:
     D.save_split(parts, out / "split.csv")
     what = f"fold {cfg.fold} of {cfg.folds}, " if cfg.folds else ""
     log.info("patient-level split (%sseed %d):\n%s", what, cfg.seed, D.split_summary(parts))
+    if cfg.init_seed is not None:
+        log.info("initialisation, shuffling and augmentation seed %d (the split's is %d)", cfg.init_seed, cfg.seed)
     for side in ("train", "val"):
         D.check_labels(parts[side], cfg.classes, f"{side} split")
     pre = cfg.preprocess
@@ -492,13 +501,13 @@ def run(cfg: TrainConfig) -> Path:
         from train import site as S
 
         raw = D.load_arrays(parts["train"], cfg.classes, replace(pre, equalize="none", keep="all"), out / "cache")
-        site = S.batch_function(pre, cfg.seed, cfg.site_augment)
+        site = S.batch_function(pre, cfg.run_seed, cfg.site_augment)
         log.info("site-style augmentation (exposure, collimation, markers, sharpness/noise, JPEG), each with "
                  "probability %.2f, before %s", cfg.site_augment, pre.equalize if pre.equalize != "none" else "the model")
-        train_ds = make_dataset(raw, cfg.batch_size, True, cfg.seed, cfg.augment, site=site, targets=soft(raw),
+        train_ds = make_dataset(raw, cfg.batch_size, True, cfg.run_seed, cfg.augment, site=site, targets=soft(raw),
                                 mixup=cfg.mixup)
     else:
-        train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.seed, cfg.augment,
+        train_ds = make_dataset(arrays["train"], cfg.batch_size, True, cfg.run_seed, cfg.augment,
                                 targets=soft(arrays["train"]), mixup=cfg.mixup)
 
     # --- model --------------------------------------------------------------------------------------
