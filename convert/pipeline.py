@@ -183,7 +183,11 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
         parts_of = [load(Path(d["run_dir"]), i) for i, d in enumerate(ensemble)]
         models = {p: K.ensemble_model([m[p] for m in parts_of]) for p in parts_of[0]}
         first = parts_of[0]  # heatmap weights: the first member's classifier on its own feature map
-        meta = replace(meta, members=tuple(ensemble))
+        # its own identity: a site profile fitted for one member's bundle (edge_runtime.site binds to model name and
+        # version) must not be applied to the ensemble, whose probabilities differ
+        names = sorted({d["model_name"] for d in ensemble})
+        meta = replace(meta, members=tuple(ensemble), model_name=f"{'+'.join(names)} x{len(ensemble)}",
+                       model_version="+".join(d["model_version"] for d in ensemble))
         for d in ensemble:
             log.info("member %s (%s, split seed %s, initialisation seed %s)", d["run_dir"], d["model_version"],
                      d["seed"], d["init_seed"])

@@ -90,6 +90,10 @@ def test_ensemble_bundle_records_its_members_and_classifies_with_a_heatmap(tiny_
     assert [m["init_seed"] for m in status["members"]] == [0, 1] and all(m["qat"] for m in status["members"])
     meta = ModelMetadata.load(ensemble_bundle / "metadata.json")
     assert len(meta.members) == 2 and meta.members[1]["init_seed"] == 1
+    # an identity of its own, so that a site profile made for one member's bundle does not bind to it
+    one = ModelMetadata.load(tiny_run / "metadata.json")
+    assert meta.model_name == one.model_name + " x2"
+    assert meta.model_version == f"{one.model_version}+{meta.members[1]['model_version']}"
     # the first member's classifier weights draw the heatmap on the first member's feature map
     from train import keras_io as K
 
