@@ -77,19 +77,19 @@ RECIPE          ?= recipes/default.toml
 MODEL_OUT       ?= runs/default
 TRAIN_FLAGS     ?=
 CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,onnx_int8
-# MODEL_MEMBERS="1 2": serve an ensemble: also train MODEL_OUT-s1, MODEL_OUT-s2 (same split, --init-seed 1, 2) and
-# convert all of them into one bundle (python -m convert --member; each inference then costs one run per training).
+# MODEL_MEMBERS="1 2": serve an ensemble: also train MODEL_OUT-init1, MODEL_OUT-init2 (same split, --init-seed 1, 2)
+# and convert all of them into one bundle (python -m convert --member; each inference then costs one run per
+# training). Give it a MODEL_OUT of its own (e.g. runs/default-ens): runs/default* are single trainings elsewhere.
 MODEL_MEMBERS   ?=
-comma := ,
 model: setup
 	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS)
 	@for s in $(MODEL_MEMBERS); do \
-	  echo "== ensemble member: $(MODEL_OUT)-s$$s (--init-seed $$s)"; \
-	  $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-s$$s --init-seed $$s $(TRAIN_FLAGS) || exit 1; \
+	  echo "== ensemble member: $(MODEL_OUT)-init$$s (--init-seed $$s)"; \
+	  $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-init$$s $(TRAIN_FLAGS) --init-seed $$s || exit 1; \
 	done
 	# exit status 3 = bundle written but some format failed its parity check (shown in the table): go on
-	$(PY) -m convert $(MODEL_OUT) $(foreach s,$(MODEL_MEMBERS),--member $(MODEL_OUT)-s$(s)) --recipe $(RECIPE) \
-	  --formats $(CONVERT_FORMATS)$(if $(MODEL_MEMBERS),$(comma)keras_fp32) --out $(MODEL_OUT)-bundle --force || test $$? -eq 3
+	$(PY) -m convert $(MODEL_OUT) $(foreach s,$(MODEL_MEMBERS),--member $(MODEL_OUT)-init$(s)) --recipe $(RECIPE) \
+	  --formats $(CONVERT_FORMATS) --out $(MODEL_OUT)-bundle --force || test $$? -eq 3
 	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark
 	$(PY) -m benchmarks.default_figures $(MODEL_OUT)-bundle --out $(MODEL_OUT)-benchmark/default_figures.json
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
@@ -119,7 +119,8 @@ reproduce: setup
 # ones trained now, CV_TRAIN="0 1" trains only those folds this time (the report says which are still missing).
 # CV_ARGS: more options for the report, e.g. CV_ARGS="--baseline docs/cv5r/folds.json" (a lever against the
 # default, on the folds both hold). CV_MEMBERS="1": each fold served as an ensemble: its training and one more of
-# the same fold with --init-seed 1 (CV_OUT/fold0-s1, ...), converted together (python -m convert --member).
+# the same fold with --init-seed 1 (CV_OUT/fold0-init1, ...), converted together (python -m convert --member); a
+# fold's bundle is converted again whenever its members differ from CV_MEMBERS.
 FOLDS    ?= 5
 CV_SEED  ?= 0
 CV_OUT   ?= runs/cv
@@ -144,19 +145,22 @@ cv: setup
 	    $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out "$$run" --seed $(CV_SEED) --folds $(FOLDS) --fold $$i \
 	      $$resume $(TRAIN_FLAGS) || exit 1; \
 	  fi; \
-	  members=""; \
+	  members=""; paths=""; stale=""; \
 	  for s in $(CV_MEMBERS); do \
-	    m="$$run-s$$s"; members="$$members --member $$m"; \
+	    m="$$run-init$$s"; members="$$members --member $$m"; paths="$$paths $$m"; \
 	    if [ ! -f "$$m/metadata.json" ]; then \
 	      resume=""; [ -d "$$m" ] && resume=--resume; \
 	      echo "== fold $$i of $(FOLDS): ensemble member $$m (--init-seed $$s) $$resume"; \
 	      $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out "$$m" --seed $(CV_SEED) --folds $(FOLDS) --fold $$i \
-	        --init-seed $$s $$resume $(TRAIN_FLAGS) || exit 1; \
+	        $$resume $(TRAIN_FLAGS) --init-seed $$s || exit 1; \
 	    fi; \
+	    [ "$$m/metadata.json" -nt "$$run-bundle/bundle.json" ] && stale=1; \
 	  done; \
-	  if [ ! -f "$$run-bundle/bundle.json" ] || [ "$$run/metadata.json" -nt "$$run-bundle/bundle.json" ] \
-	     || [ -n "$$members" -a "$$(ls -t $$run-s*/metadata.json $$run-bundle/bundle.json 2>/dev/null | head -1)" != "$$run-bundle/bundle.json" ]; then \
-	    echo "== fold $$i of $(FOLDS): converting"; \
+	  if [ -f "$$run-bundle/bundle.json" ] && ! $(PY) -c 'import json, sys; \
+	      m = [x["run_dir"] for x in json.load(open(sys.argv[1])).get("members", [])[1:]]; sys.exit(m != sys.argv[2:])' \
+	      "$$run-bundle/bundle.json" $$paths; then stale=1; fi; \
+	  if [ ! -f "$$run-bundle/bundle.json" ] || [ "$$run/metadata.json" -nt "$$run-bundle/bundle.json" ] || [ -n "$$stale" ]; then \
+	    echo "== fold $$i of $(FOLDS): converting$${members:+ (an ensemble:$$members)}"; \
 	    $(PY) -m convert "$$run" $$members --recipe $(RECIPE) --formats $(CV_FORMATS) --out "$$run-bundle" --force \
 	      || [ $$? -eq 3 ] || exit 1; \
 	  fi; \

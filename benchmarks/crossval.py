@@ -127,6 +127,14 @@ def recipe_of(run: Path) -> dict:
     return normalise_recipe(cfg)
 
 
+def _ensemble_of(status: dict) -> dict:
+    """A bundle that serves several trainings (``convert --member``) is another recipe than its first training
+    alone: its members' initialisation seeds join the recipe (nothing for one training), so that folds of the two
+    are never pooled and a baseline comparison names the difference."""
+    members = status.get("members") or []
+    return {"ensemble_init_seeds": [m.get("init_seed") for m in members]} if members else {}
+
+
 def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validation: bool = True) -> Fold:
     """Run ``bundle``'s ``fmt`` artifact (``SERVED``: the one a device serves from it) on its fold's ``side``
     films, and with ``validation`` on its validation films too (what its thresholds were fitted on: the what-ifs
@@ -158,7 +166,8 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validatio
                 sources=np.asarray(arr.sources), views=np.asarray(manifest_column(arr.samples)), cal=cal,
                 thresholds=dict(meta.thresholds), pneumonia_threshold=pn.get("threshold"),
                 parity=status.get("formats", {}).get(fmt, {}).get("agreement"),
-                patients=patients(arr.samples), recipe=recipe_of(run), artifact=fmt, served=serves,
+                patients=patients(arr.samples), recipe=recipe_of(run) | _ensemble_of(status), artifact=fmt,
+                served=serves,
                 tb_target=float((op.get("tb") or {}).get("target_sensitivity", OP.TB_SENSITIVITY)),
                 **({} if val is None else {"val_y": np.asarray(val.labels, int), "val_cal": val_cal,
                                            "val_files": [film_name(s.path) for s in val.samples]}))

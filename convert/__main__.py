@@ -81,6 +81,8 @@ def main(argv=None) -> int:
         check_paths(Path(args.run_dir), Path(args.out), args.force)
         for m in args.member:
             check_paths(Path(m), Path(args.out), True)
+        if Path(args.out).resolve() in {Path(r).resolve() for r in (args.run_dir, *args.member)}:
+            raise ValueError(f"--out {args.out} is a training run given here; the bundle goes in a folder of its own")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -113,6 +113,9 @@ def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
             raise SystemExit(f"{r}: reads films otherwise than {run_dir} (labels {list(m.labels)} vs "
                              f"{list(metas[0].labels)}; input {m.preprocess.describe()} vs "
                              f"{metas[0].preprocess.describe()}); ensemble members must be trained alike")
+        if m.data_hash != metas[0].data_hash:
+            raise SystemExit(f"{r}: trained on other data than {run_dir} (data hash {m.data_hash} vs "
+                             f"{metas[0].data_hash}); ensemble members must be trained on the same films")
         if sp != splits[0]:
             differ = [side for side in sorted(set(sp) | set(splits[0])) if sp.get(side) != splits[0].get(side)]
             raise SystemExit(f"{r}: its split differs from {run_dir}'s ({', '.join(differ)} films); train every "
@@ -124,6 +127,11 @@ def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
         described.append({"run_dir": str(r), "model_name": m.model_name, "model_version": m.model_version,
                           "seed": seed, "init_seed": cfg.get("init_seed") if cfg.get("init_seed") is not None
                           else seed, "qat": (r / "model_qat.h5").is_file()})
+    seeds = [(d["seed"], d["init_seed"]) for d in described]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit("ensemble members share a split and initialisation seed (" + ", ".join(
+            f"{d['run_dir']}: seed {d['seed']}, init seed {d['init_seed']}" for d in described)
+            + "): train each with its own --init-seed")
     if len({d["qat"] for d in described}) > 1:
         raise SystemExit("ensemble members differ: " + ", ".join(f"{d['run_dir']} {'has' if d['qat'] else 'lacks'} "
                                                                   "a QAT model" for d in described))
@@ -222,10 +230,22 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
              op_report["calibration"]["val_ece_before"], op_report["calibration"]["val_ece_after"],
              {k: round(v, 3) for k, v in thresholds.items()})
     calibration = {BASELINE: OP.fit(val.labels, keras_views("float"), labels)}
+    metrics = {**meta.metrics, "operating_point": op_report}
+    if ensemble:  # the first training's own figures (from its run) would stand for the ensemble: replace them
+        from train.evaluate import side_report
+
+        metrics["val"] = side_report(val.labels, keras_views(deployed), val.sources, labels, fitted)
+        if test is not None and len(test.images):
+            tv = V.with_views(ref["test"][deployed][0], lambda x: K.predict_with_embeddings(models[deployed], x)[0],
+                              test.images, views)
+            metrics["test"] = side_report(test.labels, tv, test.sources, labels, fitted)
+        log.info("ensemble (Keras %s, views averaged): validation accuracy %.3f, test accuracy %s", deployed,
+                 metrics["val"]["pooled"]["accuracy"],
+                 f"{metrics['test']['pooled']['accuracy']:.3f}" if "test" in metrics else "-")
     meta = replace(meta, temperature=temperature, thresholds=thresholds, scope=scope_stats, orientation=orient,
                    reference=fitted["reference"],
                    head={p: K.head_with_scale(m, val.images) for p, m in first.items()},
-                   metrics={**meta.metrics, "operating_point": op_report}, calibration=calibration)
+                   metrics=metrics, calibration=calibration)
     meta_json = meta.to_json()
     meta.save(out / "metadata.json")
 

@@ -16,22 +16,13 @@ from tests.conftest import TINY_TRAIN_ARGS, _once, copy_run  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def _args(**change):
-    """TINY_TRAIN_ARGS with some options replaced (a shorter schedule for a second member)."""
-    args = list(TINY_TRAIN_ARGS)
-    for flag, value in change.items():
-        i = args.index("--" + flag.replace("_", "-"))
-        args[i + 1] = str(value)
-    return args
-
-
 @pytest.fixture(scope="module")
 def member(synthetic_data, tiny_run, tmp_path_factory):
-    """A second tiny training of tiny_run's split (same --seed 0) from another initialisation (--init-seed 1)."""
+    """A second tiny training of tiny_run's split, with tiny_run's options but for --init-seed 1."""
     from train.__main__ import main
 
     def build(folder):
-        assert main(["--data", str(synthetic_data), "--out", str(folder / "m1"), *_args(epochs=12, qat_epochs=1),
+        assert main(["--data", str(synthetic_data), "--out", str(folder / "m1"), *TINY_TRAIN_ARGS,
                      "--init-seed", "1"]) == 0
 
     return _once(tmp_path_factory, "member", build) / "m1"
@@ -94,19 +85,38 @@ def test_ensemble_bundle_records_its_members_and_classifies_with_a_heatmap(tiny_
     one = ModelMetadata.load(tiny_run / "metadata.json")
     assert meta.model_name == one.model_name + " x2"
     assert meta.model_version == f"{one.model_version}+{meta.members[1]['model_version']}"
-    # the first member's classifier weights draw the heatmap on the first member's feature map
+    # the first member's classifier weights draw the heatmap on the first member's feature map (the served INT8
+    # file reads the QAT model's)
     from train import keras_io as K
 
-    first = K.head_weights(K.load_model(tiny_run / "model_float.keras"))["weights"]
-    assert meta.head["float"]["weights"] == first
+    for parent, f in (("float", "model_float.keras"), ("qat", "model_qat.h5")):
+        assert meta.head[parent]["weights"] == K.head_weights(K.load_model(tiny_run / f))["weights"]
     card = (ensemble_bundle / "MODEL_CARD.md").read_text()
     assert "Ensemble of 2 trainings" in card and "initialisation seed 1" in card
     clf = Classifier.from_bundle(ensemble_bundle)
-    assert clf.format == "tflite_int8"
+    assert clf.format == "tflite_int8" and clf.head == meta.head["qat"] and clf.scope == meta.scope["qat"]
     val = _val(tiny_run)
-    s = clf.classify(val.images[0], name="film")
-    assert abs(sum(s.probs.values()) - 1) < 1e-3 and s.decision
-    assert s.heatmap is None or s.heatmap.shape == val.images[0].shape
+    shots = [clf.classify(x, name="film") for x in val.images[:20]]
+    assert all(abs(sum(s.probs.values()) - 1) < 1e-3 for s in shots)
+    assert sum(s.in_scope for s in shots) >= 16  # the input check reads the first member's features: films pass
+    # the file's feature map is the first member's: the QAT member's own map, film for film
+    feats = clf.predict(val.images[0])[1]
+    own = K.feature_maps(K.two_output_model(K.load_model(tiny_run / "model_qat.h5")), val.images[:1])[0]
+    assert feats.shape == own.shape and np.corrcoef(feats.ravel(), own.ravel())[0, 1] > 0.95
+
+
+def test_ensemble_figures_in_the_bundle_are_the_ensembles_own(tiny_run, member, ensemble_bundle):
+    from edge_runtime import operating_point as OP
+    from train import data as D
+    from train import keras_io as K
+
+    meta = ModelMetadata.load(ensemble_bundle / "metadata.json")
+    test = D.load_arrays(D.load_split(tiny_run / "split.csv")["test"], meta.labels, meta.preprocess)
+    qat = [K.predict(K.two_output_model(K.load_model(r / "model_qat.h5")), test.images) for r in (tiny_run, member)]
+    want = (OP.calibrate((qat[0] + qat[1]) / 2, meta.temperature).argmax(1) == test.labels).mean()
+    assert meta.metrics["test"]["pooled"]["accuracy"] == pytest.approx(want, abs=1e-9)
+    assert meta.metrics["test"]["pooled"]["n"] == len(test.labels)
+    assert "Ensemble of 2 trainings" in (ensemble_bundle / "MODEL_CARD.md").read_text()
 
 
 def test_the_benchmark_baseline_of_an_ensemble_is_its_own_keras_file(tiny_run, ensemble_bundle, tmp_path):
@@ -141,3 +151,20 @@ def test_members_of_another_split_or_given_twice_are_refused(tiny_run, member, t
     assert "lacks a QAT model" in capsys.readouterr().err
     assert main([str(tiny_run), "--member", str(tmp_path / "nothing"), "--out", str(tmp_path / "b4")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+    again = copy_run(tiny_run, tmp_path / "again")  # a copy: the same seeds, so the same training
+    assert main([str(tiny_run), "--member", str(again), "--out", str(tmp_path / "b5")]) == 2
+    assert "share a split and initialisation seed" in capsys.readouterr().err
+    other = copy_run(member, tmp_path / "other")
+    meta = json.loads((other / "metadata.json").read_text())
+    (other / "metadata.json").write_text(json.dumps({**meta, "data_hash": "0" * 16}))
+    assert main([str(tiny_run), "--member", str(other), "--out", str(tmp_path / "b6")]) == 2
+    assert "trained on other data" in capsys.readouterr().err
+    assert main([str(tiny_run), "--member", str(member), "--out", str(member), "--force"]) == 2
+    assert "is a training run given here" in capsys.readouterr().err and (member / "model_float.keras").is_file()
+
+
+def test_crossval_tells_an_ensemble_from_its_first_training():
+    from benchmarks.crossval import _ensemble_of
+
+    assert _ensemble_of({"run_dir": "runs/cv/fold0"}) == {}
+    assert _ensemble_of({"members": [{"init_seed": 0}, {"init_seed": 1}]}) == {"ensemble_init_seeds": [0, 1]}

@@ -37,20 +37,29 @@ def evaluate_models(models: dict, arrays: dict, classes, out: Path) -> dict:
             if op is None:  # validation comes first: fit there, apply the same operating point to test
                 op = OP.fit(a.labels, raw, classes) if side == "val" else {"temperature": 1.0, "thresholds": {}}
                 fitted[name] = op
-            probs = OP.calibrate(raw, op["temperature"])
-            rep = M.report_by_source(a.labels, probs, a.sources, classes)
-            rep["pooled"]["ece_raw"] = M.expected_calibration_error(a.labels, raw)
-            OP.add_tb_at_threshold(rep, a.labels, probs, a.sources, classes, op["thresholds"].get(OP.TB))
-            rep["pooled"]["refer_rule"] = OP.refer_rule(a.labels, probs, classes, op["thresholds"])
-            results[name][side] = rep
+            results[name][side] = rep = side_report(a.labels, raw, a.sources, classes, op)
             if side == "test":
-                plot_run(out / "plots", name, a.labels, probs, a.sources, classes)
+                plot_run(out / "plots", name, a.labels, OP.calibrate(raw, op["temperature"]), a.sources, classes)
     (out / "metrics.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     op = fitted.get(deployed) or {"temperature": 1.0, "thresholds": {}}
     return {"thresholds": op["thresholds"], "temperature": op["temperature"], "operating_point": op.get("operating_point"),
             "deployed": deployed,
             "deployed_test": results[deployed].get("test", {}), "deployed_val": results[deployed].get("val", {}),
             "all": results}
+
+
+def side_report(labels, raw: np.ndarray, sources, classes, op: dict) -> dict:
+    """Figures of one side (validation or test) for raw outputs under a fitted operating point (``op``:
+    temperature and thresholds): metrics pooled and per source on the calibrated outputs, the raw outputs' ECE,
+    the TB rule at its threshold and the refer rule (what the training run's metrics.json and a bundle's
+    metadata report)."""
+    classes = list(classes)
+    probs = OP.calibrate(raw, op["temperature"])
+    rep = M.report_by_source(labels, probs, sources, classes)
+    rep["pooled"]["ece_raw"] = M.expected_calibration_error(labels, raw)
+    OP.add_tb_at_threshold(rep, labels, probs, sources, classes, op["thresholds"].get(OP.TB))
+    rep["pooled"]["refer_rule"] = OP.refer_rule(labels, probs, classes, op["thresholds"])
+    return rep
 
 
 def plot_run(folder: Path, name: str, y, probs, sources, classes) -> list[Path]:
