@@ -88,6 +88,11 @@ def choose_int8(results: dict, backend: str = "litert") -> dict | None:
     return {"backend": backend, "chosen": best["format"], "why": why, "candidates": rows}
 
 
+def _require_run(run_dir: Path) -> None:
+    if not (run_dir / "metadata.json").is_file() or not (run_dir / "model_float.keras").is_file():
+        raise SystemExit(f"{run_dir}: not a training run (needs metadata.json and model_float.keras)")
+
+
 def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
     """Why several trainings cannot be served as one ensemble (SystemExit), or a description of each (the first
     is ``run_dir``). They must read films the same way (labels, input preparation) and hold the same split film
@@ -97,8 +102,7 @@ def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
 
     runs = [run_dir, *members]
     for r in members:
-        if not (r / "metadata.json").is_file() or not (r / "model_float.keras").is_file():
-            raise SystemExit(f"{r}: not a training run (needs metadata.json and model_float.keras)")
+        _require_run(r)
     if len({r.resolve() for r in runs}) != len(runs):
         raise SystemExit("an ensemble member is given twice: " + ", ".join(map(str, runs)))
     metas = [ModelMetadata.load(r / "metadata.json") for r in runs]
@@ -120,13 +124,12 @@ def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
             differ = [side for side in sorted(set(sp) | set(splits[0])) if sp.get(side) != splits[0].get(side)]
             raise SystemExit(f"{r}: its split differs from {run_dir}'s ({', '.join(differ)} films); train every "
                              "member with the same --seed (and --folds/--fold), varying only --init-seed")
-        cfg = {}
-        if (r / "train_config.json").is_file():
-            cfg = json.loads((r / "train_config.json").read_text())
+        cfg = json.loads((r / "train_config.json").read_text()) if (r / "train_config.json").is_file() else {}
         seed = cfg.get("seed", m.split.get("seed"))
+        init = cfg.get("init_seed")
         described.append({"run_dir": str(r), "model_name": m.model_name, "model_version": m.model_version,
-                          "seed": seed, "init_seed": cfg.get("init_seed") if cfg.get("init_seed") is not None
-                          else seed, "qat": (r / "model_qat.h5").is_file()})
+                          "seed": seed, "init_seed": seed if init is None else init,
+                          "qat": (r / "model_qat.h5").is_file()})
     seeds = [(d["seed"], d["init_seed"]) for d in described]
     if len(set(seeds)) != len(seeds):
         raise SystemExit("ensemble members share a split and initialisation seed (" + ", ".join(
@@ -151,8 +154,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     from train import keras_io as K
 
     run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "metadata.json").is_file() or not (run_dir / "model_float.keras").is_file():
-        raise SystemExit(f"{run_dir}: not a training run (needs metadata.json and model_float.keras)")
+    _require_run(run_dir)
     members = [Path(m) for m in members]
     ensemble = check_members(run_dir, members) if members else []
     if out.exists() and any(out.iterdir()):
