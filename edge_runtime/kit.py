@@ -13,7 +13,7 @@ the self-test samples with the same backend to record the expected probabilities
       requirements.txt      exact pins of every wheel in the wheelhouse
       kit.json              what the kit holds and how it was built
       wheelhouse/*.whl      the project wheel, pip, and every dependency for the target
-      bundle/               the model bundle as it is (its own SHA256SUMS inside)
+      bundle/               the model bundle (its own SHA256SUMS inside), less what this backend cannot load
       selftest/             selftest.py, samples/*.png, expected.json (each candidate artifact's results)
       SHA256SUMS            every file above (``sha256sum -c SHA256SUMS``)
 
@@ -266,6 +266,33 @@ def write_sums(folder: Path) -> Path:
     return folder / "SHA256SUMS"
 
 
+def copy_bundle(bundle: Path, dest: Path, runtime_backend: str) -> list[str]:
+    """Copy a verified bundle into a kit for one runtime backend; return the names left out.
+
+    Left out: the artifacts the device cannot load with that backend (the workstation's Keras model, which for an
+    ensemble holds every member's float model, and other backends' files, OpenVINO's ``.bin`` weights with their
+    graph). The copy's SHA256SUMS keeps the conversion's digest of every file it holds, so the device's check
+    still ties each file to the conversion; the copy is verified before the kit is written."""
+    from edge_runtime import formats as F
+    from edge_runtime.bundle import SUMS, verify_sums
+
+    drop = set()
+    for f in F.FORMATS.values():
+        if f.backend != runtime_backend and (bundle / f.filename).is_file():
+            drop.add(f.filename)
+            if f.suffix == ".xml":
+                drop.add(Path(f.filename).with_suffix(".bin").name)  # the IR's weights beside its graph
+    drop &= {p.name for p in bundle.iterdir()}
+    shutil.copytree(bundle, dest, ignore=lambda d, names: [n for n in names if n == "__pycache__"
+                                                           or (Path(d) == bundle and n in drop)])
+    if drop:
+        kept = [line for line in (bundle / SUMS).read_text(encoding="utf-8").splitlines(keepends=True)
+                if line.strip() and re.sub(r"^[0-9a-fA-F]{64} [ *]", "", line.rstrip("\n")) not in drop]
+        (dest / SUMS).write_text("".join(kept), encoding="utf-8")
+    verify_sums(dest)
+    return sorted(drop)
+
+
 def _default_constraints() -> Path | None:
     root = project_root()
     path = root / "requirements" / "constraints.txt" if root else None
@@ -317,8 +344,6 @@ def build_kit(bundle: str | Path, out: str | Path, platform: str = "host", pytho
 
 def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expected, constraints, find_links,
               no_index, project_wheel, samples, samples_info) -> Kit:
-    from edge_runtime.bundle import verify_sums
-
     runtime_backend = BACKENDS[backend][0]
     top = f"cxr-edge-kit-{target.name}-{backend}"
     with tempfile.TemporaryDirectory(prefix="cxr-kit-") as tmp:
@@ -340,8 +365,7 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
             f"{PROJECT}[{','.join(extras)}]=={version}\n"
             + "".join(f"{n}=={v}\n" for n, v in pins if n not in (PROJECT, "pip")))
 
-        shutil.copytree(bundle, kit / "bundle", ignore=shutil.ignore_patterns("__pycache__"))
-        verify_sums(kit / "bundle")
+        left_out = copy_bundle(bundle, kit / "bundle", runtime_backend)
         st = kit / "selftest"
         (st / "samples").mkdir(parents=True)
         shutil.copy2(KIT_FILES / "selftest.py", st / "selftest.py")
@@ -359,6 +383,7 @@ def _assemble(bundle, out, tarball, target, backend, extras, extra_reqs, expecte
                 "backend": backend, "runtime_backend": runtime_backend, "extras": list(extras),
                 "wheels": [w.name for w in wheels], "model": expected["model"],
                 "candidates": {k: c["model"] for k, c in expected["candidates"].items()},
+                "bundle_left_out": left_out,  # files of the bundle this backend cannot load (copy_bundle)
                 "left_out": expected["excluded"], "choice_margin": expected["margin"],
                 "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "built_on": f"{_platform.machine()} Python {_platform.python_version()}",
@@ -414,7 +439,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="candidate artifacts the device may serve, comma-separated format keys (default: every "
                         "artifact of the backend that passed its parity check; the device's self-test serves the "
                         "fastest that passes there). One key: the device serves that artifact, untimed "
-                        "(the whole bundle is still copied)")
+                        "(the bundle's other files of this backend are still copied)")
     p.set_defaults(run=run)
     return p
 

@@ -165,6 +165,10 @@ def test_host_kit_installs_offline_and_selftest_passes(tmp_path, package_index, 
     (root,) = (tmp_path / "x").iterdir()
     meta = json.loads((root / "kit.json").read_text())
     assert meta["backend"] == "litert" and meta["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    # the kit's bundle holds what LiteRT loads; the other backends' files stay on the workstation, named
+    others = sorted(p.name for p in Path(bundle).iterdir() if p.suffix in (".onnx", ".xml", ".bin", ".keras"))
+    assert others and meta["bundle_left_out"] == others
+    assert not [p for p in (root / "bundle").iterdir() if p.suffix in (".onnx", ".xml", ".bin", ".keras")]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     prefix = tmp_path / "prefix"
@@ -217,6 +221,41 @@ def test_host_kit_installs_offline_and_selftest_passes(tmp_path, package_index, 
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0 and "damaged" in r.stderr and "bundle/metadata.json: FAILED" in r.stdout
     shutil.rmtree(prefix)
+
+
+def test_kit_bundle_leaves_out_what_its_backend_cannot_load(tmp_path):
+    """copy_bundle: the Keras model and other backends' files (an IR's .bin with its .xml) are left out, the copy's
+    SHA256SUMS keeps the conversion's digests of the rest and verifies; a file changed since the conversion is
+    refused rather than signed again."""
+    from edge_runtime.bundle import BundleError, verify_sums, write_sums
+
+    src = tmp_path / "bundle"
+    src.mkdir()
+    files = ["metadata.json", "bundle.json", "MODEL_CARD.md", "model_tflite_int8.tflite", "model_tflite_fp32.tflite",
+             "model_keras_fp32.keras", "model_openvino_int8.xml", "model_openvino_int8.bin", "model_onnx_int8.onnx"]
+    for i, name in enumerate(files):
+        (src / name).write_bytes(f"{name} {i}".encode())
+    write_sums(src)
+    (src / "site.json").write_text("{}")  # a clinic's own file: never in SHA256SUMS, kept
+    original = (src / "SHA256SUMS").read_text().splitlines()
+
+    left = K.copy_bundle(src, tmp_path / "litert", "litert")
+    assert left == ["model_keras_fp32.keras", "model_onnx_int8.onnx", "model_openvino_int8.bin",
+                    "model_openvino_int8.xml"]
+    kept = sorted(p.name for p in (tmp_path / "litert").iterdir())
+    assert kept == sorted(set(files) - set(left) | {"SHA256SUMS", "site.json"})
+    sums = (tmp_path / "litert" / "SHA256SUMS").read_text().splitlines()
+    assert set(sums) <= set(original) and len(sums) == len(files) - len(left)  # the conversion's own lines
+    assert sorted(verify_sums(tmp_path / "litert")) == sorted(set(files) - set(left))
+
+    left = K.copy_bundle(src, tmp_path / "ov", "openvino")
+    assert "model_openvino_int8.bin" not in left and "model_openvino_int8.xml" not in left
+    ov = tmp_path / "ov"
+    assert (ov / "model_openvino_int8.bin").is_file() and not (ov / "model_tflite_int8.tflite").exists()
+
+    (src / "model_tflite_int8.tflite").write_bytes(b"changed")
+    with pytest.raises(BundleError, match="model_tflite_int8.tflite"):
+        K.copy_bundle(src, tmp_path / "changed", "litert")
 
 
 # ----------------------------------------------------------------------------- the self-test's rule and samples
