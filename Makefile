@@ -14,9 +14,9 @@ help:
 	@echo "make fuzz   - fuzz the image decoder with a long budget (FUZZ_EXAMPLES=5000)"
 	@echo "make mutation - mutmut over the decision/calibration/metrics/bundle code; lists surviving mutants"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
-	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (about 2 hours on 2 cores); MODEL_MEMBERS=\"1 2\" serves an ensemble of three trainings"
+	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (about 2 hours on 2 cores); MODEL_MEMBERS=\"1 2\" serves an ensemble of three trainings (default: the recipe's [ensemble])"
 	@echo "make reproduce - after make model: are its test figures within the run-to-run spread of the reported default? (seconds)"
-	@echo "make cv     - patient-grouped $(FOLDS)-fold cross-validation of $(RECIPE) on DATA, out-of-fold report (hours; resumes); CV_MEMBERS=1: each fold an ensemble of two trainings"
+	@echo "make cv     - patient-grouped $(FOLDS)-fold cross-validation of $(RECIPE) on DATA, out-of-fold report (hours; resumes); CV_MEMBERS=1: each fold an ensemble of two trainings (default: the recipe's [ensemble])"
 	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
 	@echo "make selection - benchmarks/MODEL_SELECTION.md from the committed lever reports (recipes/levers.toml; seconds)"
 
@@ -77,20 +77,26 @@ RECIPE          ?= recipes/default.toml
 MODEL_OUT       ?= runs/default
 TRAIN_FLAGS     ?=
 CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,onnx_int8
-# MODEL_MEMBERS="1 2": serve an ensemble: also train MODEL_OUT-init1, MODEL_OUT-init2 (same split, --init-seed 1, 2)
-# and convert all of them into one bundle (python -m convert --member; each inference then costs one run per
-# training). Give it a MODEL_OUT of its own (e.g. runs/default-ens): runs/default* are single trainings elsewhere.
-MODEL_MEMBERS   ?=
+# MODEL_MEMBERS: the --init-seed of each further training served with the first as one bundle (an ensemble:
+# MODEL_OUT-init1, ... on the same split, converted together with python -m convert --member; each inference then
+# costs one run per training). Default: the recipe's [ensemble] init-seeds (none: one training); MODEL_MEMBERS="1 2"
+# for three trainings, MODEL_MEMBERS= for one whatever the recipe says. An ensemble needs a MODEL_OUT of its own
+# (e.g. runs/default-ens) when runs/default holds a single training.
+MODEL_MEMBERS   ?= recipe
 model: setup
-	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS)
-	@for s in $(MODEL_MEMBERS); do \
+	@members=$$($(PY) -m train.recipe members $(RECIPE) --given "$(MODEL_MEMBERS)") || exit 2; \
+	set -ex; \
+	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS); \
+	flags=""; \
+	for s in $$members; do \
 	  echo "== ensemble member: $(MODEL_OUT)-init$$s (--init-seed $$s)"; \
-	  $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-init$$s $(TRAIN_FLAGS) --init-seed $$s || exit 1; \
-	done
-	# exit status 3 = bundle written but some format failed its parity check (shown in the table): go on
-	$(PY) -m convert $(MODEL_OUT) $(foreach s,$(MODEL_MEMBERS),--member $(MODEL_OUT)-init$(s)) --recipe $(RECIPE) \
-	  --formats $(CONVERT_FORMATS) --out $(MODEL_OUT)-bundle --force || test $$? -eq 3
-	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark
+	  $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-init$$s $(TRAIN_FLAGS) --init-seed $$s; \
+	  flags="$$flags --member $(MODEL_OUT)-init$$s"; \
+	done; \
+	: "exit status 3 = bundle written but some format failed its parity check (shown in the table): go on"; \
+	$(PY) -m convert $(MODEL_OUT) $$flags --recipe $(RECIPE) --formats $(CONVERT_FORMATS) --out $(MODEL_OUT)-bundle \
+	  --force || test $$? -eq 3; \
+	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark; \
 	$(PY) -m benchmarks.default_figures $(MODEL_OUT)-bundle --out $(MODEL_OUT)-benchmark/default_figures.json
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
 
@@ -118,19 +124,21 @@ reproduce: setup
 # machines that do not keep runs/: CV_SAVED=docs/NAME/folds.json (committed) keeps the folds it holds and gains the
 # ones trained now, CV_TRAIN="0 1" trains only those folds this time (the report says which are still missing).
 # CV_ARGS: more options for the report, e.g. CV_ARGS="--baseline docs/cv5r/folds.json" (a lever against the
-# default, on the folds both hold). CV_MEMBERS="1": each fold served as an ensemble: its training and one more of
-# the same fold with --init-seed 1 (CV_OUT/fold0-init1, ...), converted together (python -m convert --member); a
-# fold's bundle is converted again whenever its members differ from CV_MEMBERS.
+# default, on the folds both hold). CV_MEMBERS: as MODEL_MEMBERS (default: the recipe's [ensemble] init-seeds);
+# CV_MEMBERS="1": each fold served as an ensemble: its training and one more of the same fold with --init-seed 1
+# (CV_OUT/fold0-init1, ...), converted together (python -m convert --member); a fold's bundle is converted again
+# whenever its members differ from CV_MEMBERS.
 FOLDS    ?= 5
 CV_SEED  ?= 0
 CV_OUT   ?= runs/cv
 CV_SAVED ?=
 CV_TRAIN ?= $(shell seq 0 $$(($(FOLDS) - 1)))
 CV_ARGS  ?=
-CV_MEMBERS ?=
+CV_MEMBERS ?= recipe
 CV_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32
 cv: setup
-	@saved=""; \
+	@seeds=$$($(PY) -m train.recipe members $(RECIPE) --given "$(CV_MEMBERS)" --seed $(CV_SEED)) || exit 2; \
+	saved=""; \
 	if [ -n "$(CV_SAVED)" ] && [ -f "$(CV_SAVED)" ]; then \
 	  saved=$$($(PY) -c 'import json, sys; print(" ".join(str(f["fold"]) for f in json.load(open(sys.argv[1]))["folds"]))' \
 	    "$(CV_SAVED)") || exit 1; \
@@ -146,7 +154,7 @@ cv: setup
 	      $$resume $(TRAIN_FLAGS) || exit 1; \
 	  fi; \
 	  members=""; paths=""; stale=""; \
-	  for s in $(CV_MEMBERS); do \
+	  for s in $$seeds; do \
 	    m="$$run-init$$s"; members="$$members --member $$m"; paths="$$paths $$m"; \
 	    if [ ! -f "$$m/metadata.json" ]; then \
 	      resume=""; [ -d "$$m" ] && resume=--resume; \

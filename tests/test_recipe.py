@@ -149,3 +149,72 @@ def test_the_convert_table_is_read_by_convert_and_skipped_by_train(tmp_path, cap
     odd = write(tmp_path, '[convert]\nviews = "rot90"\n', "odd.toml")
     assert convert_main([str(tmp_path), "--recipe", str(odd), "--out", str(tmp_path / "b")]) == 2
     assert "unknown view" in capsys.readouterr().err
+
+
+def test_the_ensemble_table_names_further_trainings(tmp_path, capsys):
+    """``[ensemble] init-seeds``: read by ``python -m train.recipe members`` (make), skipped by training; bad
+    lists are refused naming the problem, and a seed given on make's command line replaces the recipe's."""
+    path = write(tmp_path, 'epochs = 7\nseed = 3\n[ensemble]\ninit-seeds = [1, 2]\n')
+    args, _ = parse(["--recipe", str(path), "--data", "d"])
+    assert args.epochs == 7 and args.init_seed is None               # training: the table skipped
+    assert R.member_seeds(path) == [1, 2] and R.member_seeds(DEFAULT) == []
+    assert R.main(["members", str(path)]) == 0 and capsys.readouterr().out == "1 2\n"
+    assert R.main(["members", str(path), "--given", "4"]) == 0 and capsys.readouterr().out == "4\n"
+    assert R.main(["members", str(path), "--given", ""]) == 0 and capsys.readouterr().out == "\n"
+    for given, needle in [("3", "recipe's own seed"), ("1 1", "given twice"), ("x", "non-negative integers")]:
+        assert R.main(["members", str(path), "--given", given]) == 2
+        assert needle in capsys.readouterr().err
+    assert R.main(["members", str(path), "--seed", "1"]) == 2      # make cv's split seed is the own one there
+    assert "1 is the recipe's own seed" in capsys.readouterr().err
+    for text, needle in [("[ensemble]\ninit-seeds = [0]\n", "own seed"), ("[ensemble]\ninit-seeds = 1\n", "integers"),
+                         ("[ensemble]\ninit-seeds = [-1]\n", "integers"), ("[ensemble]\nseeds = [1]\n", "unknown key"),
+                         ("ensemble = 2\n", "must be a table")]:
+        with pytest.raises(ValueError, match=needle):
+            R.member_seeds(write(tmp_path, text, "bad.toml"))
+
+
+def _fake_python(tmp_path) -> tuple[Path, Path]:
+    """A PY for make that runs ``-m train.recipe`` for real and only logs every other command (no training)."""
+    import sys
+
+    log, fake = tmp_path / "calls.log", tmp_path / "py"
+    fake.write_text(f'#!/bin/sh\nif [ "$2" = train.recipe ]; then exec "{sys.executable}" "$@"; fi\n'
+                    f'echo "$@" >> "{log}"\n')
+    fake.chmod(0o755)
+    return fake, log
+
+
+@pytest.mark.parametrize("target", ["model", "cv"])
+def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
+    """make model / make cv: the recipe's [ensemble] seeds become trainings with --init-seed and --member flags of
+    one conversion; MODEL_MEMBERS/CV_MEMBERS on the command line replace them ('' = one training); a bad seed stops
+    make before anything is trained."""
+    import subprocess
+
+    fake, log = _fake_python(tmp_path)
+    recipe = write(tmp_path, DEFAULT.read_text() + '\n[ensemble]\ninit-seeds = [1, 2]\n', "ens.toml")
+    var = {"model": "MODEL_MEMBERS", "cv": "CV_MEMBERS"}[target]
+    out = tmp_path / "m"
+    extra = [f"MODEL_OUT={out}"] if target == "model" else [f"CV_OUT={out}", "CV_TRAIN=0", "FOLDS=2"]
+
+    def make(*more):
+        log.unlink(missing_ok=True)
+        r = subprocess.run(["make", "-C", str(ROOT), "-o", "setup", target, f"PY={fake}", f"RECIPE={recipe}",
+                            *extra, *more], capture_output=True, text=True)
+        return r, (log.read_text().splitlines() if log.is_file() else [])
+
+    r, calls = make()
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = str(out) if target == "model" else f"{out}/fold0"
+    trains = [c for c in calls if c.startswith("-m train ")]
+    assert [t.split("--out ")[1].split()[0] for t in trains] == [run, f"{run}-init1", f"{run}-init2"]
+    assert trains[1].endswith("--init-seed 1") and trains[2].endswith("--init-seed 2")
+    (conv,) = [c for c in calls if c.startswith("-m convert ")]
+    assert f"-m convert {run} --member {run}-init1 --member {run}-init2 " in conv
+
+    r, calls = make(f"{var}=")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len([c for c in calls if c.startswith("-m train ")]) == 1 and "--member" not in " ".join(calls)
+
+    r, calls = make(f"{var}=0")
+    assert r.returncode != 0 and "recipe's own seed" in r.stderr and calls == []

@@ -8,18 +8,23 @@ per-run options and values of the wrong type are errors (``parser.error``: exit 
 
 A table ``[convert]`` holds the conversion's options the same way (``python -m convert --recipe FILE``: keys are
 convert's option names, e.g. ``views = "zoom3"``); training skips it, conversion reads only it.
+
+A table ``[ensemble]`` says the recipe's model is served as several trainings of one split in one bundle:
+``init-seeds = [1]`` trains one more with ``--init-seed 1`` and converts the two together (``convert --member``).
+``make model`` and ``make cv`` read it (``python -m train.recipe members FILE``); training and conversion skip it.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import tomllib
 from pathlib import Path
 
 # options that describe one run, not a recipe: they stay on the command line
 PER_RUN = frozenset({"data", "out", "split", "fold", "teacher", "member", "resume", "redo_qat", "verbose", "recipe", "help",
                      "version", "force"})
-SECTIONS = frozenset({"convert"})  # tables of the recipe read by another command
+SECTIONS = frozenset({"convert", "ensemble"})  # tables of the recipe read by another command
 
 
 def recipe_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -107,3 +112,70 @@ def apply(parser: argparse.ArgumentParser, argv=None, section: str | None = None
         parser.error(str(exc))
     parser.set_defaults(**values)
     return {"recipe": str(known.recipe), "recipe_sha256": sha256(known.recipe)}
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"recipe {path} is not valid TOML: {exc}") from None
+
+
+def check_seeds(seeds, own: int, where: str) -> list[int]:
+    """``seeds`` as further trainings' init seeds, or ValueError: distinct non-negative integers, none of them
+    ``own`` (the split seed, which the first training already uses for its initialisation)."""
+    if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds):
+        raise ValueError(f"{where}: init seeds are non-negative integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{where}: a seed is given twice ({seeds})")
+    if own in seeds:
+        raise ValueError(f"{where}: {own} is the recipe's own seed, which the first training already uses; "
+                         f"choose other seeds")
+    return seeds
+
+
+def member_seeds(path: str | Path) -> list[int]:
+    """The recipe's ``[ensemble] init-seeds``: the ``--init-seed`` of each further training served with the first
+    (empty: one training). ValueError on an unknown key or a bad list (``check_seeds``)."""
+    path = Path(path)
+    raw = _read_toml(path)
+    table = raw.get("ensemble", {})
+    if not isinstance(table, dict):
+        raise ValueError(f"recipe {path}: 'ensemble' must be a table ([ensemble])")
+    if unknown := sorted(set(table) - {"init-seeds", "init_seeds"}):
+        raise ValueError(f"recipe {path} [ensemble]: unknown key {unknown[0]!r}. Valid keys: init-seeds")
+    return check_seeds(table.get("init-seeds", table.get("init_seeds", [])), raw.get("seed", 0),
+                       f"recipe {path} [ensemble] init-seeds")
+
+
+def main(argv=None) -> int:
+    """``python -m train.recipe members FILE [--given SEEDS]``: print the ensemble's further init seeds,
+    space-separated (nothing for one training), for make. ``--given`` (make's MODEL_MEMBERS/CV_MEMBERS): seeds
+    chosen on the command line instead, checked the same way; the word ``recipe`` means the recipe's."""
+    ap = argparse.ArgumentParser(prog="python -m train.recipe", description=main.__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("members", help="the further trainings' --init-seed values of FILE's [ensemble] table")
+    m.add_argument("recipe")
+    m.add_argument("--given", default="recipe", help="seeds given instead, e.g. '1 2' ('' for one training)")
+    m.add_argument("--seed", type=int, default=None, help="the split seed in use, if not the recipe's (make cv)")
+    args = ap.parse_args(argv)
+    try:
+        seeds = member_seeds(args.recipe)
+        own = _read_toml(Path(args.recipe)).get("seed", 0) if args.seed is None else args.seed
+        if args.given.strip() != "recipe":
+            words = args.given.split()
+            if not all(w.isdigit() for w in words):
+                raise ValueError(f"members {args.given!r}: give non-negative integers, e.g. '1 2'")
+            seeds = [int(w) for w in words]
+        seeds = check_seeds(seeds, own, f"members {' '.join(map(str, seeds))!r}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(" ".join(map(str, seeds)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
