@@ -84,8 +84,10 @@ CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,onnx_in
 # (e.g. runs/default-ens) when runs/default holds a single training.
 MODEL_MEMBERS   ?= recipe
 model: setup
-	@members=$$($(PY) -m train.recipe members $(RECIPE) --given "$(MODEL_MEMBERS)") || exit 2; \
-	set -ex; \
+	@members=$$($(PY) -m train.recipe members $(RECIPE) --given "$(MODEL_MEMBERS)" --train-flags "$(TRAIN_FLAGS)") \
+	  || exit 2; \
+	set -e; \
+	echo "$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS)"; \
 	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS); \
 	flags=""; \
 	for s in $$members; do \
@@ -93,9 +95,11 @@ model: setup
 	  $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-init$$s $(TRAIN_FLAGS) --init-seed $$s; \
 	  flags="$$flags --member $(MODEL_OUT)-init$$s"; \
 	done; \
+	echo "$(PY) -m convert $(MODEL_OUT)$$flags --recipe $(RECIPE) --formats $(CONVERT_FORMATS) --out $(MODEL_OUT)-bundle --force"; \
 	: "exit status 3 = bundle written but some format failed its parity check (shown in the table): go on"; \
 	$(PY) -m convert $(MODEL_OUT) $$flags --recipe $(RECIPE) --formats $(CONVERT_FORMATS) --out $(MODEL_OUT)-bundle \
 	  --force || test $$? -eq 3; \
+	echo "$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark"; \
 	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark; \
 	$(PY) -m benchmarks.default_figures $(MODEL_OUT)-bundle --out $(MODEL_OUT)-benchmark/default_figures.json
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
@@ -137,7 +141,8 @@ CV_ARGS  ?=
 CV_MEMBERS ?= recipe
 CV_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32
 cv: setup
-	@seeds=$$($(PY) -m train.recipe members $(RECIPE) --given "$(CV_MEMBERS)" --seed $(CV_SEED)) || exit 2; \
+	@seeds=$$($(PY) -m train.recipe members $(RECIPE) --given "$(CV_MEMBERS)" --seed $(CV_SEED) \
+	  --train-flags "$(TRAIN_FLAGS)") || exit 2; \
 	saved=""; \
 	if [ -n "$(CV_SAVED)" ] && [ -f "$(CV_SAVED)" ]; then \
 	  saved=$$($(PY) -c 'import json, sys; print(" ".join(str(f["fold"]) for f in json.load(open(sys.argv[1]))["folds"]))' \

@@ -269,20 +269,20 @@ def write_sums(folder: Path) -> Path:
 def copy_bundle(bundle: Path, dest: Path, runtime_backend: str) -> list[str]:
     """Copy a verified bundle into a kit for one runtime backend; return the names left out.
 
-    Left out: the artifacts the device cannot load with that backend (the workstation's Keras model, which for an
-    ensemble holds every member's float model, and other backends' files, OpenVINO's ``.bin`` weights with their
-    graph). The copy's SHA256SUMS keeps the conversion's digest of every file it holds, so the device's check
-    still ties each file to the conversion; the copy is verified before the kit is written."""
+    Left out, by suffix: what the device cannot load with that backend (the workstation's ``.keras`` model, which
+    for an ensemble holds every member's float model, and other backends' files, OpenVINO's ``.xml``/``.bin``).
+    The copy's SHA256SUMS keeps the conversion's digest of every file it holds, so the device's check still ties
+    each file to the conversion; the copy is verified before the kit is written."""
     from edge_runtime import formats as F
     from edge_runtime.bundle import SUMS, verify_sums
 
-    drop = set()
-    for f in F.FORMATS.values():
-        if f.backend != runtime_backend and (bundle / f.filename).is_file():
-            drop.add(f.filename)
-            if f.suffix == ".xml":
-                drop.add(Path(f.filename).with_suffix(".bin").name)  # the IR's weights beside its graph
-    drop &= {p.name for p in bundle.iterdir()}
+    def loads_here(p: Path) -> bool:  # by suffix, so a leftover (a .bin without its .xml) goes too
+        if p.suffix == ".keras":
+            return False
+        owner = "openvino" if p.suffix in (".xml", ".bin") else F.backend_of(p)
+        return owner is None or owner == runtime_backend
+
+    drop = {p.name for p in bundle.iterdir() if p.is_file() and not loads_here(p)}
     shutil.copytree(bundle, dest, ignore=lambda d, names: [n for n in names if n == "__pycache__"
                                                            or (Path(d) == bundle and n in drop)])
     if drop:

@@ -232,7 +232,8 @@ def test_kit_bundle_leaves_out_what_its_backend_cannot_load(tmp_path):
     src = tmp_path / "bundle"
     src.mkdir()
     files = ["metadata.json", "bundle.json", "MODEL_CARD.md", "model_tflite_int8.tflite", "model_tflite_fp32.tflite",
-             "model_keras_fp32.keras", "model_openvino_int8.xml", "model_openvino_int8.bin", "model_onnx_int8.onnx"]
+             "model_keras_fp32.keras", "model_openvino_int8.xml", "model_openvino_int8.bin", "model_onnx_int8.onnx",
+             "model_openvino_fp32.bin"]  # the last: a failed export's leftover weights, without their graph
     for i, name in enumerate(files):
         (src / name).write_bytes(f"{name} {i}".encode())
     write_sums(src)
@@ -240,8 +241,8 @@ def test_kit_bundle_leaves_out_what_its_backend_cannot_load(tmp_path):
     original = (src / "SHA256SUMS").read_text().splitlines()
 
     left = K.copy_bundle(src, tmp_path / "litert", "litert")
-    assert left == ["model_keras_fp32.keras", "model_onnx_int8.onnx", "model_openvino_int8.bin",
-                    "model_openvino_int8.xml"]
+    assert left == ["model_keras_fp32.keras", "model_onnx_int8.onnx", "model_openvino_fp32.bin",
+                    "model_openvino_int8.bin", "model_openvino_int8.xml"]
     kept = sorted(p.name for p in (tmp_path / "litert").iterdir())
     assert kept == sorted(set(files) - set(left) | {"SHA256SUMS", "site.json"})
     sums = (tmp_path / "litert" / "SHA256SUMS").read_text().splitlines()

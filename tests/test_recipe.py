@@ -161,11 +161,19 @@ def test_the_ensemble_table_names_further_trainings(tmp_path, capsys):
     assert R.main(["members", str(path)]) == 0 and capsys.readouterr().out == "1 2\n"
     assert R.main(["members", str(path), "--given", "4"]) == 0 and capsys.readouterr().out == "4\n"
     assert R.main(["members", str(path), "--given", ""]) == 0 and capsys.readouterr().out == "\n"
-    for given, needle in [("3", "recipe's own seed"), ("1 1", "given twice"), ("x", "non-negative integers")]:
+    for given, needle in [("3", "3 is the first training's own seed"), ("1 1", "given twice"),
+                          ("x", "non-negative integers")]:
         assert R.main(["members", str(path), "--given", given]) == 2
         assert needle in capsys.readouterr().err
     assert R.main(["members", str(path), "--seed", "1"]) == 2      # make cv's split seed is the own one there
-    assert "1 is the recipe's own seed" in capsys.readouterr().err
+    assert "1 is the first training's own seed" in capsys.readouterr().err
+    assert R.main(["members", str(path), "--train-flags", "--epochs 2 --seed 2"]) == 2   # TRAIN_FLAGS' --seed
+    assert "2 is the first training's own seed" in capsys.readouterr().err
+    assert R.main(["members", str(path), "--train-flags", "--init-seed 5", "--given", "3"]) == 0  # 5 is its own
+    assert capsys.readouterr().out == "3\n"
+    bad = write(tmp_path, "[ensemble]\ninit-seeds = [3]\n", "own.toml")
+    assert R.main(["members", str(bad), "--given", ""]) == 0     # the recipe's table is not read when overridden
+    assert capsys.readouterr().out == "\n"
     for text, needle in [("[ensemble]\ninit-seeds = [0]\n", "own seed"), ("[ensemble]\ninit-seeds = 1\n", "integers"),
                          ("[ensemble]\ninit-seeds = [-1]\n", "integers"), ("[ensemble]\nseeds = [1]\n", "unknown key"),
                          ("ensemble = 2\n", "must be a table")]:
@@ -179,7 +187,9 @@ def _fake_python(tmp_path) -> tuple[Path, Path]:
 
     log, fake = tmp_path / "calls.log", tmp_path / "py"
     fake.write_text(f'#!/bin/sh\nif [ "$2" = train.recipe ]; then exec "{sys.executable}" "$@"; fi\n'
-                    f'echo "$@" >> "{log}"\n')
+                    f'echo "$@" >> "{log}"\n'
+                    '[ "$2" = convert ] && exit 3\n'  # convert's "written, a format below the gate": make goes on
+                    'exit 0\n')
     fake.chmod(0o755)
     return fake, log
 
@@ -189,6 +199,7 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     """make model / make cv: the recipe's [ensemble] seeds become trainings with --init-seed and --member flags of
     one conversion; MODEL_MEMBERS/CV_MEMBERS on the command line replace them ('' = one training); a bad seed stops
     make before anything is trained."""
+    import os
     import subprocess
 
     fake, log = _fake_python(tmp_path)
@@ -197,24 +208,34 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     out = tmp_path / "m"
     extra = [f"MODEL_OUT={out}"] if target == "model" else [f"CV_OUT={out}", "CV_TRAIN=0", "FOLDS=2"]
 
-    def make(*more):
+    env = {k: v for k, v in os.environ.items()  # not the outer make's flags or variables (make test)
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MODEL_MEMBERS", "CV_MEMBERS", "TRAIN_FLAGS")}
+
+    def make(*more, recipe=recipe):
         log.unlink(missing_ok=True)
         r = subprocess.run(["make", "-C", str(ROOT), "-o", "setup", target, f"PY={fake}", f"RECIPE={recipe}",
-                            *extra, *more], capture_output=True, text=True)
+                            *extra, *more], capture_output=True, text=True, env=env)
         return r, (log.read_text().splitlines() if log.is_file() else [])
+
+    def trainings(calls):
+        return [c.split("--out ")[1].split()[0] for c in calls if c.startswith("-m train ")]
 
     r, calls = make()
     assert r.returncode == 0, r.stderr[-2000:]
     run = str(out) if target == "model" else f"{out}/fold0"
+    assert trainings(calls) == [run, f"{run}-init1", f"{run}-init2"]
     trains = [c for c in calls if c.startswith("-m train ")]
-    assert [t.split("--out ")[1].split()[0] for t in trains] == [run, f"{run}-init1", f"{run}-init2"]
     assert trains[1].endswith("--init-seed 1") and trains[2].endswith("--init-seed 2")
     (conv,) = [c for c in calls if c.startswith("-m convert ")]
     assert f"-m convert {run} --member {run}-init1 --member {run}-init2 " in conv
+    assert calls[-1].startswith("-m benchmarks")  # went on after convert's exit status 3
 
-    r, calls = make(f"{var}=")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert len([c for c in calls if c.startswith("-m train ")]) == 1 and "--member" not in " ".join(calls)
+    for more, kw in [((f"{var}=",), {}), ((), {"recipe": DEFAULT})]:  # one training: asked, or the default recipe
+        r, calls = make(*more, **kw)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert trainings(calls) == [run] and "--member" not in " ".join(calls)
 
     r, calls = make(f"{var}=0")
-    assert r.returncode != 0 and "recipe's own seed" in r.stderr and calls == []
+    assert r.returncode != 0 and "0 is the first training's own seed" in r.stderr and calls == []
+    r, calls = make("TRAIN_FLAGS=--init-seed 2")  # the first training would repeat member 2
+    assert r.returncode != 0 and "2 is the first training's own seed" in r.stderr and calls == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shlex
 import sys
 import tomllib
 from pathlib import Path
@@ -125,51 +126,69 @@ def _read_toml(path: Path) -> dict:
 
 def check_seeds(seeds, own: int, where: str) -> list[int]:
     """``seeds`` as further trainings' init seeds, or ValueError: distinct non-negative integers, none of them
-    ``own`` (the split seed, which the first training already uses for its initialisation)."""
+    ``own`` (the first training's initialisation seed)."""
     if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds):
         raise ValueError(f"{where}: init seeds are non-negative integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{where}: a seed is given twice ({seeds})")
     if own in seeds:
-        raise ValueError(f"{where}: {own} is the recipe's own seed, which the first training already uses; "
-                         f"choose other seeds")
+        raise ValueError(f"{where}: {own} is the first training's own seed (its --init-seed, else the split seed), "
+                         f"so that member would repeat it; choose other seeds")
     return seeds
 
 
-def member_seeds(path: str | Path) -> list[int]:
+def first_init_seed(path: str | Path, train_flags: str = "", split_seed: int | None = None) -> int:
+    """The first training's initialisation seed as make runs it: ``--init-seed`` in ``train_flags`` (TRAIN_FLAGS),
+    else the recipe's ``init-seed``, else the split seed: ``--seed`` in ``train_flags``, else ``split_seed``
+    (make cv's CV_SEED), else the recipe's ``seed``, else 0."""
+    raw = _read_toml(Path(path))
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--seed", type=int)
+    pre.add_argument("--init-seed", type=int)
+    flags, _ = pre.parse_known_args(shlex.split(train_flags))
+    for value in (flags.init_seed, raw.get("init-seed", raw.get("init_seed")), flags.seed, split_seed):
+        if value is not None:
+            return value
+    return raw.get("seed", 0)
+
+
+def member_seeds(path: str | Path, own: int | None = None) -> list[int]:
     """The recipe's ``[ensemble] init-seeds``: the ``--init-seed`` of each further training served with the first
-    (empty: one training). ValueError on an unknown key or a bad list (``check_seeds``)."""
+    (empty: one training), checked against ``own`` (default: ``first_init_seed`` of the recipe alone).
+    ValueError on an unknown key or a bad list (``check_seeds``)."""
     path = Path(path)
-    raw = _read_toml(path)
-    table = raw.get("ensemble", {})
+    table = _read_toml(path).get("ensemble", {})
     if not isinstance(table, dict):
         raise ValueError(f"recipe {path}: 'ensemble' must be a table ([ensemble])")
     if unknown := sorted(set(table) - {"init-seeds", "init_seeds"}):
         raise ValueError(f"recipe {path} [ensemble]: unknown key {unknown[0]!r}. Valid keys: init-seeds")
-    return check_seeds(table.get("init-seeds", table.get("init_seeds", [])), raw.get("seed", 0),
-                       f"recipe {path} [ensemble] init-seeds")
+    return check_seeds(table.get("init-seeds", table.get("init_seeds", [])),
+                       first_init_seed(path) if own is None else own, f"recipe {path} [ensemble] init-seeds")
 
 
 def main(argv=None) -> int:
-    """``python -m train.recipe members FILE [--given SEEDS]``: print the ensemble's further init seeds,
-    space-separated (nothing for one training), for make. ``--given`` (make's MODEL_MEMBERS/CV_MEMBERS): seeds
-    chosen on the command line instead, checked the same way; the word ``recipe`` means the recipe's."""
+    """``python -m train.recipe members FILE [--given SEEDS] [--train-flags FLAGS] [--seed N]``: print the
+    ensemble's further init seeds, space-separated (nothing for one training), for make. ``--given`` (make's
+    MODEL_MEMBERS/CV_MEMBERS): seeds chosen on the command line instead of the recipe's (its table is then not
+    read; the word ``recipe`` means the recipe's). Either way none may repeat the first training's own seed, as
+    ``--train-flags`` (TRAIN_FLAGS) and ``--seed`` (CV_SEED) make it."""
     ap = argparse.ArgumentParser(prog="python -m train.recipe", description=main.__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     m = sub.add_parser("members", help="the further trainings' --init-seed values of FILE's [ensemble] table")
     m.add_argument("recipe")
     m.add_argument("--given", default="recipe", help="seeds given instead, e.g. '1 2' ('' for one training)")
+    m.add_argument("--train-flags", default="", help="options every training gets (make's TRAIN_FLAGS)")
     m.add_argument("--seed", type=int, default=None, help="the split seed in use, if not the recipe's (make cv)")
     args = ap.parse_args(argv)
     try:
-        seeds = member_seeds(args.recipe)
-        own = _read_toml(Path(args.recipe)).get("seed", 0) if args.seed is None else args.seed
-        if args.given.strip() != "recipe":
+        own = first_init_seed(args.recipe, args.train_flags, args.seed)
+        if args.given.strip() == "recipe":
+            seeds = member_seeds(args.recipe, own)
+        else:
             words = args.given.split()
             if not all(w.isdigit() for w in words):
                 raise ValueError(f"members {args.given!r}: give non-negative integers, e.g. '1 2'")
-            seeds = [int(w) for w in words]
-        seeds = check_seeds(seeds, own, f"members {' '.join(map(str, seeds))!r}")
+            seeds = check_seeds([int(w) for w in words], own, f"members {args.given!r}")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
