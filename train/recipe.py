@@ -53,16 +53,20 @@ def _check_value(key: str, action: argparse.Action, value) -> str | None:
     return None
 
 
-def load(path: str | Path, parser: argparse.ArgumentParser, section: str | None = None) -> dict:
-    """The recipe (its top level, or its table ``section``) as ``{dest: value}``; raises ValueError naming the
-    valid keys on any unknown key."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict:
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except OSError as exc:
         raise ValueError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"recipe {path} is not valid TOML: {exc}") from None
+
+
+def load(path: str | Path, parser: argparse.ArgumentParser, section: str | None = None) -> dict:
+    """The recipe (its top level, or its table ``section``) as ``{dest: value}``; raises ValueError naming the
+    valid keys on any unknown key."""
+    path = Path(path)
+    raw = _read_toml(path)
     if section is not None:
         raw = raw.get(section, {})
         if not isinstance(raw, dict):
@@ -113,15 +117,6 @@ def apply(parser: argparse.ArgumentParser, argv=None, section: str | None = None
         parser.error(str(exc))
     parser.set_defaults(**values)
     return {"recipe": str(known.recipe), "recipe_sha256": sha256(known.recipe)}
-
-
-def _read_toml(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"recipe {path} is not valid TOML: {exc}") from None
 
 
 def check_seeds(seeds, own: int, where: str) -> list[int]:
