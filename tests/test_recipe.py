@@ -157,7 +157,7 @@ def test_the_ensemble_table_names_further_trainings(tmp_path, capsys):
     path = write(tmp_path, 'epochs = 7\nseed = 3\n[ensemble]\ninit-seeds = [1, 2]\n')
     args, _ = parse(["--recipe", str(path), "--data", "d"])
     assert args.epochs == 7 and args.init_seed is None               # training: the table skipped
-    assert R.member_seeds(path) == [1, 2] and R.member_seeds(DEFAULT) == []
+    assert R.member_seeds(path) == [1, 2] and R.member_seeds(DEFAULT) == [1]  # the served pair
     assert R.main(["members", str(path)]) == 0 and capsys.readouterr().out == "1 2\n"
     assert R.main(["members", str(path), "--given", "4"]) == 0 and capsys.readouterr().out == "4\n"
     assert R.main(["members", str(path), "--given", ""]) == 0 and capsys.readouterr().out == "\n"
@@ -188,6 +188,7 @@ def _fake_python(tmp_path) -> tuple[Path, Path]:
     log, fake = tmp_path / "calls.log", tmp_path / "py"
     fake.write_text(f'#!/bin/sh\nif [ "$2" = train.recipe ]; then exec "{sys.executable}" "$@"; fi\n'
                     f'echo "$@" >> "{log}"\n'
+                    'case "$*" in *"--init-seed ${FAIL_SEED:-none}"*) exit 1;; esac\n'  # a member's training fails
                     '[ "$2" = convert ] && exit 3\n'  # convert's "written, a format below the gate": make goes on
                     'exit 0\n')
     fake.chmod(0o755)
@@ -203,7 +204,9 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     import subprocess
 
     fake, log = _fake_python(tmp_path)
-    recipe = write(tmp_path, DEFAULT.read_text() + '\n[ensemble]\ninit-seeds = [1, 2]\n', "ens.toml")
+    three = DEFAULT.read_text().replace("init-seeds = [1]", "init-seeds = [1, 2]")
+    assert three != DEFAULT.read_text()
+    recipe = write(tmp_path, three, "ens.toml")
     var = {"model": "MODEL_MEMBERS", "cv": "CV_MEMBERS"}[target]
     out = tmp_path / "m"
     extra = [f"MODEL_OUT={out}"] if target == "model" else [f"CV_OUT={out}", "CV_TRAIN=0", "FOLDS=2"]
@@ -211,10 +214,11 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     env = {k: v for k, v in os.environ.items()  # not the outer make's flags or variables (make test)
            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MODEL_MEMBERS", "CV_MEMBERS", "TRAIN_FLAGS")}
 
-    def make(*more, recipe=recipe):
+    def make(*more, recipe=recipe, fail_seed=None):
         log.unlink(missing_ok=True)
         r = subprocess.run(["make", "-C", str(ROOT), "-o", "setup", target, f"PY={fake}", f"RECIPE={recipe}",
-                            *extra, *more], capture_output=True, text=True, env=env)
+                            *extra, *more], capture_output=True, text=True,
+                           env={**env, **({"FAIL_SEED": fail_seed} if fail_seed else {})})
         return r, (log.read_text().splitlines() if log.is_file() else [])
 
     def trainings(calls):
@@ -230,10 +234,22 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     assert f"-m convert {run} --member {run}-init1 --member {run}-init2 " in conv
     assert calls[-1].startswith("-m benchmarks")  # went on after convert's exit status 3
 
-    for more, kw in [((f"{var}=",), {}), ((), {"recipe": DEFAULT})]:  # one training: asked, or the default recipe
-        r, calls = make(*more, **kw)
+    r, calls = make(f"{var}=")  # one training, asked
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert trainings(calls) == [run] and "--member" not in " ".join(calls)
+    r, calls = make(recipe=DEFAULT)  # the default recipe: the served pair
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert trainings(calls) == [run, f"{run}-init1"] and f"--member {run}-init1 " in " ".join(calls)
+
+    if target == "model":  # the members trained beside the first, each with its own log
+        r, calls = make("MODEL_PARALLEL=1")
         assert r.returncode == 0, r.stderr[-2000:]
-        assert trainings(calls) == [run] and "--member" not in " ".join(calls)
+        assert sorted(trainings(calls)) == sorted([run, f"{run}-init1", f"{run}-init2"])
+        assert calls[-1].startswith("-m benchmarks") and f"--member {run}-init2 " in " ".join(calls)
+        assert (tmp_path / "m-init1.log").is_file() and "in the background" in r.stdout
+        r, calls = make("MODEL_PARALLEL=1", fail_seed="2")  # a member failed: nothing converted
+        assert r.returncode != 0 and "member's training failed" in r.stderr
+        assert not any(c.startswith("-m convert ") for c in calls)
 
     r, calls = make(f"{var}=0")
     assert r.returncode != 0 and "0 is the first training's own seed" in r.stderr and calls == []
