@@ -86,6 +86,9 @@ CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,onnx_in
 # MODEL_PARALLEL=1: train the members at the same time as the first training (each logs to MODEL_OUT-initN.log);
 # the fold pairs of docs/served trained this way in 41-45 min on 2 cores (AMD EPYC Zen 3, 2026-12-03).
 MODEL_PARALLEL  ?=
+# MODEL_PUBLISH=benchmarks: the benchmark also becomes benchmarks/RESULTS.md (the default's published benchmark; run
+# it from a clean commit and commit the result).
+MODEL_PUBLISH   ?=
 MODEL_MEMBERS   ?= recipe
 model: setup
 	@members=$$($(PY) -m train.recipe members $(RECIPE) --given "$(MODEL_MEMBERS)" --train-flags "$(TRAIN_FLAGS)") \
@@ -117,8 +120,9 @@ model: setup
 	: "exit status 3 = bundle written but some format failed its parity check (shown in the table): go on"; \
 	$(PY) -m convert $(MODEL_OUT) $$flags --recipe $(RECIPE) --formats $(CONVERT_FORMATS) --out $(MODEL_OUT)-bundle \
 	  --force || test $$? -eq 3; \
-	echo "$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark"; \
-	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark; \
+	echo "$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark$(if $(MODEL_PUBLISH), --publish $(MODEL_PUBLISH))"; \
+	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark \
+	  $(if $(MODEL_PUBLISH),--publish $(MODEL_PUBLISH)); \
 	$(PY) -m benchmarks.default_figures $(MODEL_OUT)-bundle --out $(MODEL_OUT)-benchmark/default_figures.json
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
 

@@ -247,6 +247,8 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
         assert sorted(trainings(calls)) == sorted([run, f"{run}-init1", f"{run}-init2"])
         assert calls[-1].startswith("-m benchmarks") and f"--member {run}-init2 " in " ".join(calls)
         assert (tmp_path / "m-init1.log").is_file() and "in the background" in r.stdout
+        r, calls = make("MODEL_PUBLISH=pub")
+        assert calls[-2].startswith("-m benchmarks ") and calls[-2].endswith(" --publish pub")
         r, calls = make("MODEL_PARALLEL=1", fail_seed="2")  # a member failed: nothing converted
         assert r.returncode != 0 and "member's training failed" in r.stderr
         assert not any(c.startswith("-m convert ") for c in calls)
