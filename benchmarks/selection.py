@@ -12,7 +12,8 @@ the default trained on the same splits, film by film, one pair per seed) or ``be
   (mean +- sd over seeds, and each seed's 95% paired interval; for folds the pooled difference with its interval),
   the referral rate before and after, whether any interval excludes 0, and the decision kept in the levers file;
 - the run-to-run spread (``rerun``: the default recipe trained again on the same folds): per fold, how far an
-  identical retraining moved each figure. A lever trained once per fold whose difference is no larger than this
+  identical retraining moved each figure. ``rerun-of`` names the report the rerun repeats when that is not
+  ``default`` (a spread measured on an earlier recipe; the report then says so). A lever trained once per fold whose difference is no larger than this
   cannot be told from a retraining, whatever its film-resampled interval says;
 - where each figure comes from (command, commit, date, CPU of every input report).
 
@@ -234,7 +235,8 @@ def report(levers_file: Path, command: str, out_dir: Path | None = None) -> str:
              f"{(cv['pooled'].get('ci95') or {}).get('unit', 'film')}s.", "",
              *default_rows(cv), "",
              "## Levers against the default", "",
-             "Difference = lever - baseline on the same films (the baseline is the default unless the row names "
+             "Difference = lever - baseline on the same films (the baseline is the default as it stood when the lever was "
+             "measured, see its report, unless the row names "
              "another). Seeds (or folds compared pair by pair): mean +- sd of the per-seed (per-fold) differences, "
              "each one's 95% paired interval in brackets (what its bootstrap resampled: `intervals`). Folds out of "
              "fold (a row with 'per fold'): the pooled difference with its interval, and the per-fold differences. "
@@ -260,15 +262,25 @@ def report(levers_file: Path, command: str, out_dir: Path | None = None) -> str:
     if spec.get("rerun"):
         again_path = Path(spec["rerun"])
         again = _read(root / again_path)
-        rows = rerun_rows(cv, again)
-        lines += ["", "## Run-to-run spread: the default recipe trained again", "",
-                  f"The same recipe, folds and seed trained a second time ({_link(again_path, root, out_dir)}, "
-                  f"{_provenance(again)}), against the first training ({_link(cv_path, root, out_dir)}), on the "
+        first_path = Path(spec.get("rerun-of") or cv_path)
+        first = cv if first_path == cv_path else _read(root / first_path)
+        rows = rerun_rows(first, again)
+        other = first_path != cv_path
+        lines += ["", "## Run-to-run spread: the default recipe trained again" + (
+                      " (measured on an earlier recipe)" if other else ""), ""]
+        if other:
+            lines += [f"Measured on the recipe of {_link(first_path, root, out_dir)} ({_provenance(first)}), not "
+                      f"on the default's report above: the current recipe's own rerun spread is not measured yet.",
+                      ""]
+        lines += [f"The same recipe, folds and seed trained a second time ({_link(again_path, root, out_dir)}, "
+                  f"{_provenance(again)}), against the first training ({_link(first_path, root, out_dir)}), on the "
                   "same test films. Training is not bit-reproducible (`deterministic` off), and the two may have "
-                  f"trained on different CPUs (scored on {_cpu(cv)} and on {_cpu(again)}; a fold is trained and "
+                  f"trained on different CPUs (scored on {_cpu(first)} and on {_cpu(again)}; a fold is trained and "
                   "scored on one machine as a rule), so each figure moves between identical trainings by about "
                   "this much; a lever's difference of this size on one training per fold is not a finding.", ""]
         lines += rows or ["(no fold is in both reports)"]
+        if other:
+            sources.append(f"- {_link(first_path, root, out_dir)} (rerun of): {_provenance(first)}")
         sources.append(f"- {_link(again_path, root, out_dir)} (rerun): {_provenance(again)}")
     lines += ["", "## Sources", "", *dict.fromkeys(sources)]
     return "\n".join(lines) + "\n"

@@ -125,6 +125,15 @@ def test_the_rerun_section_shows_how_far_an_identical_training_moved_each_figure
     (docs / "again.json").write_text(json.dumps(cv({"0": {**again["0"], "n": 250}}, "CPU-B")))
     with pytest.raises(S.LeverError, match="fold 0 holds 250 test films"):
         S.report(levers, "cmd", tmp_path)
+    # a rerun of an earlier recipe: compared with the report it repeats, and the section says so
+    (docs / "again.json").write_text(json.dumps(cv(again, "CPU-B")))
+    (docs / "pair.json").write_text(json.dumps(cv({"0": _fold_row(0.95, 0.97, 0.99, 0.05)}, "CPU-C")))
+    levers.write_text('default = "docs/pair.json"\nrerun = "docs/again.json"\nrerun-of = "docs/cv.json"\n')
+    text = S.report(levers, "cmd", tmp_path)
+    section = text.split("## Run-to-run spread")[1].split("## Sources")[0]
+    assert "(measured on an earlier recipe)" in section and "not measured yet" in section
+    assert "| accuracy | 0.840 -> 0.890 (+0.050) | 0.050 |" in section and "0.950" not in section
+    assert "[docs/cv.json](docs/cv.json) (rerun of)" in text
     # without a rerun entry there is no such section
     levers.write_text('default = "docs/cv.json"\n')
     assert "Run-to-run" not in S.report(levers, "cmd", tmp_path)
