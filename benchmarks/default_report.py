@@ -97,11 +97,20 @@ def _provenance(figs: dict) -> str:
 
 
 def _seed(figs: dict) -> str:
+    """The split seed of the training's run, with its fold where the split was one of k folds and the number of
+    trainings the bundle serves where it is an ensemble (``seed 0, fold 2 of 5, 2 trainings``)."""
     try:
         cfg = json.loads((Path(figs["run"]) / "train_config.json").read_text())
-        return str(cfg.get("seed", "?"))
     except (OSError, KeyError, ValueError):
         return "?"
+    text = str(cfg.get("seed", "?"))
+    if cfg.get("folds") and cfg.get("fold") is not None:
+        text += f", fold {cfg['fold']} of {cfg['folds']}"
+    try:
+        members = json.loads((Path(figs["bundle"]) / "metadata.json").read_text()).get("members") or []
+    except (OSError, KeyError, ValueError, AttributeError):
+        members = []
+    return text + (f", {len(members)} trainings" if len(members) > 1 else "")
 
 
 def report(all_figs: list[dict], command: str) -> str:
@@ -116,8 +125,8 @@ def report(all_figs: list[dict], command: str) -> str:
              f"- **Command:** `{command}`",
              f"- **Commit:** {me['commit'] or 'unknown'}; **date:** {me['date']}; **CPU:** {me['cpu']}, "
              f"{me['cores']} cores",
-             "- **Inputs** (one `benchmarks.default_figures` run per training; each training has its own seed and so "
-             "its own patient-level split):"]
+             "- **Inputs** (one `benchmarks.default_figures` run per training; each training has its own seed or fold and "
+             "so its own patient-level split):"]
     for figs in all_figs:
         lines.append(f"  - `{figs['bundle']}` (seed {_seed(figs)}, {figs['side']} side, {figs['n']} films): "
                      + _provenance(figs))

@@ -7,10 +7,13 @@ import pytest
 from benchmarks.default_report import main, mean_sd, verdict
 
 
-def figs(tmp_path, seed, acc, auc, referred, parity):
+def figs(tmp_path, seed, acc, auc, referred, parity, config=None, members=0):
     run = tmp_path / f"run{seed}"
     run.mkdir()
-    (run / "train_config.json").write_text(json.dumps({"seed": seed}))
+    (run / "train_config.json").write_text(json.dumps(config or {"seed": seed}))
+    bundle = tmp_path / f"b{seed}"
+    bundle.mkdir()
+    (bundle / "metadata.json").write_text(json.dumps({"members": [{"init_seed": i} for i in range(members)]}))
     row = {"accuracy": acc, "pair_auc": auc, "tb_auc": 0.99, "ece": 0.03,
            "per_class": {"pneumonia": {"sensitivity": 0.8}},
            "tb_at_threshold": {"sensitivity": 0.95, "specificity": 0.97},
@@ -20,7 +23,7 @@ def figs(tmp_path, seed, acc, auc, referred, parity):
            "ci95": {"accuracy": [acc - 0.05, acc + 0.04], "pair_auc": [auc - 0.05, auc + 0.03]},
            "pair_auc_by_view": {"source": "nih", "view_alone_auc": 0.6,
                                 "by_view": {"AP": {"auc": auc - 0.02, "normal": 30, "pneumonia": 25}}}}
-    out = {"bundle": f"b{seed}", "run": str(run), "side": "test", "n": 200,
+    out = {"bundle": str(bundle), "run": str(run), "side": "test", "n": 200,
            "formats": {"tflite_int8": row, "tflite_fp32": dict(row, accuracy=acc + 0.01), "onnx_int8": {"error": "x"}},
            "site_shift": {"site B": {"accuracy": 0.6, "pair_normals_called_normal": 0.4}},
            "provenance": {"command": "python -m benchmarks.default_figures b", "machine": {"commit": "abc1234",
@@ -52,6 +55,16 @@ def test_report_over_three_trainings(tmp_path, capsys):
     assert "| tflite_fp32 | 0.870 +- 0.020 |" in text and "onnx_int8" not in text  # a failed format has no row
     assert "| seed 2 | 0.600 | AP 0.890 (30, 25) |" in text
     assert "at commit abc1234" in text
+
+
+def test_a_fold_and_an_ensemble_are_named(tmp_path):
+    """A training on one of k folds is named by its fold, an ensemble bundle by its number of trainings."""
+    files = [figs(tmp_path, 0, 0.86, 0.92, 0.2, 0.99),
+             figs(tmp_path, 7, 0.87, 0.9, 0.2, 0.99, config={"seed": 0, "folds": 5, "fold": 2}, members=2)]
+    out = tmp_path / "DEFAULT.md"
+    assert main([*map(str, files), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| seed 0, fold 2 of 5, 2 trainings | 0.870 |" in text and "| seed 0 | 0.860 |" in text
 
 
 def test_not_a_figures_file_exits_2(tmp_path, capsys):
