@@ -14,7 +14,7 @@ help:
 	@echo "make fuzz   - fuzz the image decoder with a long budget (FUZZ_EXAMPLES=5000)"
 	@echo "make mutation - mutmut over the decision/calibration/metrics/bundle code; lists surviving mutants"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
-	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (the recipe's [ensemble]: two trainings served as one bundle, about 4 hours on 2 cores); MODEL_MEMBERS= for one training (about 2 hours), MODEL_MEMBERS=\"1 2\" for three"
+	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (the recipe's [ensemble]: two trainings served as one bundle, about 4 hours on 2 cores); MODEL_MEMBERS= for one training (about 2 hours), MODEL_MEMBERS=\"1 2\" for three, MODEL_PARALLEL=1 trains them side by side, MODEL_PUBLISH=benchmarks writes benchmarks/RESULTS.md"
 	@echo "make reproduce - after make model: are its test figures within the run-to-run spread of the reported default? (seconds)"
 	@echo "make cv     - patient-grouped $(FOLDS)-fold cross-validation of $(RECIPE) on DATA, out-of-fold report (hours; resumes); each fold as the recipe's [ensemble] (the default: two trainings); CV_MEMBERS= one training per fold"
 	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
@@ -81,8 +81,8 @@ CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,onnx_in
 # MODEL_MEMBERS: the --init-seed of each further training served with the first as one bundle (an ensemble:
 # MODEL_OUT-init1, ... on the same split, converted together with python -m convert --member; each inference then
 # costs one run per training). Default: the recipe's [ensemble] init-seeds (none: one training); MODEL_MEMBERS="1 2"
-# for three trainings, MODEL_MEMBERS= for one whatever the recipe says. An ensemble needs a MODEL_OUT of its own
-# (e.g. runs/default-ens) when runs/default holds a single training.
+# for three trainings, MODEL_MEMBERS= for one whatever the recipe says. With another split seed (TRAIN_FLAGS="--seed 1")
+# pass MODEL_MEMBERS=2: a member's init seed must differ from the first training's own.
 # MODEL_PARALLEL=1: train the members at the same time as the first training (each logs to MODEL_OUT-initN.log);
 # the fold pairs of docs/served trained this way in 41-45 min on 2 cores (AMD EPYC Zen 3, 2026-12-03).
 MODEL_PARALLEL  ?=
@@ -91,18 +91,19 @@ MODEL_PARALLEL  ?=
 MODEL_PUBLISH   ?=
 MODEL_MEMBERS   ?= recipe
 model: setup
-	@members=$$($(PY) -m train.recipe members $(RECIPE) --given "$(MODEL_MEMBERS)" --train-flags "$(TRAIN_FLAGS)") \
+	@members=$$($(PY) -m train.recipe members $(RECIPE) --given "$(MODEL_MEMBERS)" --train-flags="$(TRAIN_FLAGS)") \
 	  || exit 2; \
 	set -e; \
 	flags=""; pids=""; \
 	trap 'for p in $$pids; do kill $$p 2>/dev/null || true; done' EXIT; \
+	trap 'for p in $$pids; do kill $$p 2>/dev/null || true; done; exit 143' TERM HUP INT; \
 	for s in $$members; do \
 	  flags="$$flags --member $(MODEL_OUT)-init$$s"; \
 	  if [ -n "$(MODEL_PARALLEL)" ]; then \
 	    mkdir -p "$(dir $(MODEL_OUT))"; \
 	    echo "== ensemble member: $(MODEL_OUT)-init$$s (--init-seed $$s), in the background, log $(MODEL_OUT)-init$$s.log"; \
 	    $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-init$$s $(TRAIN_FLAGS) --init-seed $$s \
-	      > $(MODEL_OUT)-init$$s.log 2>&1 & pids="$$pids $$!"; \
+	      >> $(MODEL_OUT)-init$$s.log 2>&1 & pids="$$pids $$!"; \
 	  fi; \
 	done; \
 	echo "$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS)"; \
@@ -127,32 +128,34 @@ model: setup
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
 
 # Does the rebuild (make model, seed 0) reproduce the default's reported test figures within the run-to-run spread
-# (the default trained twice on the same folds)? The reference is the reported seed-0 training (its figures kept in
-# a committed paired report); the answer goes to MODEL_OUT-benchmark/reproduce.md.
-REPRO_REF    ?= docs/ema/paired.json
-REPRO_ARM    ?= runs/default-s0-op-bundle
+# (the default trained twice on the same folds)? The reference is the reported seed-0 build of the served pair (its
+# default_figures.json, committed in docs/default/); the answer goes to MODEL_OUT-benchmark/reproduce.md. The spread
+# is the one-training recipe's (docs/cv5 and its rerun docs/cv5r): the pair's own rerun spread is not measured yet.
+# The one-training reference: REPRO_REF=docs/ema/paired.json REPRO_ARM=runs/default-s0-op-bundle (with MODEL_MEMBERS=).
+REPRO_REF    ?= docs/default/default_figures.json
+REPRO_ARM    ?=
 REPRO_SPREAD ?= docs/cv5/crossval.json docs/cv5r/crossval.json
 reproduce: setup
 	$(PY) -m benchmarks.reproduce $(MODEL_OUT)-benchmark/default_figures.json --reference $(REPRO_REF) \
-		--arm $(REPRO_ARM) --spread $(REPRO_SPREAD) --out $(MODEL_OUT)-benchmark/reproduce.md \
+		$(if $(REPRO_ARM),--arm $(REPRO_ARM)) --spread $(REPRO_SPREAD) --out $(MODEL_OUT)-benchmark/reproduce.md \
 		--json $(MODEL_OUT)-benchmark/reproduce.json
 
-# Patient-grouped k-fold cross-validation of a recipe, the honest way to rank recipes: one training per fold
-# (every film tested exactly once over the FOLDS trainings), each converted to CV_FORMATS (LiteRT QAT INT8, post-
+# Patient-grouped k-fold cross-validation of a recipe, the honest way to rank recipes: one build of the recipe
+# per fold (the default's: two trainings, its [ensemble]; every film tested exactly once over the FOLDS builds), each converted to CV_FORMATS (LiteRT QAT INT8, post-
 # training INT8 and FP32: convert chooses which INT8 file the device serves, as for the default; the report scores
 # tflite_int8 unless CV_ARGS="--format served", and says where a fold serves another file), then the
 # out-of-fold report against issue 16's goals (benchmarks.crossval: CV_OUT/report.md and crossval.json). About
-# FOLDS hours on 2 cores; rerun to resume (finished folds are kept, an interrupted one continues). TRAIN_FLAGS
+# an hour per training of a fold on 2 cores (the default: two per fold); rerun to resume (finished folds are kept, an interrupted one continues). TRAIN_FLAGS
 # adds options to every fold's training (e.g. TRAIN_FLAGS="--ema 0.99" for a lever's CV): give each recipe its
 # own CV_OUT (the report refuses folds of two recipes). CV_OUT/folds.json keeps every fold's scored test films
 # and its validation outputs: it stands in for the bundles later (a report, --baseline of another recipe's report,
 # or an operating-point what-if such as CV_ARGS="--tb-sensitivity 0.95"). Across sessions or
 # machines that do not keep runs/: CV_SAVED=docs/NAME/folds.json (committed) keeps the folds it holds and gains the
 # ones trained now, CV_TRAIN="0 1" trains only those folds this time (the report says which are still missing).
-# CV_ARGS: more options for the report, e.g. CV_ARGS="--baseline docs/cv5r/folds.json" (a lever against the
-# default, on the folds both hold). CV_MEMBERS: as MODEL_MEMBERS (default: the recipe's [ensemble] init-seeds);
-# CV_MEMBERS="1": each fold served as an ensemble: its training and one more of the same fold with --init-seed 1
-# (CV_OUT/fold0-init1, ...), converted together (python -m convert --member); a fold's bundle is converted again
+# CV_ARGS: more options for the report, e.g. CV_ARGS="--baseline docs/served/folds.json" (a lever against
+# the default pair, on the folds both hold). CV_MEMBERS: as MODEL_MEMBERS (default: the recipe's [ensemble] init-seeds);
+# CV_MEMBERS="1" (the default's): each fold served as an ensemble: its training and one more of the same fold with
+# --init-seed 1 (CV_OUT/fold0-init1, ...), converted together (python -m convert --member); a fold's bundle is converted again
 # whenever its members differ from CV_MEMBERS.
 FOLDS    ?= 5
 CV_SEED  ?= 0
@@ -164,7 +167,7 @@ CV_MEMBERS ?= recipe
 CV_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32
 cv: setup
 	@seeds=$$($(PY) -m train.recipe members $(RECIPE) --given "$(CV_MEMBERS)" --seed $(CV_SEED) \
-	  --train-flags "$(TRAIN_FLAGS)") || exit 2; \
+	  --train-flags="$(TRAIN_FLAGS)") || exit 2; \
 	saved=""; \
 	if [ -n "$(CV_SAVED)" ] && [ -f "$(CV_SAVED)" ]; then \
 	  saved=$$($(PY) -c 'import json, sys; print(" ".join(str(f["fold"]) for f in json.load(open(sys.argv[1]))["folds"]))' \
@@ -209,7 +212,8 @@ cv: setup
 	  --save-folds $(or $(CV_SAVED),$(CV_OUT)/folds.json) $(CV_ARGS)
 	@echo "Out-of-fold report: $(CV_OUT)/report.md; every fold scored so far: $(or $(CV_SAVED),$(CV_OUT)/folds.json)"
 
-# Training only, with the default recipe, on the real development images (about an hour on 2 cores).
+# Training only, with the default recipe, on the real development images: one training (the recipe's [ensemble] is
+# make model's; about an hour on 2 cores).
 train-real: setup
 	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out runs/cxr-dev-default $(TRAIN_FLAGS)
 

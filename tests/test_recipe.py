@@ -182,13 +182,23 @@ def test_the_ensemble_table_names_further_trainings(tmp_path, capsys):
 
 
 def _fake_python(tmp_path) -> tuple[Path, Path]:
-    """A PY for make that runs ``-m train.recipe`` for real and only logs every other command (no training)."""
+    """A PY for make that runs ``-m train.recipe`` for real and only logs every other command (no training).
+    Environment knobs: FAIL_END (a command ending so fails), WAIT_MEMBER (the first training waits up to 10 s for a
+    member to have started: it succeeds only when members train beside it), SLOW_MEMBER (a member takes 4 s, then
+    leaves member-finished)."""
     import sys
 
     log, fake = tmp_path / "calls.log", tmp_path / "py"
     fake.write_text(f'#!/bin/sh\nif [ "$2" = train.recipe ]; then exec "{sys.executable}" "$@"; fi\n'
                     f'echo "$@" >> "{log}"\n'
-                    'case "$*" in *"--init-seed ${FAIL_SEED:-none}"*) exit 1;; esac\n'  # a member's training fails
+                    'case "$*" in\n'
+                    f'  *"--init-seed "*) touch "{tmp_path}/member-started"\n'
+                    f'    [ -n "$SLOW_MEMBER" ] && sleep 4 && touch "{tmp_path}/member-finished";;\n'
+                    '  "-m train "*) [ -z "$WAIT_MEMBER" ] || { i=0;\n'
+                    f'    while [ ! -f "{tmp_path}/member-started" ]; do i=$((i + 1)); [ $i -gt 100 ] && exit 1; '
+                    'sleep 0.1; done; };;\n'
+                    'esac\n'
+                    'case "$*" in *"${FAIL_END:-@none@}") exit 1;; esac\n'
                     '[ "$2" = convert ] && exit 3\n'  # convert's "written, a format below the gate": make goes on
                     'exit 0\n')
     fake.chmod(0o755)
@@ -212,13 +222,15 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     extra = [f"MODEL_OUT={out}"] if target == "model" else [f"CV_OUT={out}", "CV_TRAIN=0", "FOLDS=2"]
 
     env = {k: v for k, v in os.environ.items()  # not the outer make's flags or variables (make test)
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MODEL_MEMBERS", "CV_MEMBERS", "TRAIN_FLAGS")}
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MODEL_MEMBERS", "CV_MEMBERS", "TRAIN_FLAGS",
+                         "MODEL_PARALLEL", "MODEL_PUBLISH")}
 
-    def make(*more, recipe=recipe, fail_seed=None):
+    def make(*more, recipe=recipe, **knobs):
         log.unlink(missing_ok=True)
+        for marker in ("member-started", "member-finished"):
+            (tmp_path / marker).unlink(missing_ok=True)
         r = subprocess.run(["make", "-C", str(ROOT), "-o", "setup", target, f"PY={fake}", f"RECIPE={recipe}",
-                            *extra, *more], capture_output=True, text=True,
-                           env={**env, **({"FAIL_SEED": fail_seed} if fail_seed else {})})
+                            *extra, *more], capture_output=True, text=True, env={**env, **knobs})
         return r, (log.read_text().splitlines() if log.is_file() else [])
 
     def trainings(calls):
@@ -234,6 +246,9 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     assert f"-m convert {run} --member {run}-init1 --member {run}-init2 " in conv
     assert calls[-1].startswith("-m benchmarks")  # went on after convert's exit status 3
 
+    r, calls = make("TRAIN_FLAGS=--resume")  # a flag alone is not taken for the members check's own option
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert all(c.endswith("--resume") or "--resume --init-seed" in c for c in calls if c.startswith("-m train "))
     r, calls = make(f"{var}=")  # one training, asked
     assert r.returncode == 0, r.stderr[-2000:]
     assert trainings(calls) == [run] and "--member" not in " ".join(calls)
@@ -242,16 +257,24 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     assert trainings(calls) == [run, f"{run}-init1"] and f"--member {run}-init1 " in " ".join(calls)
 
     if target == "model":  # the members trained beside the first, each with its own log
-        r, calls = make("MODEL_PARALLEL=1")
+        r, calls = make("MODEL_PARALLEL=1", WAIT_MEMBER="1")  # the first finishes only if a member runs beside it
         assert r.returncode == 0, r.stderr[-2000:]
         assert sorted(trainings(calls)) == sorted([run, f"{run}-init1", f"{run}-init2"])
         assert calls[-1].startswith("-m benchmarks") and f"--member {run}-init2 " in " ".join(calls)
         assert (tmp_path / "m-init1.log").is_file() and "in the background" in r.stdout
+        r, calls = make(WAIT_MEMBER="1")  # one after another: the same fake first training fails
+        assert r.returncode != 0 and trainings(calls) == [run]
         r, calls = make("MODEL_PUBLISH=pub")
+        assert r.returncode == 0, r.stderr[-2000:]
         assert calls[-2].startswith("-m benchmarks ") and calls[-2].endswith(" --publish pub")
-        r, calls = make("MODEL_PARALLEL=1", fail_seed="2")  # a member failed: nothing converted
+        r, calls = make("MODEL_PARALLEL=1", FAIL_END="--init-seed 2")  # a member failed: nothing converted
         assert r.returncode != 0 and "member's training failed" in r.stderr
         assert not any(c.startswith("-m convert ") for c in calls)
+        r, calls = make("MODEL_PARALLEL=1", WAIT_MEMBER="1", SLOW_MEMBER="1", FAIL_END=f"--out {run}")
+        assert r.returncode != 0 and not any(c.startswith("-m convert ") for c in calls)
+        import time
+        time.sleep(5)  # the first training failed: its members were stopped, not left training
+        assert (tmp_path / "member-started").is_file() and not (tmp_path / "member-finished").exists()
 
     r, calls = make(f"{var}=0")
     assert r.returncode != 0 and "0 is the first training's own seed" in r.stderr and calls == []
