@@ -245,6 +245,9 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     (conv,) = [c for c in calls if c.startswith("-m convert ")]
     assert f"-m convert {run} --member {run}-init1 --member {run}-init2 " in conv
     assert calls[-1].startswith("-m benchmarks")  # went on after convert's exit status 3
+    if target == "model":  # an ensemble's Keras baseline is converted; figures come before the (publishing) benchmark
+        assert ",keras_fp32 " in conv
+        assert calls[-2].startswith("-m benchmarks.default_figures ") and calls[-1].startswith("-m benchmarks --bundle")
 
     r, calls = make("TRAIN_FLAGS=--resume")  # a flag alone is not taken for the members check's own option
     assert r.returncode == 0, r.stderr[-2000:]
@@ -252,6 +255,7 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     r, calls = make(f"{var}=")  # one training, asked
     assert r.returncode == 0, r.stderr[-2000:]
     assert trainings(calls) == [run] and "--member" not in " ".join(calls)
+    assert "keras_fp32" not in " ".join(calls)  # one training: the benchmark reads the run's own float model
     r, calls = make(recipe=DEFAULT)  # the default recipe: the served pair
     assert r.returncode == 0, r.stderr[-2000:]
     assert trainings(calls) == [run, f"{run}-init1"] and f"--member {run}-init1 " in " ".join(calls)
@@ -266,7 +270,7 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
         assert r.returncode != 0 and trainings(calls) == [run]
         r, calls = make("MODEL_PUBLISH=pub")
         assert r.returncode == 0, r.stderr[-2000:]
-        assert calls[-2].startswith("-m benchmarks ") and calls[-2].endswith(" --publish pub")
+        assert calls[-1].startswith("-m benchmarks ") and calls[-1].endswith(" --publish pub")
         r, calls = make("MODEL_PARALLEL=1", FAIL_END="--init-seed 2")  # a member failed: nothing converted
         assert r.returncode != 0 and "member's training failed" in r.stderr
         assert not any(c.startswith("-m convert ") for c in calls)
