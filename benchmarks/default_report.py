@@ -119,13 +119,14 @@ def report(all_figs: list[dict], command: str) -> str:
     me = machine_info()
     formats = list(dict.fromkeys(f for figs in all_figs for f, r in figs["formats"].items() if "error" not in r))
     n = len(all_figs)
-    lines = [f"# The default recipe over {n} training(s): figures on each training's own test films", "",
+    lines = [f"# The default recipe over {n} build(s): figures on each build's own test films", "",
              "> A screening aid, not a diagnosis. Figures from public development data (NIH and TBX11K films), not "
              "from a clinic.", "",
              f"- **Command:** `{command}`",
              f"- **Commit:** {me['commit'] or 'unknown'}; **date:** {me['date']}; **CPU:** {me['cpu']}, "
              f"{me['cores']} cores",
-             "- **Inputs** (one `benchmarks.default_figures` run per training; each training has its own seed or fold and "
+             "- **Inputs** (one `benchmarks.default_figures` run per build: one training, or an ensemble's trainings in one "
+             "bundle; each build has its own seed or fold and "
              "so its own patient-level split):"]
     for figs in all_figs:
         lines.append(f"  - `{figs['bundle']}` (seed {_seed(figs)}, {figs['side']} side, {figs['n']} films): "
