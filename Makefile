@@ -14,7 +14,7 @@ help:
 	@echo "make fuzz   - fuzz the image decoder with a long budget (FUZZ_EXAMPLES=5000)"
 	@echo "make mutation - mutmut over the decision/calibration/metrics/bundle code; lists surviving mutants"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
-	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (the recipe's [ensemble]: two trainings served as one bundle, about 4 hours on 2 cores); MODEL_MEMBERS= for one training (about 2 hours), MODEL_MEMBERS=\"1 2\" for three, MODEL_PARALLEL=1 trains them side by side, MODEL_PUBLISH=benchmarks writes benchmarks/RESULTS.md"
+	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (the recipe's [ensemble]: two trainings served as one bundle: 46 min on 2 cores with MODEL_PARALLEL=1, measured on a Zen 3); MODEL_MEMBERS= for one training, MODEL_MEMBERS=\"1 2\" for three, MODEL_PARALLEL=1 trains them side by side, MODEL_PUBLISH=benchmarks writes benchmarks/RESULTS.md"
 	@echo "make reproduce - after make model: are its test figures within the run-to-run spread of the reported default? (seconds)"
 	@echo "make cv     - patient-grouped $(FOLDS)-fold cross-validation of $(RECIPE) on DATA, out-of-fold report (hours; resumes); each fold as the recipe's [ensemble] (the default: two trainings); CV_MEMBERS= one training per fold"
 	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
@@ -71,8 +71,8 @@ selection: setup
 
 # The default model, from its versioned recipe: train on the real images, convert to a bundle (model card
 # inside), benchmark every format of it on the run's test split (speed, quality; then issue 16's figures:
-# NIH normal-vs-pneumonia AUC, TB rule, referral rate, intervals, simulated site B). About 2 hours per training on 2
-# cores (one training: 127 min from a clean clone, README); the default recipe serves two (MODEL_MEMBERS). The training
+# NIH normal-vs-pneumonia AUC, TB rule, referral rate, intervals, simulated site B). The default pair: 46 min on a
+# quiet 2-core Zen 3 with MODEL_PARALLEL=1, 59 min with the test suite beside it (README). The training
 # refuses an existing MODEL_OUT: remove it, choose another, or pass TRAIN_FLAGS=--resume to continue it.
 RECIPE          ?= recipes/default.toml
 MODEL_OUT       ?= runs/default
@@ -135,7 +135,7 @@ model: setup
 # Does the rebuild (make model, seed 0) reproduce the default's reported test figures within the run-to-run spread
 # (the default trained twice on the same folds)? The reference is the reported seed-0 build of the served pair (its
 # default_figures.json, committed in docs/default/); the answer goes to MODEL_OUT-benchmark/reproduce.md. The spread
-# is the one-training recipe's (docs/cv5 and its rerun docs/cv5r): the pair's own rerun spread is not measured yet.
+# is the one-training recipe's (docs/cv5 and its rerun docs/cv5r): the pair's own is measured on one split only (README).
 # The one-training reference: REPRO_REF=docs/ema/paired.json REPRO_ARM=runs/default-s0-op-bundle (with MODEL_MEMBERS=).
 REPRO_REF    ?= docs/default/default_figures.json
 REPRO_ARM    ?=
@@ -146,11 +146,13 @@ reproduce: setup
 		--json $(MODEL_OUT)-benchmark/reproduce.json
 
 # Patient-grouped k-fold cross-validation of a recipe, the honest way to rank recipes: one build of the recipe
-# per fold (the default's: two trainings, its [ensemble]; every film tested exactly once over the FOLDS builds), each converted to CV_FORMATS (LiteRT QAT INT8, post-
-# training INT8 and FP32: convert chooses which INT8 file the device serves, as for the default; the report scores
+# per fold (the default's: two trainings, its [ensemble]; every film tested exactly once over the FOLDS builds),
+# each converted to CV_FORMATS (LiteRT QAT INT8, post-training INT8 and FP32: convert chooses which INT8 file the
+# device serves, as for the default; the report scores
 # tflite_int8 unless CV_ARGS="--format served", and says where a fold serves another file), then the
 # out-of-fold report against issue 16's goals (benchmarks.crossval: CV_OUT/report.md and crossval.json). About
-# an hour per training of a fold on 2 cores (the default: two per fold); rerun to resume (finished folds are kept, an interrupted one continues). TRAIN_FLAGS
+# an hour per training of a fold on 2 cores (the default: two per fold); rerun to resume (finished folds are kept,
+# an interrupted one continues). TRAIN_FLAGS
 # adds options to every fold's training (e.g. TRAIN_FLAGS="--ema 0.99" for a lever's CV): give each recipe its
 # own CV_OUT (the report refuses folds of two recipes). CV_OUT/folds.json keeps every fold's scored test films
 # and its validation outputs: it stands in for the bundles later (a report, --baseline of another recipe's report,
@@ -160,8 +162,8 @@ reproduce: setup
 # CV_ARGS: more options for the report, e.g. CV_ARGS="--baseline docs/served/folds.json" (a lever against
 # the default pair, on the folds both hold). CV_MEMBERS: as MODEL_MEMBERS (default: the recipe's [ensemble] init-seeds);
 # CV_MEMBERS="1" (the default's): each fold served as an ensemble: its training and one more of the same fold with
-# --init-seed 1 (CV_OUT/fold0-init1, ...), converted together (python -m convert --member); a fold's bundle is converted again
-# whenever its members differ from CV_MEMBERS.
+# --init-seed 1 (CV_OUT/fold0-init1, ...), converted together (python -m convert --member); a fold's bundle is
+# converted again whenever its members differ from CV_MEMBERS.
 FOLDS    ?= 5
 CV_SEED  ?= 0
 CV_OUT   ?= runs/cv
