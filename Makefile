@@ -83,7 +83,8 @@ CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,onnx_in
 # costs one run per training). Default: the recipe's [ensemble] init-seeds (none: one training); MODEL_MEMBERS="1 2"
 # for three trainings, MODEL_MEMBERS= for one whatever the recipe says. With another split seed (TRAIN_FLAGS="--seed 1")
 # pass MODEL_MEMBERS=2: a member's init seed must differ from the first training's own.
-# MODEL_PARALLEL=1: train the members at the same time as the first training (each logs to MODEL_OUT-initN.log);
+# MODEL_PARALLEL=1: train the members at the same time as the first training (each logs to MODEL_OUT-initN.log;
+# a member that fails stops every training at once);
 # the fold pairs of docs/served trained this way in 41-45 min on 2 cores (AMD EPYC Zen 3, 2026-12-03).
 MODEL_PARALLEL  ?=
 # MODEL_PUBLISH=benchmarks: the benchmark also becomes benchmarks/RESULTS.md (the default's published benchmark; run
@@ -94,20 +95,29 @@ model: setup
 	@members=$$($(PY) -m train.recipe members $(RECIPE) --given "$(MODEL_MEMBERS)" --train-flags="$(TRAIN_FLAGS)") \
 	  || exit 2; \
 	set -e; \
-	flags=""; pids=""; \
-	trap 'for p in $$pids; do kill $$p 2>/dev/null || true; done' EXIT; \
-	trap 'for p in $$pids; do kill $$p 2>/dev/null || true; done; exit 143' TERM HUP INT; \
+	flags=""; pids=""; first=""; \
+	trap 'for p in $$pids $$first; do kill $$p 2>/dev/null || true; done' EXIT; \
+	trap 'for p in $$pids $$first; do kill $$p 2>/dev/null || true; done; exit 143' TERM HUP INT; \
+	: "a member that fails signals this shell (USR1) at once: the first training is stopped, not left to finish"; \
+	trap 'echo "an ensemble member'"'"'s training failed: see $(MODEL_OUT)-init*.log" >&2; exit 1' USR1; \
 	for s in $$members; do \
 	  flags="$$flags --member $(MODEL_OUT)-init$$s"; \
 	  if [ -n "$(MODEL_PARALLEL)" ]; then \
 	    mkdir -p "$(dir $(MODEL_OUT))"; \
 	    echo "== ensemble member: $(MODEL_OUT)-init$$s (--init-seed $$s), in the background, log $(MODEL_OUT)-init$$s.log"; \
-	    $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-init$$s $(TRAIN_FLAGS) --init-seed $$s \
-	      >> $(MODEL_OUT)-init$$s.log 2>&1 & pids="$$pids $$!"; \
+	    ( $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-init$$s $(TRAIN_FLAGS) --init-seed $$s \
+	        >> $(MODEL_OUT)-init$$s.log 2>&1 & c=$$!; \
+	      trap 'kill $$c 2>/dev/null; exit 143' TERM; \
+	      wait $$c || { kill -USR1 $$$$; exit 1; } ) & pids="$$pids $$!"; \
 	  fi; \
 	done; \
 	echo "$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS)"; \
-	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS); \
+	if [ -n "$$pids" ]; then \
+	  $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS) & first=$$!; \
+	  wait $$first; first=""; \
+	else \
+	  $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT) $(TRAIN_FLAGS); \
+	fi; \
 	for s in $$members; do \
 	  if [ -z "$(MODEL_PARALLEL)" ]; then \
 	    echo "== ensemble member: $(MODEL_OUT)-init$$s (--init-seed $$s)"; \

@@ -185,7 +185,7 @@ def _fake_python(tmp_path) -> tuple[Path, Path]:
     """A PY for make that runs ``-m train.recipe`` for real and only logs every other command (no training).
     Environment knobs: FAIL_END (a command ending so fails), WAIT_MEMBER (the first training waits up to 10 s for a
     member to have started: it succeeds only when members train beside it), SLOW_MEMBER (a member takes 4 s, then
-    leaves member-finished)."""
+    leaves member-finished), SLOW_FIRST (the first training takes 4 s, then leaves first-finished)."""
     import sys
 
     log, fake = tmp_path / "calls.log", tmp_path / "py"
@@ -194,7 +194,8 @@ def _fake_python(tmp_path) -> tuple[Path, Path]:
                     'case "$*" in\n'
                     f'  *"--init-seed "*) touch "{tmp_path}/member-started"\n'
                     f'    [ -n "$SLOW_MEMBER" ] && sleep 4 && touch "{tmp_path}/member-finished";;\n'
-                    '  "-m train "*) [ -z "$WAIT_MEMBER" ] || { i=0;\n'
+                    f'  "-m train "*) [ -n "$SLOW_FIRST" ] && sleep 4 && touch "{tmp_path}/first-finished"\n'
+                    '    [ -z "$WAIT_MEMBER" ] || { i=0;\n'
                     f'    while [ ! -f "{tmp_path}/member-started" ]; do i=$((i + 1)); [ $i -gt 100 ] && exit 1; '
                     'sleep 0.1; done; };;\n'
                     'esac\n'
@@ -227,7 +228,7 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
 
     def make(*more, recipe=recipe, **knobs):
         log.unlink(missing_ok=True)
-        for marker in ("member-started", "member-finished"):
+        for marker in ("member-started", "member-finished", "first-finished"):
             (tmp_path / marker).unlink(missing_ok=True)
         r = subprocess.run(["make", "-C", str(ROOT), "-o", "setup", target, f"PY={fake}", f"RECIPE={recipe}",
                             *extra, *more], capture_output=True, text=True, env={**env, **knobs})
@@ -261,6 +262,8 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     assert trainings(calls) == [run, f"{run}-init1"] and f"--member {run}-init1 " in " ".join(calls)
 
     if target == "model":  # the members trained beside the first, each with its own log
+        import time
+
         r, calls = make("MODEL_PARALLEL=1", WAIT_MEMBER="1")  # the first finishes only if a member runs beside it
         assert r.returncode == 0, r.stderr[-2000:]
         assert sorted(trainings(calls)) == sorted([run, f"{run}-init1", f"{run}-init2"])
@@ -274,9 +277,13 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
         r, calls = make("MODEL_PARALLEL=1", FAIL_END="--init-seed 2")  # a member failed: nothing converted
         assert r.returncode != 0 and "member's training failed" in r.stderr
         assert not any(c.startswith("-m convert ") for c in calls)
+        r, calls = make("MODEL_PARALLEL=1", SLOW_FIRST="1", FAIL_END="--init-seed 1")  # a member fails at once:
+        assert r.returncode != 0 and "member's training failed" in r.stderr  # make stops without waiting for the
+        assert not (tmp_path / "first-finished").exists()  # first training (4 s), and that training was stopped
+        time.sleep(5)
+        assert not (tmp_path / "first-finished").exists() and not any(c.startswith("-m convert ") for c in calls)
         r, calls = make("MODEL_PARALLEL=1", WAIT_MEMBER="1", SLOW_MEMBER="1", FAIL_END=f"--out {run}")
         assert r.returncode != 0 and not any(c.startswith("-m convert ") for c in calls)
-        import time
         time.sleep(5)  # the first training failed: its members were stopped, not left training
         assert (tmp_path / "member-started").is_file() and not (tmp_path / "member-finished").exists()
 
