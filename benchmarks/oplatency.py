@@ -191,7 +191,7 @@ def models_of(path: Path) -> list[tuple[str, Path]]:
         return found
     if not path.is_file():
         raise OpLatencyError(f"{path}: no such bundle or model file")
-    return [(path.name, path)]
+    return [(f"{path.parent.name}/{path.name}", path)]  # the folder too: bundles name their files alike
 
 
 def markdown(results: dict[str, dict], info: dict, command: str) -> str:
