@@ -142,15 +142,16 @@ def profile(path: str | Path, threads: int = 1, every: int = 1, repeats: int = 3
     if n == 0:
         raise OpLatencyError(f"{path}: the model has no operations")
     points = sorted(set(range(every, n + 1, max(every, 1))) | {n})
-    cumulative = {0: 0.0}
+    timed: dict[int, list[float]] = defaultdict(list)
     full = float("inf")
     for r in range(rounds):  # every cut once a round, the fastest round counts: a busy spell hits all cuts alike
         full = min(full, _time(_interpreter(path.read_bytes(), threads), repeats, invokes))
         for j, k in enumerate(points):
-            ms = _time(_interpreter(cut(model, k), threads), repeats, invokes)
-            cumulative[k] = min(cumulative.get(k, ms), ms)
+            timed[k].append(_time(_interpreter(cut(model, k), threads), repeats, invokes))
             if progress:
                 progress(r * len(points) + j + 1, rounds * len(points))
+    cumulative = {0: 0.0, **{k: min(v) for k, v in timed.items()}}
+    spread = [max(v) - min(v) for v in timed.values()] if rounds > 1 else []
     g = model.subgraphs[0]
     input_hw = [int(s) for s in g.tensors[g.inputs[0]].shape[1:3]]
     rows, prev = [], 0
@@ -174,7 +175,9 @@ def profile(path: str | Path, threads: int = 1, every: int = 1, repeats: int = 3
         for v in table.values():
             v["share"] = v["ms"] / total if total > 0 else float("nan")
     return {"model": str(path), "operations": n, "threads": threads, "every": every, "rounds": rounds,
-            "repeats": repeats, "invokes": invokes, "full_ms": full, "cut_total_ms": total, "rows": rows,
+            "repeats": repeats, "invokes": invokes, "full_ms": full, "cut_total_ms": total,
+            "round_spread_ms": {"median": float(np.median(spread)), "max": float(max(spread))} if spread else None,
+            "rows": rows,
             "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1]["ms"])),
             "by_stage": dict(by_stage)}
 
@@ -203,7 +206,12 @@ def markdown(results: dict[str, dict], info: dict, command: str) -> str:
     for label, r in results.items():
         lines += [f"## {label}", "",
                   f"{r['operations']} operations, {r['threads']} thread(s): full model **{r['full_ms']:.2f} ms**, "
-                  f"the cut graphs' sum {r['cut_total_ms']:.2f} ms.", "",
+                  f"the cut graphs' sum {r['cut_total_ms']:.2f} ms. " + (
+                      f"The {r['rounds']} rounds of one cut differ by {r['round_spread_ms']['median']:.2f} ms (median; "
+                      f"largest {r['round_spread_ms']['max']:.2f}): an operation cheaper than that is not resolved, "
+                      f"and a sum adds that noise once for every cut it spans (a stage running from the input, as "
+                      f"one model's input preparation does, is read off one cut)." if r.get("round_spread_ms")
+                      else "One round: no measure of the noise (--rounds 2 or more)."), "",
                   "| stage | operations | ms | share |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['count']} | {v['ms']:.2f} | {100 * v['share']:.0f}% |" for k, v in r["by_stage"].items()]
         lines += ["", "| operation kind | count | ms | share |", "|---|---|---|---|"]
