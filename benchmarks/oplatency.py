@@ -287,7 +287,9 @@ def main(argv=None) -> int:
         a.md.write_text(markdown(results, info, command))
         print(f"written: {a.md}")
     if a.plot:
-        print(f"plot: {plot(results, a.plot, f'cumulative LiteRT time, {a.threads} thread(s); {sysinfo.describe(info)}')}")
+        title = (f"cumulative LiteRT (XNNPACK) time, {a.threads} thread(s); {info['cpu']}, {info['date']}, "
+                 f"commit {info['commit']}")
+        print(f"plot: {plot(results, a.plot, title)}")
     return 0
 
 
