@@ -230,7 +230,8 @@ def _pretrained_source(variant, alpha, minimalistic, weights) -> tf_keras.Model:
 
 
 def backbone(x, *, variant: str = "small", alpha: float = 1.0, minimalistic: bool = False, weights=None):
-    """Apply MobileNetV3 to ``x`` (a 3-channel tf_keras tensor in [-1, 1]); return the last feature map.
+    """Apply MobileNetV3 to ``x`` (a 3-channel tf_keras tensor in [-1, 1]; 1 channel for a grey stem, without
+    ``weights``); return the last feature map.
 
     ``variant``: "small" or "large". ``alpha``: width multiplier. ``minimalistic``: ReLU, 3x3 kernels, no
     squeeze-excite. ``weights``: None (random), "imagenet" (Keras download: alpha 0.75 or 1.0, or 1.0 when
@@ -241,8 +242,9 @@ def backbone(x, *, variant: str = "small", alpha: float = 1.0, minimalistic: boo
     _check_variant(variant)
     if alpha is None:
         alpha = 1.0
-    if x.shape[-1] != 3:
-        raise ValueError(f"MobileNetV3 expects a 3-channel input, got shape {tuple(x.shape)}")
+    if x.shape[-1] not in (1, 3) or (weights is not None and x.shape[-1] != 3):
+        raise ValueError(f"MobileNetV3 expects a 3-channel input (1 channel: a grey stem, without weights; "
+                         f"train.models.build_model sums pretrained ones), got shape {tuple(x.shape)}")
     source = None
     if weights is not None:
         source = _pretrained_source(variant, alpha, minimalistic, weights)  # fail before building anything

@@ -60,6 +60,7 @@ class TrainConfig:
     site_augment: float = 0.0  # probability of each site-style change (train.site); 0 = off
     class_balance: bool = True
     dropout: float = 0.2
+    stem: str = "rgb"  # models.STEMS: the grey film copied to three channels, or read as one
     ema: float = 0.0  # decay of an exponential moving average of the float phase's weights (0 = off; e.g. 0.99)
     label_smoothing: float = 0.0  # targets (1 - e) x label + e / K (0 = off)
     mixup: float = 0.0  # Beta(a, a) blending of each training batch with a shuffled copy of itself (0 = off)
@@ -523,7 +524,8 @@ def run(cfg: TrainConfig) -> Path:
             log.info("redoing QAT from %s (the float phase is kept)", out / "model_float.keras")
         else:
             float_model = models.build_model(cfg.model, image_size=cfg.image_size, num_classes=len(cfg.classes),
-                                             alpha=cfg.alpha, weights=weights, dropout=cfg.dropout)
+                                             alpha=cfg.alpha, weights=weights, dropout=cfg.dropout,
+                                             stem=cfg.stem)
         _compile(float_model, cfg.lr, soft=use_soft)
     log.info("%s: %d parameters, input %dx%d", cfg.model, float_model.count_params(), cfg.image_size, cfg.image_size)
     if cfg.redo_qat:
