@@ -29,7 +29,6 @@ from benchmarks import sysinfo
 from edge_runtime import formats as F
 
 CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
-POOLS = ("MEAN", "AVERAGE_POOL_2D")
 
 
 class OpLatencyError(ValueError):
@@ -47,7 +46,10 @@ def _read(path: Path):
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise OpLatencyError(f"{path}: not a LiteRT (.tflite) model")
-    model = S.ModelT.InitFromObj(S.Model.GetRootAsModel(data, 0))
+    try:
+        model = S.ModelT.InitFromObj(S.Model.GetRootAsModel(data, 0))
+    except Exception as exc:  # a truncated or damaged flatbuffer fails deep in the reader
+        raise OpLatencyError(f"{path}: not a readable LiteRT model ({type(exc).__name__}: {exc})") from exc
     if len(model.subgraphs) != 1:
         raise OpLatencyError(f"{path}: {len(model.subgraphs)} subgraphs; only one-subgraph models are cut")
     if any(getattr(b, "offset", 0) > 1 for b in model.buffers or []):
@@ -143,6 +145,10 @@ def profile(path: str | Path, threads: int = 1, every: int = 1, repeats: int = 3
         raise OpLatencyError(f"{path}: the model has no operations")
     points = sorted(set(range(every, n + 1, max(every, 1))) | {n})
     timed: dict[int, list[float]] = defaultdict(list)
+    try:
+        _interpreter(path.read_bytes(), threads)
+    except (ValueError, RuntimeError) as exc:
+        raise OpLatencyError(f"{path}: LiteRT cannot run it ({exc})") from exc
     full = float("inf")
     for r in range(rounds):  # every cut once a round, the fastest round counts: a busy spell hits all cuts alike
         full = min(full, _time(_interpreter(path.read_bytes(), threads), repeats, invokes))
@@ -208,9 +214,10 @@ def markdown(results: dict[str, dict], info: dict, command: str) -> str:
                   f"{r['operations']} operations, {r['threads']} thread(s): full model **{r['full_ms']:.2f} ms**, "
                   f"the cut graphs' sum {r['cut_total_ms']:.2f} ms. " + (
                       f"The {r['rounds']} rounds of one cut differ by {r['round_spread_ms']['median']:.2f} ms (median; "
-                      f"largest {r['round_spread_ms']['max']:.2f}): an operation cheaper than that is not resolved, "
-                      f"and a sum adds that noise once for every cut it spans (a stage running from the input, as "
-                      f"one model's input preparation does, is read off one cut)." if r.get("round_spread_ms")
+                      f"largest {r['round_spread_ms']['max']:.2f}): an operation cheaper than that is not resolved; a "
+                      f"run of consecutive operations is the difference of two cuts (one cut when it starts at the "
+                      f"input, as one model's input preparation does), a sum of scattered ones (an operation kind, "
+                      f"an ensemble's interleaved stages) adds about two cuts' noise for each operation." if r.get("round_spread_ms")
                       else "One round: no measure of the noise (--rounds 2 or more)."), "",
                   "| stage | operations | ms | share |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['count']} | {v['ms']:.2f} | {100 * v['share']:.0f}% |" for k, v in r["by_stage"].items()]

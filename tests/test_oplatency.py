@@ -85,6 +85,10 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path, capsys):
     bad.write_text("not a model")
     assert O.main([str(bad)]) == 2
     assert "not a LiteRT (.tflite) model" in capsys.readouterr().err
+    cut_short = tmp_path / "short.tflite"
+    cut_short.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(20))  # the header of a model, and nothing after it
+    assert O.main([str(cut_short)]) == 2
+    assert "LiteRT" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert O.main([str(empty)]) == 2

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stem", choices=("rgb", "grey"), default="rgb",
                    help="rgb: the grey film copied to three channels for the backbone (ImageNet's input); grey: the "
                         "backbone reads the one channel (pretrained stem weights summed over the three; the same "
-                        "functions, 13-20%% less LiteRT INT8 time, docs/oplatency)")
+                        "functions, 15-18%% less LiteRT INT8 time, docs/oplatency)")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the float phase's weights with this decay per step "
                         "(e.g. 0.99) and score/keep the averaged weights; 0 = off")

@@ -11,7 +11,7 @@ models). ``build_model`` adds what every model shares around it:
 ``stem="grey"`` leaves out the copy to three channels: the backbone reads the one grey channel (its first
 convolution has one input channel). Fed three copies of one channel, a convolution computes what the same
 convolution computes on one channel with its kernel summed over the three (``grey_stem_weights``): the same
-family of functions, a cheaper graph (on LiteRT/XNNPACK the copy and the per-channel scaling cost 13-20% of a
+family of functions, a cheaper graph (on LiteRT/XNNPACK the copy and the per-channel scaling cost 15-18% of a
 MobileNetV2 INT8 inference, docs/oplatency). Pretrained weights are read into the three-channel model and summed
 so; trained from scratch the two differ only in how the stem's weights start and move.
 """
