@@ -145,11 +145,13 @@ model: setup
 # Does the rebuild (make model, seed 0) reproduce the default's reported test figures within the run-to-run spread
 # (the default trained twice on the same folds)? The reference is the reported seed-0 build of the served pair (its
 # default_figures.json, committed in docs/default/); the answer goes to MODEL_OUT-benchmark/reproduce.md. The spread
-# is the one-training recipe's (docs/cv5 and its rerun docs/cv5r): the pair's own is measured on one split only (README).
-# The one-training reference: REPRO_REF=docs/ema/paired.json REPRO_ARM=runs/default-s0-op-bundle (with MODEL_MEMBERS=).
+# is the pair's own (docs/members/PLAN.md): the served pairs of folds 0 and 1 (docs/served) against the same folds'
+# pairs trained again with init seeds 2 and 3 (docs/members/rerun-*): two folds only, so a low estimate (README).
+# The one-training spread: REPRO_SPREAD="docs/cv5/crossval.json docs/cv5r/crossval.json"; its reference:
+# REPRO_REF=docs/ema/paired.json REPRO_ARM=runs/default-s0-op-bundle (with MODEL_MEMBERS=).
 REPRO_REF    ?= docs/default/default_figures.json
 REPRO_ARM    ?=
-REPRO_SPREAD ?= docs/cv5/crossval.json docs/cv5r/crossval.json
+REPRO_SPREAD ?= docs/served/crossval.json docs/members/rerun-crossval.json
 reproduce: setup
 	$(PY) -m benchmarks.reproduce $(MODEL_OUT)-benchmark/default_figures.json --reference $(REPRO_REF) \
 		$(if $(REPRO_ARM),--arm $(REPRO_ARM)) --spread $(REPRO_SPREAD) --out $(MODEL_OUT)-benchmark/reproduce.md \
