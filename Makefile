@@ -96,7 +96,7 @@ model: setup
 	  || exit 2; \
 	set -e; \
 	flags=""; pids=""; first=""; \
-	trap 'for p in $$pids $$first; do kill $$p 2>/dev/null || true; done' EXIT; \
+	trap 'for p in $$pids $$first; do kill $$p 2>/dev/null || true; done; wait' EXIT; \
 	trap 'for p in $$pids $$first; do kill $$p 2>/dev/null || true; done; exit 143' TERM HUP INT; \
 	: "a member that fails signals this shell (USR1) at once: the first training is stopped, not left to finish"; \
 	trap 'echo "an ensemble member'"'"'s training failed: see $(MODEL_OUT)-init*.log" >&2; exit 1' USR1; \
@@ -105,9 +105,9 @@ model: setup
 	  if [ -n "$(MODEL_PARALLEL)" ]; then \
 	    mkdir -p "$(dir $(MODEL_OUT))"; \
 	    echo "== ensemble member: $(MODEL_OUT)-init$$s (--init-seed $$s), in the background, log $(MODEL_OUT)-init$$s.log"; \
-	    ( $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-init$$s $(TRAIN_FLAGS) --init-seed $$s \
+	    ( c=""; trap '[ -z "$$c" ] || kill $$c 2>/dev/null; exit 143' TERM; \
+	      $(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-init$$s $(TRAIN_FLAGS) --init-seed $$s \
 	        >> $(MODEL_OUT)-init$$s.log 2>&1 & c=$$!; \
-	      trap 'kill $$c 2>/dev/null; exit 143' TERM; \
 	      wait $$c || { kill -USR1 $$$$; exit 1; } ) & pids="$$pids $$!"; \
 	  fi; \
 	done; \
