@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +204,19 @@ def models_of(path: Path) -> list[tuple[str, Path]]:
     return [(f"{path.parent.name}/{path.name}", path)]  # the folder too: bundles name their files alike
 
 
+def unique_labels(targets: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """The same labels made distinct (two bundles in folders of one name): such a label becomes the file's full path,
+    and a file given twice gets a count, so that no model's figures overwrite another's in the report."""
+    seen = Counter(label for label, _ in targets)
+    out, used = [], Counter()
+    for label, path in targets:
+        if seen[label] > 1:
+            label = str(path)
+        used[label] += 1
+        out.append((label if used[label] == 1 else f"{label} #{used[label]}", path))
+    return out
+
+
 def markdown(results: dict[str, dict], info: dict, command: str) -> str:
     lines = [sysinfo.report_header("Where the LiteRT time goes, operation by operation (XNNPACK, cut graphs)",
                                    command, info).rstrip(), "",
@@ -271,7 +284,7 @@ def main(argv=None) -> int:
 
     results = {}
     try:
-        targets = [t for m in a.models for t in models_of(m)]
+        targets = unique_labels([t for m in a.models for t in models_of(m)])
         for label, path in targets:
             with tqdm(desc=label, unit="cut", file=sys.stderr) as bar:
                 def step(done, total, bar=bar):

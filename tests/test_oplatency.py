@@ -95,3 +95,20 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path, capsys):
     assert "no LiteRT (.tflite) model" in capsys.readouterr().err
     assert O.main([str(tmp_path / "missing")]) == 2
     assert "no such bundle or model file" in capsys.readouterr().err
+
+
+def test_models_of_the_same_label_are_each_reported(tiny_bundle, tmp_path):
+    """Two bundles in folders of one name (runs/a/bundle, runs/b/bundle) and a file given twice: every model keeps
+    its own figures in the report instead of overwriting another's."""
+    path = _tflite(tiny_bundle)
+    copies = []
+    for side in ("a", "b"):
+        (tmp_path / side / "bundle").mkdir(parents=True)
+        copies.append(tmp_path / side / "bundle" / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    out = tmp_path / "o.json"
+    rc = O.main([str(copies[0]), str(copies[1]), str(copies[1]), "--every", "50", "--rounds", "1", "--repeats", "1",
+                 "--invokes", "1", "--out", str(out)])
+    assert rc == 0
+    labels = list(json.loads(out.read_text())["models"])
+    assert labels == [str(copies[0]), str(copies[1]), f"{copies[1]} #2"]
