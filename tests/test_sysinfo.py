@@ -1,0 +1,36 @@
+"""benchmarks.sysinfo: the CPU recorded beside every figure tells apart two CPUs of one name whose INT8 speed
+differs (a Zen 3 and a Zen 4 both call themselves "AMD EPYC")."""
+import pytest
+
+from benchmarks import sysinfo
+from edge_runtime import kit_selftest
+
+ZEN3 = {"model name": "AMD EPYC", "cpu family": "25", "model": "1", "flags": "fpu sse avx avx2 fma"}
+ZEN4 = {"model name": "AMD EPYC", "cpu family": "25", "model": "17",
+        "flags": "fpu sse avx avx2 fma avx512f avx512bw avx512_vnni"}
+PI4 = {"hardware": "BCM2835", "model": "Raspberry Pi 4 Model B Rev 1.4", "cpu architecture": "8",
+       "features": "fp asimd evtstrm crc32 cpuid"}
+
+
+def _cpu(monkeypatch, fields):
+    monkeypatch.setattr(sysinfo, "cpuinfo", lambda: dict(fields))
+    monkeypatch.setattr(kit_selftest, "cpuinfo", lambda: dict(fields))
+    return sysinfo.machine_info()["cpu"]
+
+
+def test_two_cpus_of_one_name_are_told_apart(monkeypatch):
+    zen3, zen4 = _cpu(monkeypatch, ZEN3), _cpu(monkeypatch, ZEN4)
+    assert zen3 != zen4
+    assert zen3 == "AMD EPYC (cpu family 25, model 1; avx2)"
+    assert zen4 == "AMD EPYC (cpu family 25, model 17; avx2 avx512f avx512_vnni)"
+
+
+def test_an_arm_board_is_named_with_its_int8_features(monkeypatch):
+    # the board's "model" line is a name, not a model number: it is not taken for one
+    assert _cpu(monkeypatch, PI4) == "BCM2835 (asimd)"
+
+
+@pytest.mark.parametrize("fields", [{}, {"model name": "Some CPU"}])
+def test_a_cpu_without_details_keeps_its_bare_name(monkeypatch, fields):
+    name = _cpu(monkeypatch, fields)
+    assert name and "(" not in name
