@@ -25,7 +25,8 @@ site B figures, the commit, date and CPU that scored it; each film named by clas
 JSON file. Given in place of bundles (positional, beside new fold bundles, or to ``--baseline``), it scores
 and pairs as the folds did, with no bundle and no retraining: a baseline measured in one session serves the next.
 It keeps each fold's validation films' outputs too (what its thresholds were fitted on), so the what-ifs run
-from it as from the bundles.
+from it as from the bundles. ``FILE:0,1`` reads only those folds of it (e.g. a baseline whose other folds come
+from bundles trained again: ``--baseline docs/served/folds.json:0,1 runs/pair3-bundle``).
 
 What-ifs (``--class-bias``, ``--tb-sensitivity S``, ``--pneumonia-sensitivity S``; not what a device does today):
 each fold's operating point fitted again on its own validation films under one change (a per-class bias; the TB
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import time
@@ -570,9 +572,18 @@ def _saved_validation(films, n_labels: int) -> dict:
             "val_cal": np.asarray([x["p"] for x in films], float).reshape(len(films), n_labels)}
 
 
+def saved_source(source) -> tuple[Path, set[int] | None]:
+    """A saved-folds file given as ``FILE`` (every fold) or ``FILE:0,1`` (those folds only)."""
+    path, _, pick = str(source).rpartition(":")
+    if path and re.fullmatch(r"\d+(,\d+)*", pick) and not Path(source).exists():
+        return Path(path), {int(k) for k in pick.split(",")}
+    return Path(source), None
+
+
 def load_folds(sources, fmt: str = F.DEPLOYED, log=print, what: str = "", validation: bool = False) -> list[Fold]:
     """The folds of ``sources`` (fold bundles, each run on its test films now, and with ``validation`` on its
-    validation films, or saved-folds files), in fold order, checked as one cross-validation."""
+    validation films, or saved-folds files, ``FILE:0,1`` for some of their folds), in fold order, checked as one
+    cross-validation."""
     live, saved = [], []
     for b in sources:
         if Path(b).is_dir():
@@ -580,8 +591,14 @@ def load_folds(sources, fmt: str = F.DEPLOYED, log=print, what: str = "", valida
                 + (" and validation films" if validation else ""))
             live.append(load_fold(Path(b), fmt, validation=validation))
         else:
-            log(f"{what}saved folds {b}: reading")
-            saved += load_saved(Path(b), fmt)
+            path, pick = saved_source(b)
+            log(f"{what}saved folds {path}: reading" + ("" if pick is None else f" folds {sorted(pick)}"))
+            got = load_saved(path, fmt)
+            missing = (pick or set()) - {f.fold for f in got}
+            if missing:
+                raise FoldError(f"{path} holds no fold {', '.join(map(str, sorted(missing)))} "
+                                f"(it holds {', '.join(str(f.fold) for f in got)})")
+            saved += [f for f in got if pick is None or f.fold in pick]
     folds = sorted(live + saved, key=lambda f: f.fold)
     check_folds(folds)
     return folds

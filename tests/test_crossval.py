@@ -166,6 +166,27 @@ def test_saved_folds_score_and_pair_like_the_folds_they_were_saved_from(tmp_path
         CV.load_saved(tmp_path / "other.json")
 
 
+def test_some_folds_of_a_saved_file_are_read_with_file_colon_folds(tmp_path):
+    """``FILE:0,2`` reads only those folds (a baseline whose other folds were trained again), refuses a fold the
+    file does not hold, and a file whose own name ends in such a suffix is still read whole."""
+    rng = np.random.default_rng(5)
+    ys = [rng.integers(0, 3, 12) for _ in range(3)]
+    folds = [_fold(i, y, _probs(rng, y), 0.4, files=[f"{LABELS[c]}/f{i}-{k}.png" for k, c in enumerate(y)],
+                   folds=3) for i, y in enumerate(ys)]
+    saved = tmp_path / "folds.json"
+    CV.save_folds(folds, saved, "tflite_int8", {}, {"command": "cv", "machine": {}})
+    quiet = dict(log=lambda m: None)
+    assert [f.fold for f in CV.load_folds([Path(f"{saved}:0,2")], **quiet)] == [0, 2]
+    assert [f.fold for f in CV.load_folds([saved], **quiet)] == [0, 1, 2]
+    with pytest.raises(CV.FoldError, match="holds no fold 4"):
+        CV.load_folds([Path(f"{saved}:1,4")], **quiet)
+    with pytest.raises(CV.FoldError, match="fold 1 is given twice"):  # the file whole beside its fold 1 again
+        CV.load_folds([saved, Path(f"{saved}:1")], **quiet)
+    odd = tmp_path / "odd:1"
+    odd.write_bytes(saved.read_bytes())
+    assert [f.fold for f in CV.load_folds([odd], **quiet)] == [0, 1, 2]
+
+
 def test_an_option_newer_than_a_run_counts_as_off(tmp_path):
     """Folds trained before --mixup/--label-smoothing existed pool with folds trained after, with both off."""
     old, new, lever = tmp_path / "old", tmp_path / "new", tmp_path / "lever"
