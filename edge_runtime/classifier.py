@@ -137,7 +137,7 @@ class Classifier:
         """(problem as {"code": ..., numbers} or None, embedding distance or None) for a decoded image, its model
         input ``x`` (for the orientation check) and its model features: the image checks, the orientation, then
         the embedding."""
-        problem = scope.image_check(image)
+        problem = scope.image_check(image, scope.min_side_for(self.metadata.image_size))
         if problem is None and x is not None:
             problem = orientation.check(x, self.metadata.orientation)
         distance = None

@@ -84,6 +84,8 @@ REASONS_EN = {
     "unsure": "the model is unsure (top probability {p:.2f} < {threshold:.2f}): refer to a clinician",
     "most_probable": "most probable class ({p:.2f})",
     "oos_shape": "image shape {width}x{height} is not that of a chest radiograph",
+    "oos_low_resolution": "the image is only {width}x{height} pixels (a film needs at least {min_side} on its "
+                          "short side): export the film at full resolution, not a thumbnail",
     "oos_blank": "image is blank or nearly uniform",
     "oos_few_levels": "the image has only {levels} grey levels: a drawing or graphic, not a radiograph",
     "oos_saturated": "{fraction:.0%} of the image is black or white (saturated or not a radiograph)",

@@ -18,12 +18,19 @@ MIN_STD = 6.0  # grey levels: below this the image is essentially uniform
 MAX_CLIPPED = 0.5  # fraction of pixels at the extremes
 MAX_ASPECT = 2.0
 MIN_LEVELS = 32  # distinct grey levels: a radiograph (even an 8-bit JPEG) has far more; a drawing has few
+# pixels on the short side: a chest film exported for reading has hundreds to thousands; below this it is a
+# thumbnail or an icon, and the model would read an upscaled blur with confidence (a 10x10 TB film came out
+# "normal 0.93" before this check). A model whose own input is smaller (a test model) lowers it to its size.
+MIN_FILM_SIDE = 128
 
 
-def image_check(image: np.ndarray) -> dict | None:
+def image_check(image: np.ndarray, min_side: int = MIN_FILM_SIDE) -> dict | None:
     """What is wrong with the decoded grayscale image as a radiograph, as a reason code and its numbers
-    ({"code": "oos_blank"}, {"code": "oos_few_levels", "levels": 12}, ...), or None when it may be one."""
+    ({"code": "oos_blank"}, {"code": "oos_few_levels", "levels": 12}, ...), or None when it may be one.
+    ``min_side``: the fewest pixels on the short side (``MIN_FILM_SIDE``; ``min_side_for`` a model)."""
     h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        return {"code": "oos_low_resolution", "width": int(w), "height": int(h), "min_side": int(min_side)}
     if max(h, w) / max(1, min(h, w)) > MAX_ASPECT:
         return {"code": "oos_shape", "width": int(w), "height": int(h)}
     small = image[:: max(1, h // 256), :: max(1, w // 256)]
@@ -39,11 +46,17 @@ def image_check(image: np.ndarray) -> dict | None:
     return None
 
 
-def image_problem(image: np.ndarray) -> str | None:
+def min_side_for(image_size: int) -> int:
+    """The short side below which a film is refused for a model of this input size: ``MIN_FILM_SIDE``, or the
+    model's own input size when that is smaller."""
+    return int(min(MIN_FILM_SIDE, image_size))
+
+
+def image_problem(image: np.ndarray, min_side: int = MIN_FILM_SIDE) -> str | None:
     """A reason string (English) when the decoded grayscale image cannot be a usable radiograph, else None."""
     from edge_runtime.operating_point import reason_text
 
-    found = image_check(image)
+    found = image_check(image, min_side)
     return None if found is None else reason_text(found["code"], found)
 
 

@@ -25,14 +25,42 @@ def test_decide_coded_gives_the_code_and_numbers_and_decide_the_same_english():
     assert reason_text("no_such_code", {}) == "no such code"
 
 
+NOISE = np.random.default_rng(0).integers(0, 256, (256, 256)).astype(np.uint8)
+
+
 @pytest.mark.parametrize("image, code", [
-    (np.full((100, 100), 128, np.uint8), "oos_blank"),
-    (np.tile(np.arange(0, 250, 25, dtype=np.uint8), (100, 10)), "oos_few_levels"),
-    (np.zeros((50, 300), np.uint8), "oos_shape"),
+    (np.full((200, 200), 128, np.uint8), "oos_blank"),
+    (np.tile(np.arange(0, 250, 25, dtype=np.uint8), (200, 20)), "oos_few_levels"),
+    (np.zeros((150, 400), np.uint8), "oos_shape"),
+    (NOISE[:10, :10], "oos_low_resolution"),  # a thumbnail: would otherwise pass every check
+    (NOISE[:127, :200], "oos_low_resolution"),
 ])
 def test_image_check_names_the_cause(image, code):
     assert scope.image_check(image)["code"] == code
     assert scope.image_problem(image) == reason_text(code, scope.image_check(image))
+
+
+def test_low_resolution_floor_is_the_films_short_side_and_follows_a_smaller_model():
+    assert scope.image_check(NOISE[:128, :200]) is None  # at the floor: a film
+    found = scope.image_check(NOISE[:10, :12])
+    assert found == {"code": "oos_low_resolution", "width": 12, "height": 10, "min_side": scope.MIN_FILM_SIDE}
+    assert "only 12x10 pixels" in reason_text(found["code"], found) and "at least 128" in reason_text(found["code"], found)
+    assert scope.min_side_for(224) == scope.MIN_FILM_SIDE and scope.min_side_for(32) == 32
+    assert scope.image_check(NOISE[:40, :40], scope.min_side_for(32)) is None
+    assert scope.image_check(NOISE[:31, :40], scope.min_side_for(32))["code"] == "oos_low_resolution"
+
+
+def test_inverted_film_gets_its_own_advice_not_turn_it_the_right_way_up():
+    from edge_runtime.web import i18n
+
+    inverted = {"reason_code": "oos_orientation", "reason_args": {"view": "inverted", "p": 0.9}}
+    upside = {"reason_code": "oos_orientation", "reason_args": {"view": "upside_down", "p": 0.9}}
+    for lang in ("en", "fr"):
+        assert i18n.oos_advice(lang, inverted) == i18n.translate(lang, "oos.advice_inverted")
+        assert i18n.oos_advice(lang, upside) == i18n.translate(lang, "oos.advice_orientation")
+        small = {"reason_code": "oos_low_resolution", "reason_args": {"width": 10, "height": 10, "min_side": 128}}
+        assert i18n.oos_advice(lang, small) == i18n.translate(lang, "oos.advice_resolution")
+    assert "right way up" not in i18n.oos_advice("en", inverted) and "inverting" in i18n.oos_advice("en", inverted)
 
 
 def test_saturated_image_reports_its_fraction():

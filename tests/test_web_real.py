@@ -81,6 +81,19 @@ def test_real_classifier_out_of_scope_for_blank_and_saturated_films(real_client)
         assert "L&#39;image est vide" in fr or "de l&#39;image est noir ou blanc pur" in fr
 
 
+def test_real_classifier_refuses_a_thumbnail_smaller_than_the_model_input(real_client):
+    # a 16x16 film (the tiny model reads 32 px): mean 217 would be a confident TB call if it were read
+    data = png_bytes(217, size=(16, 16), noise=25, seed=3)
+    r = post(real_client, data)
+    assert r.status_code == 201, r.get_json()
+    body = r.get_json()
+    assert body["decision"] == "out_of_scope" and body["probabilities"] is None and body["label"] is None
+    assert body["reason_code"] == "oos_low_resolution"
+    assert body["reason_args"] == {"width": 16, "height": 16, "min_side": 32}
+    fr = real_client.get(body["links"]["page"] + "?lang=fr").get_data(as_text=True)
+    assert "ne fait que 16x16 pixels" in fr and "pleine résolution" in fr
+
+
 def test_real_classifier_tb_and_normal_through_the_upload_form(real_client):
     tok = csrf(real_client.get("/").get_data(as_text=True))
     for mean, want in ((40, "normal"), (217, "tuberculosis")):

@@ -47,7 +47,8 @@ def label_text(lang: str, label: str) -> str:
     return label.replace("_", " ") if text == key else text
 
 
-OOS_ADVICE = {"oos_shape": "oos.advice_image", "oos_blank": "oos.advice_image", "oos_few_levels": "oos.advice_image",
+OOS_ADVICE = {"oos_low_resolution": "oos.advice_resolution", "oos_shape": "oos.advice_image",
+              "oos_blank": "oos.advice_image", "oos_few_levels": "oos.advice_image",
               "oos_saturated": "oos.advice_image", "oos_orientation": "oos.advice_orientation",
               "oos_unlike_training": "oos.advice_unlike"}
 
@@ -79,4 +80,7 @@ def reason_text(lang: str, rec: dict) -> str:
 
 def oos_advice(lang: str, rec: dict) -> str:
     """What the operator should do with an out-of-scope film, for its cause."""
-    return translate(lang, OOS_ADVICE.get(rec.get("reason_code") or "", "oos.advice_unknown"))
+    code = rec.get("reason_code") or ""
+    if code == "oos_orientation" and (rec.get("reason_args") or {}).get("view") == "inverted":
+        return translate(lang, "oos.advice_inverted")  # a negative film is the right way up: its grey levels are not
+    return translate(lang, OOS_ADVICE.get(code, "oos.advice_unknown"))
