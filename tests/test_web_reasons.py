@@ -43,6 +43,10 @@ def test_out_of_scope_says_the_cause_and_what_to_do_in_both_languages(client):  
     assert "ne convient pas à l&#39;appareil de radiographie du centre" in fr
     flat = client.get(f"/screenings/{sid_of(upload(client, ('flat.png', png_bytes(128, noise=0))))}?lang=fr")
     assert "L&#39;image est vide ou presque uniforme." in flat.get_data(as_text=True)
+    # the export gives no class and no probabilities for it either (no diagnosis was given)
+    rows = {r["id"]: r for r in csv.DictReader(io.StringIO(client.get("/history.csv").get_data(as_text=True)))}
+    assert rows[sid]["decision"] == "out_of_scope" and rows[sid]["reason_code"] == "oos_unlike_training"
+    assert rows[sid]["label"] == "" and all(rows[sid][f"p_{k}"] == "" for k in ("normal", "pneumonia", "tuberculosis"))
 
 
 def test_old_history_rows_keep_their_text_after_the_schema_migration(tmp_path):

@@ -165,9 +165,11 @@ def history_csv():
                 *[f"p_{k}" for k in labels], "in_scope", "model_name", "model_version", "backend", "synthetic",
                 "outcome", "outcome_note", "outcome_at", "total_ms"])
     for r in web().store.iter_all(**f):
-        probs = [f"{r['probs'][k]:.4f}" if k in r["probs"] else "" for k in labels]
+        # out of scope: no diagnosis, so no class and no probabilities (as on the page and in the API)
+        shown = r["probs"] if r["in_scope"] else {}
+        probs = [f"{shown[k]:.4f}" if k in shown else "" for k in labels]
         w.writerow([_csv_cell(v) for v in (
-            r["id"], r["created"], r["reference"], r["original_name"], r["decision"], r["label"],
+            r["id"], r["created"], r["reference"], r["original_name"], r["decision"], r["label"] if r["in_scope"] else "",
             reason_text(g.lang, r), r.get("reason_code", ""),
             *probs, int(r["in_scope"]), r["model_name"], r["model_version"], r["backend"], int(r["synthetic"]),
             r["outcome"], r["outcome_note"], r["outcome_at"], r["total_ms"])])
