@@ -175,3 +175,45 @@ def test_screenshots_for_the_docs_are_made_and_small(served, browser, tmp_path):
     for p in made:
         data = p.read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) < 300_000, (p.name, len(data))
+
+
+def test_a_choice_over_the_upload_limits_is_stopped_and_said_before_sending(browser, tmp_path):
+    """The page's script checks the files chosen against the server's limits: a choice over one is not sent
+    (waitress would cut it with a bare text 413) and the reason is said in French; a fitting choice is sent.
+    Small limits (1 MB a request, 0.5 MB a file) stand in for the defaults (200 MB, 40 MB)."""
+    from edge_runtime.web import create_app
+    from edge_runtime.web.cli import listen
+
+    app = create_app(FakeClassifier(), tmp_path / "data", {"MAX_REQUEST_MB": 1, "MAX_FILE_MB": 0.5, "MAX_FILES": 3})
+    server = listen(app, "127.0.0.1", 0, threads=2)
+    threading.Thread(target=server.run, daemon=True).start()
+    base = f"http://127.0.0.1:{server.effective_port}"
+    try:
+        page = browser.new_page(viewport={"width": 800, "height": 480})
+        seen = watch(page, base)
+        posts = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        page.goto(base + "/?lang=fr")
+        assert "1 Mo en tout" in page.locator("p.hint").inner_text()
+
+        def choose(sizes):
+            page.set_input_files("#files", files=[{"name": f"f{i}.png", "mimeType": "image/png", "buffer": b"\0" * n}
+                                                  for i, n in enumerate(sizes)])
+
+        for sizes, said in (([400_000] * 3, "Les fichiers choisis font 1,2 Mo ; la limite est de 1 Mo"),
+                            ([600_000], "f0.png fait 0,6 Mo ; la limite est de 0.5 Mo par fichier"),
+                            ([1000] * 4, "4 fichiers sont choisis ; la limite est de 3")):
+            choose(sizes)
+            error = page.locator("#choice-error")
+            assert error.is_visible() and error.inner_text().startswith(said), error.inner_text()
+            page.click("#submit")
+            assert posts == [] and page.url.startswith(base + "/?lang=fr")  # nothing sent, the page stays
+            assert page.locator("#submit").is_enabled()
+        page.set_input_files("#files", files=[{"name": "ok.png", "mimeType": "image/png",
+                                               "buffer": png_bytes(30, size=(200, 200))}])
+        assert not page.locator("#choice-error").is_visible()
+        page.click("#submit")
+        page.wait_for_selector("#saved", timeout=30_000)
+        assert len(posts) == 1 and seen["off_machine"] == [] and seen["console"] == []
+    finally:
+        server.close()

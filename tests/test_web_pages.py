@@ -291,3 +291,25 @@ def test_concurrent_uploads_one_inference_at_a_time(tmp_path):
         assert rec["reference"] == f"c{i}"
         want = fk.classify(png_bytes(20 + 25 * i, seed=i)).probs
         assert rec["probs"] == pytest.approx(want)
+
+
+def _upload_form_limits(client, lang):  # noqa: F811
+    """The upload form's data-* attributes (what app.js checks a choice of files against), unescaped."""
+    import html as H
+
+    page = client.get(f"/?lang={lang}").get_data(as_text=True)
+    form = re.search(r'<form[^>]*id="upload-form"[^>]*>', page).group(0)
+    return {k: H.unescape(v) for k, v in re.findall(r'(data-[a-z-]+)="([^"]*)"', form)}
+
+
+def test_upload_form_says_its_limits_in_the_page_language(client, app):  # noqa: F811
+    cfg = app.config
+    attrs = _upload_form_limits(client, "fr")
+    assert int(attrs["data-max-files"]) == cfg["MAX_FILES"]
+    assert int(attrs["data-max-file-bytes"]) == int(cfg["MAX_FILE_MB"] * 1e6)
+    assert int(attrs["data-max-total-bytes"]) == cfg["MAX_CONTENT_LENGTH"]
+    assert "la limite est de 200 Mo d'un coup" in attrs["data-msg-total"] and "%SIZE%" in attrs["data-msg-total"]
+    assert "%NAME%" in attrs["data-msg-file"] and "40 Mo par fichier" in attrs["data-msg-file"]
+    page = client.get("/?lang=en").get_data(as_text=True)
+    assert "up to 20 files, 40 MB and 50 megapixels each, 200 MB in all." in page
+

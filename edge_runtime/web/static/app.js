@@ -41,6 +41,7 @@
       if (e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files.length) {
         input.files = e.dataTransfer.files;
         show();
+        check();
       }
     });
     // Dropping a file anywhere else must not make the browser leave the page.
@@ -49,7 +50,40 @@
     });
     var label = submit.textContent;
     window.addEventListener("pageshow", function () { submit.disabled = false; submit.textContent = label; });
-    form.addEventListener("submit", function () {
+    // The limits the server keeps (data-* on the form): a choice that breaks one is not sent, and the reason is
+    // said here in the page's language (the HTTP server cuts an oversized request with a bare 413).
+    function mb(bytes) { return (bytes / 1e6).toFixed(1).replace(".", form.getAttribute("data-decimal") || "."); }
+    function problem() {
+      var files = input.files, total = 0, maxFile = Number(form.getAttribute("data-max-file-bytes"));
+      if (files.length > Number(form.getAttribute("data-max-files"))) {
+        return form.getAttribute("data-msg-files").replace("%N%", String(files.length));
+      }
+      for (var i = 0; i < files.length; i++) {
+        total += files[i].size;
+        if (maxFile && files[i].size > maxFile) {
+          return form.getAttribute("data-msg-file").replace("%NAME%", files[i].name).replace("%SIZE%", mb(files[i].size));
+        }
+      }
+      if (total > Number(form.getAttribute("data-max-total-bytes"))) {
+        return form.getAttribute("data-msg-total").replace("%SIZE%", mb(total));
+      }
+      return "";
+    }
+    var said = document.createElement("p");
+    said.className = "error";
+    said.id = "choice-error";
+    said.setAttribute("role", "alert");
+    said.hidden = true;
+    form.parentNode.insertBefore(said, form);
+    function check() {
+      var text = problem();
+      said.textContent = text;
+      said.hidden = !text;
+      return !text;
+    }
+    input.addEventListener("change", check);
+    form.addEventListener("submit", function (e) {
+      if (!check()) { e.preventDefault(); return; }
       submit.disabled = true;
       submit.textContent = submit.getAttribute("data-busy") || submit.textContent;
     });
