@@ -847,7 +847,7 @@ def _sources_exist(paths) -> bool:
     """True when every path is a bundle folder or a file (a saved-folds file; read later); otherwise says which
     is neither (stderr)."""
     for p in paths:
-        if not Path(p).is_file() and not (Path(p) / "bundle.json").is_file():
+        if not saved_source(p)[0].is_file() and not (Path(p) / "bundle.json").is_file():
             print(f"error: {p} is neither a bundle folder (with bundle.json) nor a saved-folds file "
                   "(--save-folds)", file=sys.stderr)
             return False

@@ -185,6 +185,16 @@ def test_some_folds_of_a_saved_file_are_read_with_file_colon_folds(tmp_path):
     odd = tmp_path / "odd:1"
     odd.write_bytes(saved.read_bytes())
     assert [f.fold for f in CV.load_folds([odd], **quiet)] == [0, 1, 2]
+    # through the command: FILE:0,2 beside a file of another fold, as a baseline (the paired differences)
+    other = tmp_path / "fold1.json"
+    CV.save_folds([folds[1]], other, "tflite_int8", {}, {"command": "cv", "machine": {}})
+    out = tmp_path / "cv.json"
+    assert CV.main([str(saved), "--bootstrap", "30", "--no-shift", "--baseline", f"{saved}:0,2", str(other),
+                    "--out", str(out)]) == 0
+    vs = json.loads(out.read_text())["versus_baseline"]
+    assert vs["bundles"]["1"].startswith(f"b1 (as saved in {other}") and f"in {saved}" in vs["bundles"]["2"]
+    assert vs["baseline_pooled"]["n"] == 36 and vs["baseline_pooled"]["accuracy"] == vs["pooled"]["accuracy"]
+    assert CV.main([str(saved), "--baseline", f"{tmp_path / 'none.json'}:0,2"]) == 2
 
 
 def test_an_option_newer_than_a_run_counts_as_off(tmp_path):
