@@ -43,12 +43,18 @@ def _mem_gb() -> float | None:
     return None
 
 
+# What a report's own output may change without making the code it ran "uncommitted": the reports and saved
+# folds under docs/ and the Markdown documents. A chain of report commands (each writes docs/...) thus stamps
+# every report with its commit; a change to code, recipes or tests still marks it.
+OUTPUTS = (":(exclude)docs", ":(exclude)*.md")
+
+
 def _git_commit(root: Path) -> str:
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *OUTPUTS], capture_output=True, text=True, timeout=10).stdout.strip()
         return f"{head}{' (uncommitted changes)' if dirty else ''}" if head else ""
     except (OSError, subprocess.SubprocessError):
         return ""

@@ -34,3 +34,28 @@ def test_an_arm_board_is_named_with_its_int8_features(monkeypatch):
 def test_a_cpu_without_details_keeps_its_bare_name(monkeypatch, fields):
     name = _cpu(monkeypatch, fields)
     assert name and "(" not in name
+
+
+def test_a_reports_own_output_does_not_mark_the_commit_but_a_code_change_does(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "docs").mkdir()
+    for name in ("code.py", "docs/folds.json", "REPORT.md"):
+        (tmp_path / name).write_text("1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = sysinfo._git_commit(tmp_path)
+    assert head and "uncommitted" not in head
+    (tmp_path / "docs/folds.json").write_text("2\n")  # what a chain of report commands writes
+    (tmp_path / "REPORT.md").write_text("2\n")
+    assert sysinfo._git_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("2\n")
+    assert sysinfo._git_commit(tmp_path) == f"{head} (uncommitted changes)"
