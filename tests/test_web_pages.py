@@ -221,9 +221,10 @@ def test_follow_up_outcome_and_monitoring(client, app):  # noqa: F811
     assert "16.7%" in html
     # a bundle without the validation films' decision mix: the page says the mix cannot be compared
     assert 'id="drift-mix-off"' in html and "carries no validation decision mix" in html
-    # clearing an outcome
-    client.post(f"/screenings/{ids[4]}/outcome", data={"csrf_token": tok, "outcome": ""})
+    # clearing an outcome, said on the page it returns to
+    r = client.post(f"/screenings/{ids[4]}/outcome", data={"csrf_token": tok, "outcome": ""})
     assert app.extensions["cxr"].store.get(ids[4])["outcome"] is None
+    assert "Outcome cleared" in client.get(r.headers["Location"]).get_data(as_text=True)
 
 
 def test_model_page_card_metrics_thresholds(client):  # noqa: F811
@@ -313,3 +314,19 @@ def test_upload_form_says_its_limits_in_the_page_language(client, app):  # noqa:
     page = client.get("/?lang=en").get_data(as_text=True)
     assert "up to 20 files, 40 MB and 50 megapixels each, 200 MB in all." in page
 
+
+
+def test_saving_an_outcome_is_confirmed_and_a_note_without_one_is_not_lost(client, app):  # noqa: F811
+    sid = upload(client, ("f.png", png_bytes(200))).headers["Location"].split("/")[2].split("?")[0]
+    tok = csrf(client.get(f"/screenings/{sid}").get_data(as_text=True))
+    r = client.post(f"/screenings/{sid}/outcome?lang=fr", data={"csrf_token": tok, "outcome": "", "note": "GX positif"})
+    assert r.status_code == 400
+    page = r.get_data(as_text=True)
+    assert "Rien n&#39;a été enregistré" in page and 'value="GX positif"' in page  # said, and the note kept
+    assert app.extensions["cxr"].store.get(sid)["outcome_note"] == ""
+    r = client.post(f"/screenings/{sid}/outcome", data={"csrf_token": tok, "outcome": "tuberculosis", "note": "GX"})
+    assert r.status_code == 303 and "outcome_saved=1" in r.headers["Location"]
+    page = client.get(r.headers["Location"] + "&lang=fr").get_data(as_text=True)
+    assert 'id="outcome-saved"' in page and "Issue enregistrée" in page
+    assert "Issue enregistrée" not in client.get(f"/screenings/{sid}?lang=fr").get_data(as_text=True)
+    assert app.extensions["cxr"].store.get(sid)["outcome_note"] == "GX"

@@ -80,8 +80,9 @@ def upload():
 @bp.get("/screenings/<sid>")
 def detail(sid):
     rec = _record_or_404(sid)
+    said = {"1": "followup.saved", "cleared": "followup.cleared"}.get(request.args.get("outcome_saved", ""))
     return render_template("detail.html", r=rec, saved=request.args.get("saved") == "1",
-                           outcomes=outcome_choices(rec["labels"]))
+                           outcomes=outcome_choices(rec["labels"]), outcome_said=_t(said) if said else "")
 
 
 @bp.get("/screenings/<sid>/<which>.png")
@@ -105,12 +106,16 @@ def outcome(sid):
     rec = _record_or_404(sid)
     value = request.form.get("outcome", "")
     note = request.form.get("note", "").strip()[:500]
+    if value == "" and note:  # a note needs an outcome: say so and keep what was typed (nothing saved)
+        rec["outcome_note"] = note
+        return render_template("detail.html", r=rec, saved=False, outcomes=outcome_choices(rec["labels"]),
+                               outcome_said="", errors=[_t("error.note_without_outcome")]), 400
     if value == "":
         web().store.set_outcome(sid, None, "")
-    elif value not in outcome_choices(rec["labels"]):
+        return redirect(url_for("views.detail", sid=sid, outcome_saved="cleared"), code=303)
+    if value not in outcome_choices(rec["labels"]):
         abort(400, description=_t("error.bad_outcome"))
-    else:
-        web().store.set_outcome(sid, value, note)
+    web().store.set_outcome(sid, value, note)
     return redirect(url_for("views.detail", sid=sid, outcome_saved=1), code=303)
 
 
