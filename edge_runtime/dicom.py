@@ -12,11 +12,14 @@ inverted so that bone is always bright; colour (RGB/YBR) films become grey; only
 from __future__ import annotations
 
 import io
+import logging
 import math
 
 import numpy as np
 
 from edge_runtime.pixels import MAX_PIXELS, MIN_SIDE, ImageError, _stretch, _to_gray
+
+log = logging.getLogger(__name__)
 
 GREY = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
@@ -114,8 +117,10 @@ def decode(data: bytes, name: str) -> np.ndarray:
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except Exception as exc:  # pydicom raises many types for bad files
-        raise ImageError(f"{name}: not a readable DICOM file ({exc})") from exc
+    except Exception as exc:  # pydicom raises many types for bad files; its words go to the log, not the reader
+        log.info("%s: pydicom cannot read it: %s", name, exc)
+        raise ImageError(f"{name}: not a readable DICOM file (damaged, cut short or not DICOM): export it "
+                         "again from the X-ray unit or viewer") from exc
     if "PixelData" not in ds:
         raise ImageError(f"{name}: DICOM file has no pixel data")
     photometric, frames = _pixel_format(ds, name)
@@ -128,7 +133,8 @@ def decode(data: bytes, name: str) -> np.ndarray:
             ds.pixel_array_options(index=0)  # decode the first frame only
         arr = ds.pixel_array
     except Exception as exc:
-        raise ImageError(f"{name}: DICOM pixel data cannot be decoded ({exc})") from exc
+        log.info("%s: pydicom cannot decode its pixel data: %s", name, exc)
+        raise ImageError(_undecodable(ds, name)) from exc
     if arr.ndim == 3 and photometric in COLOUR:  # colour: convert to grey, no windowing applies
         if photometric.startswith("YBR"):
             from pydicom.pixels import convert_color_space
@@ -165,3 +171,14 @@ def decode(data: bytes, name: str) -> np.ndarray:
     if photometric == "MONOCHROME1":
         img = 255 - img
     return img
+
+
+def _undecodable(ds, name: str) -> str:
+    """What to tell the reader when the pixel data will not decode: a compression this device lacks a decoder
+    for (named, with what to do), or pixel data that does not match the header."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and getattr(syntax, "is_compressed", False):
+        return (f"{name}: DICOM pixel data cannot be decoded: it is compressed as {syntax.name}, which this device "
+                "cannot decompress; export the film uncompressed (Explicit VR Little Endian) or as PNG")
+    return (f"{name}: DICOM pixel data cannot be decoded: it does not match the image size and format its header "
+            "declares; export the film again")

@@ -139,3 +139,32 @@ def test_fifo_and_folder_are_refused_without_blocking(tmp_path):
         decode_image(fifo)
     with pytest.raises(ImageError, match="not a regular file"):
         decode_image(tmp_path)
+
+
+def test_a_compression_without_a_decoder_is_named_with_what_to_do():
+    """Pixel data compressed with a syntax this device cannot decode: the message names the compression and
+    says how to export the film, not the decoding library's own words."""
+    import io
+
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    from dicom_factory import dicom_dataset
+
+    ds = dicom_dataset(gradient())
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51 not a codestream" * 4])
+    ds["PixelData"].VR = "OB"
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    with pytest.raises(ImageError) as err:
+        decode_image(buf.getvalue(), name="film.dcm")
+    text = str(err.value)
+    assert text.startswith("film.dcm: DICOM pixel data cannot be decoded: it is compressed as JPEG 2000")
+    assert "export the film uncompressed" in text and "plugin" not in text.lower()
+    cut = dicom_bytes()
+    with pytest.raises(ImageError) as err:  # pixel data cut short: said as such, not in the library's words
+        decode_image(cut[: len(cut) // 2], name="x.dcm")
+    assert str(err.value) == ("x.dcm: DICOM pixel data cannot be decoded: it does not match the image size and "
+                              "format its header declares; export the film again")
