@@ -99,3 +99,15 @@ def test_model_page_shows_the_thresholds_applied_and_the_check_detail(client):  
     home = client.get("/").get_data(as_text=True)
     assert "parity" not in home.lower() and "tflite_int8" not in home  # engineer's detail: model page only
     assert "details on the Model page" in home
+
+
+def test_each_decision_says_what_to_do_next_and_that_it_is_not_a_diagnosis(client):  # noqa: F811
+    normal = sid_of(upload(client, ("dark.png", png_bytes(30))))
+    pneumonia = sid_of(upload(client, ("bright.png", png_bytes(215))))
+    refer = sid_of(upload(client, ("mid.png", png_bytes(128))))
+    page = client.get(f"/screenings/{normal}?lang=en").get_data(as_text=True)
+    assert f'id="next-{normal}"' in page and "This does not rule them out" in page
+    assert "A screening aid, not a diagnosis" in page.split('class="facts"')[1]  # beside the decision, not only below
+    fr = client.get(f"/screenings/{pneumonia}?lang=fr").get_data(as_text=True)
+    assert "Un clinicien examine le patient et lit le film avant tout traitement." in fr
+    assert f'id="next-{refer}"' not in client.get(f"/screenings/{refer}").get_data(as_text=True)  # refer: its own text

@@ -258,6 +258,7 @@ def _install_hooks(app: Flask, web: Web) -> None:
             "lbl": lambda name: i18n.label_text(lang, name),
             "reason": lambda rec: i18n.reason_text(lang, rec),
             "oos_advice": lambda rec: i18n.oos_advice(lang, rec),
+            "next_step": lambda rec: i18n.next_step(lang, rec),
             "lang": lang,
             "languages": i18n.LANGUAGES,
             "csrf_token": lambda: A.csrf_token(session),

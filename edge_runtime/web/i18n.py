@@ -78,6 +78,15 @@ def reason_text(lang: str, rec: dict) -> str:
     return translate(lang, key, **fields)
 
 
+def next_step(lang: str, rec: dict) -> str:
+    """What to do after an in-scope decision for a class (``result.next_<class>``), or "" when the catalogue has
+    no advice for it (a refer or out-of-scope decision has its own; a custom model's class may have none)."""
+    if not rec.get("in_scope") or rec.get("decision") in ("refer", "out_of_scope"):
+        return ""
+    key = f"result.next_{str(rec.get('decision', '')).lower()}"
+    return translate(lang, key) if key in catalogue("en") else ""
+
+
 def oos_advice(lang: str, rec: dict) -> str:
     """What the operator should do with an out-of-scope film, for its cause."""
     code = rec.get("reason_code") or ""
