@@ -330,3 +330,15 @@ def test_saving_an_outcome_is_confirmed_and_a_note_without_one_is_not_lost(clien
     assert 'id="outcome-saved"' in page and "Issue enregistrée" in page
     assert "Issue enregistrée" not in client.get(f"/screenings/{sid}?lang=fr").get_data(as_text=True)
     assert app.extensions["cxr"].store.get(sid)["outcome_note"] == "GX"
+
+
+def test_the_same_file_uploaded_again_is_pointed_out_with_its_earlier_screening(client):  # noqa: F811
+    data = png_bytes(200, seed=11)
+    first = upload(client, ("a.png", data), reference="P-1").headers["Location"].split("/")[2].split("?")[0]
+    other = upload(client, ("b.png", png_bytes(200, seed=12))).headers["Location"].split("/")[2].split("?")[0]
+    again = upload(client, ("a-again.png", data), reference="P-2").headers["Location"].split("/")[2].split("?")[0]
+    page = client.get(f"/screenings/{again}?lang=fr").get_data(as_text=True)
+    assert 'id="same-file"' in page and "Le même fichier a déjà été dépisté" in page
+    assert f'href="/screenings/{first}"' in page and "P-1" in page and f'href="/screenings/{other}"' not in page
+    assert f'href="/screenings/{again}"' in client.get(f"/screenings/{first}").get_data(as_text=True)
+    assert 'id="same-file"' not in client.get(f"/screenings/{other}").get_data(as_text=True)

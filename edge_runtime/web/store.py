@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS audit (    -- who changed what on this device (site p
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS screenings_reference ON screenings(reference);
+CREATE INDEX IF NOT EXISTS screenings_sha256 ON screenings(sha256);
 """
 JSON_FIELDS = ("labels", "probs", "timings", "reason_args")
 # columns added after the first schema: (name, definition); added in place to an older file, old rows keep
@@ -240,6 +241,13 @@ class Store:
             rows = db.execute(f"SELECT * FROM screenings{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
                               [*args, int(limit), int(offset)]).fetchall()
         return [self._decode(r) for r in rows], total
+
+    def same_file(self, sha256: str, other_than: str, limit: int = 5) -> list[dict]:
+        """Other screenings of the very same file (same SHA-256), newest first: a film uploaded twice."""
+        with self.connect() as db:
+            rows = db.execute("SELECT * FROM screenings WHERE sha256=? AND id<>? ORDER BY seq DESC LIMIT ?",
+                              (sha256, other_than, int(limit))).fetchall()
+        return [self._decode(r) for r in rows]
 
     def iter_all(self, **filters):
         where, args = self._where(**filters)

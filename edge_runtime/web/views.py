@@ -82,7 +82,8 @@ def detail(sid):
     rec = _record_or_404(sid)
     said = {"1": "followup.saved", "cleared": "followup.cleared"}.get(request.args.get("outcome_saved", ""))
     return render_template("detail.html", r=rec, saved=request.args.get("saved") == "1",
-                           outcomes=outcome_choices(rec["labels"]), outcome_said=_t(said) if said else "")
+                           outcomes=outcome_choices(rec["labels"]), outcome_said=_t(said) if said else "",
+                           same_file=web().store.same_file(rec["sha256"], rec["id"]))
 
 
 @bp.get("/screenings/<sid>/<which>.png")
