@@ -342,3 +342,11 @@ def test_the_same_file_uploaded_again_is_pointed_out_with_its_earlier_screening(
     assert f'href="/screenings/{first}"' in page and "P-1" in page and f'href="/screenings/{other}"' not in page
     assert f'href="/screenings/{again}"' in client.get(f"/screenings/{first}").get_data(as_text=True)
     assert 'id="same-file"' not in client.get(f"/screenings/{other}").get_data(as_text=True)
+
+
+def test_a_history_row_without_a_reference_shows_the_file_name(client):  # noqa: F811
+    upload(client, ("ward-3-bed-12.png", png_bytes(40, seed=21)))
+    upload(client, ("x.png", png_bytes(41, seed=22)), reference="REF-77")
+    page = client.get("/history").get_data(as_text=True)
+    assert '<span class="muted" title="no reference given: the file&#39;s name">ward-3-bed-12.png</span>' in page
+    assert "<td>REF-77</td>" in page and "x.png" not in page
