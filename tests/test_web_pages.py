@@ -114,6 +114,25 @@ def test_bad_uploads_get_a_clear_message_and_leave_history_untouched(client, app
     assert client.get("/").status_code == 200  # still serving
 
 
+@pytest.mark.parametrize("name, data, said", [
+    ("x.png", b"", "x.png : le fichier est vide (0 octet)."),
+    ("x.exe", b"MZ\x90\x00" * 50, "x.exe : ce n&#39;est pas une image PNG, JPEG ou DICOM"),
+    ("x.png", png_bytes(50)[:60], "x.png : ce fichier ne peut pas être lu comme une image. Exportez-le à nouveau"),
+])
+def test_a_refused_file_is_said_in_the_page_language(client, name, data, said):  # noqa: F811
+    page = upload(client, (name, data), lang="fr").get_data(as_text=True)
+    assert said in page
+    assert "the file is empty" not in page and "not a PNG" not in page
+
+
+def test_a_bad_image_keeps_the_decoders_reason_as_its_detail(client):  # noqa: F811
+    page = upload(client, ("x.png", png_bytes(50)[:60])).get_data(as_text=True)
+    assert "x.png: this file cannot be read as an image." in page and "Details: " in page
+    body = client.post("/api/v1/screenings", data={"file": (__import__("io").BytesIO(png_bytes(50)[:60]), "x.png")},
+                       content_type="multipart/form-data").get_json()
+    assert body["error"]["code"] == "bad_image" and body["error"]["message"].startswith("x.png: ")
+
+
 def test_pixel_and_size_limits(tmp_path, fake):  # noqa: F811
     from edge_runtime.web import create_app
 
@@ -350,3 +369,15 @@ def test_a_history_row_without_a_reference_shows_the_file_name(client):  # noqa:
     page = client.get("/history").get_data(as_text=True)
     assert '<span class="muted" title="no reference given: the file&#39;s name">ward-3-bed-12.png</span>' in page
     assert "<td>REF-77</td>" in page and "x.png" not in page
+
+
+def test_unknown_pages_and_methods_are_said_in_the_page_language(client):  # noqa: F811
+    client.get("/?lang=fr")
+    r = client.get("/no/such/page")
+    assert r.status_code == 404 and "Page ou dépistage introuvable." in r.get_data(as_text=True)
+    assert "The requested URL was not found" not in r.get_data(as_text=True)
+    r = client.get("/screenings")  # the upload form's address takes POST only
+    assert r.status_code == 405 and "n&#39;accepte pas ce type de requête" in r.get_data(as_text=True)
+    assert "The method is not allowed" not in r.get_data(as_text=True)
+    r = client.get("/api/v1/screenings/zzz")  # the API keeps its JSON error
+    assert r.status_code == 404 and r.get_json()["error"]["code"] == "not_found"

@@ -279,6 +279,10 @@ def _install_hooks(app: Flask, web: Web) -> None:
         if exc.code == 413:
             return _too_large()
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.code, "bad_request")
+        own = exc.description != type(exc).description  # our own words (already in the page's language)
+        lang = getattr(g, "lang", app.config["DEFAULT_LANG"])
+        if code != "bad_request" and not own:  # werkzeug's English: say it in the page's language
+            return _deny(exc.code, code, i18n.translate(lang, f"error.{code}"))
         return _deny(exc.code or 400, code, exc.description or exc.name)
 
     @app.errorhandler(Exception)

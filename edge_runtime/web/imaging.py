@@ -17,11 +17,18 @@ DISPLAY_MAX_SIDE = 1024  # the stored display image and overlay; the original up
 
 
 class UploadError(ValueError):
-    """A refused upload: ``status`` is the HTTP status, ``code`` a stable key for the API and the catalogue."""
+    """A refused upload: ``status`` is the HTTP status, ``code`` a stable key for the API and the catalogue,
+    ``message`` English (the API's, the log's), ``fields`` the numbers and names the page's catalogue says it with
+    (``upload_error.<code>``; a ``bad_image`` carries the decoder's English ``detail``)."""
 
-    def __init__(self, code: str, message: str, status: int = 400):
+    def __init__(self, code: str, message: str, status: int = 400, **fields):
         super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+        self.code, self.message, self.status, self.fields = code, message, status, fields
+
+
+def bad_image(name: str, detail: str, status: int = 422) -> UploadError:
+    """A file that cannot be read as an image: the decoder's reason (English) kept as the detail."""
+    return UploadError("bad_image", f"{name}: {detail}", status, name=name, detail=detail)
 
 
 def read_upload(f, max_bytes: int) -> bytes:
@@ -30,7 +37,8 @@ def read_upload(f, max_bytes: int) -> bytes:
     data = f.stream.read(max_bytes + 1)
     if len(data) > max_bytes:
         name = f.filename or "upload"
-        raise UploadError("too_large", f"{name}: the file is too large; the limit is {max_bytes / 1e6:g} MB", 413)
+        raise UploadError("too_large", f"{name}: the file is too large; the limit is {max_bytes / 1e6:g} MB", 413,
+                          name=name, mb=f"{max_bytes / 1e6:g}")
     return data
 
 
@@ -115,25 +123,26 @@ def _dicom_size(data: bytes) -> tuple[int, int]:
 def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
     """Refuse what is empty, too large, not PNG/JPEG/DICOM, or has too many pixels. Returns (kind, w, h)."""
     if not data:
-        raise UploadError("empty_file", f"{name}: the file is empty (0 bytes)")
+        raise UploadError("empty_file", f"{name}: the file is empty (0 bytes)", name=name)
     if len(data) > max_bytes:
         raise UploadError("too_large", f"{name}: the file is {len(data) / 1e6:.1f} MB; the limit is "
-                                       f"{max_bytes / 1e6:g} MB", 413)
+                                       f"{max_bytes / 1e6:g} MB", 413, name=name, mb=f"{max_bytes / 1e6:g}")
     kind = sniff(data)
     if kind is None:
         raise UploadError("unsupported_type", f"{name}: not a PNG, JPEG or DICOM image (checked by its content, "
-                                              f"not its name)", 415)
+                                              f"not its name)", 415, name=name)
     try:
         w, h = {"png": _png_size, "jpeg": _jpeg_size, "dicom": _dicom_size}[kind](data)
     except NoPixels as exc:
-        raise UploadError("bad_image", f"{name}: {exc}", 422) from exc
+        raise bad_image(name, str(exc)) from exc
     except Exception as exc:  # any parser failure is a bad file, never a server error
-        raise UploadError("bad_image", f"{name}: cannot read the {kind.upper()} header ({exc})") from exc
+        raise bad_image(name, f"cannot read the {kind.upper()} header ({exc})", 400) from exc
     if w * h > max_pixels:
         raise UploadError("too_many_pixels", f"{name}: {w}x{h} pixels is more than the limit of "
-                                             f"{max_pixels / 1e6:g} megapixels", 413)
+                                             f"{max_pixels / 1e6:g} megapixels", 413, name=name, width=w, height=h,
+                          mp=f"{max_pixels / 1e6:g}")
     if min(w, h) < 1:
-        raise UploadError("bad_image", f"{name}: the image has no pixels ({w}x{h})")
+        raise bad_image(name, f"the image has no pixels ({w}x{h})", 400)
     return kind, w, h
 
 

@@ -15,7 +15,7 @@ from flask import url_for
 
 from edge_runtime.preprocess import ImageError
 from edge_runtime.heatmap import overlay
-from edge_runtime.web.imaging import UploadError, check_upload, decode_name, display_image, encode_png
+from edge_runtime.web.imaging import UploadError, bad_image, check_upload, decode_name, display_image, encode_png
 
 MAX_REFERENCE = 64
 OUTCOME_OTHER = "other"
@@ -28,7 +28,8 @@ def _printable(text: str) -> str:
 def clean_reference(text: str | None) -> str:
     ref = _printable(text or "")
     if len(ref) > MAX_REFERENCE:
-        raise UploadError("bad_reference", f"the study/patient reference is longer than {MAX_REFERENCE} characters")
+        raise UploadError("bad_reference", f"the study/patient reference is longer than {MAX_REFERENCE} characters",
+                          max=MAX_REFERENCE)
     return ref
 
 
@@ -48,10 +49,11 @@ def screen_upload(web, config: dict, data: bytes, name: str, reference: str) -> 
         with web.infer_lock:  # one inference at a time per classifier, whatever the classifier does itself
             s = web.classifier.classify(data, name=as_decoded)
     except ImageError as exc:
-        raise UploadError("bad_image", str(exc).replace(as_decoded, name, 1), 422) from exc
+        text = str(exc).replace(as_decoded, name, 1)
+        raise bad_image(name, text[len(name) + 2:] if text.startswith(f"{name}: ") else text) from exc
     image = np.asarray(s.image)
     if image.ndim != 2 or image.dtype != np.uint8:
-        raise UploadError("bad_image", f"{name}: decoded to an unexpected array {image.shape} {image.dtype}", 422)
+        raise bad_image(name, f"decoded to an unexpected array {image.shape} {image.dtype}")
     disp = display_image(image)
     files = {"original": data, "display": encode_png(disp)}
     has_heatmap = bool(s.in_scope and s.heatmap is not None)

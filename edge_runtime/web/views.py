@@ -30,6 +30,14 @@ def _t(key, **kw):
     return translate(g.lang, key, **kw)
 
 
+def _said(exc: UploadError) -> str:
+    """A refused upload in the page's language (``upload_error.<code>``); its English message when the catalogue
+    has no sentence for the code or the error lacks a field the sentence needs."""
+    key = f"upload_error.{exc.code}"
+    text = _t(key, **exc.fields)
+    return exc.message if text == key or "{" in text else text
+
+
 def _record_or_404(sid: str) -> dict:
     rec = web().store.get(sid) if sid.isalnum() and len(sid) <= 64 else None
     if rec is None:
@@ -51,7 +59,7 @@ def upload():
     try:
         reference = clean_reference(request.form.get("reference"))
     except UploadError as exc:
-        errors.append((exc.status, exc.message))
+        errors.append((exc.status, _said(exc)))
         reference = ""
     if not errors and not files:
         errors.append((400, _t("error.no_file")))
@@ -63,7 +71,7 @@ def upload():
                 data = read_upload(f, int(cfg["MAX_FILE_MB"] * 1e6))
                 done.append(screen_upload(web(), cfg, data, f.filename or "", reference))
             except UploadError as exc:
-                errors.append((exc.status, exc.message))
+                errors.append((exc.status, _said(exc)))
             except Exception:  # one bad file must not lose the others, nor stop the server
                 log.exception("screening %r failed", f.filename)
                 errors.append((500, _t("error.internal_file", name=f.filename or "upload")))
