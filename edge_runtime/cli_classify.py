@@ -8,7 +8,8 @@ Exit status 0 when every image was classified, 1 when some could not be, 2 when 
 unusable or the ``--csv`` file cannot be written.
 
 Columns: ``decision`` (what to do: a class, ``refer``, ``out_of_scope``, ``error`` or ``skipped``), ``top_class``
-(the model's most probable class, not a ground truth), one ``p_<class>`` per class, ``in_scope``, ``ms``,
+(the model's most probable class, not a ground truth), one ``p_<class>`` per class (both empty for a film out of
+scope: no diagnosis is given), ``in_scope``, ``ms``,
 ``reason``, ``error``, then what made the answer, as the web page's history.csv gives it: ``model_name``,
 ``model_version``, ``backend``, ``synthetic`` and the decision rule applied (``tb_threshold``, ``refer_below``,
 ``temperature``).
@@ -153,8 +154,9 @@ def run(args) -> int:
         row["file"] = str(f)
         try:
             s = clf.classify(f)
-            row.update(decision=s.decision, top_class=s.label, in_scope=s.in_scope, ms=f"{s.timings_ms['total']:.1f}",
-                       reason=s.reason, **{f"p_{l}": f"{p:.4f}" for l, p in s.probs.items()})
+            row.update(decision=s.decision, in_scope=s.in_scope, ms=f"{s.timings_ms['total']:.1f}", reason=s.reason)
+            if s.in_scope:  # out of scope: no diagnosis, so no class and no probabilities (as the web page)
+                row.update(top_class=s.label, **{f"p_{l}": f"{p:.4f}" for l, p in s.probs.items()})
         except ImageError as exc:
             errors += 1
             row.update(decision="error", error=str(exc))

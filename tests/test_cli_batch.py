@@ -112,3 +112,17 @@ def test_bomb_rows_say_image_too_large_with_the_size(bundle, tmp_path, capsys):
     assert rc == 1 and "image too large (60000x60000 pixels" in errors["bomb.png"]
     assert "image too large (65000x40000 pixels" in errors["bomb.jpg"]
     assert not any("OpenCV" in e or "Assertion" in e for e in errors.values())
+
+
+def test_an_out_of_scope_film_has_no_class_and_no_probabilities(bundle, tmp_path, capsys):
+    """A thumbnail (8x8, under the model's input size) is out of scope: the row says why and gives no diagnosis."""
+    small = tmp_path / "thumb.png"
+    small.write_bytes(cv2.imencode(".png", np.random.default_rng(1).integers(0, 256, (8, 8)).astype(np.uint8))[1])
+    ok = tmp_path / "film.png"
+    ok.write_bytes(film())
+    rc, rows, _ = classify(capsys, "--bundle", bundle, small, ok)
+    by = {Path(r["file"]).name: r for r in rows}
+    assert rc == 0 and by["thumb.png"]["decision"] == "out_of_scope" and by["thumb.png"]["in_scope"] == "False"
+    assert "only 8x8 pixels" in by["thumb.png"]["reason"]
+    assert by["thumb.png"]["top_class"] == "" and all(by["thumb.png"][k] == "" for k in by["thumb.png"] if k.startswith("p_"))
+    assert by["film.png"]["top_class"] and all(by["film.png"][k] for k in by["film.png"] if k.startswith("p_"))
