@@ -161,8 +161,11 @@ def test_serve_and_classify_take_the_chosen_format(tmp_path, capsys):
 
     from edge_runtime.__main__ import main
 
+    import cv2
+
     b = _two_artifacts(tmp_path / "b")
-    films = _films(tmp_path / "films")
+    films = [tmp_path / "film.png"]  # a film in scope (a flat one is blank: no probabilities in its row)
+    cv2.imwrite(str(films[0]), np.clip(np.random.default_rng(0).normal(60, 25, (48, 48)), 0, 255).astype(np.uint8))
 
     def p_normal(*extra) -> float:
         out_csv = tmp_path / "rows.csv"
