@@ -85,13 +85,18 @@ def upload():
     return render_template("batch.html", done=done, errors=[m for _, m in errors])
 
 
+def _detail_page(rec: dict, saved: bool = False, outcome_said: str = "", errors=()) -> str:
+    """A screening's page: its result, its follow-up form and the other screenings of the same file."""
+    return render_template("detail.html", r=rec, saved=saved, outcomes=outcome_choices(rec["labels"]),
+                           outcome_said=outcome_said, errors=list(errors),
+                           same_file=web().store.same_file(rec["sha256"], rec["id"]))
+
+
 @bp.get("/screenings/<sid>")
 def detail(sid):
-    rec = _record_or_404(sid)
     said = {"1": "followup.saved", "cleared": "followup.cleared"}.get(request.args.get("outcome_saved", ""))
-    return render_template("detail.html", r=rec, saved=request.args.get("saved") == "1",
-                           outcomes=outcome_choices(rec["labels"]), outcome_said=_t(said) if said else "",
-                           same_file=web().store.same_file(rec["sha256"], rec["id"]))
+    return _detail_page(_record_or_404(sid), saved=request.args.get("saved") == "1",
+                        outcome_said=_t(said) if said else "")
 
 
 @bp.get("/screenings/<sid>/<which>.png")
@@ -117,8 +122,7 @@ def outcome(sid):
     note = request.form.get("note", "").strip()[:500]
     if value == "" and note:  # a note needs an outcome: say so and keep what was typed (nothing saved)
         rec["outcome_note"] = note
-        return render_template("detail.html", r=rec, saved=False, outcomes=outcome_choices(rec["labels"]),
-                               outcome_said="", errors=[_t("error.note_without_outcome")]), 400
+        return _detail_page(rec, errors=[_t("error.note_without_outcome")]), 400
     if value == "":
         web().store.set_outcome(sid, None, "")
         return redirect(url_for("views.detail", sid=sid, outcome_saved="cleared"), code=303)
