@@ -51,6 +51,8 @@ COLUMNS = [
     ("pn_normal", "pneumonia films given a normal decision",
      lambda r: r.get("refer_rule", {}).get("pneumonia_called_normal"), None, -1),
     ("ece", "ECE", lambda r: r.get("ece"), 0.05, -1),
+    ("conf_gap", "mean confidence minus accuracy (> 0 over-confident, < 0 under-confident)",
+     lambda r: r.get("confidence_gap"), None, -1),
     ("parity", "top-1 agreement with its Keras parent (validation films, at convert)",
      lambda r: r.get("agreement_vs_keras_parent_at_convert"), 0.99, +1),
 ]

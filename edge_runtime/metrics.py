@@ -95,6 +95,15 @@ def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
     return float(ece)
 
 
+def confidence_gap(y_true, probs) -> float:
+    """Mean top probability minus accuracy: > 0 over-confident, < 0 under-confident (ECE, unsigned, cannot say
+    which). NaN without films."""
+    probs = np.asarray(probs, np.float64)
+    if not len(probs):
+        return float("nan")
+    return float(probs.max(axis=1).mean() - (probs.argmax(axis=1) == np.asarray(y_true)).mean())
+
+
 def _safe_div(a, b):
     return float(a / b) if b else float("nan")
 
@@ -130,6 +139,7 @@ def classification_report(y_true, probs, labels: list[str], *, tb_label: str = "
         "macro_f1": float(np.mean(f1s)) if f1s else float("nan"),
         "macro_auc": float(np.nanmean(aucs)) if aucs and not np.all(np.isnan(aucs)) else float("nan"),
         "ece": expected_calibration_error(y_true, probs) if len(y_true) else float("nan"),
+        "confidence_gap": confidence_gap(y_true, probs),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
     }

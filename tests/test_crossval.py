@@ -58,6 +58,7 @@ def test_each_fold_keeps_its_own_thresholds_in_the_pooled_figures():
     assert got["refer_rule"]["refer_below_per_fold"] == [0.5, 0.8]
     lo, hi = got["ci95"]["accuracy"]
     assert lo <= got["accuracy"] <= hi
+    assert got["confidence_gap"] == pytest.approx(cal.max(1).mean() - (cal.argmax(1) == y).mean())
 
 
 def test_the_refer_rule_is_reported_per_source_and_a_source_under_the_goal_is_named():

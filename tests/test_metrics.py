@@ -116,6 +116,18 @@ def test_ece_zero_when_calibrated_and_large_when_overconfident():
     assert M.expected_calibration_error(y, wrong) == pytest.approx(0.49)
 
 
+def test_confidence_gap_says_which_way_the_probabilities_are_wrong():
+    """ECE is unsigned; the gap says over- (> 0) or under-confident (< 0), in the classification report too."""
+    y = np.array([0, 1] * 50)
+    right_but_unsure = np.where(y[:, None] == np.arange(2), 0.6, 0.4)  # always right, says 0.6
+    assert M.confidence_gap(y, right_but_unsure) == pytest.approx(-0.4)
+    wrong_and_sure = np.tile([0.9, 0.1], (100, 1))  # right on half, says 0.9
+    assert M.confidence_gap(y, wrong_and_sure) == pytest.approx(0.4)
+    assert M.classification_report(y, wrong_and_sure, ["a", "b"])["confidence_gap"] == pytest.approx(0.4)
+    assert M.expected_calibration_error(y, right_but_unsure) == pytest.approx(0.4)  # the same size either way
+    assert np.isnan(M.confidence_gap([], np.zeros((0, 2))))
+
+
 def test_report_by_source_has_every_source():
     y = np.array([0, 1, 0, 1])
     probs = np.array([[.9, .1], [.2, .8], [.4, .6], [.3, .7]])

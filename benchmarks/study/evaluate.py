@@ -83,7 +83,8 @@ def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dic
            "macro_f1": rep["pooled"]["macro_f1"], "tb_auc": tb_auc(y, cal, labels), "pair_source": pair,
            "pair_auc": pair_auc(y[sources == pair], cal[sources == pair], labels) if pair else float("nan"),
            "ece_raw": M.expected_calibration_error(y, raw) if len(y) else float("nan"),
-           "ece": rep["pooled"]["ece"], "by_source": {}, "per_class": {}}
+           "ece": rep["pooled"]["ece"], "confidence_gap": rep["pooled"]["confidence_gap"], "by_source": {},
+           "per_class": {}}
     for name in labels:
         pc = rep["pooled"]["per_class"][name]
         out["per_class"][name] = {"sensitivity": pc["sensitivity"], "specificity": pc["specificity"], "auc": pc["auc"]}
