@@ -208,8 +208,11 @@ class ReferenceKernels:
 
 def candidate_formats(bundle: Path, backend: str, formats: list[str] | None = None) -> list[str]:
     """The format keys the device may serve with ``backend``: the bundle's artifacts for it that passed their
-    parity check at conversion, the bundle's own first choice first (``bundle.resolve``). ``formats`` narrows
-    them (an unknown one, another backend's or a failed one is an error)."""
+    parity check at conversion, the bundle's own first choice first (``bundle.resolve``). Of its INT8 files only
+    that first choice competes (convert chose it on accuracy, ``convert.pipeline.choose_int8``: the QAT file
+    over the post-training one); speed picks between INT8 and FP32, never an INT8 file conversion passed over.
+    ``formats`` narrows them, or names another INT8 file on purpose (an unknown one, another backend's or a
+    failed one is an error)."""
     from edge_runtime import formats as F
     from edge_runtime.bundle import BundleError, artifacts, read_status, resolve
 
@@ -230,7 +233,9 @@ def candidate_formats(bundle: Path, backend: str, formats: list[str] | None = No
                 raise KitError(f"--formats {k}: it failed its parity check at conversion (bundle.json)")
         keys = list(dict.fromkeys(formats))
     else:
-        keys = [k for k in mine if k not in failed]
+        def int8(k):
+            return bool((spec := F.FORMATS.get(k)) and spec.int8)
+        keys = [k for k in mine if k not in failed and (k == first or not int8(k))]
     if first in keys:
         keys.remove(first)
         keys.insert(0, first)

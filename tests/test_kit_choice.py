@@ -67,6 +67,22 @@ def test_candidates_are_the_passed_artifacts_first_choice_first(tmp_path):
         S.candidate_formats(b, "litert")
 
 
+def test_an_int8_file_conversion_passed_over_never_competes_on_speed(tmp_path):
+    """convert keeps both INT8 files and names the one it chose on accuracy (bundle.json ``preferred``); the
+    device times only that one against FP32, so a faster post-training file cannot displace the QAT file."""
+    b = make_bundle(tmp_path / "b")
+    for name in ("model_tflite_int8.tflite", "model_tflite_int8_ptq.tflite", "model_tflite_fp32.tflite"):
+        (b / name).write_bytes(b"not read here")
+    status = {"validated": True, "formats": {}, "failed_formats": [], "preferred": {"litert": "tflite_int8_ptq"}}
+    (b / "bundle.json").write_text(json.dumps(status))
+    assert S.candidate_formats(b, "litert") == ["tflite_int8_ptq", "tflite_fp32"]
+    (b / "bundle.json").write_text(json.dumps(status | {"preferred": {"litert": "tflite_int8"}}))
+    assert S.candidate_formats(b, "litert") == ["tflite_int8", "tflite_fp32"]
+    assert S.candidate_formats(b, "litert", ["tflite_int8_ptq", "tflite_int8"]) == ["tflite_int8", "tflite_int8_ptq"]
+    (b / "bundle.json").write_text(json.dumps(status | {"preferred": {}, "failed_formats": ["tflite_int8"]}))
+    assert S.candidate_formats(b, "litert") == ["tflite_int8_ptq", "tflite_fp32"]  # the one INT8 file that passed
+
+
 def test_choose_fastest_keeps_the_first_choice_inside_the_margin():
     t = lambda **ms: {k: {"median_ms": v} for k, v in ms.items()}  # noqa: E731
     assert S.choose_fastest(t(a=10.0, b=9.0), "a", 0.10)[0] == "b"  # exactly 10% faster: served
