@@ -148,7 +148,8 @@ def artifacts(folder: Path, status: dict) -> list[tuple[str | None, Path]]:
     return sorted(named.values(), key=lambda kp: kp[1].name)
 
 
-def resolve(path: str | Path, backend: str | None = None, verify: bool = True, fmt: str | None = None) -> Artifact:
+def resolve(path: str | Path, backend: str | None = None, verify: bool = True, fmt: str | None = None,
+            serving: bool = False) -> Artifact:
     """Find the model file, metadata and status for a bundle folder or a single model file.
 
     In a folder: the preferred backend (``formats.BACKEND_ORDER``) unless one is asked for; within it a format
@@ -156,7 +157,10 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True, f
     choice among its INT8 files: the QAT one when it passed, ``convert.pipeline.choose_int8``), then an INT8 one.
     ``fmt`` (a format key, e.g. the one the kit's self-test timed fastest on this device) picks that artifact
     instead; one that failed its parity check at conversion is refused. A bare model file needs ``metadata.json``
-    beside it (for ONNX/OpenVINO the embedded copy is used when there is none).
+    beside it (for ONNX/OpenVINO the embedded copy is used when there is none); a file inside a signed bundle
+    folder (SHA256SUMS beside it) is verified with its folder, as the folder would be, and with ``serving`` (the
+    device's classify and serve) one that failed its parity check at conversion is refused as ``fmt`` would be
+    (the benchmarks read such files on purpose, to measure them).
     """
     path = Path(path)
     if not path.exists():
@@ -188,6 +192,16 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True, f
         model, status, key = path, read_status(path.parent), F.key_of(path)
         if fmt and key != fmt:
             raise BundleError(f"{path}: this file is {key or 'not a named artifact'}, not {fmt}")
+        if verify and (path.parent / SUMS).is_file():
+            try:
+                listed = verify_sums(path.parent)
+            except BundleError as exc:
+                raise BundleError(f"{path} is part of a signed bundle that fails its check: {exc}") from exc
+            if path.name not in listed:
+                raise BundleError(f"{path}: not listed in {path.parent / SUMS}; it is not part of the bundle")
+        if serving and key and key in set(status.get("failed_formats", [])):
+            raise BundleError(f"{path}: {key} failed its parity check against the float model at conversion "
+                              f"(bundle.json failed_formats); it is not served")
         meta_path, card = path.with_name("metadata.json"), path.with_name("MODEL_CARD.md")
     if meta_path.is_file():
         try:

@@ -91,15 +91,17 @@ class Classifier:
 
     @classmethod
     def from_bundle(cls, path: str | Path, backend: str | None = None, num_threads: int | None = None,
-                    verify: bool = True, reference_kernels: bool = False, fmt: str | None = None) -> "Classifier":
+                    verify: bool = True, reference_kernels: bool = False, fmt: str | None = None,
+                    serving: bool = False) -> "Classifier":
         """Verify a bundle folder (or read one model file with its metadata), choose an artifact, load it.
 
         ``fmt``: this format's artifact instead of the bundle's first choice (``bundle.resolve``);
-        ``reference_kernels``: LiteRT's portable reference kernels (the kit's self-test), not the fast ones."""
+        ``reference_kernels``: LiteRT's portable reference kernels (the kit's self-test), not the fast ones;
+        ``serving``: a device serves it (``bundle.resolve``: a model file that failed its parity check is refused)."""
         from edge_runtime.backends import load_backend
 
         t0 = time.perf_counter()
-        art = B.resolve(path, backend, verify, fmt)
+        art = B.resolve(path, backend, verify, fmt, serving)
         be = load_backend(art.path, num_threads, reference_kernels=reference_kernels)
         clf = cls(be, art.metadata.for_format(art.key), parent=art.parent, name=art.path.name,
                   model_card=art.model_card, status=art.status, load_ms=(time.perf_counter() - t0) * 1000)

@@ -101,3 +101,25 @@ def test_resolve_picks_among_listed_models_only(bundle, monkeypatch):
     monkeypatch.setattr(B, "verify_sums", lambda folder: ["model_onnx_fp32.onnx", "metadata.json", "bundle.json"])
     assert B.resolve(bundle).path.name == "model_onnx_fp32.onnx"
     assert B.resolve(bundle, verify=False).path.name == "model_aaa_int8.onnx"  # unverified: any file goes
+
+
+def test_a_model_file_given_alone_is_verified_with_its_signed_folder(bundle, tmp_path):
+    """``--bundle FOLDER/model.onnx`` walks around neither the checksums nor the parity verdict (review27 #3)."""
+    model = bundle / "model_onnx_fp32.onnx"
+    assert Classifier.from_bundle(model, serving=True).model_path == model  # signed as it is
+    write_onnx(model, bias=3.2)  # another model under the signed name
+    with pytest.raises(B.BundleError, match="part of a signed bundle that fails its check: .*checksum mismatch"):
+        Classifier.from_bundle(model)
+    assert Classifier.from_bundle(model, verify=False).model_path == model  # unverified on purpose: read
+    write_onnx(model)
+    B.write_sums(bundle)
+    (bundle / "bundle.json").write_text('{"validated": false, "formats": {}, "failed_formats": ["onnx_fp32"]}')
+    B.write_sums(bundle)
+    with pytest.raises(B.BundleError, match="onnx_fp32 failed its parity check .* it is not served"):
+        Classifier.from_bundle(model, serving=True)
+    assert Classifier.from_bundle(model).format == "onnx_fp32"  # a benchmark measures a failed file on purpose
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("model_onnx_fp32.onnx", "metadata.json"):
+        shutil.copy(bundle / name, alone / name)
+    assert Classifier.from_bundle(alone / "model_onnx_fp32.onnx", serving=True).format == "onnx_fp32"  # unsigned file

@@ -127,7 +127,8 @@ def run(args) -> int:
     from edge_runtime.web.app import create_app
 
     try:
-        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads, fmt=args.format)
+        clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads, fmt=args.format,
+                                     serving=True)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
