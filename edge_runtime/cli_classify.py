@@ -106,19 +106,26 @@ def progress_bar(total: int, enabled: bool):
 
 
 def open_csv(path: str):
-    """Open the --csv file for writing before any work, so a bad path costs nothing. Only a regular file
-    (new or existing) is accepted: a FIFO would block and a device is no place for a report."""
+    """Open the --csv report for writing before any work, so a bad path costs nothing: rows go to
+    ``PATH.partial`` as they are made, renamed to ``PATH`` when the batch ends (``finish_csv``), so an existing
+    report is replaced only by a whole one and an interrupted batch keeps its rows. Only a regular file (new or
+    existing) is accepted: a FIFO would block and a device is no place for a report."""
     p = Path(path)
     if p.exists() and not p.is_file():
         raise OSError(f"not a regular file ({'a folder' if p.is_dir() else 'a FIFO, device or socket'})")
+    partial = p.with_name(p.name + ".partial")
+    if partial.exists() and not partial.is_file():
+        raise OSError(f"{partial} is not a regular file")
     try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NONBLOCK", 0), 0o644)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NONBLOCK", 0), 0o644)
     except OSError as exc:
         raise OSError(exc.strerror or str(exc)) from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since the check
         os.close(fd)
         raise OSError("not a regular file")
-    return os.fdopen(fd, "w", newline="")
+    f = os.fdopen(fd, "w", newline="")
+    f.target, f.partial = p, partial
+    return f
 
 
 def run(args) -> int:
@@ -148,42 +155,67 @@ def run(args) -> int:
     model = model_columns(meta, clf.backend)
     fields = ["file", "decision", "top_class", *[f"p_{l}" for l in meta.labels], "in_scope", "ms", "reason", "error",
               *model]
-    rows, errors = [], 0
+    errors, done, status = 0, 0, 0
+    out = csv.DictWriter(sys.stdout, fieldnames=fields)
+    writers = [out] + ([csv.DictWriter(csv_file, fieldnames=fields)] if csv_file is not None else [])
+
+    def emit(row):  # each row as it is made: an interrupted batch keeps what it did
+        nonlocal status
+        out.writerow(row)
+        sys.stdout.flush()
+        if csv_file is not None and status != 2:
+            try:
+                writers[1].writerow(row)
+                csv_file.flush()
+            except OSError as exc:
+                print(f"error: writing --csv {args.csv} failed: {exc.strerror or exc}", file=sys.stderr)
+                status = 2
+    for w in writers:
+        w.writeheader()
     bar = progress_bar(len(files), enabled=not args.no_progress and sys.stderr.isatty())
-    for f in files:
-        row = {**dict.fromkeys(fields, ""), **model}
-        row["file"] = str(f)
-        try:
-            s = clf.classify(f)
-            row.update(decision=s.decision, in_scope=s.in_scope, ms=f"{s.timings_ms['total']:.1f}", reason=s.reason)
-            if s.in_scope:  # out of scope: no diagnosis, so no class and no probabilities (as the web page)
-                row.update(top_class=s.label, **{f"p_{l}": f"{p:.4f}" for l, p in s.probs.items()})
-        except ImageError as exc:
-            errors += 1
-            row.update(decision="error", error=str(exc))
-        except Exception as exc:  # a fault outside decoding still must not end the batch
-            log.debug("classifying %s failed", f, exc_info=True)
-            errors += 1
-            row.update(decision="error", error=f"{f}: unexpected error ({type(exc).__name__}: {exc})")
-        rows.append(row)
+    try:
+        for f in files:
+            row = {**dict.fromkeys(fields, ""), **model}
+            row["file"] = str(f)
+            try:
+                s = clf.classify(f)
+                row.update(decision=s.decision, in_scope=s.in_scope, ms=f"{s.timings_ms['total']:.1f}",
+                           reason=s.reason)
+                if s.in_scope:  # out of scope: no diagnosis, so no class and no probabilities (as the web page)
+                    row.update(top_class=s.label, **{f"p_{l}": f"{p:.4f}" for l, p in s.probs.items()})
+            except ImageError as exc:
+                errors += 1
+                row.update(decision="error", error=str(exc))
+            except Exception as exc:  # a fault outside decoding still must not end the batch
+                log.debug("classifying %s failed", f, exc_info=True)
+                errors += 1
+                row.update(decision="error", error=f"{f}: unexpected error ({type(exc).__name__}: {exc})")
+            emit(row)
+            done += 1
+            if bar is not None:
+                bar.set_postfix_str(f.name[-30:], refresh=False)
+                bar.update()
+    except KeyboardInterrupt:
         if bar is not None:
-            bar.set_postfix_str(f.name[-30:], refresh=False)
-            bar.update()
+            bar.close()
+        kept = ""
+        if csv_file is not None:
+            csv_file.close()
+            kept = (f"; the rows so far are in {csv_file.partial}"
+                    + (f" ({csv_file.target} is left as it was)" if csv_file.target.exists() else ""))
+        print(f"interrupted after {done} of {len(files)} film(s){kept}", file=sys.stderr)
+        return 130
     if bar is not None:
         bar.close()
     for f in skipped:
-        rows.append({**dict.fromkeys(fields, ""), **model, "file": str(f), "decision": SKIPPED,
-                     "error": f"{f}: not an image (neither an image suffix nor PNG/JPEG/BMP/TIFF/DICOM content)"})
-    out = csv.DictWriter(sys.stdout, fieldnames=fields)
-    out.writeheader()
-    out.writerows(rows)
-    status = 1 if errors else 0
+        emit({**dict.fromkeys(fields, ""), **model, "file": str(f), "decision": SKIPPED,
+              "error": f"{f}: not an image (neither an image suffix nor PNG/JPEG/BMP/TIFF/DICOM content)"})
+    status = status or (1 if errors else 0)
     if csv_file is not None:
         try:
-            with csv_file:
-                w = csv.DictWriter(csv_file, fieldnames=fields)
-                w.writeheader()
-                w.writerows(rows)
+            csv_file.close()
+            if status != 2:
+                os.replace(csv_file.partial, csv_file.target)
         except OSError as exc:
             print(f"error: writing --csv {args.csv} failed: {exc.strerror or exc}", file=sys.stderr)
             status = 2

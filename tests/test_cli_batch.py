@@ -126,3 +126,36 @@ def test_an_out_of_scope_film_has_no_class_and_no_probabilities(bundle, tmp_path
     assert "only 8x8 pixels" in by["thumb.png"]["reason"]
     assert by["thumb.png"]["top_class"] == "" and all(by["thumb.png"][k] == "" for k in by["thumb.png"] if k.startswith("p_"))
     assert by["film.png"]["top_class"] and all(by["film.png"][k] for k in by["film.png"] if k.startswith("p_"))
+
+
+def test_an_interrupted_batch_keeps_its_rows_and_the_previous_report(bundle, tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or a crash) mid-batch loses neither the rows done nor the last whole report (review27 #4): rows go
+    out as they are made, the report is written beside its name and renamed only when the batch ends."""
+    from edge_runtime.classifier import Classifier
+
+    films = tmp_path / "films"
+    films.mkdir()
+    for i in range(4):
+        (films / f"f{i}.png").write_bytes(film(seed=i))
+    report = tmp_path / "report.csv"
+    report.write_text("the last whole report\n")
+    real, calls = Classifier.classify, []
+
+    def stop_at_third(self, path, *a, **k):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, path, *a, **k)
+    monkeypatch.setattr(Classifier, "classify", stop_at_third)
+    rc, rows, err = classify(capsys, films, "--bundle", bundle, "--csv", report)
+    assert rc == 130 and [Path(r["file"]).name for r in rows] == ["f0.png", "f1.png"], err
+    assert "interrupted after 2 of 4 film(s)" in err and "Traceback" not in err
+    assert report.read_text() == "the last whole report\n"
+    partial = list(csv.DictReader(io.StringIO((tmp_path / "report.csv.partial").read_text())))
+    assert [r["file"] for r in partial] == [r["file"] for r in rows]
+    monkeypatch.setattr(Classifier, "classify", real)
+    (tmp_path / "report.csv.partial").unlink()
+    rc, rows, err = classify(capsys, films, "--bundle", bundle, "--csv", report)  # a whole batch replaces it
+    assert rc == 0 and len(rows) == 4
+    assert [r["file"] for r in csv.DictReader(report.open())] == [r["file"] for r in rows]
+    assert not (tmp_path / "report.csv.partial").exists()
