@@ -52,8 +52,21 @@ def test_outcomes_offer_apply_and_undo_with_audit(world, tmp_path):
     for rec in store.iter_all():  # the clinician confirms each outcome on the screening's page
         r = client.post(f"/screenings/{rec['id']}/outcome", data={"csrf_token": tok, "outcome": rec["reference"]})
         assert r.status_code == 303
+    # the same outcomes recorded under another model (a kit upgrade keeps the history): neither figures nor a
+    # profile for the model now served come from them (review27 #2)
+    with store.connect() as db:
+        db.execute("UPDATE screenings SET model_version = 'an-older-model'")
     html = client.get("/monitoring").get_data(as_text=True)
-    assert 'id="profile-offer"' in html and "Apply the site profile" in html
+    n = len(world["other"])
+    assert 'id="other-models"' in html and f"{n} earlier screening(s) ({n} with a confirmed outcome)" in html
+    assert 'id="profile-offer"' not in html and 'id="profile-refused"' in html
+    tok = csrf(client.get("/").get_data(as_text=True))
+    assert client.post("/site-profile/apply", data={"csrf_token": tok, "confirm": "yes", "by": "Dr O"}).status_code == 409
+    assert not (bundle / SITE_FILE).exists() and clf.site_profile is None
+    with store.connect() as db:
+        db.execute("UPDATE screenings SET model_version = ?", (clf.metadata.model_version,))
+    html = client.get("/monitoring").get_data(as_text=True)
+    assert 'id="profile-offer"' in html and "Apply the site profile" in html and 'id="other-models"' not in html
 
     tok = csrf(html)
     assert client.post("/site-profile/apply", data={"csrf_token": tok, "by": "Dr Okafor"}).status_code == 400

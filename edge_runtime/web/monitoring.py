@@ -31,6 +31,16 @@ def normal_label(labels) -> str:
     return labels[0]
 
 
+def of_model(rows: list[dict], meta) -> tuple[list[dict], dict]:
+    """The rows recorded under the model now served (same ``model_name`` and ``model_version``), and a count of
+    the others: a kit upgrade keeps the history, and another model's probabilities, decisions and input-check
+    distances say nothing about this one's (its accuracy, its drift, a site profile fitted for it)."""
+    now = (meta.model_name, meta.model_version)
+    mine = [r for r in rows if (r.get("model_name"), r.get("model_version")) == now]
+    others = [r for r in rows if (r.get("model_name"), r.get("model_version")) != now]
+    return mine, {"screenings": len(others), "confirmed": sum(1 for r in others if r.get("outcome"))}
+
+
 def _rate(k: int, n: int) -> dict:
     return {"k": k, "n": n, "value": (k / n) if n else None, "ci": wilson(k, n)}
 

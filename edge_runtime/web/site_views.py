@@ -2,7 +2,8 @@
 after an explicit confirmation, undone with one button; every change is a line in the audit trail.
 
 The proposal is ``edge_runtime.site_eval.propose`` (the same code as ``python -m benchmarks.validate``) on the
-probabilities this device recorded for screenings with a confirmed outcome. It changes thresholds only: the
+probabilities this device recorded for screenings with a confirmed outcome, under the model now served only
+(``monitoring.of_model``: another model's probabilities say nothing about this one's thresholds). It changes thresholds only: the
 recorded probabilities already carry the bundle's temperature, so the thresholds chosen on them apply as they
 are. The profile is written as ``site.json`` beside the bundle (the model files are never touched); removing it
 returns to the bundle's own values. Login and CSRF are checked for every POST by the app's hooks.
@@ -18,6 +19,7 @@ from edge_runtime import site
 from edge_runtime.operating_point import TB_SENSITIVITY, OperatingPoint
 from edge_runtime.site_eval import ProfileRefused, propose
 from edge_runtime.web import i18n
+from edge_runtime.web.monitoring import of_model
 
 bp = Blueprint("site", __name__)
 
@@ -54,7 +56,7 @@ def offer(w) -> dict:
         out["refused"] = _t("site.temperature_active")
         return out
     own = clf.metadata.operating_point
-    films = device_films(w.store.rows_for_monitoring(), clf.metadata.labels)
+    films = device_films(of_model(w.store.rows_for_monitoring(), clf.metadata)[0], clf.metadata.labels)
     try:
         out["proposal"] = propose(films, OperatingPoint(own.labels, 1.0, dict(own.thresholds)), TB_SENSITIVITY)
     except ProfileRefused as exc:

@@ -256,8 +256,8 @@ class Store:
                 yield self._decode(row)
 
     def rows_for_monitoring(self, since: str = "") -> list[dict]:
-        sql = ("SELECT created, labels, probs, decision, in_scope, outcome, model_version, scope_distance "
-               "FROM screenings")
+        sql = ("SELECT created, labels, probs, decision, in_scope, outcome, model_name, model_version, "
+               "scope_distance FROM screenings")
         args = []
         if since:
             sql += " WHERE substr(created, 1, 10) >= ?"

@@ -6,7 +6,7 @@ import math
 from flask import Blueprint, current_app, render_template
 
 from edge_runtime.web import markdown
-from edge_runtime.web.monitoring import drift, summarize
+from edge_runtime.web.monitoring import drift, of_model, summarize
 
 bp = Blueprint("info", __name__)
 
@@ -18,13 +18,14 @@ def web():
 @bp.get("/monitoring")
 def monitoring():
     w = web()
-    rows = w.store.rows_for_monitoring()
+    rows, others = of_model(w.store.rows_for_monitoring(), w.meta)
     from edge_runtime.web.site_views import offer
 
     # the validation films' decision mix was counted under the artifact's own values, not a site profile's
     reference = None if getattr(w.classifier, "site_profile", None) else w.meta.reference
     return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=drift(rows, reference=reference),
-                           profile=w.site_profile, offer=offer(w), audit=w.store.audit())
+                           profile=w.site_profile, offer=offer(w), audit=w.store.audit(), others=others,
+                           model=w.meta)
 
 
 def _num(v) -> float | None:
