@@ -168,9 +168,18 @@ def decode(data: bytes, name: str) -> np.ndarray:
         img = _stretch(arr, center - width / 2, center + width / 2)
     else:
         img = _stretch(arr)
-    if photometric == "MONOCHROME1":
+    if inverted(ds, photometric):
         img = 255 - img
     return img
+
+
+def inverted(ds, photometric: str) -> bool:
+    """Whether a viewer shows these grey levels the other way round: MONOCHROME1 (low values white), or
+    MONOCHROME2 with Presentation LUT Shape INVERSE (2050,0020). The DX image module pairs MONOCHROME1 with
+    INVERSE and MONOCHROME2 with IDENTITY, so INVERSE on a MONOCHROME1 film restates its one inversion; the
+    device shows and reads the film as a viewer would (a negative read as a positive is refused as inverted)."""
+    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    return photometric == "MONOCHROME1" or (photometric == "MONOCHROME2" and shape == "INVERSE")
 
 
 def _undecodable(ds, name: str) -> str:

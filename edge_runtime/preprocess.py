@@ -197,7 +197,10 @@ def _decode(data: bytes, name: str) -> np.ndarray:
         raise _too_large(name, size)
     cv2 = opencv()
     try:
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        # a JPEG is turned upright by its EXIF Orientation, as every viewer shows it (IMREAD_UNCHANGED ignores
+        # it; JPEG has no alpha to keep); other formats as stored
+        flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if data[:3] == b"\xff\xd8\xff" else cv2.IMREAD_UNCHANGED
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as exc:  # raised for images over OPENCV_IO_MAX_IMAGE_PIXELS, among others
         if "IMAGE_PIXELS" in str(exc) or "validateInputImageSize" in str(exc):
             raise _too_large(name, size) from exc

@@ -1,3 +1,4 @@
+import io
 import struct
 import zlib
 
@@ -71,6 +72,44 @@ def test_dicom_window_and_monochrome1_inversion(tmp_path):
     m1 = decode_image(write_dicom(tmp_path / "b.dcm", px, photometric="MONOCHROME1", window=(2000, 4000)))
     assert m2[0, 0] < 10 and m2[0, -1] > 245
     assert np.abs(m1.astype(int) - (255 - m2.astype(int))).max() <= 1
+
+
+def test_dicom_presentation_lut_inverse_is_shown_as_a_viewer_shows_it():
+    """MONOCHROME2 + Presentation LUT Shape INVERSE is a negative that viewers show as a positive; MONOCHROME1 +
+    INVERSE (what the DX module asks for) is inverted once, not twice (review27 #8)."""
+    from dicom_factory import dicom_dataset, to_bytes
+
+    px = gradient(hi=4000, dtype=np.uint16)
+
+    def decoded(photometric, shape=None):
+        ds = dicom_dataset(px, photometric=photometric, window=(2000, 4000))
+        if shape:
+            ds.PresentationLUTShape = shape
+        return decode_image(to_bytes(ds, True)).astype(int)
+    plain = decoded("MONOCHROME2")
+    assert np.abs(decoded("MONOCHROME2", "IDENTITY") - plain).max() == 0
+    assert np.abs(decoded("MONOCHROME2", "INVERSE") - (255 - plain)).max() <= 1
+    assert np.abs(decoded("MONOCHROME1", "INVERSE") - (255 - plain)).max() <= 1
+    assert np.abs(decoded("MONOCHROME1") - (255 - plain)).max() <= 1
+
+
+def test_a_jpeg_is_turned_upright_by_its_exif_orientation():
+    """A JPEG stored sideways with EXIF Orientation 6 (rotate 90 degrees clockwise to show) is read upright, as
+    viewers show it, not refused as a rotated film (review27 #8)."""
+    from PIL import Image
+
+    upright = np.zeros((64, 48), np.uint8)
+    upright[:20] = 250  # a bright top: tells the rotations apart
+    stored = np.rot90(upright)  # turned a quarter counter-clockwise; Orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(stored)).save(buf, "JPEG", quality=95, exif=exif)
+    got = decode_image(buf.getvalue()).astype(int)
+    assert got.shape == upright.shape and np.abs(got - upright).mean() < 3
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(stored)).save(buf, "JPEG", quality=95)  # no EXIF: as stored
+    assert decode_image(buf.getvalue()).shape == stored.shape
 
 
 def test_dicom_rescale_then_window(tmp_path):
