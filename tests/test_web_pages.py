@@ -72,17 +72,45 @@ def test_upload_one_png_shows_result_and_is_saved(client, app):  # noqa: F811
 
 def test_upload_several_formats_at_once(client, app):  # noqa: F811
     r = upload(client, ("a.png", png_bytes(30)), ("b.jpg", jpeg_bytes(220)), ("c.dcm", dicom_bytes()))
-    assert r.status_code == 200
-    html = r.get_data(as_text=True)
+    assert r.status_code == 303 and r.headers["Location"].startswith("/batches/")
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
     assert "3 screening(s) saved" in html and html.count('class="result"') == 3
     kinds = sorted(x["image_kind"] for x in app.extensions["cxr"].store.search()[0])
     assert kinds == ["dicom", "jpeg", "png"]
 
 
+def test_a_batch_page_reloaded_or_switched_to_another_language_sends_nothing_again(client, app):  # noqa: F811
+    """The batch's page is a GET after a redirect (review27 #7): reloading it or following its language link
+    shows the same screenings, in the other language, and stores nothing more (before: a 405, or every film
+    screened again on reload)."""
+    r = upload(client, ("a.png", png_bytes(30)), ("bad.png", b"not an image at all"), ("b.png", png_bytes(200)))
+    page = r.headers["Location"]
+    first = client.get(page).get_data(as_text=True)
+    assert "2 screening(s) saved" in first and "bad.png" in first and count(app) == 2
+    assert client.get(page).get_data(as_text=True) == first and count(app) == 2  # a reload
+    fr = client.get(page + "?lang=fr")
+    html = fr.get_data(as_text=True)
+    assert fr.status_code == 200 and '<html lang="fr">' in html and "bad.png" in html and count(app) == 2
+    assert f'href="{page}?lang=en"' in html  # its own link back, not "?lang=en" against a POST
+    gone = client.get("/batches/not-a-kept-batch?lang=en")
+    assert gone.status_code == 404 and "Every screening is in the history" in gone.get_data(as_text=True)
+
+
+def test_the_language_link_keeps_the_query_and_never_points_at_a_post(client, app):  # noqa: F811
+    html = client.get("/history?q=abc&decision=refer").get_data(as_text=True)
+    assert 'href="/history?q=abc&amp;decision=refer&amp;lang=fr"' in html
+    r = upload(client, ("a.png", png_bytes(30)))
+    sid = r.headers["Location"].split("/")[2].split("?")[0]
+    tok = csrf(client.get("/").get_data(as_text=True))
+    refused = client.post(f"/screenings/{sid}/outcome", data={"csrf_token": tok, "outcome": "", "note": "x"})
+    assert refused.status_code == 400
+    assert f'href="/screenings/{sid}?lang=fr"' in refused.get_data(as_text=True)  # the screening, by GET
+
+
 def test_batch_with_one_bad_file_keeps_the_good_ones(client, app):  # noqa: F811
     r = upload(client, ("good.png", png_bytes(30)), ("bad.png", b"not an image at all"))
-    html = r.get_data(as_text=True)
-    assert r.status_code == 200 and "1 screening(s) saved" in html and "bad.png" in html
+    html = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert r.status_code == 303 and "1 screening(s) saved" in html and "bad.png" in html
     assert count(app) == 1
 
 

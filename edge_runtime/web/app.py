@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +38,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 PUBLIC_ENDPOINTS = {"views.login", "static"}
 SMALL_BODY = 100_000  # login, logout, outcome: a form of a few fields
 FORM_SLACK = 64_000  # multipart framing and the reference field around one file
+BATCHES_KEPT = 200
+
+
 @dataclass
 class Web:
     """What the views share: the classifier (one inference at a time), the store and the auth state."""
@@ -46,7 +51,22 @@ class Web:
     infer_lock: threading.Lock = field(default_factory=threading.Lock)
     throttle: A.Throttle = field(default_factory=A.Throttle)
     auth_required: bool = False  # set for a server started off loopback; once True it stays True
+    # uploads of several files, each shown at GET /batches/<token> after a redirect (a reload or a language
+    # switch must not send the films again); the newest BATCHES_KEPT, in memory: a restart forgets the page,
+    # never the screenings (the history holds them)
+    batches: "OrderedDict[str, tuple]" = field(default_factory=OrderedDict)
+    batch_lock: threading.Lock = field(default_factory=threading.Lock)
     _auth: tuple = (None, None, "")  # (mtime, auth dict, problem reading it)
+
+    def keep_batch(self, ids: list[str], errors: list) -> str:
+        """Remember one upload's screenings and refusals (each a callable giving its sentence in the page's
+        language when shown); returns the token of its page."""
+        token = secrets.token_urlsafe(12)
+        with self.batch_lock:
+            self.batches[token] = (list(ids), list(errors))
+            while len(self.batches) > BATCHES_KEPT:
+                self.batches.popitem(last=False)
+        return token
 
     def _read_auth(self) -> tuple[dict | None, str]:
         """The operator password/token, re-read when set-password changes the file (no restart needed)."""
@@ -261,6 +281,7 @@ def _install_hooks(app: Flask, web: Web) -> None:
             "next_step": lambda rec: i18n.next_step(lang, rec),
             "lang": lang,
             "languages": i18n.LANGUAGES,
+            "lang_url": lang_url,
             "csrf_token": lambda: A.csrf_token(session),
             "banners": web.warnings(),
             "meta": web.meta,
@@ -289,6 +310,27 @@ def _install_hooks(app: Flask, web: Web) -> None:
     def _crash(exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _deny(500, "internal", "internal error (details in the server log); the server keeps running")
+
+
+# where the language link of a page answered to a POST leads (a POST cannot be repeated by a link)
+AFTER_POST = {"views.outcome": "views.detail", "site.apply": "info.monitoring", "site.remove": "info.monitoring"}
+
+
+def lang_url(code: str) -> str:
+    """This page in language ``code``: the same path and query (history filters, login's next page) with
+    ``lang`` set; for a page answered to a POST, the page a link can show (the screening, the monitoring page,
+    else the upload page)."""
+    from urllib.parse import urlencode
+
+    if request.method in ("GET", "HEAD"):
+        args = [(k, v) for k, v in request.args.items(multi=True) if k != "lang"] + [("lang", code)]
+        return f"{request.script_root}{request.path}?{urlencode(args)}"
+    view_args = request.view_args or {}
+    target = AFTER_POST.get(request.endpoint or "", "views.index")
+    try:
+        return url_for(target, lang=code, **view_args)
+    except Exception:  # a target that needs arguments this request lacks
+        return url_for("views.index", lang=code)
 
 
 def body_limit(config, endpoint: str | None) -> int:

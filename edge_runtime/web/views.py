@@ -71,18 +71,32 @@ def upload():
                 data = read_upload(f, int(cfg["MAX_FILE_MB"] * 1e6))
                 done.append(screen_upload(web(), cfg, data, f.filename or "", reference))
             except UploadError as exc:
-                errors.append((exc.status, _said(exc)))
+                errors.append((exc.status, _said(exc), lambda exc=exc: _said(exc)))
             except Exception:  # one bad file must not lose the others, nor stop the server
                 log.exception("screening %r failed", f.filename)
-                errors.append((500, _t("error.internal_file", name=f.filename or "upload")))
+                name = f.filename or "upload"
+                errors.append((500, _t("error.internal_file", name=name),
+                               lambda name=name: _t("error.internal_file", name=name)))
     if len(done) == 1 and not errors:
         return redirect(url_for("views.detail", sid=done[0]["id"], saved=1), code=303)
     if not done:
         status = errors[0][0] if errors else 400
         recent, _ = web().store.search(limit=5)
-        return render_template("index.html", recent=recent, errors=[m for _, m in errors],
+        return render_template("index.html", recent=recent, errors=[m for _, m, *_ in errors],
                                reference=reference), status
-    return render_template("batch.html", done=done, errors=[m for _, m in errors])
+    # several films, or some refused: their page is a GET (a reload or a language switch sends nothing again)
+    token = web().keep_batch([r["id"] for r in done], [say for *_, say in errors])
+    return redirect(url_for("views.batch", token=token), code=303)
+
+
+@bp.get("/batches/<token>")
+def batch(token):
+    kept = web().batches.get(token)
+    if kept is None:
+        abort(404, description=_t("error.batch_gone"))
+    ids, errors = kept
+    done = [rec for rec in map(web().store.get, ids) if rec is not None]
+    return render_template("batch.html", done=done, errors=[say() for say in errors])
 
 
 def _detail_page(rec: dict, saved: bool = False, outcome_said: str = "", errors=()) -> str:
