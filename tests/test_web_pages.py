@@ -272,6 +272,14 @@ def test_follow_up_outcome_and_monitoring(client, app):  # noqa: F811
     r = client.post(f"/screenings/{ids[4]}/outcome", data={"csrf_token": tok, "outcome": ""})
     assert app.extensions["cxr"].store.get(ids[4])["outcome"] is None
     assert "Outcome cleared" in client.get(r.headers["Location"]).get_data(as_text=True)
+    # as a browser sends it: the saved note still in its box (review27 #9: refused before, the outcome stayed)
+    r = client.post(f"/screenings/{ids[3]}/outcome", data={"csrf_token": tok, "outcome": "", "note": "GX"})
+    assert r.status_code == 303 and app.extensions["cxr"].store.get(ids[3])["outcome"] is None
+    assert app.extensions["cxr"].store.get(ids[3])["outcome_note"] == ""
+    # a new note with no outcome is still refused, and kept on the page
+    r = client.post(f"/screenings/{ids[2]}/outcome", data={"csrf_token": tok, "outcome": "", "note": "new words"})
+    assert r.status_code == 400 and "new words" in r.get_data(as_text=True)
+    assert app.extensions["cxr"].store.get(ids[2])["outcome"] == "pneumonia"
 
 
 def test_model_page_card_metrics_thresholds(client):  # noqa: F811

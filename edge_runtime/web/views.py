@@ -134,10 +134,11 @@ def outcome(sid):
     rec = _record_or_404(sid)
     value = request.form.get("outcome", "")
     note = request.form.get("note", "").strip()[:500]
-    if value == "" and note:  # a note needs an outcome: say so and keep what was typed (nothing saved)
+    clearing = bool(rec.get("outcome")) and note == (rec.get("outcome_note") or "").strip()
+    if value == "" and note and not clearing:  # a new note needs an outcome: say so, keep what was typed
         rec["outcome_note"] = note
         return _detail_page(rec, errors=[_t("error.note_without_outcome")]), 400
-    if value == "":
+    if value == "":  # cleared, with the note saved beside it (the form shows it pre-filled)
         web().store.set_outcome(sid, None, "")
         return redirect(url_for("views.detail", sid=sid, outcome_saved="cleared"), code=303)
     if value not in outcome_choices(rec["labels"]):
