@@ -92,12 +92,15 @@ class Classifier:
     @classmethod
     def from_bundle(cls, path: str | Path, backend: str | None = None, num_threads: int | None = None,
                     verify: bool = True, reference_kernels: bool = False, fmt: str | None = None,
-                    serving: bool = False) -> "Classifier":
+                    serving: bool = False, site_profile: str | Path | None = None) -> "Classifier":
         """Verify a bundle folder (or read one model file with its metadata), choose an artifact, load it.
 
         ``fmt``: this format's artifact instead of the bundle's first choice (``bundle.resolve``);
         ``reference_kernels``: LiteRT's portable reference kernels (the kit's self-test), not the fast ones;
-        ``serving``: a device serves it (``bundle.resolve``: a model file that failed its parity check is refused)."""
+        ``serving``: a device serves it (``bundle.resolve``: a model file that failed its parity check is refused);
+        ``site_profile``: where this device's site profile lives (default: ``site.json`` beside the bundle; the
+        kit keeps it in the data folder, its bundle being read-only). ``site_path`` records it (the page writes
+        there)."""
         from edge_runtime.backends import load_backend
 
         t0 = time.perf_counter()
@@ -106,7 +109,8 @@ class Classifier:
         clf = cls(be, art.metadata.for_format(art.key), parent=art.parent, name=art.path.name,
                   model_card=art.model_card, status=art.status, load_ms=(time.perf_counter() - t0) * 1000)
         clf.model_path, clf.format = art.path, art.key
-        clf.use_site_profile(site.find(path, clf.metadata, art.key))
+        clf.site_path = Path(site_profile) if site_profile is not None else site.profile_path(path)
+        clf.use_site_profile(site.find(path, clf.metadata, art.key, clf.site_path))
         return clf
 
     def use_site_profile(self, profile) -> None:

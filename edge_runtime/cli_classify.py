@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--num-threads", type=int, default=None, help="inference threads (default: all cores)")
     p.add_argument("--threads", type=int, dest="num_threads", help=argparse.SUPPRESS)  # deprecated: --num-threads
     p.add_argument("--csv", help="write the rows to this CSV file as well")
+    p.add_argument("--site-profile", default=None, metavar="FILE",
+                   help="the site profile to apply (default: site.json beside the bundle; on a kit install the page "
+                        "keeps it in the data folder: /var/lib/cxr-edge/site.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=run)
 
@@ -134,7 +137,7 @@ def run(args) -> int:
 
     try:
         clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads, fmt=args.format,
-                                     serving=True)
+                                     serving=True, site_profile=args.site_profile)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

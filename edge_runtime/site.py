@@ -156,11 +156,41 @@ def profile_path(model_or_bundle: str | Path) -> Path:
     return (p if p.is_dir() else p.parent) / SITE_FILE
 
 
-def find(model_or_bundle: str | Path, metadata, format_key: str | None) -> SiteProfile | None:
-    """The verified profile beside a bundle, or None when there is none; raises SiteProfileError."""
-    path = profile_path(model_or_bundle)
+def find(model_or_bundle: str | Path, metadata, format_key: str | None, path: str | Path | None = None
+         ) -> SiteProfile | None:
+    """The verified profile beside a bundle (or at ``path``: a device whose bundle is read-only keeps it in its
+    data folder), or None when there is none; raises SiteProfileError."""
+    path = Path(path) if path is not None else profile_path(model_or_bundle)
     if not path.exists():
         return None
     profile = SiteProfile.load(path)
     profile.check(metadata, format_key)
     return profile
+
+
+def carry_over(bundle: str | Path, data_dir: str | Path, format_key: str | None = None) -> list[str]:
+    """At install (the kit's install.sh): the device keeps its site profile in its data folder
+    (``serve --site-profile DATA_DIR/site.json``), which outlives a bundle. A profile there that does not hold
+    for the bundle now installed (another model, training data or artifact format) is set aside as
+    ``site.json.previous`` (the service would refuse to start with it); a profile shipped inside the bundle is
+    copied there when the device has none. Returns what was done, one line each."""
+    from edge_runtime.metadata import ModelMetadata
+
+    bundle, data_dir = Path(bundle), Path(data_dir)
+    mine, shipped = data_dir / SITE_FILE, bundle / SITE_FILE
+    meta = ModelMetadata.load(bundle / "metadata.json")
+    said = []
+    if mine.is_file():
+        try:
+            find(bundle, meta, format_key or None, mine)
+            said.append(f"this device's site profile {mine} is kept: it was made for this model")
+        except SiteProfileError as exc:
+            aside = mine.with_name(SITE_FILE + ".previous")
+            mine.replace(aside)
+            said.append(f"this device's site profile does not hold for the bundle installed now, set aside as "
+                        f"{aside}: {exc}")
+    if shipped.is_file() and not mine.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        mine.write_bytes(shipped.read_bytes())
+        said.append(f"the bundle's site profile is copied to {mine} (the page reads and writes it there)")
+    return said

@@ -136,3 +136,29 @@ def test_a_site_temperature_past_the_grid_warns_in_the_profile():
     op = OperatingPoint(("normal", "pneumonia", "tuberculosis"), 1.0, {"tuberculosis": 0.999, "refer_below": 0.99})
     prop = propose(films, op, 0.9, fit_temperature=True)
     assert prop["temperature"] > 8 and any("outside the usual range" in w for w in prop["warnings"])
+
+
+def test_a_profile_kept_in_the_data_folder_of_a_read_only_bundle(bundle, tmp_path):
+    """The kit installs the bundle read-only: the page's profile lives in the data folder (``serve
+    --site-profile``), is read from there and written there (review27 #6); at the next install, one that does
+    not hold for the new bundle is set aside, and one shipped in the bundle is copied there (``carry_over``)."""
+    from edge_runtime.site import carry_over
+
+    data = tmp_path / "data"
+    data.mkdir()
+    mine = data / SITE_FILE
+    clf = Classifier.from_bundle(bundle, site_profile=mine)
+    assert clf.site_profile is None and clf.site_path == mine
+    _profile(clf.metadata).save(mine)
+    clf = Classifier.from_bundle(bundle, site_profile=mine)
+    assert clf.site_profile is not None and clf.operating_point.thresholds["tuberculosis"] == 0.2
+    assert Classifier.from_bundle(bundle).site_profile is None  # beside the bundle: none
+
+    assert carry_over(bundle, data, "onnx_fp32") == [f"this device's site profile {mine} is kept: it was made "
+                                                     "for this model"]
+    said = carry_over(bundle, data, "tflite_int8")  # the device now serves another artifact
+    assert not mine.exists() and (data / "site.json.previous").is_file() and "set aside" in said[0]
+    assert Classifier.from_bundle(bundle, site_profile=mine).site_profile is None  # the service starts
+    _profile(clf.metadata, made_by="Dr Shipped").save(bundle)  # a profile made on the workstation, shipped
+    assert "copied" in carry_over(bundle, data, "")[0]
+    assert Classifier.from_bundle(bundle, site_profile=mine).site_profile.made_by == "Dr Shipped"

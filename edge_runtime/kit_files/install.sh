@@ -147,7 +147,13 @@ if [ "$HOST" = 0.0.0.0 ]; then
     URL_HOST="$(hostname -I 2>/dev/null | awk '{print $1}')"
     URL_HOST="${URL_HOST:-$(hostname)}"
 fi
-SERVE="$VPY -I -m edge_runtime serve --bundle $PREFIX/bundle --backend $RUNTIME_BACKEND $FORMAT_ARG--host $HOST --port $PORT --data-dir $DATA_DIR"
+# the site profile lives in the data folder (the bundle is read-only to the service): one made for another model
+# or artifact is set aside, one shipped in the bundle is copied there when the device has none
+"$VPY" -I -c 'import sys
+from edge_runtime.site import carry_over
+for line in carry_over(*sys.argv[1:4]): print("    " + line)' "$PREFIX/bundle" "$DATA_DIR" "$FORMAT" \
+    || die "the site profile in $DATA_DIR cannot be checked against the bundle (see above)"
+SERVE="$VPY -I -m edge_runtime serve --bundle $PREFIX/bundle --backend $RUNTIME_BACKEND $FORMAT_ARG--host $HOST --port $PORT --data-dir $DATA_DIR --site-profile $DATA_DIR/site.json"
 
 if [ "$SERVICE" = 1 ]; then
     step "creating the service $SVC_NAME (user $SVC_USER)"

@@ -39,6 +39,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=50_000_000,
                    help="largest image, width x height (default %(default)s)")
     p.add_argument("--lang", choices=("en", "fr"), default="en", help="default page language")
+    p.add_argument("--site-profile", default=None, metavar="FILE",
+                   help="the site profile to read, and where the page writes one (default: site.json beside the "
+                        "bundle; a read-only bundle, as the kit installs it, needs a file in a writable folder)")
     p.set_defaults(run=run)
     return p
 
@@ -128,7 +131,7 @@ def run(args) -> int:
 
     try:
         clf = Classifier.from_bundle(args.bundle, backend=args.backend, num_threads=args.num_threads, fmt=args.format,
-                                     serving=True)
+                                     serving=True, site_profile=args.site_profile)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

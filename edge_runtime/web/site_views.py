@@ -5,8 +5,9 @@ The proposal is ``edge_runtime.site_eval.propose`` (the same code as ``python -m
 probabilities this device recorded for screenings with a confirmed outcome, under the model now served only
 (``monitoring.of_model``: another model's probabilities say nothing about this one's thresholds). It changes thresholds only: the
 recorded probabilities already carry the bundle's temperature, so the thresholds chosen on them apply as they
-are. The profile is written as ``site.json`` beside the bundle (the model files are never touched); removing it
-returns to the bundle's own values. Login and CSRF are checked for every POST by the app's hooks.
+are. The profile is written as ``site.json`` beside the bundle, or where ``serve --site-profile`` says (the kit:
+in the data folder, its bundle being read-only); the model files are never touched; removing it returns to the
+bundle's own values. Login and CSRF are checked for every POST by the app's hooks.
 """
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ def offer(w) -> dict:
     return out
 
 
+def _profile_path(clf):
+    """Where this server reads and writes the profile (``serve --site-profile``; default beside the bundle)."""
+    return getattr(clf, "site_path", None) or site.profile_path(clf.model_path)
+
+
 @bp.post("/site-profile/apply")
 def apply():
     w = web()
@@ -82,12 +88,12 @@ def apply():
                   "format": clf.format},
         evidence={"target_tb_sensitivity": p["target_tb_sensitivity"], "kept_from_bundle": p["kept_from_bundle"],
                   "warnings": p["warnings"]})
-    path = site.profile_path(clf.model_path)
+    path = _profile_path(clf)
     try:
         profile.save(path)
     except OSError as exc:
         abort(500, description=_t("site.cannot_write", path=str(path), error=str(exc)))
-    clf.use_site_profile(site.find(clf.model_path, meta, clf.format))  # read back and verified, as at start-up
+    clf.use_site_profile(site.find(clf.model_path, meta, clf.format, path))  # read back and verified, as at start
     w.store.add_audit("site_profile_applied", f"{profile.summary()}; written to {path}")
     return redirect(url_for("info.monitoring", profile_saved=1), code=303)
 
@@ -100,7 +106,7 @@ def remove():
         abort(400, description=_t("site.confirm_needed"))
     if getattr(clf, "model_path", None) is None or getattr(clf, "site_profile", None) is None:
         abort(409, description=_t("site.none_active"))
-    path = site.profile_path(clf.model_path)
+    path = _profile_path(clf)
     was = clf.site_profile.summary()
     try:
         path.unlink(missing_ok=True)
