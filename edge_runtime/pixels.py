@@ -31,6 +31,15 @@ def _stretch(arr: np.ndarray, lo: float | None = None, hi: float | None = None) 
     return np.clip((arr - lo) * (255.0 / (hi - lo)), 0, 255).round().astype(np.uint8)
 
 
+def _by_bits(arr: np.ndarray) -> np.ndarray:
+    """An unsigned image wider than 8 bits (a 16-bit PNG or TIFF) scaled by the bits it uses (its highest
+    value's bit length, at least 8), as a viewer told its bits stored shows it: 8-bit content stored as 16 bits
+    (v * 257) reads exactly as the 8-bit file, 12-bit content (0-4095) spans 0-255. A percentile stretch (used
+    before 2026-12-04) changed the contrast of the same film saved at another depth, and 3 of 20 decisions."""
+    bits = max(8, int(arr.max()).bit_length())
+    return np.clip(np.round(arr.astype(np.float64) * (255.0 / (2 ** bits - 1))), 0, 255).astype(np.uint8)
+
+
 def _to_gray(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim == 3:
         cv2 = opencv()
@@ -46,6 +55,8 @@ def _to_gray(arr: np.ndarray, name: str) -> np.ndarray:
         raise ImageError(f"{name}: expected a 2-D image, got shape {arr.shape}")
     if arr.dtype == np.uint8:
         return arr
+    if arr.dtype.kind == "u":
+        return _by_bits(arr)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageError(f"{name}: image holds non-finite values (NaN or infinity)")
     return _stretch(arr)

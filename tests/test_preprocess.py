@@ -57,6 +57,17 @@ def test_16bit_png_is_stretched_to_full_8bit_range():
     assert np.all(np.diff(out[0].astype(int)) >= 0)  # monotonic: no wrap-around
 
 
+def test_the_same_film_at_16_bits_reads_as_at_8_bits():
+    """8-bit content saved as a 16-bit PNG (v * 257) gives the 8-bit pixels exactly, so the same answer
+    (review27 #5: a percentile stretch moved probabilities by up to 0.35); 16-bit colour likewise."""
+    rng = np.random.default_rng(0)
+    film = np.clip(rng.normal(90, 25, (64, 64)), 20, 180).astype(np.uint8)  # not spanning 0-255
+    assert np.array_equal(decode_image(png_bytes(film.astype(np.uint16) * 257)), film)
+    assert np.array_equal(decode_image(png_bytes(film.astype(np.uint16))), film)  # 8-bit values, 16-bit file
+    colour = np.stack([film] * 3, axis=-1)
+    assert np.array_equal(decode_image(png_bytes(colour.astype(np.uint16) * 257)), decode_image(png_bytes(colour)))
+
+
 def test_colour_image_becomes_gray():
     bgr = np.zeros((40, 40, 3), np.uint8)
     bgr[..., 1] = 200
