@@ -20,7 +20,13 @@ DECIDE_HALF_WIDTH = 0.10  # an interval wider than +-10 points cannot tell a goo
 
 
 class ProfileRefused(RuntimeError):
-    """The local data cannot support a site profile; the message says why."""
+    """The local data cannot support a site profile; the message says why (English: the CLI's report). ``code``
+    and ``fields`` say it for other languages (the device page's ``site.refused_<code>``), ``reasons`` the
+    thresholds that could not change, each ``(code, fields)`` (``site.skip_<code>``)."""
+
+    def __init__(self, message: str, code: str = "", fields: dict | None = None, reasons: list | None = None):
+        super().__init__(message)
+        self.code, self.fields, self.reasons = code, dict(fields or {}), list(reasons or [])
 
 
 # ----------------------------------------------------------------------------- what n films support
@@ -102,20 +108,21 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
     counts = {lab: int((y == i).sum()) for i, lab in enumerate(labels)}
     if not len(y):
         raise ProfileRefused(f"too small: no in-scope film with a confirmed label (need {MIN_FILMS} of each class "
-                             f"a threshold changes)")
+                             f"a threshold changes)", "no_films", {"min": MIN_FILMS})
     small = {lab: n for lab, n in counts.items() if n < MIN_FILMS}
     temperature, warnings = None, []
     if fit_temperature:
         if small:
             raise ProfileRefused(f"too small to fit a temperature (it changes every class): {_films(small)}; "
-                                 f"need {MIN_FILMS} in-scope films of each class")
+                                 f"need {MIN_FILMS} in-scope films of each class", "temperature_small",
+                                 {"films": _films(small), "min": MIN_FILMS})
         tfit = OP.fit_temperature_report(y, raw)
         temperature = tfit["temperature"]
         if tfit["warning"]:
             warnings.append(tfit["warning"])
     base = OperatingPoint(tuple(labels), temperature or bundle_op.temperature, dict(bundle_op.thresholds))
     chosen, rep = OP.choose_operating_points(y, base.calibrate(raw), labels, tb_sensitivity=target)
-    changes, skipped = {}, []
+    changes, skipped, codes = {}, [], []
     if TB in labels:
         n_tb, n_other = counts[TB], len(y) - counts[TB]
         if n_tb >= MIN_FILMS and n_other >= MIN_FILMS and TB in chosen:
@@ -123,22 +130,25 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
         else:
             skipped.append(f"the TB threshold needs {MIN_FILMS} TB and {MIN_FILMS} other in-scope films "
                            f"(have {n_tb} and {n_other})")
+            codes.append(("tb", {"min": MIN_FILMS, "tb": n_tb, "other": n_other}))
     reached = rep["refer"]["val_accuracy_not_referred"] >= rep["refer"]["target_accuracy"]
     if not small and reached:
         changes["refer_below"] = chosen["refer_below"]
     elif not small:
         skipped.append(f"no refer threshold brings the films not referred to {rep['refer']['target_accuracy']:.0%} "
                        f"accuracy here, so the refer threshold stays the bundle's")
+        codes.append(("refer_unreached", {"accuracy": f"{rep['refer']['target_accuracy']:.0%}"}))
     else:
         skipped.append(f"the refer threshold changes every class and needs {MIN_FILMS} films of each "
                        f"(have {_films(counts)})")
+        codes.append(("refer", {"min": MIN_FILMS, "films": _films(counts)}))
     if not changes and temperature is None:
-        raise ProfileRefused("too small: " + "; ".join(skipped))
+        raise ProfileRefused("too small: " + "; ".join(skipped), "too_small", reasons=codes)
     new_op = OperatingPoint(tuple(labels), base.temperature, {**bundle_op.thresholds, **changes})
     before, after = figures(films, bundle_op), figures(films, new_op)
     why = worse(before, after, labels, target)
     if why:
-        raise ProfileRefused(f"worse than the bundle's own values on the same films: {why}")
+        raise ProfileRefused(f"worse than the bundle's own values on the same films: {why}", "worse", {"why": why})
     if TB in changes:
         spec = after["per_class"][TB]["specificity"]
         if spec["value"] is not None and spec["value"] < WHO_TB_SPECIFICITY:

@@ -47,6 +47,9 @@ def test_outcomes_offer_apply_and_undo_with_audit(world, tmp_path):
     _upload(client, world["films"], world["other"])
     html = client.get("/monitoring").get_data(as_text=True)
     assert 'id="profile-refused"' in html and "too small" in html  # no outcome yet: nothing offered
+    html = client.get("/monitoring?lang=fr").get_data(as_text=True)  # said in the page's language
+    assert "trop peu : aucun cliché dans le champ avec un résultat confirmé" in html and "too small" not in html
+    client.get("/?lang=en")
 
     tok = csrf(client.get("/").get_data(as_text=True))
     for rec in store.iter_all():  # the clinician confirms each outcome on the screening's page

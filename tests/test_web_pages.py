@@ -197,6 +197,19 @@ def test_classifier_crash_is_a_clear_error_and_saves_nothing(tmp_path):
     assert count(app_) == 0 and c.get("/").status_code == 200
 
 
+def test_an_unexpected_fault_is_said_in_the_pages_language(client, app, monkeypatch):  # noqa: F811
+    """A fault outside the screening (here the history cannot be read) gives the error page in the page's
+    language; the API keeps English with its stable code (review27 #11)."""
+    def broken(*a, **k):
+        raise RuntimeError("disk gone")
+    monkeypatch.setattr(app.extensions["cxr"].store, "search", broken)
+    r = client.get("/?lang=fr")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 500 and "Erreur interne" in html and "disk gone" not in html
+    r = client.get("/?lang=en")
+    assert r.status_code == 500 and "Internal error" in r.get_data(as_text=True)
+
+
 def test_form_without_csrf_token_is_refused(client, app):  # noqa: F811
     client.get("/")
     r = client.post("/screenings", data={"files": [(io.BytesIO(png_bytes()), "a.png")]},

@@ -309,7 +309,14 @@ def _install_hooks(app: Flask, web: Web) -> None:
     @app.errorhandler(Exception)
     def _crash(exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _deny(500, "internal", "internal error (details in the server log); the server keeps running")
+        english = "internal error (details in the server log); the server keeps running"
+        if wants_json():  # the API speaks English with stable codes
+            return _deny(500, "internal", english)
+        try:
+            return _deny(500, "internal", i18n.translate(getattr(g, "lang", "en"), "error.internal"))
+        except Exception:  # the error page itself must not fail
+            log.exception("rendering the error page failed")
+            return english, 500
 
 
 # where the language link of a page answered to a POST leads (a POST cannot be repeated by a link)

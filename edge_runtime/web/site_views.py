@@ -61,8 +61,21 @@ def offer(w) -> dict:
     try:
         out["proposal"] = propose(films, OperatingPoint(own.labels, 1.0, dict(own.thresholds)), TB_SENSITIVITY)
     except ProfileRefused as exc:
-        out["refused"] = str(exc)
+        out["refused"] = refusal_text(exc)
     return out
+
+
+def refusal_text(exc: ProfileRefused) -> str:
+    """Why no profile is offered, in the page's language (``site.refused_<code>``, each threshold that could not
+    change ``site.skip_<code>``); the English message where the catalogue has no sentence for it."""
+    def said(key, fields):
+        text = _t(key, **fields)
+        return None if text == key or "{" in text else text
+    head = said(f"site.refused_{exc.code}", exc.fields) if exc.code else None
+    parts = [said(f"site.skip_{code}", fields) for code, fields in exc.reasons]
+    if head is None or None in parts:
+        return str(exc)
+    return head + (": " + "; ".join(parts) if parts else "")
 
 
 def _profile_path(clf):
