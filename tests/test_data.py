@@ -61,6 +61,44 @@ def test_manifest_with_groups(tmp_path, make_png):
     assert s[0].source == "siteA"
 
 
+def test_a_manifest_from_excel_keeps_its_patient_column(tmp_path, make_png, caplog):
+    """A UTF-8 byte-order mark and another spelling of the header (``Patient_ID``) must not drop the patient
+    column (review27b #1: every film then counted as its own patient and patients leaked across the split)."""
+    for i in range(4):
+        make_png(tmp_path / f"x{i}.png")
+    rows = "x0.png,p7,normal\r\nx1.png,p7,normal\r\nx2.png,p8,pneumonia\r\nx3.png,p9,tuberculosis\r\n"
+    (tmp_path / "manifest.csv").write_bytes(("\ufeffPatient_ID,File,Class\r\n".replace("Patient_ID,File", "File,Patient_ID")
+                                             + rows).encode("utf-8"))
+    s = D.scan(tmp_path)
+    assert [x.patient_id for x in s] == ["p7", "p7", "p8", "p9"] and s[0].split_key == s[1].split_key
+    (tmp_path / "manifest.csv").write_bytes(("\ufeffpatient id,file,class\r\n" + "p7,x0.png,normal\r\n").encode())
+    assert D._from_manifest(tmp_path / "manifest.csv")[0].patient_id == "p7"  # BOM on the first column's name
+    (tmp_path / "manifest.csv").write_text("file,class\nx0.png,normal\n")
+    with caplog.at_level("WARNING"):
+        D._from_manifest(tmp_path / "manifest.csv")
+    assert "no patient_id column" in caplog.text
+
+
+def test_a_patient_and_a_group_are_one_unit_of_the_split():
+    """Films that share a patient or a group stay on one side, however the links chain (review27b #2: a group
+    replaced the patient as the key, so a patient with some films in a group leaked)."""
+    S = D.Sample
+    samples = [S("a1", "normal", "x", "pA", "group_g1"), S("a2", "normal", "x", "pA", ""),  # pA partly in g1
+               S("b1", "normal", "x", "pB", "group_g1"),  # g1 also holds pB
+               S("c1", "normal", "x", "pC", ""), S("d1", "normal", "x", "pD", "group_g2"),
+               S("d2", "normal", "x", "pD", "group_g2")]
+    linked = {s.path: s.split_key for s in D.link_patients_and_groups(samples)}
+    assert linked["a1"] == linked["a2"] == linked["b1"]
+    assert linked["c1"] == "pC" and linked["d1"] == linked["d2"] == "group_g2"  # unlinked films keep their key
+    many = [S(f"{p}-{k}", "normal", "x", f"p{p}", f"group_s{p}" if k < 2 else "") for p in range(40) for k in range(3)]
+    parts = D.split_samples(D.link_patients_and_groups(many), seed=0)
+    sides = {}
+    for side, xs in parts.items():
+        for x in xs:
+            sides.setdefault(x.patient_id, set()).add(side)
+    assert all(len(v) == 1 for v in sides.values())
+
+
 @pytest.mark.parametrize("manifest,match", [
     ("file,class\nx0.png,cancer\n", r"labels \['cancer'\] are not among"),
     ("file,class\nx0.png,normal\n", r"no images for class\(es\) \['pneumonia', 'tuberculosis'\]"),

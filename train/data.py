@@ -84,16 +84,28 @@ def _images_under(folder: Path) -> list[Path]:
 
 # --- layouts ---------------------------------------------------------------------------------------------
 def _from_manifest(csv_path: Path) -> list[Sample]:
+    """The samples a manifest CSV lists. Column names are matched without regard to case, spaces or a UTF-8
+    byte-order mark (Excel's "CSV UTF-8"): a patient column written ``Patient_ID`` must not be dropped, or every
+    film would count as its own patient and a patient's films could fall on both sides of the split."""
     root = csv_path.parent
-    with csv_path.open(newline="") as fh:
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        cols = set(reader.fieldnames or [])
-        path_col = next((c for c in ("path", "file", "filename", "image") if c in cols), None)
-        label_col = next((c for c in ("label", "class", "diagnosis") if c in cols), None)
+        named = {re.sub(r"[\s_-]+", "_", (c or "").strip().lower()): c for c in (reader.fieldnames or [])}
+
+        def column(*names):
+            return next((named[n] for n in names if n in named), None)
+        path_col = column("path", "file", "filename", "image")
+        label_col = column("label", "class", "diagnosis")
         if not path_col or not label_col:
             raise DataError(f"{csv_path}: a manifest needs a 'path' (or 'file') and a 'label' (or 'class') "
-                            f"column; found {sorted(cols)}")
-        group_col = next((c for c in ("group", "tbx_pseudo_patient_group") if c in cols), None)
+                            f"column; found {sorted(named.values())}")
+        group_col = column("group", "tbx_pseudo_patient_group")
+        patient_col = column("patient_id", "patientid", "patient")
+        source_col = column("source")
+        if patient_col is None:
+            log.warning("%s has no patient_id column: patients are read from known file-name patterns, otherwise "
+                        "each image is its own patient (a patient's films could then fall on both sides of the "
+                        "split)", csv_path)
         samples = []
         for i, row in enumerate(reader, start=2):
             rel = (row.get(path_col) or "").strip()
@@ -101,11 +113,34 @@ def _from_manifest(csv_path: Path) -> list[Sample]:
             if not rel or not label:
                 raise DataError(f"{csv_path}:{i}: empty path or label")
             p = Path(rel) if Path(rel).is_absolute() else root / rel
-            pid = (row.get("patient_id") or "").strip() or patient_from_name(rel)
+            pid = ((row.get(patient_col) or "").strip() if patient_col else "") or patient_from_name(rel)
             group = (row.get(group_col) or "").strip() if group_col else ""
-            source = (row.get("source") or "").strip() or csv_path.parent.name
+            source = ((row.get(source_col) or "").strip() if source_col else "") or csv_path.parent.name
             samples.append(Sample(str(p), _canonical(label), source, pid, f"group_{group}" if group else ""))
-    return samples
+    return link_patients_and_groups(samples)
+
+
+def link_patients_and_groups(samples: list[Sample]) -> list[Sample]:
+    """Films that share a patient or a group stay together: the connected parts of the patient-group graph.
+    A part whose films had more than one split key (a patient with only some films in a group, a group spanning
+    patients) gets the smallest of them as its group; every other film keeps its key, so splits of data without
+    such links are unchanged."""
+    parent: dict[str, str] = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+    for s in samples:
+        a, b = find("p:" + s.patient_id), find("g:" + (s.group or s.patient_id))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    keys: dict[str, set[str]] = defaultdict(set)
+    for s in samples:
+        keys[find("p:" + s.patient_id)].add(s.split_key)
+    return [s if len(keys[r := find("p:" + s.patient_id)]) == 1 else replace(s, group=min(keys[r])) for s in samples]
 
 
 def _detect_source(root: Path, files: list[Path]) -> str:
