@@ -161,7 +161,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validatio
         raise FoldError(str(exc)) from exc
     op = meta.metrics.get("operating_point") or {}
     pn = op.get("pneumonia") or {}
-    run = Path(status.get("run_dir", ""))
+    run = E.bundle_run(bundle, status, meta)
     return Fold(bundle=bundle, fold=int(meta_split["fold"]), folds=int(meta_split["folds"]),
                 seed=int(meta_split.get("seed", -1)), data_hash=meta.data_hash, labels=list(meta.labels),
                 files=[film_name(s.path) for s in arr.samples], y=np.asarray(arr.labels, int),

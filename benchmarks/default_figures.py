@@ -156,8 +156,8 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
 
     bundle = Path(bundle)
     status = json.loads((bundle / "bundle.json").read_text())
-    run = Path(status.get("run_dir", ""))
     meta = ModelMetadata.load(bundle / "metadata.json")
+    run = E.bundle_run(bundle, status, meta)
     labels = list(meta.labels)
     arr = E._split_arrays(run, meta)[side]
     chosen = served(bundle) or PRIMARY

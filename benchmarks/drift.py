@@ -45,11 +45,8 @@ def drift(bundle: str | Path, side: str = "val", films: int = 60, progress=print
 
     bundle = Path(bundle)
     status = read_status(bundle)
-    run = Path(status.get("run_dir") or "")
-    if not (run / "split.csv").is_file():
-        raise ValueError(f"{bundle}: its training run's split.csv is not found ({run}); run from the folder "
-                         f"convert was run in")
     meta = ModelMetadata.load(bundle / "metadata.json")
+    run = E.bundle_run(bundle, status, meta)  # a RunMismatch is a ValueError: said by the CLI
     arr = E._split_arrays(run, meta).get(side)
     if arr is None or not len(arr.labels):
         raise ValueError(f"{run / 'split.csv'}: no {side} films")

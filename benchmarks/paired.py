@@ -49,9 +49,12 @@ def _outputs(bundle: Path, side: str, fmt: str):
     from edge_runtime.metadata import ModelMetadata
 
     status = json.loads((bundle / "bundle.json").read_text())
-    run = Path(status.get("run_dir", ""))
     meta = ModelMetadata.load(bundle / "metadata.json")
-    arr = E._split_arrays(run, meta).get(side)
+    try:
+        run = E.bundle_run(bundle, status, meta)
+        arr = E._split_arrays(run, meta).get(side)
+    except E.RunMismatch as exc:
+        raise PairError(str(exc)) from exc
     if arr is None:
         raise PairError(f"{run} has no {side} side in its split")
     clf = Classifier.from_bundle(bundle / F.FORMATS[fmt].filename, num_threads=2)

@@ -319,6 +319,11 @@ def run(opts: Options) -> dict:
     meta = ModelMetadata.load(bundle / "metadata.json")
     status = B.read_status(bundle)
     run_dir = run_dir or _resolve_run_dir(bundle, status)
+    if run_dir is not None and (run_dir / "split.csv").is_file():
+        from benchmarks.study.evaluate import run_mismatch
+
+        if problem := run_mismatch(run_dir, meta):  # its test side would hold films the model trained on
+            raise BenchmarkError(problem + "; give --run the bundle's own training run")
     sums = listed_sums(bundle)
     labels = list(meta.labels)
     held = [k for k, f in FORMATS.items() if f.on_device and (bundle / f.filename).is_file()]

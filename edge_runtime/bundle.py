@@ -193,12 +193,7 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True, f
         if fmt and key != fmt:
             raise BundleError(f"{path}: this file is {key or 'not a named artifact'}, not {fmt}")
         if verify and (path.parent / SUMS).is_file():
-            try:
-                listed = verify_sums(path.parent)
-            except BundleError as exc:
-                raise BundleError(f"{path} is part of a signed bundle that fails its check: {exc}") from exc
-            if path.name not in listed:
-                raise BundleError(f"{path}: not listed in {path.parent / SUMS}; it is not part of the bundle")
+            _verify_listed(path.parent, [path.name, "metadata.json", "bundle.json"])
         if serving and key and key in set(status.get("failed_formats", [])):
             raise BundleError(f"{path}: {key} failed its parity check against the float model at conversion "
                               f"(bundle.json failed_formats); it is not served")
@@ -213,6 +208,30 @@ def resolve(path: str | Path, backend: str | None = None, verify: bool = True, f
         if meta is None:
             raise BundleError(f"{model}: no metadata.json beside it and none embedded in the model")
     return Artifact(model, key, F.backend_of(model), meta, status, card.read_text() if card.is_file() else "")
+
+
+def _verify_listed(folder: Path, names: list[str]) -> None:
+    """A model file given alone from a signed folder: it, and the metadata and status read with it, must be
+    listed in the folder's SHA256SUMS with their digests (the folder's other files are not read, so not checked:
+    a benchmark scores each file of a bundle on its own)."""
+    try:
+        text = (folder / SUMS).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{folder}: {SUMS} cannot be read ({exc})") from exc
+    listed = {}
+    for line in text.splitlines():
+        if m := _SUMS_LINE.fullmatch(line):
+            listed.setdefault(m.group(2), m.group(1).lower())
+    model = names[0]
+    if model not in listed:
+        raise BundleError(f"{folder / model}: not listed in {folder / SUMS}; it is not part of the signed bundle")
+    if (folder / "metadata.json").is_file() and "metadata.json" not in listed:
+        raise BundleError(f"{folder / 'metadata.json'}: not listed in {folder / SUMS}; the metadata read with "
+                          f"{model} is not part of the signed bundle")
+    for name in names:
+        if (name in listed or name == model) and (folder / name).is_file() and sha256(folder / name) != listed[name]:
+            raise BundleError(f"{folder / model} is part of a signed bundle that fails its check: {name}: checksum "
+                              f"mismatch (file changed or corrupt)")
 
 
 def _pick_format(folder: Path, found: list, fmt: str, backend: str | None, failed: set) -> tuple[str, Path]:

@@ -348,14 +348,16 @@ def _as_fold(tiny_bundle, tmp_path, fold, folds, keep):
     status = json.loads((tiny_bundle / "bundle.json").read_text())
     run = tmp_path / f"run{fold}"
     run.mkdir()
-    shutil.copy(f"{status['run_dir']}/train_config.json", run / "train_config.json")
+    cfg = json.loads(Path(f"{status['run_dir']}/train_config.json").read_text())
+    (run / "train_config.json").write_text(json.dumps({**cfg, "folds": folds, "fold": fold}))
     parts = D.load_split(f"{status['run_dir']}/split.csv")
     parts["test"] = [x for k, x in enumerate(parts["test"]) if keep(k)]
     D.save_split(parts, run / "split.csv")  # paths rewritten relative to the new folder
     other = shutil.copytree(tiny_bundle, tmp_path / f"fold{fold}")
     (other / "bundle.json").write_text(json.dumps({**status, "run_dir": str(run)}))
     meta = json.loads((other / "metadata.json").read_text())
-    meta["split"] = {**meta.get("split", {}), "folds": folds, "fold": fold}
+    meta["split"] = {**meta.get("split", {}), "folds": folds, "fold": fold,
+                     "counts": {k: len(v) for k, v in parts.items()}}  # the run's split is the bundle's own
     (other / "metadata.json").write_text(json.dumps(meta))
     B.write_sums(other)
     return other
@@ -455,6 +457,24 @@ def test_two_folds_of_one_model_score_as_that_model_on_all_films(tiny_bundle, tm
 
 
 @pytest.mark.slow
+def test_a_bundle_is_never_scored_on_another_runs_films(tiny_bundle, tmp_path):
+    """The run folder a bundle names must hold the bundle's own split (review27b #3: fold 0's model was scored on
+    fold 1's test films, most of which it trained on, with no warning); a same-named run elsewhere is refused."""
+    from benchmarks.study import evaluate as E
+    from edge_runtime.metadata import ModelMetadata
+
+    f0 = _as_fold(tiny_bundle, tmp_path, 0, 2, lambda k: k % 2 == 0)
+    f1 = _as_fold(tiny_bundle, tmp_path, 1, 2, lambda k: k % 2 == 1)
+    meta0 = ModelMetadata.load(f0 / "metadata.json")
+    assert E.run_mismatch(tmp_path / "run0", meta0) == ""
+    why = E.run_mismatch(tmp_path / "run1", meta0)
+    assert "not the run this bundle was made from" in why and "fold 1 against the bundle's 0" in why
+    status = json.loads((f0 / "bundle.json").read_text())
+    (f0 / "bundle.json").write_text(json.dumps({**status, "run_dir": str(tmp_path / "run1")}))
+    with pytest.raises(CV.FoldError, match="fold 1 against the bundle's 0"):
+        CV.load_fold(f0)
+
+
 def test_a_missing_fold_is_named_and_site_b_is_scored(tiny_bundle, tmp_path, capsys):
     f1 = _as_fold(tiny_bundle, tmp_path, 1, 3, lambda k: True)
     assert CV.main([str(f1), "--bootstrap", "20"]) == 0

@@ -102,9 +102,63 @@ def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dic
     return out
 
 
+class RunMismatch(ValueError):
+    """The run folder a bundle names is not the run its model was trained on (another fold, seed or data)."""
+
+
+def run_mismatch(run: Path, meta: ModelMetadata) -> str:
+    """Why ``run``'s split is not the one ``meta``'s model was trained and calibrated on ('' when it is): its
+    data hash, fold, folds and seed, and the films on each side, against the bundle's metadata. Scoring a
+    model on another split's test side scores it on films it trained on."""
+    from train import data as D
+
+    if not (run / "split.csv").is_file():
+        return f"{run} holds no split.csv"
+    want, problems = meta.split or {}, []
+    try:
+        run_meta = json.loads((run / "metadata.json").read_text()) if (run / "metadata.json").is_file() else {}
+        cfg = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").is_file() else {}
+    except (OSError, ValueError) as exc:
+        return f"{run}: its metadata cannot be read ({exc})"
+    if run_meta.get("data_hash") and meta.data_hash and run_meta["data_hash"] != meta.data_hash:
+        problems.append(f"data hash {run_meta['data_hash']} against the bundle's {meta.data_hash}")
+    for key in ("fold", "folds", "seed"):
+        mine, theirs = want.get(key), cfg.get(key)
+        if mine is not None and theirs is not None and str(mine) != str(theirs):
+            problems.append(f"{key} {theirs} against the bundle's {mine}")
+    counts = {k: len(v) for k, v in D.load_split(run / "split.csv").items() if v}
+    wanted = {k: int(v) for k, v in (want.get("counts") or {}).items() if v}
+    if wanted and counts != wanted:
+        problems.append(f"split sizes {counts} against the bundle's {wanted}")
+    return f"{run} is not the run this bundle was made from: " + "; ".join(problems) if problems else ""
+
+
+def bundle_run(bundle: Path, status: dict, meta: ModelMetadata) -> Path:
+    """The training run a bundle names (``bundle.json`` run_dir, as given to convert): as written (from the
+    folder convert ran in), else below each folder above the bundle; the first that holds the bundle's own
+    split. RunMismatch when none does (a run of the same name from another fold or data is refused, not used)."""
+    text = status.get("run_dir") or ""
+    if not text:
+        raise RunMismatch(f"{bundle}: bundle.json names no training run (run_dir)")
+    tried, why = [], []
+    for base in (Path.cwd(), *Path(bundle).resolve().parents):
+        cand = Path(text) if Path(text).is_absolute() else base / text
+        if cand in tried:
+            continue
+        tried.append(cand)
+        if (cand / "split.csv").is_file():
+            if not (problem := run_mismatch(cand, meta)):
+                return cand
+            why.append(problem)
+    raise RunMismatch(f"{bundle}: its training run {text} is not found with the bundle's split"
+                      + (f" ({'; '.join(why)})" if why else f" (looked from {Path.cwd()} and the folders above the bundle)"))
+
+
 def _split_arrays(run: Path, meta: ModelMetadata):
     from train import data as D
 
+    if problem := run_mismatch(run, meta):
+        raise RunMismatch(problem)
     parts = D.load_split(run / "split.csv")
     return {side: D.load_arrays(parts[side], meta.labels, meta.preprocess, run / "cache")
             for side in ("val", "test") if parts.get(side)}
