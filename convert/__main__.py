@@ -19,7 +19,8 @@ from edge_runtime.cli_common import add_version, prog
 from edge_runtime.formats import DEFAULT_FORMATS, FORMATS, parse_formats
 from edge_runtime.views import parse as parse_views
 
-RUN_FILES = ("metadata.json", "model_float.keras")  # what makes a folder a training run
+RUN_FILES = ("metadata.json", "model_float.keras", "split.csv")  # what makes a folder a training run
+BUNDLE_FILES = ("bundle.json", "SHA256SUMS")  # a folder holding one of these is a bundle --force may replace
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +61,22 @@ def check_paths(run_dir: Path, out: Path, force: bool) -> None:
         raise ValueError(f"{run_dir}: not a training run (no {', '.join(missing)})")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
         raise ValueError(f"{out} is not an empty folder; choose another --out or pass --force")
+    replaceable(out, run_dir)
+
+
+def replaceable(out: Path, run_dir: Path) -> None:
+    """``--force`` replaces a bundle, never anything else: a non-empty --out that holds no bundle (a parent
+    folder, a training run) or that holds the run being converted is refused (ValueError) before anything is
+    deleted."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    o, r = out.resolve(), run_dir.resolve()
+    if o == r or o in r.parents:
+        raise ValueError(f"--out {out} holds the training run {run_dir}: --force would delete it; give the bundle a "
+                         "folder of its own")
+    if not any((out / f).is_file() for f in BUNDLE_FILES):
+        raise ValueError(f"--out {out} is not empty and holds no bundle (no {' or '.join(BUNDLE_FILES)}): --force "
+                         "replaces only a bundle folder; choose another --out")
 
 
 def main(argv=None) -> int:

@@ -89,8 +89,9 @@ def choose_int8(results: dict, backend: str = "litert") -> dict | None:
 
 
 def _require_run(run_dir: Path) -> None:
-    if not (run_dir / "metadata.json").is_file() or not (run_dir / "model_float.keras").is_file():
-        raise SystemExit(f"{run_dir}: not a training run (needs metadata.json and model_float.keras)")
+    missing = [f for f in ("metadata.json", "model_float.keras", "split.csv") if not (run_dir / f).is_file()]
+    if missing:
+        raise SystemExit(f"{run_dir}: not a training run (no {', '.join(missing)})")
 
 
 def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
@@ -160,6 +161,13 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     if out.exists() and any(out.iterdir()):
         if not force:
             raise SystemExit(f"{out} is not empty; choose another --out or pass --force")
+        from convert.__main__ import replaceable
+
+        for r in (run_dir, *members):
+            try:
+                replaceable(out, r)
+            except ValueError as exc:
+                raise SystemExit(str(exc)) from exc
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

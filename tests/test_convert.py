@@ -121,8 +121,32 @@ def test_convert_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     from convert.__main__ import main
 
     assert main([str(tmp_path), "--out", str(tmp_path / "b")]) == 2  # bad arguments, as the help promises
-    assert "not a training run (no metadata.json, model_float.keras)" in capsys.readouterr().err
+    assert "not a training run (no metadata.json, model_float.keras, split.csv)" in capsys.readouterr().err
     assert main([str(tmp_path), "--out", str(tmp_path / "b"), "--formats", "nope"]) == 2
+
+
+def test_force_replaces_a_bundle_and_nothing_else(tmp_path, capsys):
+    """``--force`` with --out the runs folder deleted the run being converted and its siblings (review27b #10):
+    refused, before anything is deleted or TensorFlow imported; a bundle folder is still replaced."""
+    from convert.__main__ import main
+
+    runs = tmp_path / "runs"
+    run, sibling = runs / "a", runs / "b"
+    for r in (run, sibling):
+        r.mkdir(parents=True)
+        for f in ("metadata.json", "model_float.keras", "split.csv"):
+            (r / f).write_text("x")
+    assert main([str(run), "--out", str(runs), "--force"]) == 2
+    assert "holds the training run" in capsys.readouterr().err
+    assert main([str(run), "--out", str(sibling), "--force"]) == 2
+    assert "holds no bundle" in capsys.readouterr().err
+    assert sorted(p.name for p in runs.iterdir()) == ["a", "b"] and (sibling / "split.csv").is_file()
+    from convert.__main__ import replaceable
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text("{}")
+    replaceable(bundle, run)  # a bundle: --force may replace it
 
 
 def test_views_fit_every_operating_point_on_the_views_average(tiny_run, reference, tmp_path, capsys):
