@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import copy_run
+from conftest import TINY_TRAIN_ARGS, copy_run
 
 pytest.importorskip("tf_keras")
 
@@ -59,10 +59,30 @@ def test_resume_of_a_finished_run_does_not_retrain(tiny_run, tmp_path):
     copy = tmp_path / "copy"
     copy_run(tiny_run, copy)
     before = (copy / "history.csv").read_text()
-    rc = main(["--data", "unused", "--out", str(copy), "--model", "mobilenet_v2", "--alpha", "0.35",
-               "--image-size", "64", "--epochs", "30", "--qat-epochs", "3", "--resume"])
+    rc = main(["--data", "unused", "--out", str(copy), *TINY_TRAIN_ARGS, "--resume"])  # its own options
     assert rc == 0
     assert (copy / "history.csv").read_text() == before
+    with pytest.raises(SystemExit, match="--resume with other options .*lr"):  # not silently under others
+        main(["--data", "unused", "--out", str(copy), *TINY_TRAIN_ARGS, "--lr", "0.1", "--resume"])
+
+
+def test_a_resume_must_keep_the_options_the_run_was_started_with(tmp_path):
+    """review27b #4: a resume with another input size, harmonisation or class order trained the saved weights
+    under the new settings and recorded them as if they had held throughout; refused, naming each change."""
+    from dataclasses import replace
+
+    from edge_runtime.preprocess import PreprocessConfig
+    from train import train as T
+
+    cfg = T.TrainConfig(data="d", out=str(tmp_path), epochs=5)
+    started = tmp_path / T.STARTED
+    started.write_text(json.dumps(T._options(cfg)))
+    T.check_resumed_options(replace(cfg, epochs=9, resume=True, data="moved/d"), started)  # longer: allowed
+    with pytest.raises(SystemExit) as e:
+        T.check_resumed_options(replace(cfg, preprocess=PreprocessConfig(96), classes=("tuberculosis", "normal",
+                                                                                      "pneumonia")), started)
+    assert "--resume with other options" in str(e.value) and "classes" in str(e.value) and "preprocess" in str(e.value)
+    T.check_resumed_options(replace(cfg, lr=0.5), tmp_path / "none.json")  # a run from before the record: as before
 
 
 def test_existing_run_is_not_overwritten(tiny_run):

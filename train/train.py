@@ -413,6 +413,30 @@ def _is_synthetic(data: str) -> bool:
     return readme.is_file() and "SYNTHETIC" in readme.read_text(errors="ignore").upper()
 
 
+STARTED = "started_config.json"  # checkpoints/: the options a run was started with
+# options a --resume may change: where and how loudly it runs, and how long it trains (extending a schedule)
+RESUMABLE = frozenset({"resume", "redo_qat", "verbose", "out", "data", "epochs", "qat_epochs", "patience"})
+
+
+def _options(cfg) -> dict:
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def check_resumed_options(cfg, started: Path) -> None:
+    """A resumed run must keep the options it was started with (input size, harmonisation, classes and their
+    order, model, learning rate, ...): otherwise it goes on training the saved weights under other settings and
+    its metadata records the new ones as if they had held throughout. SystemExit naming each change; runs
+    started before this check (no record) resume as before."""
+    if not started.is_file():
+        return
+    then, now = json.loads(started.read_text()), _options(cfg)
+    changed = [f"{k}: {then.get(k)!r} when started, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
+               if k not in RESUMABLE and then.get(k) != now.get(k)]
+    if changed:
+        raise SystemExit(f"{cfg.out}: --resume with other options than the run was started with ("
+                         + "; ".join(changed) + "); resume with the same options, or start a new --out")
+
+
 def run(cfg: TrainConfig) -> Path:
     import tensorflow as tf
     import tf_keras
@@ -429,11 +453,16 @@ def run(cfg: TrainConfig) -> Path:
         state = {"phase": "float_done"}
     elif cfg.resume and (ckpt_dir / "state.json").is_file():
         state = json.loads((ckpt_dir / "state.json").read_text())
+        check_resumed_options(cfg, ckpt_dir / STARTED)
         log.info("resuming from %s: phase %s, epoch %d", ckpt_dir, state["phase"], state["epoch"] + 1)
     elif out.exists() and any(out.iterdir()) and not cfg.resume and not cfg.redo_qat:
         if (out / "metadata.json").exists() or ckpt_dir.exists():
             raise SystemExit(f"{out} already holds a run; choose another --out or pass --resume")
+    elif cfg.resume:
+        log.warning("--resume: %s holds no checkpoint to resume from; starting a new run there", ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if not state:  # a new run: the options it was started with, which a --resume must keep
+        (ckpt_dir / STARTED).write_text(json.dumps(_options(cfg), indent=2) + "\n")
     if not cfg.resume and not cfg.redo_qat and history.exists():
         history.unlink()
     models.get_spec(cfg.model)  # unknown names fail before any work
