@@ -236,5 +236,6 @@ cv: setup
 train-real: setup
 	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out runs/cxr-dev-default $(TRAIN_FLAGS)
 
+# the environment and test caches; never the trainings (runs/ holds hours of work: remove it by hand)
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .pytest_cache

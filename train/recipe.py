@@ -48,6 +48,13 @@ def _check_value(key: str, action: argparse.Action, value) -> str | None:
         return f"{key} takes a number, got {value!r}"
     if action.type in (None, str) and not isinstance(value, str):
         return f"{key} takes a string, got {value!r}"
+    if callable(action.type) and action.type not in (int, float, str):  # a checked type, e.g. "integer >= 1"
+        if getattr(action.type, "__name__", "").startswith("integer") and not isinstance(value, int):
+            return f"{key} takes an integer, got {value!r}"
+        try:
+            action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+            return f"{key}: {exc}"
     if action.choices is not None and value not in action.choices:
         return f"{key} must be one of {', '.join(map(str, action.choices))}, got {value!r}"
     return None
