@@ -39,7 +39,11 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
             "out of scope; uncertain ones are marked *refer to a clinician*.", "",
             "## Model",
             f"- Architecture: {meta.model_name}, input {meta.image_size}x{meta.image_size} grayscale "
-            f"(input preparation: {meta.preprocess.describe()}); trained with quantization-aware training: {meta.quantization}.",
+            f"(input preparation: {meta.preprocess.describe()}); "
+            + ("fine-tuned with quantization-aware training (QAT): its INT8 files come from the QAT model."
+               if meta.quantization == "qat-int8" else
+               "trained in float only (no quantization-aware training): every INT8 file is post-training "
+               "quantised from the float model."),
             *([f"- Ensemble of {len(meta.members)} trainings on the same patient split, served as one file whose "
                "probabilities are their mean (one inference costs one run of each): "
                + "; ".join(f"`{m.get('run_dir')}` ({m.get('model_version')}, initialisation seed {m.get('init_seed')})"

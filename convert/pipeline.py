@@ -275,6 +275,9 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
             f = FORMATS[key]
             log.info("(%d/%d) %s: %s%s", i, len(formats), key, f.description,
                      f" [{rate_text(i - 1, len(formats), time.time() - t_export)}]" if i > 1 else "")
+            if f.parent not in models:  # e.g. tflite_int8 of a run trained without QAT (--qat-epochs 0)
+                log.warning("%s: the run has no %s model; this file is quantised from the float model instead "
+                            "(post-training, as its _ptq twin; bundle.json records parent 'float')", key, f.parent)
             res = E.export(key, src, out)
             if res["ok"] and f.on_device:
                 parent = f.parent if f.parent in models else "float"

@@ -27,3 +27,17 @@ def test_classes_sharing_sources_are_not_called_confounded():
 
 def test_no_per_source_metrics_says_so():
     assert "do not say which source" in data_scope(meta_with({}))[0]
+
+
+def test_the_card_says_whether_the_int8_files_come_from_qat():
+    """review27b #9: a run trained without QAT had a card saying "trained with quantization-aware training:
+    float32"; it now says its INT8 files are post-training quantised."""
+    from dataclasses import replace
+
+    from convert.card import model_card
+
+    meta = meta_with({})
+    status = {"validated": True, "formats": {}, "failed_formats": []}
+    assert "no quantization-aware training" in model_card(replace(meta, quantization="float32"), status)
+    qat = model_card(replace(meta, quantization="qat-int8"), status)
+    assert "fine-tuned with quantization-aware training (QAT)" in qat and "no quantization-aware" not in qat
