@@ -101,6 +101,7 @@ class Fold:
     val_files: list = None
     tb_target: float = OP.TB_SENSITIVITY  # the validation TB sensitivity its TB threshold was fitted for (bundles
     #                                      converted before they recorded it: 0.90)
+    test_views: list = None  # the bundle's test-time views (convert --views; None: a fold saved before recording it)
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -171,6 +172,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validatio
                 patients=patients(arr.samples), recipe=recipe_of(run) | _ensemble_of(status), artifact=fmt,
                 served=serves,
                 tb_target=float((op.get("tb") or {}).get("target_sensitivity", OP.TB_SENSITIVITY)),
+                test_views=list(meta.views),
                 **({} if val is None else {"val_y": np.asarray(val.labels, int), "val_cal": val_cal,
                                            "val_files": [film_name(s.path) for s in val.samples]}))
 
@@ -186,6 +188,10 @@ def check_folds(folds: list[Fold]) -> dict:
             if getattr(f, what) != getattr(first, what):
                 raise FoldError(f"{where(f)} and {where(first)} are not folds of one cross-validation: {what} "
                                 f"{getattr(f, what)!r} vs {getattr(first, what)!r}")
+        if f.test_views is not None and first.test_views is not None and f.test_views != first.test_views:
+            raise FoldError(f"{where(f)} and {where(first)} were converted with different test-time views "
+                            f"({f.test_views} vs {first.test_views}; convert --views is part of the recipe): give "
+                            "each its own CV_OUT")
         if f.recipe != first.recipe:
             diff = sorted(k for k in set(f.recipe or {}) | set(first.recipe or {})
                           if (f.recipe or {}).get(k) != (first.recipe or {}).get(k))
@@ -518,7 +524,7 @@ def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenan
     def one(f: Fold) -> dict:
         return {"bundle": str(f.bundle), "fold": f.fold, "folds": f.folds, "seed": f.seed, "data_hash": f.data_hash,
                 "labels": list(f.labels), "thresholds": f.thresholds, "pneumonia_threshold": f.pneumonia_threshold,
-                "tb_target": f.tb_target,
+                "tb_target": f.tb_target, "test_views": f.test_views,
                 "parity": f.parity, "recipe": f.recipe, "artifact": f.artifact, "served": f.served,
                 "site_shift": (per_fold.get(f.fold) or per_fold.get(str(f.fold)) or {}).get("site_shift")
                 or f.site_shift, "scored": f.scored or scored,
@@ -559,7 +565,7 @@ def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
                         recipe=None if d.get("recipe") is None else normalise_recipe(d["recipe"]),
                         site_shift=d.get("site_shift"), saved_in=Path(path), scored=d.get("scored"),
                         artifact=d.get("artifact") or doc.get("artifact"), served=d.get("served"),
-                        tb_target=float(d.get("tb_target", OP.TB_SENSITIVITY)),
+                        tb_target=float(d.get("tb_target", OP.TB_SENSITIVITY)), test_views=d.get("test_views"),
                         **_saved_validation(d.get("validation"), len(d["labels"]))))
     return out
 

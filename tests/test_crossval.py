@@ -110,6 +110,19 @@ def test_folds_must_partition_the_films_of_one_cross_validation():
         CV.check_folds([a, b])
 
 
+def test_folds_converted_with_other_test_time_views_are_not_pooled(tmp_path):
+    """review27b #5: folds of one training recipe converted with and without views were pooled as one recipe.
+    A fold saved before views were recorded (None) is not refused on that count."""
+    rng = np.random.default_rng(1)
+    y0, y1 = rng.integers(0, 3, 30), rng.integers(0, 3, 30)
+    f0 = replace(_fold(0, y0, _probs(rng, y0), tb=0.5), test_views=["id"])
+    f1 = replace(_fold(1, y1, _probs(rng, y1), tb=0.5), test_views=["id", "zoom+5", "zoom-5"])
+    with pytest.raises(CV.FoldError, match="different test-time views"):
+        CV.check_folds([f0, f1])
+    assert CV.check_folds([f0, replace(f1, test_views=None)])["complete"]
+    assert CV.check_folds([f0, replace(f1, test_views=["id"])])["complete"]
+
+
 def test_a_recipe_is_compared_with_its_baseline_film_by_film():
     """``versus``: the other recipe's outputs are put in the baseline's film order, and the paired interval of a
     difference is zero-width for the same model and brackets a real gain."""
@@ -141,7 +154,7 @@ def test_saved_folds_score_and_pair_like_the_folds_they_were_saved_from(tmp_path
     assert CV.film_name(f"/clone-a/data/{names[0][0]}") == CV.film_name(f"/b/x/data/{names[0][0]}") == names[0][0]
     here = [_fold(i, y, _probs(rng, y), 0.4, files=nm) for i, (y, nm) in enumerate(zip(ys, names))]
     here = [replace(f, patients=np.array([n.split("-")[0] for n in f.files]), recipe={"epochs": 30},
-                    site_shift={E.SITE_B: {"accuracy": 0.5 + f.fold / 10}}) for f in here]
+                    site_shift={E.SITE_B: {"accuracy": 0.5 + f.fold / 10}}, test_views=["id", "zoom+5"]) for f in here]
     saved = tmp_path / "folds.json"
     CV.save_folds(here, saved, "tflite_int8", {}, {"command": "cv", "machine": {"commit": "abc1234"}})
     back = CV.load_saved(saved)
@@ -151,6 +164,7 @@ def test_saved_folds_score_and_pair_like_the_folds_they_were_saved_from(tmp_path
     assert CV.pool(back, 50)["accuracy"] == CV.pool(here, 50)["accuracy"]
     assert CV.pool(back, 50)["ci95"]["patients"] == CV.pool(here, 50)["ci95"]["patients"]
     assert "scored at commit abc1234" in CV.where(back[0])
+    assert back[0].test_views == ["id", "zoom+5"]  # kept: a later fold of other views is refused against it
 
     # another recipe's folds: the same films in another order, other outputs, paired back into the saved order
     k = rng.permutation(len(ys[1]))
