@@ -137,9 +137,9 @@ def eval_images(meta: ModelMetadata, run_dir: Path | None, data: Path | None, sp
     if data is not None:
         samples = D.scan(data, tuple(meta.labels))
         desc = f"{data}: {len(samples)} images"
-        if parts is not None:
-            seen = {os.path.realpath(s.path) for side in ("train", "val") for s in parts.get(side, [])}
-            kept = [s for s in samples if os.path.realpath(s.path) not in seen]
+        if parts is not None:  # by path or by content: a copy of the training films is not new data
+            seen = {id(s) for s in D.seen_by(run_dir, samples)}
+            kept = [s for s in samples if id(s) not in seen]
             if len(kept) < len(samples):
                 desc += f", less {len(samples) - len(kept)} the model was trained or calibrated on"
             samples = kept

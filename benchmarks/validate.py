@@ -61,6 +61,26 @@ def score_films(clf, samples) -> dict:
 
 
 # ----------------------------------------------------------------------------- the run
+def _unseen(bundle: Path, samples: list) -> tuple[list, list[str], bool]:
+    """(the samples the bundle's model never trained or calibrated on, the paths left out, whether it could be
+    checked: the training run bundle.json names is found from here or from the folders above the bundle)."""
+    import json as _json
+
+    from train.data import seen_by
+
+    try:
+        text = _json.loads((bundle / "bundle.json").read_text()).get("run_dir") or ""
+    except (OSError, ValueError):
+        text = ""
+    for base in (Path.cwd(), *bundle.resolve().parents) if text else ():
+        run = Path(text) if Path(text).is_absolute() else base / text
+        if (run / "split.csv").is_file():
+            seen = seen_by(run, samples)
+            left = {id(s) for s in seen}
+            return [s for s in samples if id(s) not in left], [s.path for s in seen], True
+    return samples, [], False
+
+
 def run(bundle: Path, data: Path, out: Path, target: float = OP.TB_SENSITIVITY, make_profile: Path | None = None,
         by: str = "", backend: str | None = None, fit_temperature: bool = False, describe: str = "") -> dict:
     """Validate ``bundle`` on the local films in ``data``; write report.md, validation.json and plots to ``out``;
@@ -76,11 +96,15 @@ def run(bundle: Path, data: Path, out: Path, target: float = OP.TB_SENSITIVITY, 
     clf = Classifier.from_bundle(bundle, backend=backend)
     labels = list(clf.metadata.labels)
     samples = scan(data, tuple(labels), allow_missing=True)
+    samples, seen, checked = _unseen(Path(bundle), samples)
+    if not samples:
+        raise ValueError(f"{data}: every film is one the bundle's model was trained or calibrated on; validate on "
+                         "this site's own films")
     films = score_films(clf, samples)
     own = clf.metadata.operating_point
     result = {"bundle": str(bundle), "data": str(data), "model": clf.metadata.model_name,
               "model_version": clf.metadata.model_version, "format": clf.format, "labels": labels,
-              "unreadable": films["failed"], "bundle_values": {"temperature": own.temperature, "thresholds": own.thresholds},
+              "unreadable": films["failed"], "left_out_seen": seen, "seen_checked": checked, "bundle_values": {"temperature": own.temperature, "thresholds": own.thresholds},
               "at_bundle_values": figures(films, own), "model_figures": model_figures(films, own),
               "active_site_profile": clf.site_profile.summary() if clf.site_profile else None,
               "reference": score_shift(films, own, clf.metadata.reference)}
@@ -190,6 +214,12 @@ def markdown(r: dict) -> str:
         lines.append(f"Active on this bundle: {r['active_site_profile']}.")
     if r["unreadable"]:
         lines.append(f"{len(r['unreadable'])} film(s) could not be read and are left out.")
+    if r.get("left_out_seen"):
+        lines.append(f"{len(r['left_out_seen'])} film(s) are ones the model was trained or calibrated on (the same "
+                     "file, by content) and are left out: they say nothing about this site.")
+    elif r.get("seen_checked") is False:
+        lines.append("Whether any of these films were among the model's training films could not be checked (its "
+                     "training run is not on this machine).")
     lines += ["", "## At the bundle's thresholds", ""] + _table(r["at_bundle_values"])
     lines += ["", "## What this data supports", ""]
     lines += [f"- {c['support']}" for c in r["at_bundle_values"]["per_class"].values()]

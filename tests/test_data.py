@@ -174,3 +174,33 @@ def test_real_data_manifest_and_split(real_data):
             if x.group:
                 groups.setdefault(x.group, set()).add(side)
     assert groups and all(len(sides) == 1 for sides in groups.values())
+
+
+def test_a_copy_of_the_training_films_is_not_new_data(tmp_path, make_png):
+    """review27b #6: `benchmarks --data COPY` scored the model on copies of its own training films, and
+    `benchmarks.validate` never checked; films are matched by content as well as by path."""
+    import json
+    import shutil
+
+    from pathlib import Path
+
+    from benchmarks.validate import _unseen
+
+    for i, c in enumerate(("normal", "pneumonia", "tuberculosis") * 2):
+        make_png(tmp_path / "data" / c / f"f{i}.png")  # random pixels: every film differs
+    parts = D.split_samples(D.scan(tmp_path / "data"), 0.3, 0.3, seed=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    D.save_split(parts, run / "split.csv")
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")
+    copy = D.scan(tmp_path / "copy")
+    seen = D.seen_by(run, copy)
+    trained = {Path(s.path).name for side in ("train", "val") for s in parts[side]}
+    assert {Path(s.path).name for s in seen} == trained and len(seen) < len(copy)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text(json.dumps({"run_dir": str(run)}))
+    kept, left, checked = _unseen(bundle, copy)
+    assert checked and len(left) == len(trained) and {Path(s.path).name for s in kept}.isdisjoint(trained)
+    (bundle / "bundle.json").write_text(json.dumps({"run_dir": str(tmp_path / "gone")}))
+    assert _unseen(bundle, copy) == (copy, [], False)

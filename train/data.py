@@ -371,6 +371,24 @@ class Arrays:
         return np.array([s.source for s in self.samples])
 
 
+def content_digest(path: str) -> str | None:
+    """SHA-1 of a file's bytes (None when unreadable): the same film under another name or folder."""
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def seen_by(run_dir: str | Path, samples: list[Sample]) -> list[Sample]:
+    """Those of ``samples`` that the run at ``run_dir`` trained or calibrated on (its split's train and val
+    films), by path or by content: a copy of the training data is not new data."""
+    parts = load_split(Path(run_dir) / "split.csv")
+    seen = [s for side in ("train", "val") for s in parts.get(side, [])]
+    paths = {os.path.realpath(s.path) for s in seen}
+    digests = {d for d in map(content_digest, (s.path for s in seen)) if d}
+    return [s for s in samples if os.path.realpath(s.path) in paths or content_digest(s.path) in digests]
+
+
 def _file_digest(path: str) -> str:
     st = Path(path).stat()
     return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
