@@ -204,3 +204,19 @@ def test_a_copy_of_the_training_films_is_not_new_data(tmp_path, make_png):
     assert checked and len(left) == len(trained) and {Path(s.path).name for s in kept}.isdisjoint(trained)
     (bundle / "bundle.json").write_text(json.dumps({"run_dir": str(tmp_path / "gone")}))
     assert _unseen(bundle, copy) == (copy, [], False)
+
+
+def test_class_folders_are_one_source_not_one_per_class(tmp_path, make_png):
+    """review27b #7: a plain ImageFolder got one source per class folder (so normal vs pneumonia was never
+    within one source), Kermany given as chest_xray/ got sources train/test/val, and TBX11K given as imgs/ got
+    health/tb."""
+    for c in ("NORMAL", "pneumonia", "TB"):
+        make_png(tmp_path / "clinic" / c / f"{c}1.png")
+    assert {x.source for x in D.scan(tmp_path / "clinic")} == {"clinic"}
+    for side in ("train", "test", "val"):
+        for c in ("NORMAL", "PNEUMONIA"):
+            make_png(tmp_path / "chest_xray" / side / c / f"person{side}{c}_bacteria_1.png")
+    assert {x.source for x in D.scan(tmp_path / "chest_xray", ("normal", "pneumonia"))} == {"kermany"}
+    make_png(tmp_path / "imgs" / "health" / "h1.png")
+    make_png(tmp_path / "imgs" / "tb" / "t1.png")
+    assert {x.source for x in D.scan(tmp_path / "imgs", ("normal", "tuberculosis"))} == {"tbx11k"}

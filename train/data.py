@@ -152,7 +152,7 @@ def _detect_source(root: Path, files: list[Path]) -> str:
         return "montgomery"
     if "TUBERCULOSIS-" in names or "NORMAL-" in names:
         return "tb_cxr_database"
-    if "imgs" in parts and ({"health", "tb"} & parts):
+    if ("imgs" in parts or root.name.lower() == "imgs") and ({"health", "tb"} & parts):
         return "tbx11k"
     if {"normal", "pneumonia"} <= parts and ({"train", "test", "val"} & parts):
         return "kermany"
@@ -183,14 +183,18 @@ def _from_folders(root: Path) -> list[Sample]:
         samples.append(Sample(str(p), label, source or "", patient_from_name(p.name)))
     for folder, n in excluded.items():
         log.info("left out %d images in folders named %r (not one of the classes)", n, folder)
-    # One detection per data source: a multi-source tree records each top-level folder's own layout.
+    # One detection per data source: a multi-source tree records each top-level folder's own layout. Kermany
+    # seen from its root (train/test/val folders) is one source, and class folders directly under the root are
+    # one source (the root's), never one source per class: normal vs pneumonia must be comparable within one.
+    known = _detect_source(root, [Path(s.path) for s in samples])
     by_top = defaultdict(list)
     for s in samples:
-        by_top[Path(s.path).relative_to(root).parts[0]].append(s)
+        parts = Path(s.path).relative_to(root).parts
+        by_top["" if known == "kermany" or len(parts) <= 2 else parts[0]].append(s)
     out = []
     for top, group in by_top.items():
         top_dir = root / top
-        src = _detect_source(top_dir if top_dir.is_dir() and len(by_top) > 1 else root,
+        src = _detect_source(top_dir if top and top_dir.is_dir() and len(by_top) > 1 else root,
                              [Path(s.path) for s in group])
         out.extend(replace(s, source=s.source or src) for s in group)
     return out
