@@ -552,6 +552,14 @@ def load_saved(path: Path, fmt: str = F.DEPLOYED) -> list[Fold]:
     if doc.get("artifact") != fmt:
         raise FoldError(f"{path} holds {doc.get('artifact')} outputs, not {fmt} (what --format asks for): compare one "
                         f"artifact (--format {doc.get('artifact')}), or score the fold bundles again")
+    try:
+        return _saved_folds(doc, path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FoldError(f"{path}: a saved fold lacks or garbles a field ({type(exc).__name__}: {exc}); save the "
+                        "folds again (python -m benchmarks.crossval ... --save-folds FILE)") from exc
+
+
+def _saved_folds(doc: dict, path: Path) -> list[Fold]:
     out = []
     for d in doc["folds"]:
         films = d["films"]

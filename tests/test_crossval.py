@@ -165,6 +165,11 @@ def test_saved_folds_score_and_pair_like_the_folds_they_were_saved_from(tmp_path
     assert CV.pool(back, 50)["ci95"]["patients"] == CV.pool(here, 50)["ci95"]["patients"]
     assert "scored at commit abc1234" in CV.where(back[0])
     assert back[0].test_views == ["id", "zoom+5"]  # kept: a later fold of other views is refused against it
+    broken = json.loads(saved.read_text())
+    del broken["folds"][1]["thresholds"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(CV.FoldError, match="lacks or garbles a field .*thresholds"):  # not a bare KeyError
+        CV.load_saved(tmp_path / "broken.json")
 
     # another recipe's folds: the same films in another order, other outputs, paired back into the saved order
     k = rng.permutation(len(ys[1]))

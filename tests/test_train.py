@@ -85,6 +85,17 @@ def test_a_resume_must_keep_the_options_the_run_was_started_with(tmp_path):
     T.check_resumed_options(replace(cfg, lr=0.5), tmp_path / "none.json")  # a run from before the record: as before
 
 
+def test_ctrl_c_says_how_to_go_on(tmp_path, monkeypatch, capsys):
+    from train import train as T
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(T, "run", interrupted)  # main imports it when called
+    assert main(["--data", "x", "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+
+
 def test_existing_run_is_not_overwritten(tiny_run):
     with pytest.raises(SystemExit, match="already holds a run"):
         main(["--data", "x", "--out", str(tiny_run)])

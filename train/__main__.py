@@ -193,6 +193,10 @@ def main(argv=None) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the last finished epoch is kept in {Path(args.out) / 'checkpoints'}; continue with the "
+              f"same command and --resume", file=sys.stderr)
+        return 130
     print_summary(out)
     return 0
 

@@ -543,8 +543,10 @@ def run(cfg: TrainConfig) -> Path:
     # --- model --------------------------------------------------------------------------------------
     strategy = select_strategy()
     weights = cfg.weights
-    if weights is None and not cfg.redo_qat:
+    if weights is None and not cfg.redo_qat and not state:
         log.info("no pretrained weights given: training %s from random initialisation", cfg.model)
+    elif state:
+        log.info("building %s to load the checkpoint's weights into", cfg.model)
     with strategy.scope():
         if cfg.redo_qat:
             from train.keras_io import load_model
