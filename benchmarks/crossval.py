@@ -953,7 +953,8 @@ def main(argv=None) -> int:
     print(f"{m['date']}; {m['cpu']}; commit {m['commit']}")
     if a.md:
         a.md.parent.mkdir(parents=True, exist_ok=True)
-        a.md.write_text(report_header(a.title, res["provenance"]["command"], m) + "\n"
+        a.md.write_text(report_header(a.title, res["provenance"]["command"], m,
+                                      sources=[x for f in folds for x in f.sources]) + "\n"
                         + "\n".join(f"- fold {k}: `{b}` ({_scored(res['per_fold'][k], res['format'])})"
                                     for k, b in res["bundles"].items())
                         + "\n\nEach fold's model scored its own test fold through the device runtime, with its own "

@@ -94,10 +94,15 @@ def machine_info() -> dict:
     }
 
 
-def report_header(title: str, command: str, info: dict) -> str:
-    """The opening of a markdown report: title, the screening-aid line, and the command, commit, date and CPU
-    that produced it."""
-    return (f"# {title}\n\n> A screening aid, not a diagnosis. Development data (NIH and TBX11K films).\n\n"
+def report_header(title: str, command: str, info: dict, sources=None) -> str:
+    """The opening of a markdown report: title, the screening-aid line (naming the data ``sources`` when given,
+    with a SYNTHETIC banner when any is synthetic), and the command, commit, date and CPU that produced it."""
+    sources = sorted(set(map(str, sources))) if sources is not None else None
+    data = ("Development data (NIH and TBX11K films)." if sources is None else
+            f"Data sources: {', '.join(sources) or 'none'}.")
+    banner = ("**\\*\\*\\* SYNTHETIC DATA - NOT FOR CLINICAL USE \\*\\*\\***\n\n"
+              if sources and any(s.startswith("synthetic") for s in sources) else "")
+    return (f"# {title}\n\n{banner}> A screening aid, not a diagnosis. {data}\n\n"
             f"- **Command:** `{command}`\n- **Commit:** {info['commit']}; **date:** {info['date']}; "
             f"**CPU:** {info['cpu']}, {info['cores']} cores\n")
 

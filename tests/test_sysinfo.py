@@ -59,3 +59,15 @@ def test_a_reports_own_output_does_not_mark_the_commit_but_a_code_change_does(tm
     assert sysinfo._git_commit(tmp_path) == head
     (tmp_path / "code.py").write_text("2\n")
     assert sysinfo._git_commit(tmp_path) == f"{head} (uncommitted changes)"
+
+
+def test_a_report_names_its_data_sources_and_flags_synthetic_ones():
+    """review27b #5: a cross-validation of synthetic bundles said "Development data (NIH and TBX11K films)"."""
+    from benchmarks.sysinfo import report_header
+
+    info = {"commit": "abc", "date": "d", "cpu": "c", "cores": 2}
+    synth = report_header("T", "cmd", info, sources=["synthetic_b", "synthetic_a", "synthetic_a"])
+    assert "SYNTHETIC DATA - NOT FOR CLINICAL USE" in synth and "Data sources: synthetic_a, synthetic_b." in synth
+    real = report_header("T", "cmd", info, sources=["tbx11k", "nih_dcn"])
+    assert "SYNTHETIC" not in real and "Data sources: nih_dcn, tbx11k." in real and "NIH and TBX11K" not in real
+    assert "Development data (NIH and TBX11K films)." in report_header("T", "cmd", info)  # sources not given
