@@ -114,9 +114,13 @@ ADDED_LATER = {"label_smoothing": 0.0, "mixup": 0.0, "init_seed": None, "stem": 
 def normalise_recipe(cfg: dict) -> dict:
     """A run's training options as one recipe: less the per-run ones, an option added after the run was trained
     counted as off, and less the recipe file's name and hash (``extra``): the resolved options are compared, so an
-    edit of the file that leaves them alone (a comment, its [convert] table) keeps the folds one recipe."""
+    edit of the file that leaves them alone (a comment, its [convert] table) keeps the folds one recipe. A
+    distilled student's teachers are trainings of its own fold: how many there are is the recipe, not their
+    paths."""
     cfg = ADDED_LATER | cfg
     out = {k: v for k, v in sorted(cfg.items()) if k not in PER_RUN_CONFIG}
+    if isinstance(out.get("teachers"), (list, tuple)):  # each fold's own teachers: their number is the recipe
+        out["teachers"] = len(out["teachers"])
     extra = {k: v for k, v in (out.pop("extra", None) or {}).items() if k not in ("recipe", "recipe_sha256")}
     return out | ({"extra": extra} if extra else {})
 

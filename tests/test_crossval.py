@@ -227,6 +227,16 @@ def test_an_option_newer_than_a_run_counts_as_off(tmp_path):
     assert "fold" not in CV.recipe_of(old)
 
 
+def test_each_folds_own_teachers_are_one_recipe():
+    """A student distilled per fold names its fold's teachers; the folds are one recipe (two teachers each), and a
+    student of one teacher is another."""
+    a = CV.normalise_recipe({"epochs": 30, "teachers": ["runs/f0", "runs/f0-init1"]})
+    b = CV.normalise_recipe({"epochs": 30, "teachers": ["runs/f1", "runs/f1-init1"]})
+    assert a == b and a["teachers"] == 2
+    assert CV.normalise_recipe({"epochs": 30, "teachers": ["runs/f1"]}) != a
+    assert CV.normalise_recipe({"epochs": 30, "teachers": []})["teachers"] == 0
+
+
 def test_the_recipe_files_hash_is_not_the_recipe():
     """Folds trained from one recipe file before and after an edit that leaves its options alone (a comment, its
     [convert] table) are one recipe; a teacher or other extra record still counts."""
