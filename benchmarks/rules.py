@@ -1,7 +1,7 @@
 """``python -m benchmarks.rules BUNDLE ... [--md FILE]``: the device's decision rule against alternatives, each
 fitted on a training's validation films and scored on its test films (deployed artifact, device runtime).
 
-Rules (TB first in all of them, at the stored 90%-sensitivity threshold):
+Rules (TB first in all of them, at the stored TB threshold: fitted for 95% validation sensitivity since 2026-12-03, 90% before):
 - ``current``: the device's rule (``edge_runtime.operating_point``): refer when the top probability is under the
   lowest threshold at which the validation films *not flagged TB* and not referred reach 90% accuracy.
 - ``count_tb_flags``: the same, but the 90% target counts every decision not referred, TB flags included (the

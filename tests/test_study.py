@@ -156,7 +156,8 @@ def test_small_study_end_to_end(tiny_run, synthetic_data, tmp_path, monkeypatch)
     assert SE.selection_score(cand) == pytest.approx((cand["val"]["macro_auc"] + cand["val_site_b"]["macro_auc"]) / 2)
     hm = res["heatmaps"]
     assert 0 < hm["frame_area_share"] < 1 and sum(hm["n_by_class"].values()) == cand["test"]["n"]
-    report = (tmp_path / "pub" / "MODEL_SELECTION.md").read_text()
+    assert not (tmp_path / "pub" / "MODEL_SELECTION.md").exists()  # make selection's report is never overwritten
+    report = (tmp_path / "pub" / "STUDY.md").read_text()
     for section in ("## Verdict", "## Shortcut audit", "## Robustness to a site change", "## What this data can"):
         assert section in report
     assert f"{cand['test']['accuracy']:.3f}" in report and res["meta"]["commit"] in report

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rgb: the grey film copied to three channels for the backbone (ImageNet's input); grey: the "
                         "backbone reads the one channel (pretrained stem weights summed over the three: the same "
                         "functions without the copy, which with its scaling takes 15-18%% of LiteRT INT8 time, "
-                        "docs/oplatency); not yet cross-validated")
+                        "docs/oplatency); cross-validated, not adopted: docs/stem/PLAN.md")
     p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the float phase's weights with this decay per step "
                         "(e.g. 0.99) and score/keep the averaged weights; 0 = off")

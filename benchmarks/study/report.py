@@ -426,10 +426,13 @@ def _limits(t: dict, n_seeds: int = 1) -> list[str]:
     ]
 
 
+PUBLISHED = "STUDY.md"  # the study's report where --publish puts it: benchmarks/MODEL_SELECTION.md is make selection's
+
+
 def publish(out: Path, dest: Path) -> None:
     dest = Path(dest)
     (dest / PLOTS).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(out / "MODEL_SELECTION.md", dest / "MODEL_SELECTION.md")
+    shutil.copy2(out / "MODEL_SELECTION.md", dest / PUBLISHED)
     for p in (out / PLOTS).glob("*.png"):
         shutil.copy2(p, dest / PLOTS / p.name)
 

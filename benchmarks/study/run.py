@@ -182,7 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-benchmark", dest="benchmark", action="store_false",
                    help="skip the full-format conversion and benchmark of the default model")
     p.add_argument("--publish", type=Path, default=None,
-                   help="also copy MODEL_SELECTION.md and its plots here (e.g. benchmarks/)")
+                   help="also copy the report (as STUDY.md) and its plots here (e.g. benchmarks/; "
+                        "benchmarks/MODEL_SELECTION.md is make selection's lever report, never overwritten)")
     p.add_argument("--fresh", action="store_true", help="delete OUT first and start over")
     a = p.parse_args(argv)
     recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
