@@ -95,11 +95,11 @@ def main(argv=None) -> int:
     try:
         formats = parse_formats(args.formats)
         views = parse_views(args.views)
+        if Path(args.out).resolve() in {Path(r).resolve() for r in (args.run_dir, *args.member)}:
+            raise ValueError(f"--out {args.out} is a training run given here; the bundle goes in a folder of its own")
         check_paths(Path(args.run_dir), Path(args.out), args.force)
         for m in args.member:
             check_paths(Path(m), Path(args.out), True)
-        if Path(args.out).resolve() in {Path(r).resolve() for r in (args.run_dir, *args.member)}:
-            raise ValueError(f"--out {args.out} is a training run given here; the bundle goes in a folder of its own")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

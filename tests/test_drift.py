@@ -31,7 +31,7 @@ def test_drift_needs_the_training_run(tmp_path, capsys):
     from tests.fake_bundle import make_bundle
 
     assert main([str(make_bundle(tmp_path / "b"))]) == 2
-    assert "split.csv is not found" in capsys.readouterr().err
+    assert "names no training run" in capsys.readouterr().err
 
 
 def test_layers_show_where_the_int8_drift_grows(tiny_bundle, tmp_path, capsys):

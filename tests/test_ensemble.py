@@ -15,6 +15,9 @@ def _copy(run, dest, move_one_val_film=False):
         parts = D.load_split(dest / "split.csv")
         parts["train"].append(parts["val"].pop(0))
         D.save_split(parts, dest / "split.csv")
+        meta = json.loads((dest / "metadata.json").read_text())  # a run trained on that split says so
+        meta["split"]["counts"] = {k: len(v) for k, v in parts.items()}
+        (dest / "metadata.json").write_text(json.dumps(meta))
     return dest
 
 

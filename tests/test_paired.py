@@ -33,9 +33,16 @@ def test_bundles_of_different_splits_are_refused(tiny_bundle, tmp_path, capsys):
     (run / "split.csv").write_text("\n".join(rows) + "\n")
     other = shutil.copytree(tiny_bundle, tmp_path / "bundle")
     (other / "bundle.json").write_text(json.dumps({**status, "run_dir": str(run)}))
+    meta = json.loads((other / "metadata.json").read_text())  # a bundle of that split (its own run's)
+    meta["split"]["counts"]["test"] -= 1
+    (other / "metadata.json").write_text(json.dumps(meta))
     B.write_sums(other)
     assert main([str(tiny_bundle), str(other), "--bootstrap", "20"]) == 2
     assert "do not hold the same test films" in capsys.readouterr().err
+    (other / "bundle.json").write_text(json.dumps({**status, "run_dir": status["run_dir"]}))  # another run's split
+    B.write_sums(other)
+    assert main([str(tiny_bundle), str(other), "--bootstrap", "20"]) == 2
+    assert "is not the run this bundle was made from" in capsys.readouterr().err
 
 
 def test_bundles_come_in_pairs(tiny_bundle, capsys):
