@@ -63,22 +63,19 @@ def score_films(clf, samples) -> dict:
 # ----------------------------------------------------------------------------- the run
 def _unseen(bundle: Path, samples: list) -> tuple[list, list[str], bool]:
     """(the samples the bundle's model never trained or calibrated on, the paths left out, whether it could be
-    checked: the training run bundle.json names is found from here or from the folders above the bundle)."""
-    import json as _json
-
+    checked: the bundle's own training run, ``benchmarks.study.evaluate.bundle_run``, is on this machine)."""
+    from benchmarks.study.evaluate import RunMismatch, bundle_run
+    from edge_runtime.bundle import read_status
+    from edge_runtime.metadata import ModelMetadata
     from train.data import seen_by
 
     try:
-        text = _json.loads((bundle / "bundle.json").read_text()).get("run_dir") or ""
-    except (OSError, ValueError):
-        text = ""
-    for base in (Path.cwd(), *bundle.resolve().parents) if text else ():
-        run = Path(text) if Path(text).is_absolute() else base / text
-        if (run / "split.csv").is_file():
-            seen = seen_by(run, samples)
-            left = {id(s) for s in seen}
-            return [s for s in samples if id(s) not in left], [s.path for s in seen], True
-    return samples, [], False
+        run = bundle_run(bundle, read_status(bundle), ModelMetadata.load(bundle / "metadata.json"))
+    except (RunMismatch, OSError, ValueError):
+        return samples, [], False
+    seen = seen_by(run, samples)
+    left = {id(s) for s in seen}
+    return [s for s in samples if id(s) not in left], [s.path for s in seen], True
 
 
 def run(bundle: Path, data: Path, out: Path, target: float = OP.TB_SENSITIVITY, make_profile: Path | None = None,

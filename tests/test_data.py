@@ -197,8 +197,9 @@ def test_a_copy_of_the_training_films_is_not_new_data(tmp_path, make_png):
     seen = D.seen_by(run, copy)
     trained = {Path(s.path).name for side in ("train", "val") for s in parts[side]}
     assert {Path(s.path).name for s in seen} == trained and len(seen) < len(copy)
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
+    from tests.fake_bundle import make_bundle
+
+    bundle = make_bundle(tmp_path / "bundle")
     (bundle / "bundle.json").write_text(json.dumps({"run_dir": str(run)}))
     kept, left, checked = _unseen(bundle, copy)
     assert checked and len(left) == len(trained) and {Path(s.path).name for s in kept}.isdisjoint(trained)
