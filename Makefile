@@ -96,8 +96,9 @@ model: setup
 	  || exit 2; \
 	set -e; \
 	flags=""; pids=""; first=""; \
-	trap 'for p in $$pids $$first; do kill $$p 2>/dev/null || true; done; wait' EXIT; \
-	trap 'for p in $$pids $$first; do kill $$p 2>/dev/null || true; done; exit 143' TERM HUP INT; \
+	: "\$$! too: a member's USR1 may arrive between the first training's start and first=\$$!"; \
+	trap 'for p in $$pids $$first $$!; do kill $$p 2>/dev/null || true; done; wait' EXIT; \
+	trap 'for p in $$pids $$first $$!; do kill $$p 2>/dev/null || true; done; exit 143' TERM HUP INT; \
 	: "a member that fails signals this shell (USR1) at once: the first training is stopped, not left to finish"; \
 	trap 'echo "an ensemble member'"'"'s training failed: see $(MODEL_OUT)-init*.log" >&2; exit 1' USR1; \
 	for s in $$members; do \
