@@ -85,14 +85,18 @@ class Progress:
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
-def _resolve_run_dir(bundle: Path, status: dict) -> Path | None:
-    text = status.get("run_dir")
-    if not text:
+def _resolve_run_dir(bundle: Path, status: dict, meta: ModelMetadata) -> Path | None:
+    """The bundle's own training run (``evaluate.bundle_run``, the lookup every benchmark shares), or None when
+    the bundle names none or it is not on this machine (the films then come from --data). A folder of that name
+    holding another split is an error: its test side would hold films the model trained on."""
+    from benchmarks.study.evaluate import RunMismatch, RunNotFound, bundle_run
+
+    try:
+        return bundle_run(bundle, status, meta)
+    except RunNotFound:
         return None
-    for cand in (Path(text), bundle.parent / text, bundle.parent / Path(text).name):
-        if (cand / "model_float.keras").is_file() or (cand / "split.csv").is_file():
-            return cand
-    return None
+    except RunMismatch as exc:
+        raise BenchmarkError(f"{exc}; give --run the bundle's own training run") from None
 
 
 def convert_run(run_dir: Path, formats: list[str], out: Path, progress: Progress | None = None) -> Path:
@@ -318,8 +322,9 @@ def run(opts: Options) -> dict:
         raise BenchmarkError(f"{bundle}: not a bundle (no metadata.json); make one with python -m convert")
     meta = ModelMetadata.load(bundle / "metadata.json")
     status = B.read_status(bundle)
-    run_dir = run_dir or _resolve_run_dir(bundle, status)
-    if run_dir is not None and (run_dir / "split.csv").is_file():
+    if run_dir is None:
+        run_dir = _resolve_run_dir(bundle, status, meta)
+    elif (run_dir / "split.csv").is_file():
         from benchmarks.study.evaluate import run_mismatch
 
         if problem := run_mismatch(run_dir, meta):  # its test side would hold films the model trained on

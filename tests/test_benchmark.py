@@ -3,6 +3,7 @@
 The runs use the tiny session bundle (64 px) with few latency iterations: they check the machinery and the
 table, not speed (this machine is shared; no timing is asserted)."""
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -217,3 +218,38 @@ def test_markdown_of_an_all_failed_run_renders():
               "details": {}, "gates": {"active": False}}
     text = markdown(result)
     assert "SYNTHETIC" in text and all(f"| {k} | failed |" in text for k in FORMATS)
+
+
+def test_the_benchmark_finds_the_bundles_own_run_or_none_and_refuses_another(tmp_path, monkeypatch):
+    """``benchmarks`` looks up a bundle's training run with the lookup every benchmark shares
+    (``evaluate.bundle_run``): a run moved beside the bundle is found, a missing one gives None (films from --data),
+    and a folder of that name holding another fold's split is an error, not silently scored (its test side would
+    hold films the model trained on)."""
+    from benchmarks.runner import BenchmarkError, _resolve_run_dir
+    from edge_runtime.metadata import ModelMetadata
+    from tests.fake_bundle import make_bundle
+    from train import data as D
+
+    monkeypatch.chdir(tmp_path)
+    bundle = make_bundle(tmp_path / "site" / "bundle")
+    meta = ModelMetadata.load(bundle / "metadata.json")
+    sample = lambda i, side: D.Sample(f"/films/{side}{i}.png", "normal", "s", f"p{side}{i}")
+
+    def run(folder: Path, fold: int, n_test: int) -> Path:
+        folder.mkdir(parents=True)
+        D.save_split({"train": [sample(i, "train") for i in range(6)], "val": [sample(0, "val")],
+                      "test": [sample(i, "test") for i in range(n_test)]}, folder / "split.csv")
+        (folder / "train_config.json").write_text(json.dumps({"fold": fold, "folds": 5, "seed": 0}))
+        return folder
+
+    meta = dataclasses.replace(meta, split={"fold": 0, "folds": 5, "seed": 0,
+                                            "counts": {"train": 6, "val": 1, "test": 2}})
+    status = {"run_dir": "/elsewhere/runs/fold0"}
+    assert _resolve_run_dir(bundle, status, meta) is None  # not on this machine
+    assert _resolve_run_dir(bundle, {}, meta) is None  # names none
+    other = run(tmp_path / "site" / "fold0", fold=1, n_test=3)  # same name, another fold's split
+    with pytest.raises(BenchmarkError, match="fold 1 against the bundle's 0.*give --run"):
+        _resolve_run_dir(bundle, status, meta)
+    shutil.rmtree(other)
+    own = run(tmp_path / "site" / "fold0", fold=0, n_test=2)  # the bundle's own run, moved beside it
+    assert _resolve_run_dir(bundle, status, meta).resolve() == own.resolve()

@@ -106,6 +106,10 @@ class RunMismatch(ValueError):
     """The run folder a bundle names is not the run its model was trained on (another fold, seed or data)."""
 
 
+class RunNotFound(RunMismatch):
+    """No folder holding a split is found where a bundle says its training run is (or it names none)."""
+
+
 def run_mismatch(run: Path, meta: ModelMetadata) -> str:
     """Why ``run``'s split is not the one ``meta``'s model was trained and calibrated on ('' when it is): its
     data hash, fold, folds and seed, and the films on each side, against the bundle's metadata. Scoring a
@@ -136,13 +140,16 @@ def run_mismatch(run: Path, meta: ModelMetadata) -> str:
 def bundle_run(bundle: Path, status: dict, meta: ModelMetadata) -> Path:
     """The training run a bundle names (``bundle.json`` run_dir, as given to convert): as written (from the
     folder convert ran in), else below each folder above the bundle; the first that holds the bundle's own
-    split. RunMismatch when none does (a run of the same name from another fold or data is refused, not used)."""
+    split. RunMismatch when none does (a run of the same name from another fold or data is refused, not used),
+    RunNotFound (a RunMismatch too) when no folder of that name holds a split at all."""
     text = status.get("run_dir") or ""
     if not text:
-        raise RunMismatch(f"{bundle}: bundle.json names no training run (run_dir)")
+        raise RunNotFound(f"{bundle}: bundle.json names no training run (run_dir)")
     tried, why = [], []
-    for base in (Path.cwd(), *Path(bundle).resolve().parents):
-        cand = Path(text) if Path(text).is_absolute() else base / text
+    bases = (Path.cwd(), *Path(bundle).resolve().parents)
+    # as written (from the folder convert ran in or any folder above the bundle), then a run moved beside the bundle
+    for cand in (*(Path(text) if Path(text).is_absolute() else base / text for base in bases),
+                 Path(bundle).resolve().parent / Path(text).name):
         if cand in tried:
             continue
         tried.append(cand)
@@ -150,8 +157,10 @@ def bundle_run(bundle: Path, status: dict, meta: ModelMetadata) -> Path:
             if not (problem := run_mismatch(cand, meta)):
                 return cand
             why.append(problem)
-    raise RunMismatch(f"{bundle}: its training run {text} is not found with the bundle's split"
-                      + (f" ({'; '.join(why)})" if why else f" (looked from {Path.cwd()} and the folders above the bundle)"))
+    if why:
+        raise RunMismatch(f"{bundle}: its training run {text} is not found with the bundle's split ({'; '.join(why)})")
+    raise RunNotFound(f"{bundle}: its training run {text} is not found (looked from {Path.cwd()} and the folders "
+                      f"above the bundle)")
 
 
 def _split_arrays(run: Path, meta: ModelMetadata):
