@@ -293,6 +293,12 @@ def test_follow_up_outcome_and_monitoring(client, app):  # noqa: F811
     r = client.post(f"/screenings/{ids[2]}/outcome", data={"csrf_token": tok, "outcome": "", "note": "new words"})
     assert r.status_code == 400 and "new words" in r.get_data(as_text=True)
     assert app.extensions["cxr"].store.get(ids[2])["outcome"] == "pneumonia"
+    # each outcome cleared or changed is a line in the device's audit trail, in the page's language
+    client.post(f"/screenings/{ids[2]}/outcome", data={"csrf_token": tok, "outcome": "normal", "note": "GX"})
+    audit = client.get("/monitoring").get_data(as_text=True).split('id="audit"')[1].split("</ul>")[0]
+    assert audit.count("<li>") == 3 and "outcome changed" in audit and audit.count("outcome cleared") == 2
+    assert f"screening {ids[2]}: pneumonia [GX] -&gt; normal [GX]" in audit
+    assert "issue confirmée modifiée" in client.get("/monitoring?lang=fr").get_data(as_text=True)
 
 
 def test_model_page_card_metrics_thresholds(client):  # noqa: F811

@@ -87,7 +87,17 @@ def test_store_wal_full_and_roundtrip(tmp_path):
     assert s.path(rec["id"], "original", "png").read_bytes() == b"o"
     assert s.search(reference="1%0")[1] == 0 and s.search(reference="100%_")[1] == 1 and s.search(reference="_s")[1] == 1
     assert s.set_outcome(rec["id"], "tb", "GX") and s.get(rec["id"])["outcome_note"] == "GX"
+    assert s.audit() == []  # a first outcome is its own record
+    assert s.set_outcome(rec["id"], "tb", "GX") and s.audit() == []  # saved again unchanged: nothing to trace
     assert not s.set_outcome("nope", "tb")
+    # changing or clearing a recorded outcome leaves an audit line with what it was (it feeds the site profile)
+    assert s.set_outcome(rec["id"], "normal") and s.get(rec["id"])["outcome"] == "normal"
+    assert s.set_outcome(rec["id"], None) and s.get(rec["id"])["outcome"] is None
+    assert s.set_outcome(rec["id"], None) and len(s.audit()) == 2  # clearing nothing: no line
+    cleared, changed = s.audit()
+    assert changed["action"] == "outcome_changed" and cleared["action"] == "outcome_cleared"
+    assert changed["detail"] == f"screening {rec['id']} (100%_sure): tb [GX] -> normal"
+    assert cleared["detail"] == f"screening {rec['id']} (100%_sure): normal -> -"
     with pytest.raises(ValueError):
         s.path("../x", "display")
 

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS screenings (
     scope_distance REAL               -- embedding distance / input-check threshold (NULL: not measured)
 );
 CREATE INDEX IF NOT EXISTS screenings_created ON screenings(created);
-CREATE TABLE IF NOT EXISTS audit (    -- who changed what on this device (site profile applied / removed)
+CREATE TABLE IF NOT EXISTS audit (    -- what changed on this device (site profile applied / removed, outcome changed / cleared)
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     created TEXT NOT NULL,
     action TEXT NOT NULL,
@@ -191,10 +191,31 @@ class Store:
         return self.get(rec["id"])
 
     def set_outcome(self, sid: str, outcome: str | None, note: str = "") -> bool:
+        """Record (or clear, ``outcome`` None) the confirmed outcome of a screening. Changing or clearing one
+        already recorded writes an audit line with what it was: outcomes feed monitoring and the site profile's
+        thresholds, so a rewritten one must leave a trace. A first outcome is its own record (``outcome_at``)."""
         with self.connect() as db:
-            cur = db.execute("UPDATE screenings SET outcome=?, outcome_note=?, outcome_at=? WHERE id=?",
-                             (outcome, note, now_local() if outcome else None, sid))
-            return cur.rowcount == 1
+            db.execute("BEGIN IMMEDIATE")  # read, update and audit as one step (waitress serves in threads)
+            try:
+                was = db.execute("SELECT reference, outcome, outcome_note FROM screenings WHERE id=?",
+                                 (sid,)).fetchone()
+                if was is None:
+                    db.execute("ROLLBACK")
+                    return False
+                db.execute("UPDATE screenings SET outcome=?, outcome_note=?, outcome_at=? WHERE id=?",
+                           (outcome, note, now_local() if outcome else None, sid))
+                if was["outcome"] and (was["outcome"], was["outcome_note"] or "") != (outcome, note or ""):
+                    ref = f" ({was['reference']})" if was["reference"] else ""
+                    before = was["outcome"] + (f" [{was['outcome_note']}]" if was["outcome_note"] else "")
+                    after = (outcome + (f" [{note}]" if note else "")) if outcome else "-"
+                    db.execute("INSERT INTO audit (created, action, detail) VALUES (?, ?, ?)",
+                               (now_local(), "outcome_changed" if outcome else "outcome_cleared",
+                                f"screening {sid}{ref}: {before} -> {after}"))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return True
 
     # ---- reads -------------------------------------------------------------------------------------------
     @staticmethod
