@@ -1,5 +1,6 @@
 """End-to-end training on the synthetic phantom data with a tiny model (the CI-sized run)."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -55,15 +56,17 @@ def test_saved_models_reload_and_agree_with_metrics(tiny_run):
     assert acc == pytest.approx(saved, abs=1e-9)
 
 
-def test_resume_of_a_finished_run_does_not_retrain(tiny_run, tmp_path):
+def test_resume_of_a_finished_run_does_not_retrain(tiny_run, tmp_path, capsys):
     copy = tmp_path / "copy"
     copy_run(tiny_run, copy)
     before = (copy / "history.csv").read_text()
     rc = main(["--data", "unused", "--out", str(copy), *TINY_TRAIN_ARGS, "--resume"])  # its own options
     assert rc == 0
     assert (copy / "history.csv").read_text() == before
-    with pytest.raises(SystemExit, match="--resume with other options .*lr"):  # not silently under others
-        main(["--data", "unused", "--out", str(copy), *TINY_TRAIN_ARGS, "--lr", "0.1", "--resume"])
+    # not silently under other options: an argument error (exit 2, as the others), the run left as it was
+    assert main(["--data", "unused", "--out", str(copy), *TINY_TRAIN_ARGS, "--lr", "0.1", "--resume"]) == 2
+    assert re.search("error: .*--resume with other options .*lr", capsys.readouterr().err)
+    assert (copy / "history.csv").read_text() == before
 
 
 def test_a_resume_must_keep_the_options_the_run_was_started_with(tmp_path):
@@ -78,7 +81,7 @@ def test_a_resume_must_keep_the_options_the_run_was_started_with(tmp_path):
     started = tmp_path / T.STARTED
     started.write_text(json.dumps(T._options(cfg)))
     T.check_resumed_options(replace(cfg, epochs=9, resume=True, data="moved/d"), started)  # longer: allowed
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(T.UsageError) as e:
         T.check_resumed_options(replace(cfg, preprocess=PreprocessConfig(96), classes=("tuberculosis", "normal",
                                                                                       "pneumonia")), started)
     assert "--resume with other options" in str(e.value) and "classes" in str(e.value) and "preprocess" in str(e.value)
@@ -96,9 +99,11 @@ def test_ctrl_c_says_how_to_go_on(tmp_path, monkeypatch, capsys):
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
 
 
-def test_existing_run_is_not_overwritten(tiny_run):
-    with pytest.raises(SystemExit, match="already holds a run"):
-        main(["--data", "x", "--out", str(tiny_run)])
+def test_existing_run_is_not_overwritten(tiny_run, capsys):
+    before = (tiny_run / "metadata.json").read_bytes()
+    assert main(["--data", "x", "--out", str(tiny_run)]) == 2  # an argument error, as the others
+    assert "already holds a run; choose another --out or pass --resume" in capsys.readouterr().err
+    assert (tiny_run / "metadata.json").read_bytes() == before
 
 
 def test_bad_data_is_a_clear_error_before_training(tmp_path, make_png, capsys):

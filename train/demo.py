@@ -54,7 +54,11 @@ def main(argv=None) -> int:
                       preprocess=PreprocessConfig(args.image_size), epochs=args.epochs, qat_epochs=args.qat_epochs,
                       seed=args.seed, patience=10, verbose=0, synthetic=True, augment=args.augment, lr=3e-3,
                       resume=(run_dir / "checkpoints" / "state.json").is_file())
-    run(cfg)
+    try:
+        run(cfg)
+    except ValueError as exc:  # bad data, or the folder holds a run that cannot be resumed: said, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print_summary(run_dir)
     print(f"\nDemo finished in {time.time() - t0:.0f} s. Synthetic data: {data_dir}")
     return 0

@@ -386,13 +386,18 @@ def _compile(model, lr, soft: bool = False):
 CALIBRATION_BATCHES = 8  # training batches that set the QAT activation ranges before fine-tuning
 
 
+class UsageError(ValueError):
+    """The run cannot start as asked (its folder already holds a run, a resume with other options, ...): the CLI
+    says it and exits 2, as for any other argument error; nothing has been written."""
+
+
 def _prepare_redo_qat(cfg: TrainConfig, out: Path, ckpt_dir: Path, history: Path) -> TrainConfig:
     """Check the run can redo its QAT phase; forget the old QAT checkpoints and history rows."""
     missing = [f for f in ("model_float.keras", "split.csv") if not (out / f).is_file()]
     if missing:
-        raise SystemExit(f"{out}: cannot redo QAT without {', '.join(missing)} (train the run first)")
+        raise UsageError(f"{out}: cannot redo QAT without {', '.join(missing)} (train the run first)")
     if cfg.qat_epochs <= 0:
-        raise SystemExit("--redo-qat needs --qat-epochs > 0")
+        raise UsageError("--redo-qat needs --qat-epochs > 0")
     for f in (f"qat_best{CKPT}", f"qat_last{CKPT}", "qat_best.weights.h5", "qat_last.weights.h5", "state.json"):
         (ckpt_dir / f).unlink(missing_ok=True)
     if history.is_file():
@@ -425,7 +430,7 @@ def _options(cfg) -> dict:
 def check_resumed_options(cfg, started: Path) -> None:
     """A resumed run must keep the options it was started with (input size, harmonisation, classes and their
     order, model, learning rate, ...): otherwise it goes on training the saved weights under other settings and
-    its metadata records the new ones as if they had held throughout. SystemExit naming each change; runs
+    its metadata records the new ones as if they had held throughout. UsageError naming each change; runs
     started before this check (no record) resume as before."""
     if not started.is_file():
         return
@@ -433,7 +438,7 @@ def check_resumed_options(cfg, started: Path) -> None:
     changed = [f"{k}: {then.get(k)!r} when started, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
                if k not in RESUMABLE and then.get(k) != now.get(k)]
     if changed:
-        raise SystemExit(f"{cfg.out}: --resume with other options than the run was started with ("
+        raise UsageError(f"{cfg.out}: --resume with other options than the run was started with ("
                          + "; ".join(changed) + "); resume with the same options, or start a new --out")
 
 
@@ -457,7 +462,7 @@ def run(cfg: TrainConfig) -> Path:
         log.info("resuming from %s: phase %s, epoch %d", ckpt_dir, state["phase"], state["epoch"] + 1)
     elif out.exists() and any(out.iterdir()) and not cfg.resume and not cfg.redo_qat:
         if (out / "metadata.json").exists() or ckpt_dir.exists():
-            raise SystemExit(f"{out} already holds a run; choose another --out or pass --resume")
+            raise UsageError(f"{out} already holds a run; choose another --out or pass --resume")
     elif cfg.resume:
         log.warning("--resume: %s holds no checkpoint to resume from; starting a new run there", ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
