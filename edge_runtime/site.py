@@ -137,6 +137,12 @@ class SiteProfile:
         temp = float(self.temperature) if self.temperature is not None else op.temperature
         return OperatingPoint(op.labels, temp, {**op.thresholds, **{k: float(v) for k, v in self.thresholds.items()}})
 
+    def summary_fields(self) -> dict:
+        """What :meth:`summary` says, as fields the web page words in the reader's language."""
+        return {"made_by": self.made_by, "date": self.created[:10], "films": dict(self.films),
+                "thresholds": {k: float(v) for k, v in sorted(self.thresholds.items())},
+                "temperature": None if self.temperature is None else float(self.temperature)}
+
     def summary(self) -> str:
         films = ", ".join(f"{n} {c}" for c, n in self.films.items())
         vals = ", ".join(f"{k} {float(v):.3f}" for k, v in sorted(self.thresholds.items()))

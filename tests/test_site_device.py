@@ -82,6 +82,11 @@ def test_outcomes_offer_apply_and_undo_with_audit(world, tmp_path):
     assert Classifier.from_bundle(bundle).site_profile is not None  # and a restart keeps it
     html = client.get("/monitoring").get_data(as_text=True)
     assert "Active site profile: site profile by Dr Okafor" in html and "site profile applied" in html
+    # said in the reader's language, the labels and numbers too (the stored detail stays English for exports)
+    fr = client.get("/monitoring?lang=fr").get_data(as_text=True)
+    tb_fr = f"seuil TB {clf.operating_point.thresholds['tuberculosis']:.3f}".replace(".", ",")
+    assert "Profil de site actif : profil de site de Dr Okafor" in fr and tb_fr in fr and "profil de site appliqué" in fr
+    assert "site profile by" not in fr and " tuberculosis" not in fr.split('id="audit"')[1]
 
     assert client.post("/site-profile/remove", data={"csrf_token": tok}).status_code == 400
     assert client.post("/site-profile/remove", data={"csrf_token": tok, "confirm": "yes"}).status_code == 303

@@ -117,7 +117,8 @@ def test_batch_with_one_bad_file_keeps_the_good_ones(client, app):  # noqa: F811
 def test_refer_and_out_of_scope_decisions(client, app):  # noqa: F811
     r = upload(client, ("mid.png", png_bytes(128, noise=5)))
     page = client.get(r.headers["Location"]).get_data(as_text=True)
-    assert "Refer to a clinician" in page and "a clinician must read this image" in page
+    assert "Refer to a clinician" in page and "A clinician must read this image before any decision" in page
+    assert page.count("The model is unsure") == 1  # the reason says it once; the next line says what to do
     r = upload(client, ("flat.png", png_bytes(128, noise=0)))
     sid = r.headers["Location"].split("/")[2].split("?")[0]
     page = client.get(r.headers["Location"]).get_data(as_text=True)
@@ -297,8 +298,10 @@ def test_follow_up_outcome_and_monitoring(client, app):  # noqa: F811
     client.post(f"/screenings/{ids[2]}/outcome", data={"csrf_token": tok, "outcome": "normal", "note": "GX"})
     audit = client.get("/monitoring").get_data(as_text=True).split('id="audit"')[1].split("</ul>")[0]
     assert audit.count("<li>") == 3 and "outcome changed" in audit and audit.count("outcome cleared") == 2
-    assert f"screening {ids[2]}: pneumonia [GX] -&gt; normal [GX]" in audit
-    assert "issue confirmée modifiée" in client.get("/monitoring?lang=fr").get_data(as_text=True)
+    assert f"screening {ids[2]}: Pneumonia [GX] -&gt; Normal [GX]" in audit
+    assert f"screening {ids[4]}: Tuberculosis [GX] cleared" in audit
+    fr = client.get("/monitoring?lang=fr").get_data(as_text=True)
+    assert "issue confirmée modifiée" in fr and f"dépistage {ids[2]} : Pneumonie [GX] -&gt; Normal [GX]" in fr
 
 
 def test_model_page_card_metrics_thresholds(client):  # noqa: F811

@@ -98,6 +98,31 @@ def test_store_wal_full_and_roundtrip(tmp_path):
     assert changed["action"] == "outcome_changed" and cleared["action"] == "outcome_cleared"
     assert changed["detail"] == f"screening {rec['id']} (100%_sure): tb [GX] -> normal"
     assert cleared["detail"] == f"screening {rec['id']} (100%_sure): normal -> -"
+    assert changed["args"] == {"sid": rec["id"], "reference": "100%_sure", "before": "tb", "before_note": "GX",
+                               "after": "normal", "after_note": ""}
+
+
+def test_an_older_audit_trail_gains_its_fields_column_and_keeps_its_lines(tmp_path):
+    """A history file from before the audit's fields: the column is added in place, old lines keep their English
+    text (the page shows it as stored), new lines carry fields the page words in the reader's language."""
+    import sqlite3
+
+    from edge_runtime.web import i18n
+    from edge_runtime.web.store import Store
+
+    db = sqlite3.connect(tmp_path / "screenings.db")
+    db.execute("CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NOT NULL, action TEXT NOT NULL,"
+               " detail TEXT NOT NULL DEFAULT '')")
+    db.execute("INSERT INTO audit (created, action, detail) VALUES ('2026-11-30 10:00', 'site_profile_removed', 'old')")
+    db.commit()
+    db.close()
+    s = Store(tmp_path)
+    s.add_audit("site_profile_removed", "new", {"profile": {"made_by": "Dr A", "date": "2026-12-01",
+                                                            "films": {"tuberculosis": 30}, "thresholds": {"refer_below": 0.5}}})
+    new, old = s.audit()
+    assert old["args"] == {} and i18n.audit_text("fr", old) == "old"
+    assert i18n.audit_text("fr", new) == ("profil de site de Dr A (2026-12-01 ; 30 Tuberculose) : adresser sous 0,500 ; "
+                                          "de nouveau les seuils propres au modèle")
     with pytest.raises(ValueError):
         s.path("../x", "display")
 

@@ -110,8 +110,15 @@ class Web:
 
     @property
     def site_profile(self) -> str:
+        """The active site profile in English (the API's ``site_profile``), "" when none."""
         profile = getattr(self.classifier, "site_profile", None)
         return profile.summary() if profile else ""
+
+    @property
+    def site_profile_fields(self) -> dict:
+        """The active site profile as fields (``i18n.profile_text`` words them for the page), {} when none."""
+        profile = getattr(self.classifier, "site_profile", None)
+        return profile.summary_fields() if profile else {}
 
     @property
     def status(self) -> dict:
@@ -279,6 +286,8 @@ def _install_hooks(app: Flask, web: Web) -> None:
             "reason": lambda rec: i18n.reason_text(lang, rec),
             "oos_advice": lambda rec: i18n.oos_advice(lang, rec),
             "next_step": lambda rec: i18n.next_step(lang, rec),
+            "profile_text": lambda fields: i18n.profile_text(lang, fields),
+            "audit_text": lambda line: i18n.audit_text(lang, line),
             "lang": lang,
             "languages": i18n.LANGUAGES,
             "lang_url": lang_url,

@@ -64,6 +64,46 @@ def _number(lang: str, key: str, v) -> str:
     return text
 
 
+def _threshold(lang: str, v) -> str:
+    text = f"{float(v):.3f}"
+    return text.replace(".", ",") if lang == "fr" else text
+
+
+def profile_text(lang: str, fields: dict) -> str:
+    """A site profile's summary (``SiteProfile.summary_fields``) in the reader's language."""
+    if not fields:
+        return ""
+    films = ", ".join(f"{n} {label_text(lang, c)}" for c, n in (fields.get("films") or {}).items())
+    values = []
+    for k, v in (fields.get("thresholds") or {}).items():
+        key = f"site.value_{k}"
+        values.append(translate(lang, key, v=_threshold(lang, v)) if key in catalogue("en")
+                      else f"{label_text(lang, k)} {_threshold(lang, v)}")
+    if fields.get("temperature") is not None:
+        values.append(translate(lang, "site.value_temperature", v=_threshold(lang, fields["temperature"])))
+    return translate(lang, "site.summary", made_by=fields.get("made_by", ""), date=fields.get("date", ""),
+                     films=films, values=", ".join(values))
+
+
+def _outcome(lang: str, outcome, note: str) -> str:
+    text = label_text(lang, outcome) if outcome else "-"
+    return f"{text} [{note}]" if note else text
+
+
+def audit_text(lang: str, line: dict) -> str:
+    """One audit line's detail in the reader's language, from its fields; a line written before fields were
+    kept (or of an action the catalogue lacks) shows its stored English text."""
+    args, key = line.get("args") or {}, f"audit.{line.get('action', '')}"
+    if not args or key not in catalogue("en"):
+        return line.get("detail") or ""
+    if "profile" in args:
+        return translate(lang, key, profile=profile_text(lang, args["profile"]), path=args.get("path", ""))
+    ref = f" ({args['reference']})" if args.get("reference") else ""
+    return translate(lang, key, sid=args.get("sid", ""), ref=ref,
+                     before=_outcome(lang, args.get("before"), args.get("before_note", "")),
+                     after=_outcome(lang, args.get("after"), args.get("after_note", "")))
+
+
 def reason_text(lang: str, rec: dict) -> str:
     """A screening's reason in the reader's language, from its code and numbers; a row stored before reason
     codes (or with a code the catalogue lacks) shows its stored text."""

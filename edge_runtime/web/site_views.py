@@ -107,7 +107,8 @@ def apply():
     except OSError as exc:
         abort(500, description=_t("site.cannot_write", path=str(path), error=str(exc)))
     clf.use_site_profile(site.find(clf.model_path, meta, clf.format, path))  # read back and verified, as at start
-    w.store.add_audit("site_profile_applied", f"{profile.summary()}; written to {path}")
+    w.store.add_audit("site_profile_applied", f"{profile.summary()}; written to {path}",
+                      {"profile": profile.summary_fields(), "path": str(path)})
     return redirect(url_for("info.monitoring", profile_saved=1), code=303)
 
 
@@ -120,11 +121,11 @@ def remove():
     if getattr(clf, "model_path", None) is None or getattr(clf, "site_profile", None) is None:
         abort(409, description=_t("site.none_active"))
     path = _profile_path(clf)
-    was = clf.site_profile.summary()
+    was, was_fields = clf.site_profile.summary(), clf.site_profile.summary_fields()
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:
         abort(500, description=_t("site.cannot_write", path=str(path), error=str(exc)))
     clf.use_site_profile(None)
-    w.store.add_audit("site_profile_removed", f"{was}; the bundle's own thresholds again")
+    w.store.add_audit("site_profile_removed", f"{was}; the bundle's own thresholds again", {"profile": was_fields})
     return redirect(url_for("info.monitoring", profile_removed=1), code=303)

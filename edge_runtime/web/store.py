@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS audit (    -- what changed on this device (site profi
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     created TEXT NOT NULL,
     action TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL DEFAULT '',   -- in English (exports, older files)
+    args TEXT NOT NULL DEFAULT '{}'    -- the same as fields, which the page words in the reader's language
 );
 CREATE INDEX IF NOT EXISTS screenings_reference ON screenings(reference);
 CREATE INDEX IF NOT EXISTS screenings_sha256 ON screenings(sha256);
@@ -127,6 +128,8 @@ class Store:
         for name, definition in ADDED_COLUMNS:
             if name not in have:
                 db.execute(f"ALTER TABLE screenings ADD COLUMN {name} {definition}")
+        if "args" not in {r[1] for r in db.execute("PRAGMA table_info(audit)")}:
+            db.execute("ALTER TABLE audit ADD COLUMN args TEXT NOT NULL DEFAULT '{}'")
 
     @contextmanager
     def connect(self):
@@ -208,9 +211,11 @@ class Store:
                     ref = f" ({was['reference']})" if was["reference"] else ""
                     before = was["outcome"] + (f" [{was['outcome_note']}]" if was["outcome_note"] else "")
                     after = (outcome + (f" [{note}]" if note else "")) if outcome else "-"
-                    db.execute("INSERT INTO audit (created, action, detail) VALUES (?, ?, ?)",
+                    fields = {"sid": sid, "reference": was["reference"] or "", "before": was["outcome"],
+                              "before_note": was["outcome_note"] or "", "after": outcome, "after_note": note or ""}
+                    db.execute("INSERT INTO audit (created, action, detail, args) VALUES (?, ?, ?, ?)",
                                (now_local(), "outcome_changed" if outcome else "outcome_cleared",
-                                f"screening {sid}{ref}: {before} -> {after}"))
+                                f"screening {sid}{ref}: {before} -> {after}", json.dumps(fields)))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -292,15 +297,23 @@ class Store:
             out.append(d)
         return out
 
-    def add_audit(self, action: str, detail: str = "") -> None:
+    def add_audit(self, action: str, detail: str = "", args: dict | None = None) -> None:
+        """One line of the audit trail: ``detail`` in English, ``args`` the same as fields for the page."""
         with self.connect() as db:
-            db.execute("INSERT INTO audit (created, action, detail) VALUES (?, ?, ?)", (now_local(), action, detail))
+            db.execute("INSERT INTO audit (created, action, detail, args) VALUES (?, ?, ?, ?)",
+                       (now_local(), action, detail, json.dumps(args or {})))
 
     def audit(self, limit: int = 20) -> list[dict]:
-        """The latest audit lines, newest first."""
+        """The latest audit lines, newest first (``args`` decoded; {} on lines written before it)."""
         with self.connect() as db:
-            return [dict(r) for r in db.execute("SELECT created, action, detail FROM audit ORDER BY seq DESC LIMIT ?",
-                                                (limit,))]
+            rows = [dict(r) for r in db.execute(
+                "SELECT created, action, detail, args FROM audit ORDER BY seq DESC LIMIT ?", (limit,))]
+        for r in rows:
+            try:
+                r["args"] = json.loads(r["args"] or "{}")
+            except ValueError:
+                r["args"] = {}
+        return rows
 
     def ping(self) -> bool:
         with self.connect() as db:

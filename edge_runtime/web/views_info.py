@@ -24,7 +24,7 @@ def monitoring():
     # the validation films' decision mix was counted under the artifact's own values, not a site profile's
     reference = None if getattr(w.classifier, "site_profile", None) else w.meta.reference
     return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=drift(rows, reference=reference),
-                           profile=w.site_profile, offer=offer(w), audit=w.store.audit(), others=others,
+                           profile=w.site_profile_fields, offer=offer(w), audit=w.store.audit(), others=others,
                            model=w.meta)
 
 
@@ -70,7 +70,7 @@ def model():
     return render_template("model.html", card=markdown.render(card) if card else "",
                            rows=metric_rows(dict(meta.metrics or {}), meta.labels),
                            applied=applied_thresholds(w.classifier, meta), heat=heatmap_scale(w.classifier),
-                           profile=w.site_profile, status=w.status)
+                           profile=w.site_profile_fields, status=w.status)
 
 
 def applied_thresholds(classifier, meta) -> dict:
