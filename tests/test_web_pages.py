@@ -119,6 +119,11 @@ def test_refer_and_out_of_scope_decisions(client, app):  # noqa: F811
     page = client.get(r.headers["Location"]).get_data(as_text=True)
     assert "Refer to a clinician" in page and "A clinician must read this image before any decision" in page
     assert page.count("The model is unsure") == 1  # the reason says it once; the next line says what to do
+    sid = r.headers["Location"].split("/")[2].split("?")[0]
+    assert re.search(r">\d+\.\d%<", page)
+    fr = client.get(f"/screenings/{sid}?lang=fr").get_data(as_text=True)
+    assert re.search("\\d+,\\d\u202f%", fr) and not re.search(r">\d+\.\d%<", fr)  # 44,2 % in French
+    client.get("/?lang=en")
     r = upload(client, ("flat.png", png_bytes(128, noise=0)))
     sid = r.headers["Location"].split("/")[2].split("?")[0]
     page = client.get(r.headers["Location"]).get_data(as_text=True)

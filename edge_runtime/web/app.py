@@ -183,20 +183,26 @@ def _install_filters(app: Flask) -> None:
             return None
         return None if f != f else f
 
+    def _local(text: str) -> str:
+        """A number as the page's language writes it (French: decimal comma, a thin space before %)."""
+        if getattr(g, "lang", app.config["DEFAULT_LANG"]) == "fr":
+            return text.replace(".", ",").replace("%", "\u202f%")
+        return text
+
     @app.template_filter("pct")
     def pct(v):
         f = _finite(v)
-        return "-" if f is None else f"{f * 100:.1f}%"
+        return "-" if f is None else _local(f"{f * 100:.1f}%")
 
     @app.template_filter("num")
     def num(v):
         f = _finite(v)
-        return "-" if f is None else f"{f:.3f}"
+        return "-" if f is None else _local(f"{f:.3f}")
 
     @app.template_filter("ms")
     def ms(v):
         f = _finite(v)
-        return "-" if f is None else (f"{f / 1000:.1f} s" if f >= 1000 else f"{f:.0f} ms")
+        return "-" if f is None else _local(f"{f / 1000:.1f} s" if f >= 1000 else f"{f:.0f} ms")
 
     @app.template_filter("when")
     def when(v):
