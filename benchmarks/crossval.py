@@ -55,7 +55,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import default_report as R
-from benchmarks.default_figures import bootstrap_figures, manifest_column, pair_auc_by_view, patients, served
+from benchmarks.default_figures import (bootstrap_figures, by_patient, draw_patients, manifest_column,
+                                       pair_auc_by_view, patients, served)
 from benchmarks.paired import PairError, _outputs
 from benchmarks.study import evaluate as E
 from edge_runtime import formats as F
@@ -266,8 +267,33 @@ def pool(folds: list[Fold], n_boot: int = 1000) -> dict:
     units = np.concatenate([f.patients if f.patients is not None else np.asarray(f.files) for f in folds])
     boot = bootstrap_figures(y, {"pooled": cal}, src, labels, n_boot, groups=units)
     row["ci95"] = {"n_boot": n_boot, "unit": boot["unit"], "patients": int(len(set(units.tolist()))),
-                   "pair_source": boot["pair_source"], **boot["ci"]["pooled"]}
+                   "pair_source": boot["pair_source"], **rule_intervals(folds, units, n_boot),
+                   **boot["ci"]["pooled"]}
     return row
+
+
+def _patient_draws(units, n_boot: int, seed: int):
+    """``n_boot`` bootstrap draws of film indices, whole patients (``units``) at a time."""
+    members, rng = by_patient(units), np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield draw_patients(members, rng)
+
+
+def _ci(v) -> list[float]:
+    v = [x for x in v if np.isfinite(x)]
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
+
+
+def rule_intervals(folds: list[Fold], units, n_boot: int, seed: int = 1) -> dict:
+    """95% intervals of one recipe's pooled threshold figures (TB and pneumonia sensitivity/specificity at each
+    fold's own point, pneumonia as top class, the share referred, the accuracy of the films kept), patients
+    resampled, each fold's thresholds as stored: a goal row's verdict can then say whether the goal lies inside
+    its interval, as it does for accuracy and the AUCs."""
+    r, labels, got = _rule_films(folds), folds[0].labels, {}
+    for i in _patient_draws(units, n_boot, seed):
+        for k, v in _rule_figures(r, i, labels).items():
+            got.setdefault(k, []).append(v)
+    return {k: _ci(v) for k, v in got.items()}
 
 
 def fold_row(f: Fold) -> dict:
@@ -371,7 +397,7 @@ def refit(f: Fold, w: WhatIf, members: list[Fold] = ()) -> tuple[Fold, dict]:
     return replace(f, cal=cal, thresholds=dict(thresholds), pneumonia_threshold=pn.get("threshold")), fitted
 
 
-def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000) -> dict:
+def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000, refitted: bool = False) -> dict:
     """``other`` against ``base`` on the same films, fold by fold (``other[i]`` scores ``base[i]``'s films, in
     its order): ``other``'s pooled and per-fold figures, and the 95% interval of each pooled difference
     other - base from one paired bootstrap of patients (the same resamples for both)."""
@@ -381,9 +407,12 @@ def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000) -> dict:
     boot = bootstrap_figures(y, {"base": np.concatenate([f.cal for f in base]),
                                  "other": np.concatenate([f.cal for f in other])}, src, base[0].labels,
                              n_boot, pairs=(("other", "base"),), groups=units)
-    return {"pooled": pool(other, n_boot), "per_fold": {g.fold: fold_row(g) for g in other},
-            "delta_ci95": boot["delta"]["other - base"] | rule_deltas(base, other, units, n_boot),
-            "unit": boot["unit"]}
+    out = {"pooled": pool(other, n_boot), "per_fold": {g.fold: fold_row(g) for g in other},
+           "delta_ci95": boot["delta"]["other - base"] | rule_deltas(base, other, units, n_boot),
+           "unit": boot["unit"]}
+    if refitted and (refit := rule_deltas_refitted(base, other, units, n_boot)):
+        out["delta_ci95_refitted"] = refit
+    return out
 
 
 def _rule_films(folds: list[Fold]) -> dict:
@@ -434,20 +463,72 @@ def rule_deltas(base: list[Fold], other: list[Fold], units, n_boot: int, seed: i
     do; keyed like ``default_report.COLUMNS``. ``other`` holds ``base``'s films in its order."""
     labels = base[0].labels
     a, b = _rule_films(base), _rule_films(other)
-    _, gid = np.unique(np.asarray(units), return_inverse=True)
-    members = np.split(np.argsort(gid, kind="stable"), np.cumsum(np.bincount(gid))[:-1])
-    rng = np.random.default_rng(seed)
     deltas: dict[str, list] = {}
-    for _ in range(n_boot):
-        i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+    for i in _patient_draws(units, n_boot, seed):
         fa, fb = _rule_figures(a, i, labels), _rule_figures(b, i, labels)
         for k in fa.keys() & fb.keys():
             deltas.setdefault(k, []).append(fb[k] - fa[k])
+    return {k: _ci(v) for k, v in deltas.items()}
 
-    def ci(v):
-        v = [x for x in v if np.isfinite(x)]
-        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [float("nan")] * 2
-    return {k: ci(v) for k, v in deltas.items()}
+
+def _decide(cal: np.ndarray, labels: list, thresholds: dict) -> np.ndarray:
+    """``OperatingPoint.decide_batch`` as class indices, vectorised (-1: referred): the TB threshold first, then
+    the refer threshold on the top probability, else the top class."""
+    out = cal.argmax(1)
+    top = cal.max(1)
+    out = np.where(top < thresholds.get("refer_below", 0.0), -1, out)
+    if E.TB in labels and E.TB in thresholds:
+        out = np.where(cal[:, labels.index(E.TB)] >= thresholds[E.TB], labels.index(E.TB), out)
+    return out
+
+
+def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray]) -> dict:
+    """``_rule_films`` with every fold's thresholds fitted again, as convert fits them (TB at the fold's own
+    target, the refer threshold, the pneumonia point), on the validation films ``val_draws[k]`` of fold k."""
+    labels = folds[0].labels
+    cols = {k: [] for k in ("tb_flag", "pn_flag", "referred", "right")}
+    for f, v in zip(folds, val_draws):
+        th, _ = OP.choose_operating_points(f.val_y[v], f.val_cal[v], labels, tb_sensitivity=f.tb_target)
+        d = _decide(f.cal, labels, th)
+        cols["referred"].append(d == -1)
+        cols["right"].append(d == f.y)
+        if E.TB in labels:
+            cols["tb_flag"].append(f.cal[:, labels.index(E.TB)] >= th.get(E.TB, np.inf))
+        if {E.NORMAL, E.PNEUMONIA} <= set(labels):
+            pn = OP.pneumonia_point(f.val_y[v], f.val_cal[v], labels) or {}
+            t = pn.get("threshold")
+            cols["pn_flag"].append(f.cal[:, labels.index(E.PNEUMONIA)] >= (np.inf if t is None else t))
+    out = {"y": np.concatenate([f.y for f in folds])}
+    out |= {k: np.concatenate(v) for k, v in cols.items() if v}
+    if {E.NORMAL, E.PNEUMONIA} <= set(labels):
+        out["pn_top"] = np.concatenate([f.cal.argmax(1) for f in folds]) == labels.index(E.PNEUMONIA)
+    return out
+
+
+def rule_deltas_refitted(base: list[Fold], other: list[Fold], units, n_boot: int, seed: int = 2) -> dict:
+    """``rule_deltas`` with the uncertainty of where each threshold was fitted: every draw resamples the test
+    patients and, fold by fold, the validation patients (their ids read from the file names, else each film its
+    own), and fits both recipes' thresholds again on those validation films before scoring the test draw. The
+    intervals of ``rule_deltas`` hold the stored thresholds fixed, as if ~50 validation films per class had set
+    them without error; these do not. The temperature stays as stored (a draw refits thresholds, not it).
+    Empty when a fold keeps no validation outputs."""
+    from train.data import patient_from_name
+
+    if any(f.val_cal is None for f in (*base, *other)):
+        return {}
+    labels = base[0].labels
+    others = [replace(g, val_y=f.val_y, val_cal=_validation_of(g, f), val_files=f.val_files)
+              for f, g in zip(base, other)]  # the other recipe's validation outputs in base's film order
+    val_members = [by_patient([patient_from_name(p) for p in f.val_files]) for f in base]
+    rng = np.random.default_rng(seed + 1)
+    deltas: dict[str, list] = {}
+    for i in _patient_draws(units, n_boot, seed):
+        v = [draw_patients(m, rng) for m in val_members]
+        fa = _rule_figures(_rule_films_refitted(base, v), i, labels)
+        fb = _rule_figures(_rule_films_refitted(others, v), i, labels)
+        for k in fa.keys() & fb.keys():
+            deltas.setdefault(k, []).append(fb[k] - fa[k])
+    return {k: _ci(v) for k, v in deltas.items()}
 
 
 def align(other: Fold, to: Fold) -> Fold:
@@ -669,7 +750,7 @@ def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
     return {"bundles": {f.fold: where(f) for f in base}, "recipe_difference": diff,
             "tb_targets": {"baseline": targets[0], "this": targets[1]},
             "baseline_pooled": pool(base, n_boot), "baseline_per_fold": {f.fold: fold_row(f) for f in base},
-            **versus(base, other, n_boot)}
+            **versus(base, other, n_boot, refitted=True)}
 
 
 def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print,
@@ -835,8 +916,11 @@ def _fitted_text(fitted: dict) -> str:
 def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, name_b: str) -> list[str]:
     """Rows of B (``cmp``, from ``versus``) against A: pooled figures, the pooled difference with its paired
     interval, the per-fold differences as mean +- sd, and B's figure in each fold."""
+    refit = cmp.get("delta_ci95_refitted")
+    extra = (" 95% interval, thresholds fitted again on resampled validation patients |", "---|") if refit else ("", "")
     lines = [f"| figure | goal | pooled, {name_a} | pooled, {name_b} | difference | 95% interval ({cmp['unit']}s "
-             f"resampled) | per-fold difference, mean +- sd | per fold, {name_b} |", "|---|---|---|---|---|---|---|---|"]
+             f"resampled) |{extra[0]} per-fold difference, mean +- sd | per fold, {name_b} |",
+             "|---|---|---|---|---|---|" + extra[1] + "---|---|"]
     folds = sorted(cmp["per_fold"], key=int)
     arows, brows = [base_per[k] for k in folds], [cmp["per_fold"][k] for k in folds]
     for key, label, get, goal, direction in R.COLUMNS:
@@ -847,8 +931,10 @@ def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, nam
         per_d = [R._num(get(rb)) - R._num(get(ra)) for ra, rb in zip(arows, brows)]
         counts = all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b))
         shown = "-" if not np.isfinite(d) else (f"{int(d):+d}" if counts else f"{d:+.3f}")
+        rc = (refit or {}).get(key)
+        rcol = (f" {f'{rc[0]:+.3f} to {rc[1]:+.3f}' if rc else '-'} |") if refit else ""
         lines.append(f"| {label} | {g} | {_v(a)} | {_v(b)} | {shown} | "
-                     f"{f'{ci[0]:+.3f} to {ci[1]:+.3f}' if ci else '-'} | {_pm(per_d)} | "
+                     f"{f'{ci[0]:+.3f} to {ci[1]:+.3f}' if ci else '-'} |{rcol} {_pm(per_d)} | "
                      f"{', '.join(_v(get(r)) for r in brows)} |")
     return lines
 

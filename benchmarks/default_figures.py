@@ -66,6 +66,18 @@ def films_fingerprint(samples) -> str:
 FIGURES = ("accuracy", "pair_auc", "tb_auc")
 
 
+def by_patient(groups) -> list[np.ndarray]:
+    """The film indices of each patient (``groups``: one patient key per film), for :func:`draw_patients`."""
+    _, gid = np.unique(np.asarray(groups), return_inverse=True)
+    return np.split(np.argsort(gid, kind="stable"), np.cumsum(np.bincount(gid))[:-1])
+
+
+def draw_patients(members: list[np.ndarray], rng) -> np.ndarray:
+    """One bootstrap draw of film indices: as many patients as there are, drawn with replacement, each with all
+    their films."""
+    return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
 def bootstrap_figures(y, probs: dict, sources, labels, n: int = 1000, seed: int = 0, pairs=(), groups=None) -> dict:
     """95% percentile intervals of accuracy, the normal-vs-pneumonia AUC within the source that holds both
     classes and the TB-vs-rest AUC for each entry of ``probs`` ({name: (N, K) probabilities of the same films}),
@@ -76,11 +88,10 @@ def bootstrap_figures(y, probs: dict, sources, labels, n: int = 1000, seed: int 
     pair = E.pair_source(y, sources, labels)
     rng = np.random.default_rng(seed)
     if groups is not None:
-        _, gid = np.unique(np.asarray(groups), return_inverse=True)
-        members = np.split(np.argsort(gid, kind="stable"), np.cumsum(np.bincount(gid))[:-1])
+        members = by_patient(groups)
 
         def draw():
-            return np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+            return draw_patients(members, rng)
     else:
         def draw():
             return rng.integers(0, len(y), len(y))

@@ -75,6 +75,9 @@ def compare(a: Path, b: Path, side: str = "test", fmt: str = F.DEPLOYED, n_boot:
     if files_a != files_b:
         raise PairError(f"{a} and {b} do not hold the same {side} films ({len(files_a)} vs {len(files_b)}; "
                         "train B with --split A_RUN/split.csv or the same --seed)")
+    if list(meta_a.labels) != list(meta_b.labels):  # B's columns would be read in A's order: every figure wrong
+        raise PairError(f"{a} and {b} have other classes or class orders ({list(meta_a.labels)} vs "
+                        f"{list(meta_b.labels)}): train B with A's --classes")
     labels = list(meta_a.labels)
     y, src = arr_a.labels, arr_a.sources
     boot = bootstrap_figures(y, {"A": cal_a, "B": cal_b}, src, labels, n_boot, pairs=(("B", "A"),),

@@ -53,7 +53,8 @@ def threshold_for_sensitivity(y: np.ndarray, score: np.ndarray, target: float) -
     pos = np.sort(np.asarray(score, np.float64)[np.asarray(y, bool)])[::-1]
     if len(pos) == 0:
         return float("nan")
-    k = int(np.ceil(target * len(pos))) - 1
+    # round first: 0.55 * 100 is 55.000000000000007 in floating point, and its ceiling would keep one film too many
+    k = int(np.ceil(round(target * len(pos), 9))) - 1
     return float(pos[min(max(k, 0), len(pos) - 1)])
 
 
@@ -70,7 +71,10 @@ def threshold_in_gap(y: np.ndarray, score: np.ndarray, target: float) -> float:
         return t
     score = np.asarray(score, np.float64)
     below = score[score < t]
-    return float((t + below.max()) / 2) if len(below) else t
+    if not len(below):
+        return t
+    mid = (t + below.max()) / 2
+    return float(mid) if mid > below.max() else t  # adjacent doubles: the midpoint rounds onto the lower score
 
 
 def sens_spec_at(y: np.ndarray, score: np.ndarray, threshold: float) -> tuple[float, float]:

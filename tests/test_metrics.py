@@ -50,6 +50,26 @@ def test_threshold_reaches_target_sensitivity():
             assert M.sens_spec_at(y, s, higher.min())[0] < target
 
 
+@pytest.mark.parametrize("target,n", [(0.55, 100), (0.81, 300), (0.68, 25), (0.9, 50), (0.85, 47)])
+def test_threshold_keeps_the_fewest_positives_that_reach_the_target(target, n):
+    """review28 #2: 0.55 * 100 is 55.000000000000007 in floating point; its ceiling kept 56 films of 100 above
+    the threshold where 55 reach 55%."""
+    score = np.arange(n, dtype=np.float64)[::-1] / n  # distinct scores, all positives
+    y = np.ones(n, bool)
+    sens = M.sens_spec_at(y, score, M.threshold_for_sensitivity(y, score, target))[0]
+    assert sens >= target and round(sens * n) == int(np.ceil(round(target * n, 9)))
+
+
+def test_threshold_in_gap_never_lands_on_the_lower_score():
+    """review28 #3: with two scores one double apart the midpoint rounds onto the lower one, which the threshold
+    then flags (validation sensitivity/specificity (0.5, 1.0) became (1.0, 0.5)); the chosen score is kept then."""
+    lo = 0.5
+    hi = np.nextafter(lo, 1.0)
+    y, s = np.array([True, False]), np.array([hi, lo])
+    t = M.threshold_in_gap(y, s, 0.5)
+    assert M.sens_spec_at(y, s, t) == M.sens_spec_at(y, s, M.threshold_for_sensitivity(y, s, 0.5)) == (1.0, 1.0)
+
+
 def test_threshold_in_gap_keeps_the_operating_point_with_a_margin():
     rng = np.random.default_rng(5)
     y = rng.random(300) < 0.3

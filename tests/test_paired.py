@@ -75,3 +75,17 @@ def test_two_artifacts_of_one_bundle_qat_against_post_training_int8(tiny_bundle,
     (lacking / F.FORMATS["onnx_int8"].filename).unlink()
     assert main([str(lacking), str(lacking), "--format-b", "onnx_int8", "--bootstrap", "20"]) == 2
     assert "no onnx_int8 artifact" in capsys.readouterr().err
+
+
+def test_bundles_with_other_class_orders_are_refused(tiny_bundle, tmp_path, capsys):
+    """review28 #1: B trained with another --classes order had its columns read in A's order (the same model
+    scored accuracy 1.0 against 0.38); refused now, with the reason."""
+    from edge_runtime import bundle as B
+
+    other = shutil.copytree(tiny_bundle, tmp_path / "b")
+    meta = json.loads((other / "metadata.json").read_text())
+    meta["labels"] = [meta["labels"][1], meta["labels"][0], *meta["labels"][2:]]
+    (other / "metadata.json").write_text(json.dumps(meta))
+    B.write_sums(other)
+    assert main([str(tiny_bundle), str(other), "--bootstrap", "20"]) == 2
+    assert "other classes or class orders" in capsys.readouterr().err
