@@ -87,6 +87,12 @@ def test_the_refer_rule_is_reported_per_source_and_a_source_under_the_goal_is_na
     text = CV.table(res)
     assert "| accuracy of films not referred (pooled) | " in text
     assert f"misses 0.90 on nih {by['nih']['accuracy_not_referred']:.3f}" in text and "on tbx" not in text
+    # ECE: pooling lowers it by construction, so the verdict also counts the folds (the models a device serves)
+    ece_row = next(line for line in text.splitlines() if line.startswith("| ECE |"))
+    over = sum(res["per_fold"][k]["ece"] > 0.05 for k in res["per_fold"])
+    assert ("met on every fold" if not over else f"missed on {over} of 2 folds") in ece_row
+    for key in ("referred", "tb_sens", "acc_kept"):  # the goal rows' pooled intervals (review28 #4)
+        assert key in got["ci95"]
 
 
 def test_folds_must_partition_the_films_of_one_cross_validation():
