@@ -92,6 +92,20 @@ def verdict(mean: float, sd: float, goal: float, direction: int) -> str:
     return f"{word} by {abs(gap):.3f}" + (" (within one sd: not settled)" if within else "")
 
 
+def unsettled(goal: float | None, ci, refitted=None) -> str:
+    """What a pooled verdict adds when its goal lies inside the 95% interval (then it is not settled): the
+    interval with the stored thresholds, else the one with every fold's thresholds fitted again on resampled
+    validation patients (``benchmarks.crossval``'s ``ci95_refitted``, for the figures that hang on thresholds)."""
+    def inside(c):
+        return goal is not None and c and np.isfinite(c).all() and c[0] <= goal <= c[1]
+    if inside(ci):
+        return " (goal inside the 95% interval: not settled)"
+    if inside(refitted):
+        return (f" (goal inside the 95% interval with thresholds fitted again on resampled validation patients, "
+                f"{_f(refitted[0])}-{_f(refitted[1])}: not settled)")
+    return ""
+
+
 def _provenance(figs: dict) -> str:
     p = figs.get("provenance", {})
     m = p.get("machine", {})

@@ -185,19 +185,18 @@ def rerun_rows(cv: dict, again: dict) -> list[str]:
 def default_rows(cv: dict) -> list[str]:
     pooled, per = cv["pooled"], cv["per_fold"]
     rows = [per[k] for k in sorted(per, key=int)]
-    cis = pooled.get("ci95") or {}
-    lines = ["| figure | goal | pooled out of fold | 95% interval | mean +- sd over folds | verdict (pooled) |",
-             "|---|---|---|---|---|---|"]
+    cis, refits = pooled.get("ci95") or {}, pooled.get("ci95_refitted") or {}
+    lines = ["| figure | goal | pooled out of fold | 95% interval (thresholds as stored; refitted on resampled "
+             "validation patients) | mean +- sd over folds | verdict (pooled) |", "|---|---|---|---|---|---|"]
     for key, label, get, goal, direction in R.COLUMNS:
         v = R._num(get(pooled))
-        ci = cis.get(key)
+        ci, refit = cis.get(key), refits.get(key)
         g = "-" if goal is None else ((">= " if direction > 0 else "<= ") + f"{goal:g}")
-        verdict = "-" if goal is None else R.verdict(v, float("nan"), goal, direction)
-        if goal is not None and ci and ci[0] <= goal <= ci[1]:
-            verdict += " (goal inside the interval: not settled)"
+        verdict = "-" if goal is None else R.verdict(v, float("nan"), goal, direction) + R.unsettled(goal, ci, refit)
         shown = str(get(pooled)) if isinstance(get(pooled), int) else R._f(v)
-        lines.append(f"| {label} | {g} | {shown} | {f'{ci[0]:.3f}-{ci[1]:.3f}' if ci else '-'} | "
-                     f"{R._pm([get(r) for r in rows], 'one fold')} | {verdict} |")
+        interval = (f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-") + (f"; {refit[0]:.3f}-{refit[1]:.3f}" if refit else "")
+        lines.append(f"| {label} | {g} | {shown} | {interval} | {R._pm([get(r) for r in rows], 'one fold')} | "
+                     f"{verdict} |")
     return lines
 
 

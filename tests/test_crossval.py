@@ -658,6 +658,11 @@ def test_goal_rows_and_threshold_differences_carry_intervals_that_know_where_thr
     for key in ("tb_sens", "pneumonia_sens_point", "referred", "acc_kept"):
         lo, hi = pooled["ci95"][key]
         assert lo < hi and np.isfinite(lo)
+        rlo, rhi = pooled["ci95_refitted"][key]  # where a rebuild on other validation films would put it
+        assert rlo <= rhi and np.isfinite(rlo)
+    assert pooled["ci95_refitted"]["referred"][1] - pooled["ci95_refitted"]["referred"][0] > \
+        pooled["ci95"]["referred"][1] - pooled["ci95"]["referred"][0]
+    assert "ci95_refitted" not in CV.pool([replace(f, val_cal=None) for f in folds], 20)  # nothing to refit on
     same = CV.versus(folds, folds, 100, refitted=True)
     assert all(v == [0.0, 0.0] for v in same["delta_ci95_refitted"].values())
 

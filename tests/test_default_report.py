@@ -72,3 +72,13 @@ def test_not_a_figures_file_exits_2(tmp_path, capsys):
     bad.write_text("{}")
     assert main([str(bad)]) == 2
     assert "not a default_figures JSON file" in capsys.readouterr().err
+
+
+def test_a_verdict_is_unsettled_when_its_goal_lies_inside_either_interval():
+    from benchmarks import default_report as DR
+
+    assert DR.unsettled(0.2, [0.15, 0.25]) == " (goal inside the 95% interval: not settled)"
+    assert DR.unsettled(0.2, [0.157, 0.199]) == ""  # settled with the thresholds as stored ...
+    refit = DR.unsettled(0.2, [0.157, 0.199], [0.108, 0.277])  # ... but not once they are fitted again
+    assert "thresholds fitted again on resampled validation patients, 0.108-0.277: not settled" in refit
+    assert DR.unsettled(None, [0.0, 1.0]) == "" and DR.unsettled(0.9, [float("nan")] * 2) == ""
