@@ -81,9 +81,12 @@ def figures(films: dict, op: OperatingPoint) -> dict:
             "films": n_pos,
             "sensitivity": rate((said & pos).sum(), n_pos), "specificity": rate((~said & ~pos).sum(), n_neg),
             "referred": rate((dec[pos] == REFER).sum(), n_pos),
+            # what the technician counts as found: this decision, or sent to a clinician
+            "found_or_referred": rate(((said | (dec == REFER)) & pos).sum(), n_pos),
             "support": support("sensitivity", int((said & pos).sum()), n_pos, lab)}
     n = len(y)
-    return {"films": n, "per_class": per_class,
+    tb_normal = int(((dec == "normal") & (y == labels.index(TB))).sum()) if TB in labels else 0
+    return {"films": n, "per_class": per_class, "tb_called_normal": tb_normal,
             "pooled": {"accuracy": rate((dec == truth).sum(), n), "referred": rate((dec == REFER).sum(), n),
                        "accuracy_not_referred": rate((dec == truth).sum(), int(((dec != REFER) & (dec != OUT_OF_SCOPE)).sum())),
                        "out_of_scope": rate((dec == OUT_OF_SCOPE).sum(), n)},
@@ -110,7 +113,7 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
         raise ProfileRefused(f"too small: no in-scope film with a confirmed label (need {MIN_FILMS} of each class "
                              f"a threshold changes)", "no_films", {"min": MIN_FILMS})
     small = {lab: n for lab, n in counts.items() if n < MIN_FILMS}
-    temperature, warnings = None, []
+    temperature, warnings, warning_codes = None, [], []  # codes: the same warnings for other languages
     if fit_temperature:
         if small:
             raise ProfileRefused(f"too small to fit a temperature (it changes every class): {_films(small)}; "
@@ -120,6 +123,7 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
         temperature = tfit["temperature"]
         if tfit["warning"]:
             warnings.append(tfit["warning"])
+            warning_codes.append(("text", {"text": tfit["warning"]}))  # English only
     base = OperatingPoint(tuple(labels), temperature or bundle_op.temperature, dict(bundle_op.thresholds))
     chosen, rep = OP.choose_operating_points(y, base.calibrate(raw), labels, tb_sensitivity=target)
     changes, skipped, codes = {}, [], []
@@ -149,13 +153,20 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
     why = worse(before, after, labels, target)
     if why:
         raise ProfileRefused(f"worse than the bundle's own values on the same films: {why}", "worse", {"why": why})
+    if changes.get("refer_below", 1.0) <= 0.0 < float(bundle_op.thresholds.get("refer_below", 0.0)):
+        warnings.append(f"the refer threshold falls to 0.00: no film would be referred to a clinician as unsure "
+                        f"(referred now: {_pct(before['pooled']['referred'])})")
+        warning_codes.append(("refer_zero", {"referred": _pct(before["pooled"]["referred"])}))
     if TB in changes:
         spec = after["per_class"][TB]["specificity"]
         if spec["value"] is not None and spec["value"] < WHO_TB_SPECIFICITY:
             warnings.append(f"at {target:.0%} TB sensitivity the TB specificity on these films is {_pct(spec)}, below "
                             f"the WHO minimum of {WHO_TB_SPECIFICITY:.0%}: the model separates TB poorly at this site")
+            warning_codes.append(("tb_specificity", {"target": f"{target:.0%}", "specificity": _pct(spec),
+                                                     "minimum": f"{WHO_TB_SPECIFICITY:.0%}"}))
     return {"thresholds": changes, "temperature": temperature, "films": counts, "target_tb_sensitivity": target,
-            "kept_from_bundle": skipped, "warnings": warnings, "before": before, "after": after}
+            "kept_from_bundle": skipped, "warnings": warnings, "warning_codes": warning_codes, "before": before,
+            "after": after}
 
 
 def _films(counts: dict) -> str:
@@ -163,8 +174,18 @@ def _films(counts: dict) -> str:
 
 
 def worse(before: dict, after: dict, labels: list[str], target: float) -> str:
-    """Why ``after`` is worse than ``before`` on the same films ('' when it is not)."""
+    """Why ``after`` is worse than ``before`` on the same films ('' when it is not). First what a patient would
+    feel: more TB films given a normal decision, or fewer TB films either called TB or referred to a clinician
+    (a referral reaches a clinician: fewer referrals must not buy a higher TB-decision count with missed films)."""
     if TB in labels:
+        if after.get("tb_called_normal", 0) > before.get("tb_called_normal", 0):
+            return (f"{after['tb_called_normal']} TB film(s) given a normal decision, where the bundle's own values "
+                    f"give {before['tb_called_normal']}")
+        bf, af = (before["per_class"][TB].get("found_or_referred", {}).get("value"),
+                  after["per_class"][TB].get("found_or_referred", {}).get("value"))
+        if bf is not None and af is not None and af < bf and af < target:
+            return (f"TB films called TB or referred to a clinician fall from {bf:.1%} to {af:.1%}, below the "
+                    f"target {target:.0%}")
         b, a = before["per_class"][TB], after["per_class"][TB]
         bs, as_ = b["sensitivity"]["value"], a["sensitivity"]["value"]
         bp, ap = b["specificity"]["value"], a["specificity"]["value"]

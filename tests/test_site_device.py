@@ -70,6 +70,10 @@ def test_outcomes_offer_apply_and_undo_with_audit(world, tmp_path):
         db.execute("UPDATE screenings SET model_version = ?", (clf.metadata.model_version,))
     html = client.get("/monitoring").get_data(as_text=True)
     assert 'id="profile-offer"' in html and "Apply the site profile" in html and 'id="other-models"' not in html
+    offer_html = html.split('id="profile-offer"')[1].split("</form>")[0]
+    # thresholds in words, both ways of counting a found film, and the share referred before and after (review28)
+    assert "refer_below" not in offer_html and "given it or referred" in offer_html and 'id="profile-referred"' in offer_html
+    assert "TB threshold" in offer_html or "refer below" in offer_html
 
     tok = csrf(html)
     assert client.post("/site-profile/apply", data={"csrf_token": tok, "by": "Dr Okafor"}).status_code == 400

@@ -98,9 +98,38 @@ def test_worse_than_the_bundle_is_refused():
     films = {"y": y, "raw": raw, "in_scope": np.ones(80, bool)}
     before = E.figures(films, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.3}))
     after = E.figures(films, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.9}))
-    assert "falls below the target" in E.worse(before, after, labels, 0.9)
+    assert "40 TB film(s) given a normal decision, where the bundle's own values give 0" in E.worse(
+        before, after, labels, 0.9)  # what a patient would feel comes first
     assert E.worse(before, before, labels, 0.9) == "it changes no decision on these films"
     assert E.worse(after, before, labels, 0.9) == ""
+    # TB by the top class only (so no film is called normal), the TB threshold moved above them: the TB decision
+    # falls below the target on its own
+    raw2 = raw.copy()
+    raw2[40:] = [0.25, 0.35, 0.4]
+    films2 = {"y": y, "raw": raw2, "in_scope": np.ones(80, bool)}
+    lo = E.figures(films2, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.3}))
+    hi = E.figures(films2, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.9, "refer_below": 0.5}))
+    assert hi["tb_called_normal"] == 0 and "falls below the target" in E.worse(lo, hi, labels, 0.9)
+
+
+def test_a_profile_that_stops_referring_tb_films_is_refused_however_its_tb_decisions_look():
+    """review28 page #1: the bundle referred 11 of 40 TB films (unsure) and called 29 TB; a profile with the refer
+    threshold at 0 calls 36 TB (TB decisions 72.5% -> 90%, which looked like a gain) but gives the other 4 a
+    normal decision. Counted as the technician counts (TB or referred), TB falls 100% -> 90%: refused."""
+    labels = list(LABELS)
+    y = np.array([0] * 40 + [2] * 40)
+    raw = np.zeros((80, 3))
+    raw[:40] = [0.9, 0.05, 0.05]
+    raw[40:69] = [0.05, 0.05, 0.9]  # 29 clear TB films
+    raw[69:76] = [0.4, 0.1, 0.5]  # 7 unsure, TB on top
+    raw[76:] = [0.5, 0.1, 0.4]  # 4 unsure, normal on top
+    films = {"y": y, "raw": raw, "in_scope": np.ones(80, bool)}
+    bundle = E.figures(films, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.8, "refer_below": 0.6}))
+    profile = E.figures(films, OperatingPoint(tuple(labels), 1.0, {"tuberculosis": 0.8, "refer_below": 0.0}))
+    tb_b, tb_p = bundle["per_class"]["tuberculosis"], profile["per_class"]["tuberculosis"]
+    assert (tb_b["sensitivity"]["value"], tb_b["found_or_referred"]["value"]) == (29 / 40, 1.0)
+    assert (tb_p["sensitivity"]["value"], tb_p["found_or_referred"]["value"]) == (36 / 40, 36 / 40)
+    assert "4 TB film(s) given a normal decision" in E.worse(bundle, profile, labels, 0.9)
 
 
 def test_a_profile_for_another_bundle_is_refused_by_the_device_and_the_report(sites, tmp_path, capsys):

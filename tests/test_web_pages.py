@@ -407,8 +407,10 @@ def test_saving_an_outcome_is_confirmed_and_a_note_without_one_is_not_lost(clien
     assert "Rien n&#39;a été enregistré" in page and 'value="GX positif"' in page  # said, and the note kept
     assert app.extensions["cxr"].store.get(sid)["outcome_note"] == ""
     r = client.post(f"/screenings/{sid}/outcome", data={"csrf_token": tok, "outcome": "tuberculosis", "note": "GX"})
-    assert r.status_code == 303 and "outcome_saved=1" in r.headers["Location"]
-    page = client.get(r.headers["Location"] + "&lang=fr").get_data(as_text=True)
+    where = r.headers["Location"]  # back at the follow-up section, not the top of a long page (review28 #5)
+    assert r.status_code == 303 and "outcome_saved=1" in where and where.endswith("#followup")
+    page = client.get(where.split("#")[0] + "&lang=fr").get_data(as_text=True)
+    assert f'action="/screenings/{sid}/outcome#followup"' in page and 'id="followup"' in page
     assert 'id="outcome-saved"' in page and "Issue enregistrée" in page
     assert "Issue enregistrée" not in client.get(f"/screenings/{sid}?lang=fr").get_data(as_text=True)
     assert app.extensions["cxr"].store.get(sid)["outcome_note"] == "GX"

@@ -293,6 +293,8 @@ def _install_hooks(app: Flask, web: Web) -> None:
             "oos_advice": lambda rec: i18n.oos_advice(lang, rec),
             "next_step": lambda rec: i18n.next_step(lang, rec),
             "profile_text": lambda fields: i18n.profile_text(lang, fields),
+            "threshold_values": lambda thresholds: i18n.threshold_values(lang, thresholds),
+            "site_warning": lambda code, fields: i18n.translate(lang, f"site.warn_{code}", **fields),
             "audit_text": lambda line: i18n.audit_text(lang, line),
             "lang": lang,
             "languages": i18n.LANGUAGES,

@@ -69,16 +69,22 @@ def _threshold(lang: str, v) -> str:
     return text.replace(".", ",") if lang == "fr" else text
 
 
+def threshold_values(lang: str, thresholds: dict) -> str:
+    """Thresholds as words ("TB threshold 0.375, refer below 0.550"), never as raw keys."""
+    out = []
+    for k, v in thresholds.items():
+        key = f"site.value_{k}"
+        out.append(translate(lang, key, v=_threshold(lang, v)) if key in catalogue("en")
+                   else f"{label_text(lang, k)} {_threshold(lang, v)}")
+    return ", ".join(out)
+
+
 def profile_text(lang: str, fields: dict) -> str:
     """A site profile's summary (``SiteProfile.summary_fields``) in the reader's language."""
     if not fields:
         return ""
     films = ", ".join(f"{n} {label_text(lang, c)}" for c, n in (fields.get("films") or {}).items())
-    values = []
-    for k, v in (fields.get("thresholds") or {}).items():
-        key = f"site.value_{k}"
-        values.append(translate(lang, key, v=_threshold(lang, v)) if key in catalogue("en")
-                      else f"{label_text(lang, k)} {_threshold(lang, v)}")
+    values = [threshold_values(lang, fields.get("thresholds") or {})] if fields.get("thresholds") else []
     if fields.get("temperature") is not None:
         values.append(translate(lang, "site.value_temperature", v=_threshold(lang, fields["temperature"])))
     return translate(lang, "site.summary", made_by=fields.get("made_by", ""), date=fields.get("date", ""),

@@ -56,6 +56,9 @@ def offer(w) -> dict:
     if active and active.temperature is not None:
         out["refused"] = _t("site.temperature_active")
         return out
+    if active:  # a proposal is made against the model's own thresholds: offering it again beside the active
+        out["refused"] = _t("site.profile_active_no_offer")  # profile read as if the change had not taken (review28)
+        return out
     own = clf.metadata.operating_point
     films = device_films(of_model(w.store.rows_for_monitoring(), clf.metadata)[0], clf.metadata.labels)
     try:
@@ -109,7 +112,7 @@ def apply():
     clf.use_site_profile(site.find(clf.model_path, meta, clf.format, path))  # read back and verified, as at start
     w.store.add_audit("site_profile_applied", f"{profile.summary()}; written to {path}",
                       {"profile": profile.summary_fields(), "path": str(path)})
-    return redirect(url_for("info.monitoring", profile_saved=1), code=303)
+    return redirect(url_for("info.monitoring", profile_saved=1, _anchor="site"), code=303)
 
 
 @bp.post("/site-profile/remove")
@@ -128,4 +131,4 @@ def remove():
         abort(500, description=_t("site.cannot_write", path=str(path), error=str(exc)))
     clf.use_site_profile(None)
     w.store.add_audit("site_profile_removed", f"{was}; the bundle's own thresholds again", {"profile": was_fields})
-    return redirect(url_for("info.monitoring", profile_removed=1), code=303)
+    return redirect(url_for("info.monitoring", profile_removed=1, _anchor="site"), code=303)

@@ -140,11 +140,11 @@ def outcome(sid):
         return _detail_page(rec, errors=[_t("error.note_without_outcome")]), 400
     if value == "":  # cleared, with the note saved beside it (the form shows it pre-filled)
         web().store.set_outcome(sid, None, "")
-        return redirect(url_for("views.detail", sid=sid, outcome_saved="cleared"), code=303)
+        return redirect(url_for("views.detail", sid=sid, outcome_saved="cleared", _anchor="followup"), code=303)
     if value not in outcome_choices(rec["labels"]):
         abort(400, description=_t("error.bad_outcome"))
     web().store.set_outcome(sid, value, note)
-    return redirect(url_for("views.detail", sid=sid, outcome_saved=1), code=303)
+    return redirect(url_for("views.detail", sid=sid, outcome_saved=1, _anchor="followup"), code=303)
 
 
 def _filters() -> tuple[dict, list[str]]:
