@@ -257,7 +257,12 @@ def _install_hooks(app: Flask, web: Web) -> None:
             elif not A.session_ok(auth, session):
                 if wants_json():
                     return _deny(401, "login_required", "log in or send 'Authorization: Bearer <token>'")
-                return redirect(url_for("views.login", next=request.full_path.rstrip("?")))
+                if request.method in ("GET", "HEAD"):
+                    return redirect(url_for("views.login", next=request.full_path.rstrip("?")))
+                # a form sent after the session ended: its address takes POST only, so come back to the page
+                # the form was on, and say that what was sent was not saved (review28 #2: a 405 page, data lost)
+                return redirect(url_for("views.login", next=_referring_page() or url_for("views.index"), lost=1),
+                                code=303)
         if request.method == "POST":
             if wants_json():
                 if not g.via_token and not _same_origin():
@@ -306,6 +311,15 @@ def _install_hooks(app: Flask, web: Web) -> None:
             "auth_on": web.auth is not None,
             "logged_in": A.session_ok(web.auth, session),
         }
+
+    def _referring_page() -> str:
+        """The local page (path and query) a form was sent from, '' when the Referer is absent or another site."""
+        from urllib.parse import urlsplit
+
+        ref = urlsplit(request.referrer or "")
+        if not ref.path or (ref.netloc and ref.netloc != request.host):
+            return ""
+        return ref.path + (f"?{ref.query}" if ref.query else "")
 
     def _too_large():
         limit = getattr(g, "body_limit", app.config["MAX_CONTENT_LENGTH"])
