@@ -194,7 +194,7 @@ def test_a_choice_over_the_upload_limits_is_stopped_and_said_before_sending(brow
         posts = []
         page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
         page.goto(base + "/?lang=fr")
-        assert "1 Mo en tout" in page.locator("p.hint").inner_text()
+        assert "1 Mo en tout" in page.locator("p#upload-formats").inner_text()
 
         def choose(sizes):
             page.set_input_files("#files", files=[{"name": f"f{i}.png", "mimeType": "image/png", "buffer": b"\0" * n}
