@@ -138,7 +138,7 @@ def outcome(sid):
     if value == "" and note and not clearing:  # a new note needs an outcome: say so, keep what was typed
         rec["outcome_note"] = note
         return _detail_page(rec, errors=[_t("error.note_without_outcome")]), 400
-    if value == "":  # cleared, with the note saved beside it (the form shows it pre-filled)
+    if value == "":  # cleared, note and all (the audit trail keeps what both were); a browser sends the saved note back
         web().store.set_outcome(sid, None, "")
         return redirect(url_for("views.detail", sid=sid, outcome_saved="cleared", _anchor="followup"), code=303)
     if value not in outcome_choices(rec["labels"]):

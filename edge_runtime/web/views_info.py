@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app, g, render_template
 
-from edge_runtime.web import markdown
+from edge_runtime.web import i18n, markdown
 from edge_runtime.web.monitoring import drift, of_model, summarize
 
 bp = Blueprint("info", __name__)
@@ -23,7 +23,11 @@ def monitoring():
 
     # the validation films' decision mix was counted under the artifact's own values, not a site profile's
     reference = None if getattr(w.classifier, "site_profile", None) else w.meta.reference
-    return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=drift(rows, reference=reference),
+    d = drift(rows, reference=reference)
+    lang = getattr(g, "lang", "en")  # a decision named in an alert ("refer"), in the reader's words
+    d["alerts"] = [(key, {**f, "what": i18n.label_text(lang, f["what"])} if "what" in f else f)
+                   for key, f in d.get("alerts", [])]
+    return render_template("monitoring.html", s=summarize(rows, w.meta.labels), d=d,
                            profile=w.site_profile_fields, offer=offer(w), audit=w.store.audit(), others=others,
                            model=w.meta)
 

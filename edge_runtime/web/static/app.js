@@ -52,7 +52,8 @@
     window.addEventListener("pageshow", function () { submit.disabled = false; submit.textContent = label; });
     // The limits the server keeps (data-* on the form): a choice that breaks one is not sent, and the reason is
     // said here in the page's language (the HTTP server cuts an oversized request with a bare 413).
-    function mb(bytes) { return (bytes / 1e6).toFixed(1).replace(".", form.getAttribute("data-decimal") || "."); }
+    function mb(bytes) {  // rounded up: a file over the limit never reads as the limit itself (40.04 MB: "40.1")
+      return (Math.ceil(bytes / 1e5) / 10).toFixed(1).replace(".", form.getAttribute("data-decimal") || "."); }
     function problem() {
       var files = input.files, total = 0, maxFile = Number(form.getAttribute("data-max-file-bytes"));
       if (files.length > Number(form.getAttribute("data-max-files"))) {
