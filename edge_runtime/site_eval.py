@@ -118,7 +118,7 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
         if small:
             raise ProfileRefused(f"too small to fit a temperature (it changes every class): {_films(small)}; "
                                  f"need {MIN_FILMS} in-scope films of each class", "temperature_small",
-                                 {"films": _films(small), "min": MIN_FILMS})
+                                 {"films": _films(small), "counts": dict(small), "min": MIN_FILMS})
         tfit = OP.fit_temperature_report(y, raw)
         temperature = tfit["temperature"]
         if tfit["warning"]:
@@ -145,14 +145,15 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
     else:
         skipped.append(f"the refer threshold changes every class and needs {MIN_FILMS} films of each "
                        f"(have {_films(counts)})")
-        codes.append(("refer", {"min": MIN_FILMS, "films": _films(counts)}))
+        codes.append(("refer", {"min": MIN_FILMS, "films": _films(counts), "counts": dict(counts)}))
     if not changes and temperature is None:
         raise ProfileRefused("too small: " + "; ".join(skipped), "too_small", reasons=codes)
     new_op = OperatingPoint(tuple(labels), base.temperature, {**bundle_op.thresholds, **changes})
     before, after = figures(films, bundle_op), figures(films, new_op)
-    why = worse(before, after, labels, target)
-    if why:
-        raise ProfileRefused(f"worse than the bundle's own values on the same films: {why}", "worse", {"why": why})
+    if coded := worse_coded(before, after, labels, target):
+        why = WORSE_EN[coded[0]].format(**coded[1])
+        raise ProfileRefused(f"worse than the bundle's own values on the same films: {why}", "worse",
+                             {"why": why, "why_code": coded[0], "why_fields": coded[1]})
     if changes.get("refer_below", 1.0) <= 0.0 < float(bundle_op.thresholds.get("refer_below", 0.0)):
         warnings.append(f"the refer threshold falls to 0.00: no film would be referred to a clinician as unsure "
                         f"(referred now: {_pct(before['pooled']['referred'])})")
@@ -173,35 +174,52 @@ def _films(counts: dict) -> str:
     return ", ".join(f"{n} {lab}" for lab, n in counts.items())
 
 
-def worse(before: dict, after: dict, labels: list[str], target: float) -> str:
-    """Why ``after`` is worse than ``before`` on the same films ('' when it is not). First what a patient would
-    feel: more TB films given a normal decision, or fewer TB films either called TB or referred to a clinician
-    (a referral reaches a clinician: fewer referrals must not buy a higher TB-decision count with missed films)."""
+WORSE_EN = {  # why_coded's codes in English (the CLI's report, the stored text); the page words them per language
+    "tb_normal": "{after} TB film(s) given a normal decision, where the bundle's own values give {before}",
+    "tb_found": "TB films called TB or referred to a clinician fall from {before} to {after}, below the target {target}",
+    "tb_target": "TB sensitivity falls below the target {target} ({before} -> {after})",
+    "tb_neither": "TB sensitivity {before} -> {after} and specificity {spec_before} -> {spec_after}: neither improves",
+    "kept_accuracy": "accuracy of the decisions not referred {before} -> {after} with no fewer referrals "
+                     "({ref_before} -> {ref_after})",
+    "no_change": "it changes no decision on these films",
+}
+
+
+def worse_coded(before: dict, after: dict, labels: list[str], target: float) -> tuple[str, dict] | None:
+    """Why ``after`` is worse than ``before`` on the same films, as (code, fields), None when it is not. First
+    what a patient would feel: more TB films given a normal decision, or fewer TB films either called TB or
+    referred to a clinician (a referral reaches a clinician: fewer referrals must not buy a higher TB-decision
+    count with missed films)."""
+    def pc(v):
+        return f"{v:.1%}"
     if TB in labels:
         if after.get("tb_called_normal", 0) > before.get("tb_called_normal", 0):
-            return (f"{after['tb_called_normal']} TB film(s) given a normal decision, where the bundle's own values "
-                    f"give {before['tb_called_normal']}")
+            return "tb_normal", {"after": after["tb_called_normal"], "before": before["tb_called_normal"]}
         bf, af = (before["per_class"][TB].get("found_or_referred", {}).get("value"),
                   after["per_class"][TB].get("found_or_referred", {}).get("value"))
         if bf is not None and af is not None and af < bf and af < target:
-            return (f"TB films called TB or referred to a clinician fall from {bf:.1%} to {af:.1%}, below the "
-                    f"target {target:.0%}")
+            return "tb_found", {"before": pc(bf), "after": pc(af), "target": f"{target:.0%}"}
         b, a = before["per_class"][TB], after["per_class"][TB]
         bs, as_ = b["sensitivity"]["value"], a["sensitivity"]["value"]
         bp, ap = b["specificity"]["value"], a["specificity"]["value"]
         if bs is not None and as_ is not None:
             if bs >= target > as_:
-                return f"TB sensitivity falls below the target {target:.0%} ({bs:.1%} -> {as_:.1%})"
+                return "tb_target", {"target": f"{target:.0%}", "before": pc(bs), "after": pc(as_)}
             if bp is not None and as_ <= bs and ap <= bp and (as_, ap) != (bs, bp):
-                return f"TB sensitivity {bs:.1%} -> {as_:.1%} and specificity {bp:.1%} -> {ap:.1%}: neither improves"
+                return "tb_neither", {"before": pc(bs), "after": pc(as_), "spec_before": pc(bp), "spec_after": pc(ap)}
     ba, aa = (before["pooled"]["accuracy_not_referred"]["value"], after["pooled"]["accuracy_not_referred"]["value"])
     br, ar = before["pooled"]["referred"]["value"], after["pooled"]["referred"]["value"]
     if ba is not None and aa is not None and aa < ba and ar >= br:
-        return (f"accuracy of the decisions not referred {ba:.1%} -> {aa:.1%} with no fewer referrals "
-                f"({br:.1%} -> {ar:.1%})")
+        return "kept_accuracy", {"before": pc(ba), "after": pc(aa), "ref_before": pc(br), "ref_after": pc(ar)}
     if before["decisions"] == after["decisions"] and before["pooled"]["accuracy"] == after["pooled"]["accuracy"]:
-        return "it changes no decision on these films"
-    return ""
+        return "no_change", {}
+    return None
+
+
+def worse(before: dict, after: dict, labels: list[str], target: float) -> str:
+    """:func:`worse_coded` in English ('' when ``after`` is not worse)."""
+    got = worse_coded(before, after, labels, target)
+    return WORSE_EN[got[0]].format(**got[1]) if got else ""
 
 
 def _pct(r: dict) -> str:

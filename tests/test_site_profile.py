@@ -162,3 +162,29 @@ def test_a_profile_kept_in_the_data_folder_of_a_read_only_bundle(bundle, tmp_pat
     _profile(clf.metadata, made_by="Dr Shipped").save(bundle)  # a profile made on the workstation, shipped
     assert "copied" in carry_over(bundle, data, "")[0]
     assert Classifier.from_bundle(bundle, site_profile=mine).site_profile.made_by == "Dr Shipped"
+
+
+def test_a_refusal_is_said_wholly_in_the_readers_language(tmp_path):
+    """review28 page #7: the French refusal carried English inside it ("accuracy of the decisions not referred ...",
+    "1 normal, 0 pneumonia"); the reasons and film counts now come as codes and counts, worded per language."""
+    from flask import g
+
+    from edge_runtime.site_eval import WORSE_EN, ProfileRefused
+    from edge_runtime.web import create_app
+    from edge_runtime.web.site_views import refusal_text
+    from test_web_fakes import FakeClassifier
+
+    app = create_app(FakeClassifier(), tmp_path / "data")
+    fields = {"before": "90.0%", "after": "68.3%", "ref_before": "10.0%", "ref_after": "10.0%"}
+    worse = ProfileRefused("x", "worse", {"why": WORSE_EN["kept_accuracy"].format(**fields), "why_code": "kept_accuracy",
+                                         "why_fields": fields})
+    small = ProfileRefused("x", "too_small", reasons=[("refer", {"min": 30, "films": "1 normal, 0 pneumonia",
+                                                                 "counts": {"normal": 1, "pneumonia": 0}})])
+    with app.test_request_context("/monitoring?lang=fr"):
+        g.lang = "fr"
+        fr_worse, fr_small = refusal_text(worse), refusal_text(small)
+        g.lang = "en"
+        en_worse = refusal_text(worse)
+    assert "exactitude des décisions non orientées 90.0% -> 68.3%" in fr_worse and "accuracy" not in fr_worse
+    assert "1 Normal, 0 Pneumonie" in fr_small and "pneumonia" not in fr_small
+    assert "accuracy of the decisions not referred 90.0% -> 68.3% with no fewer referrals" in en_worse

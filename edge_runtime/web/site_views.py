@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import numpy as np
-from flask import Blueprint, abort, current_app, redirect, request, url_for
+from flask import Blueprint, abort, current_app, g, redirect, request, url_for
 
 from edge_runtime import site
 from edge_runtime.operating_point import TB_SENSITIVITY, OperatingPoint
@@ -71,8 +71,18 @@ def offer(w) -> dict:
 def refusal_text(exc: ProfileRefused) -> str:
     """Why no profile is offered, in the page's language (``site.refused_<code>``, each threshold that could not
     change ``site.skip_<code>``); the English message where the catalogue has no sentence for it."""
+    def local(fields: dict) -> dict:
+        """Fields worded for the page: film counts with the reader's class names, a coded 'why' in its words."""
+        out = dict(fields)
+        if "counts" in out:
+            out["films"] = ", ".join(f"{n} {i18n.label_text(g.lang, c)}" for c, n in out["counts"].items())
+        if out.get("why_code"):
+            why = _t(f"site.why_{out['why_code']}", **out.get("why_fields", {}))
+            out["why"] = why if not why.startswith("site.why_") else out.get("why", "")
+        return out
+
     def said(key, fields):
-        text = _t(key, **fields)
+        text = _t(key, **local(fields))
         return None if text == key or "{" in text else text
     head = said(f"site.refused_{exc.code}", exc.fields) if exc.code else None
     parts = [said(f"site.skip_{code}", fields) for code, fields in exc.reasons]
