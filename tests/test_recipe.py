@@ -4,6 +4,7 @@ No training here: the parser is exercised directly, and ``main`` with ``train.tr
 that captures the configuration it would train with.
 """
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -185,7 +186,8 @@ def _fake_python(tmp_path) -> tuple[Path, Path]:
     """A PY for make that runs ``-m train.recipe`` for real and only logs every other command (no training).
     Environment knobs: FAIL_END (a command ending so fails), WAIT_MEMBER (the first training waits up to 10 s for a
     member to have started: it succeeds only when members train beside it), SLOW_MEMBER (a member takes 4 s, then
-    leaves member-finished), SLOW_FIRST (the first training takes 4 s, then leaves first-finished)."""
+    leaves member-finished), SLOW_FIRST (the first training writes its pid to first-pid, takes 30 s, then leaves
+    first-finished: long enough that a member failing at once fails first even on a loaded machine)."""
     import sys
 
     log, fake = tmp_path / "calls.log", tmp_path / "py"
@@ -194,7 +196,8 @@ def _fake_python(tmp_path) -> tuple[Path, Path]:
                     'case "$*" in\n'
                     f'  *"--init-seed "*) touch "{tmp_path}/member-started"\n'
                     f'    [ -n "$SLOW_MEMBER" ] && sleep 4 && touch "{tmp_path}/member-finished";;\n'
-                    f'  "-m train "*) [ -n "$SLOW_FIRST" ] && sleep 4 && touch "{tmp_path}/first-finished"\n'
+                    f'  "-m train "*) [ -n "$SLOW_FIRST" ] && echo $$ > "{tmp_path}/first-pid" && sleep 30 && '
+                    f'touch "{tmp_path}/first-finished"\n'
                     '    [ -z "$WAIT_MEMBER" ] || { i=0;\n'
                     f'    while [ ! -f "{tmp_path}/member-started" ]; do i=$((i + 1)); [ $i -gt 100 ] && exit 1; '
                     'sleep 0.1; done; };;\n'
@@ -279,9 +282,17 @@ def test_make_trains_and_converts_the_recipes_members(tmp_path, target):
         assert not any(c.startswith("-m convert ") for c in calls)
         r, calls = make("MODEL_PARALLEL=1", SLOW_FIRST="1", FAIL_END="--init-seed 1")  # a member fails at once:
         assert r.returncode != 0 and "member's training failed" in r.stderr  # make stops without waiting for the
-        assert not (tmp_path / "first-finished").exists()  # first training (4 s), and that training was stopped
-        time.sleep(5)
-        assert not (tmp_path / "first-finished").exists() and not any(c.startswith("-m convert ") for c in calls)
+        assert not (tmp_path / "first-finished").exists()  # first training (30 s), and that training was stopped:
+        first = int((tmp_path / "first-pid").read_text())
+        for _ in range(50):  # its process is gone (a kill lands within moments; a wait for it would take 30 s)
+            try:
+                os.kill(first, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the first training (pid {first}) is still running after make stopped")
+        assert not any(c.startswith("-m convert ") for c in calls)
         r, calls = make("MODEL_PARALLEL=1", WAIT_MEMBER="1", SLOW_MEMBER="1", FAIL_END=f"--out {run}")
         assert r.returncode != 0 and not any(c.startswith("-m convert ") for c in calls)
         time.sleep(5)  # the first training failed: its members were stopped, not left training
