@@ -507,46 +507,45 @@ def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray]) -> dict
     return out
 
 
-def rule_intervals_refitted(folds: list[Fold], units, n_boot: int, seed: int = 2) -> dict:
-    """``rule_intervals`` with every fold's thresholds fitted again on resampled validation patients in each draw
-    (as ``rule_deltas_refitted`` does for a difference): how far the threshold figures could fall from where a
-    rebuild on other validation films would put them. Empty when a fold keeps no validation outputs."""
+def _refitted_draws(recipes: list[list[Fold]], units, n_boot: int, seed: int):
+    """Per bootstrap draw, the threshold figures of each recipe (lists of the same folds, films in the first's
+    order) with every fold's thresholds fitted again on the same resampled validation patients (their ids read from
+    the file names, else each film its own) and scored on the same resampled test patients."""
     from train.data import patient_from_name
 
+    labels = recipes[0][0].labels
+    val_members = [by_patient([patient_from_name(p) for p in f.val_files]) for f in recipes[0]]
+    rng = np.random.default_rng(seed + 1)
+    for i in _patient_draws(units, n_boot, seed):
+        v = [draw_patients(m, rng) for m in val_members]
+        yield [_rule_figures(_rule_films_refitted(folds, v), i, labels) for folds in recipes]
+
+
+def rule_intervals_refitted(folds: list[Fold], units, n_boot: int, seed: int = 2) -> dict:
+    """``rule_intervals`` with every fold's thresholds fitted again on resampled validation patients in each draw:
+    how far the threshold figures could fall from where a rebuild on other validation films would put them.
+    Empty when a fold keeps no validation outputs."""
     if any(f.val_cal is None for f in folds):
         return {}
-    labels = folds[0].labels
-    val_members = [by_patient([patient_from_name(p) for p in f.val_files]) for f in folds]
-    rng = np.random.default_rng(seed + 1)
     got: dict[str, list] = {}
-    for i in _patient_draws(units, n_boot, seed):
-        r = _rule_films_refitted(folds, [draw_patients(m, rng) for m in val_members])
-        for k, v in _rule_figures(r, i, labels).items():
+    for (fig,) in _refitted_draws([folds], units, n_boot, seed):
+        for k, v in fig.items():
             got.setdefault(k, []).append(v)
     return {k: _ci(v) for k, v in got.items()}
 
 
 def rule_deltas_refitted(base: list[Fold], other: list[Fold], units, n_boot: int, seed: int = 2) -> dict:
     """``rule_deltas`` with the uncertainty of where each threshold was fitted: every draw resamples the test
-    patients and, fold by fold, the validation patients (their ids read from the file names, else each film its
-    own), and fits both recipes' thresholds again on those validation films before scoring the test draw. The
-    intervals of ``rule_deltas`` hold the stored thresholds fixed, as if ~50 validation films per class had set
-    them without error; these do not. The temperature stays as stored (a draw refits thresholds, not it).
-    Empty when a fold keeps no validation outputs."""
-    from train.data import patient_from_name
-
+    patients and, fold by fold, the validation patients, and fits both recipes' thresholds again on those
+    validation films before scoring the test draw. The intervals of ``rule_deltas`` hold the stored thresholds
+    fixed, as if ~50 validation films per class had set them without error; these do not. The temperature stays
+    as stored (a draw refits thresholds, not it). Empty when a fold keeps no validation outputs."""
     if any(f.val_cal is None for f in (*base, *other)):
         return {}
-    labels = base[0].labels
     others = [replace(g, val_y=f.val_y, val_cal=_validation_of(g, f), val_files=f.val_files)
               for f, g in zip(base, other)]  # the other recipe's validation outputs in base's film order
-    val_members = [by_patient([patient_from_name(p) for p in f.val_files]) for f in base]
-    rng = np.random.default_rng(seed + 1)
     deltas: dict[str, list] = {}
-    for i in _patient_draws(units, n_boot, seed):
-        v = [draw_patients(m, rng) for m in val_members]
-        fa = _rule_figures(_rule_films_refitted(base, v), i, labels)
-        fb = _rule_figures(_rule_films_refitted(others, v), i, labels)
+    for fa, fb in _refitted_draws([base, others], units, n_boot, seed):
         for k in fa.keys() & fb.keys():
             deltas.setdefault(k, []).append(fb[k] - fa[k])
     return {k: _ci(v) for k, v in deltas.items()}
