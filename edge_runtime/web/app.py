@@ -185,9 +185,7 @@ def _install_filters(app: Flask) -> None:
 
     def _local(text: str) -> str:
         """A number as the page's language writes it (French: decimal comma, a thin space before %)."""
-        if getattr(g, "lang", app.config["DEFAULT_LANG"]) == "fr":
-            return text.replace(".", ",").replace("%", "\u202f%")
-        return text
+        return i18n.local_number(getattr(g, "lang", app.config["DEFAULT_LANG"]), text)
 
     @app.template_filter("pct")
     def pct(v):

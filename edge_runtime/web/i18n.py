@@ -53,20 +53,26 @@ OOS_ADVICE = {"oos_low_resolution": "oos.advice_resolution", "oos_shape": "oos.a
               "oos_unlike_training": "oos.advice_unlike"}
 
 
+def local_number(lang: str, text: str) -> str:
+    """A formatted number as the reader's language writes it (French: decimal comma, a thin space before %)."""
+    return text.replace(".", ",").replace("%", "\u202f%") if lang == "fr" else text
+
+
+def films_text(lang: str, counts: dict) -> str:
+    """Film counts per class ("30 Normal, 12 Tuberculose") with the reader's class names."""
+    return ", ".join(f"{n} {label_text(lang, c)}" for c, n in counts.items())
+
+
 def _number(lang: str, key: str, v) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return str(v)
     if isinstance(v, int):
         return str(v)
-    text = f"{v:.0%}" if key == "fraction" else f"{v:.2f}"
-    if lang == "fr":
-        text = text.replace(".", ",").replace("%", "\u202f%")
-    return text
+    return local_number(lang, f"{v:.0%}" if key == "fraction" else f"{v:.2f}")
 
 
 def _threshold(lang: str, v) -> str:
-    text = f"{float(v):.3f}"
-    return text.replace(".", ",") if lang == "fr" else text
+    return local_number(lang, f"{float(v):.3f}")
 
 
 def threshold_values(lang: str, thresholds: dict) -> str:
@@ -83,7 +89,7 @@ def profile_text(lang: str, fields: dict) -> str:
     """A site profile's summary (``SiteProfile.summary_fields``) in the reader's language."""
     if not fields:
         return ""
-    films = ", ".join(f"{n} {label_text(lang, c)}" for c, n in (fields.get("films") or {}).items())
+    films = films_text(lang, fields.get("films") or {})
     values = [threshold_values(lang, fields.get("thresholds") or {})] if fields.get("thresholds") else []
     if fields.get("temperature") is not None:
         values.append(translate(lang, "site.value_temperature", v=_threshold(lang, fields["temperature"])))

@@ -75,7 +75,7 @@ def refusal_text(exc: ProfileRefused) -> str:
         """Fields worded for the page: film counts with the reader's class names, a coded 'why' in its words."""
         out = dict(fields)
         if "counts" in out:
-            out["films"] = ", ".join(f"{n} {i18n.label_text(g.lang, c)}" for c, n in out["counts"].items())
+            out["films"] = i18n.films_text(g.lang, out["counts"])
         if out.get("why_code"):
             why = _t(f"site.why_{out['why_code']}", **out.get("why_fields", {}))
             out["why"] = why if not why.startswith("site.why_") else out.get("why", "")
