@@ -322,6 +322,8 @@ class WhatIf:
     mean_with: tuple[str, ...] = ()  # other trainings of the same folds (where their outputs come from): each fold's
     #                                  outputs combined with theirs as views are (a geometric mean), the temperature
     #                                  refitted on the combined validation outputs
+    refer_pooled: bool = False  # each fold's refer threshold fitted on the other folds' validation films pooled
+    #                             (leave-one-fold-out; its test patients left out): one threshold for a recipe
 
     def describe(self) -> str:
         parts = []
@@ -339,6 +341,11 @@ class WhatIf:
         if self.pneumonia_sensitivity != OP.PNEUMONIA_SENSITIVITY:
             parts.append(f"the pneumonia point fitted for {self.pneumonia_sensitivity:.0%} validation sensitivity "
                          f"(deployed: {OP.PNEUMONIA_SENSITIVITY:.0%}; reported, not applied)")
+        if self.refer_pooled:
+            parts.append("each fold's refer threshold fitted, as convert fits it, on the validation films of the other "
+                         "folds pooled (each film with its own fold's calibrated outputs and TB flag; the films of this "
+                         "fold's test patients left out), not on its own: one refer threshold for a recipe, judged on "
+                         "folds whose films did not choose it")
         return "; ".join(parts) or "the operating point fitted again as convert fits it (a check: nothing changes)"
 
 
@@ -399,10 +406,13 @@ def refit(f: Fold, w: WhatIf, members: list[Fold] = ()) -> tuple[Fold, dict]:
     return replace(f, cal=cal, thresholds=dict(thresholds), pneumonia_threshold=pn.get("threshold")), fitted
 
 
-def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000, refitted: bool = False) -> dict:
+def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000, refitted: bool = False,
+           pooled: bool = False) -> dict:
     """``other`` against ``base`` on the same films, fold by fold (``other[i]`` scores ``base[i]``'s films, in
     its order): ``other``'s pooled and per-fold figures, and the 95% interval of each pooled difference
-    other - base from one paired bootstrap of patients (the same resamples for both)."""
+    other - base from one paired bootstrap of patients (the same resamples for both); ``refitted``: also with the
+    thresholds fitted again in every draw (``refitted_intervals``; ``pooled``: ``other``'s refer thresholds
+    leave-one-fold-out)."""
     y = np.concatenate([f.y for f in base])
     src = np.concatenate([f.sources for f in base])
     units = np.concatenate([f.patients if f.patients is not None else np.asarray(f.files) for f in base])
@@ -412,8 +422,9 @@ def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000, refitted: bo
     out = {"pooled": pool(other, n_boot), "per_fold": {g.fold: fold_row(g) for g in other},
            "delta_ci95": boot["delta"]["other - base"] | rule_deltas(base, other, units, n_boot),
            "unit": boot["unit"]}
-    if refitted and (refit := rule_deltas_refitted(base, other, units, n_boot)):
-        out["delta_ci95_refitted"] = refit
+    if refitted and (refit := refitted_intervals(base, other, units, n_boot, pooled=(False, pooled))):
+        out["delta_ci95_refitted"] = refit["delta"]
+        out["ci95_refitted_both"] = {"base": refit["base"], "other": refit["other"]}
     return out
 
 
@@ -455,6 +466,9 @@ def _rule_figures(r: dict, i: np.ndarray, labels: list) -> dict:
     if "referred" in r:
         ref = r["referred"][i]
         out["referred"], out["acc_kept"] = mean(ref), mean(r["right"][i][~ref])
+        if "fold" in r:  # per fold too: a device serves one fold's model, at its own thresholds
+            fold = r["fold"][i]
+            out |= {f"referred_fold{k}": mean(ref[fold == k]) for k in np.unique(r["fold"]).tolist()}
     return out
 
 
@@ -484,13 +498,66 @@ def _decide(cal: np.ndarray, labels: list, thresholds: dict) -> np.ndarray:
     return out
 
 
-def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray]) -> dict:
+def _outside_tests(folds: list[Fold]) -> list[list[np.ndarray]]:
+    """``out[k][j]``: which of fold j's validation films lie outside fold k's test patients (a validation film of
+    another fold comes from that fold's training part, which holds fold k's test patients). A film's patient is
+    the one its test fold names (in a cross-validation every film is tested once), else read from its name."""
+    from train.data import patient_from_name
+
+    patient = {film_name(n): str(u) for f in folds
+               for n, u in zip(f.files, f.patients if f.patients is not None else [patient_from_name(x) for x in f.files])}
+    val = [[patient.get(film_name(n), patient_from_name(n)) for n in f.val_files] for f in folds]
+    tests = [{patient.get(film_name(n), patient_from_name(n)) for n in f.files} for f in folds]
+    return [[np.array([u not in tests[k] for u in val[j]], bool) for j in range(len(folds))] for k in range(len(folds))]
+
+
+def pooled_refer(folds: list[Fold], tb: list, val_draws=None, outside=None) -> list[float]:
+    """Leave-one-fold-out refer thresholds: for each fold k, ``operating_point.fit_refer_below`` on the validation
+    films of every other fold pooled (fold j's films with fold j's calibrated outputs, flagged TB at ``tb[j]``),
+    less those of fold k's test patients. ``val_draws``: the validation films drawn per fold (a bootstrap draw;
+    default all); ``outside``: ``_outside_tests(folds)``, given when called per draw."""
+    outside = _outside_tests(folds) if outside is None else outside
+    draws = val_draws if val_draws is not None else [np.arange(len(f.val_y)) for f in folds]
+    labels, out = folds[0].labels, []
+    for k in range(len(folds)):
+        ys, ps, flags = [], [], []
+        for j, (f, v) in enumerate(zip(folds, draws)):
+            if j == k:
+                continue
+            v = v[outside[k][j][v]]
+            ys.append(f.val_y[v])
+            ps.append(f.val_cal[v])
+            flags.append(f.val_cal[v, labels.index(E.TB)] >= (tb[j] if tb[j] is not None else np.inf)
+                         if E.TB in labels else np.zeros(len(v), bool))
+        out.append(OP.fit_refer_below(np.concatenate(ys), np.concatenate(ps), np.concatenate(flags)))
+    return out
+
+
+def recipe_refer(folds: list[Fold]) -> dict:
+    """The refer threshold a recipe would store: fitted on every fold's validation films pooled, each fold's
+    films flagged TB at its stored threshold (``operating_point.fit_refer_below``), with how many films chose it."""
+    labels = folds[0].labels
+    y = np.concatenate([f.val_y for f in folds])
+    p = np.concatenate([f.val_cal for f in folds])
+    flags = np.concatenate([f.val_cal[:, labels.index(E.TB)] >= f.thresholds.get(E.TB, np.inf) if E.TB in labels
+                            else np.zeros(len(f.val_y), bool) for f in folds])
+    return {"refer_below": OP.fit_refer_below(y, p, flags), "validation_films": int(len(y)),
+            "folds": [f.fold for f in folds]}
+
+
+def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray], pooled=None, per_fold: bool = False) -> dict:
     """``_rule_films`` with every fold's thresholds fitted again, as convert fits them (TB at the fold's own
-    target, the refer threshold, the pneumonia point), on the validation films ``val_draws[k]`` of fold k."""
+    target, the refer threshold, the pneumonia point), on the validation films ``val_draws[k]`` of fold k;
+    ``pooled`` (``_outside_tests(folds)``): each refer threshold fitted on the other folds' drawn films instead
+    (``pooled_refer``); ``per_fold``: each fold's model's figures too (``_rule_figures``)."""
     labels = folds[0].labels
     cols = {k: [] for k in ("tb_flag", "pn_flag", "referred", "right")}
-    for f, v in zip(folds, val_draws):
-        th, _ = OP.choose_operating_points(f.val_y[v], f.val_cal[v], labels, tb_sensitivity=f.tb_target)
+    fitted = [OP.choose_operating_points(f.val_y[v], f.val_cal[v], labels, tb_sensitivity=f.tb_target)[0]
+              for f, v in zip(folds, val_draws)]
+    if pooled is not None:
+        for th, r in zip(fitted, pooled_refer(folds, [th.get(E.TB) for th in fitted], val_draws, pooled)):
+            th["refer_below"] = r
+    for f, v, th in zip(folds, val_draws, fitted):
         d = _decide(f.cal, labels, th)
         cols["referred"].append(d == -1)
         cols["right"].append(d == f.y)
@@ -502,23 +569,29 @@ def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray]) -> dict
             cols["pn_flag"].append(f.cal[:, labels.index(E.PNEUMONIA)] >= (np.inf if t is None else t))
     out = {"y": np.concatenate([f.y for f in folds])}
     out |= {k: np.concatenate(v) for k, v in cols.items() if v}
+    if per_fold:
+        out["fold"] = np.concatenate([np.full(len(f.y), f.fold) for f in folds])
     if {E.NORMAL, E.PNEUMONIA} <= set(labels):
         out["pn_top"] = np.concatenate([f.cal.argmax(1) for f in folds]) == labels.index(E.PNEUMONIA)
     return out
 
 
-def _refitted_draws(recipes: list[list[Fold]], units, n_boot: int, seed: int):
+def _refitted_draws(recipes: list[list[Fold]], units, n_boot: int, seed: int, pooled=()):
     """Per bootstrap draw, the threshold figures of each recipe (lists of the same folds, films in the first's
     order) with every fold's thresholds fitted again on the same resampled validation patients (their ids read from
-    the file names, else each film its own) and scored on the same resampled test patients."""
+    the file names, else each film its own) and scored on the same resampled test patients. ``pooled[r]`` True:
+    recipe r's refer thresholds are fitted leave-one-fold-out on the drawn films (``pooled_refer``), and every
+    recipe's figures then come per fold too (``referred_fold0``, ...)."""
     from train.data import patient_from_name
 
     labels = recipes[0][0].labels
     val_members = [by_patient([patient_from_name(p) for p in f.val_files]) for f in recipes[0]]
+    outside = [_outside_tests(folds) if r < len(pooled) and pooled[r] else None for r, folds in enumerate(recipes)]
     rng = np.random.default_rng(seed + 1)
     for i in _patient_draws(units, n_boot, seed):
         v = [draw_patients(m, rng) for m in val_members]
-        yield [_rule_figures(_rule_films_refitted(folds, v), i, labels) for folds in recipes]
+        yield [_rule_figures(_rule_films_refitted(folds, v, o, per_fold=any(pooled)), i, labels)
+               for folds, o in zip(recipes, outside)]
 
 
 def rule_intervals_refitted(folds: list[Fold], units, n_boot: int, seed: int = 2) -> dict:
@@ -535,20 +608,31 @@ def rule_intervals_refitted(folds: list[Fold], units, n_boot: int, seed: int = 2
 
 
 def rule_deltas_refitted(base: list[Fold], other: list[Fold], units, n_boot: int, seed: int = 2) -> dict:
+    """The paired differences of ``refitted_intervals`` (other - base), keyed like ``rule_deltas``."""
+    return refitted_intervals(base, other, units, n_boot, seed).get("delta", {})
+
+
+def refitted_intervals(base: list[Fold], other: list[Fold], units, n_boot: int, seed: int = 2,
+                       pooled: tuple[bool, bool] = (False, False)) -> dict:
     """``rule_deltas`` with the uncertainty of where each threshold was fitted: every draw resamples the test
     patients and, fold by fold, the validation patients, and fits both recipes' thresholds again on those
     validation films before scoring the test draw. The intervals of ``rule_deltas`` hold the stored thresholds
     fixed, as if ~50 validation films per class had set them without error; these do not. The temperature stays
-    as stored (a draw refits thresholds, not it). Empty when a fold keeps no validation outputs."""
+    as stored (a draw refits thresholds, not it). Returns the 95% intervals of the differences other - base
+    (``delta``) and of each side's own figures in the same draws (``base``, ``other``: how wide each recipe's
+    figure is once its thresholds' own error counts). ``pooled[1]`` True: ``other``'s refer thresholds are fitted
+    leave-one-fold-out (``pooled_refer``) on the same drawn films. Empty when a fold keeps no validation outputs."""
     if any(f.val_cal is None for f in (*base, *other)):
         return {}
     others = [replace(g, val_y=f.val_y, val_cal=_validation_of(g, f), val_files=f.val_files)
               for f, g in zip(base, other)]  # the other recipe's validation outputs in base's film order
-    deltas: dict[str, list] = {}
-    for fa, fb in _refitted_draws([base, others], units, n_boot, seed):
+    got: dict[str, dict[str, list]] = {"delta": {}, "base": {}, "other": {}}
+    for fa, fb in _refitted_draws([base, others], units, n_boot, seed, pooled):
         for k in fa.keys() & fb.keys():
-            deltas.setdefault(k, []).append(fb[k] - fa[k])
-    return {k: _ci(v) for k, v in deltas.items()}
+            got["delta"].setdefault(k, []).append(fb[k] - fa[k])
+            got["base"].setdefault(k, []).append(fa[k])
+            got["other"].setdefault(k, []).append(fb[k])
+    return {side: {k: _ci(v) for k, v in d.items()} for side, d in got.items()}
 
 
 def align(other: Fold, to: Fold) -> Fold:
@@ -589,10 +673,22 @@ def what_if(folds: list[Fold], w: WhatIf, n_boot: int, log=print, members: list[
         changed.append(g)
         if (d := refit_drift(f)) > 1e-9:
             drift[f.fold] = d
+    pooled = {}
+    if w.refer_pooled:
+        if len(changed) < 2:
+            raise FoldError("one refer threshold for a recipe is judged leave-one-fold-out: give two folds or more")
+        lofo = pooled_refer(changed, [g.thresholds.get(E.TB) for g in changed])
+        changed = [replace(g, thresholds=dict(g.thresholds, refer_below=r)) for g, r in zip(changed, lofo)]
+        for g in changed:
+            fitted[g.fold]["thresholds"] = dict(g.thresholds)
+        pooled = {"refer_pooled": {"leave_one_fold_out": {g.fold: g.thresholds["refer_below"] for g in changed},
+                                   "as_deployed": {f.fold: f.thresholds.get("refer_below") for f in kept},
+                                   "all_folds": recipe_refer(kept)}}
     if drift:
         log(f"what if: refitted at the deployed targets, folds {sorted(drift)} do not give back their stored thresholds "
             f"(largest difference {max(drift.values()):.3g}): their differences hold that too")
-    out = {"what": w.describe(), "fitted_per_fold": fitted, "refit_drift": drift, **versus(kept, changed, n_boot)}
+    out = {"what": w.describe(), "fitted_per_fold": fitted, "refit_drift": drift, **pooled,
+           **versus(kept, changed, n_boot, refitted=w.refer_pooled, pooled=w.refer_pooled)}
     if len(kept) < len(folds):
         out |= {"base_pooled": pool(kept, n_boot), "base_per_fold": {f.fold: fold_row(f) for f in kept}}
     return out
@@ -899,7 +995,8 @@ def table(res: dict) -> str:
                      ": their differences hold that part too.**" if wi.get("refit_drift") else ""), "",
                   *_versus_table(wi.get("base_pooled") or pooled, wi.get("base_per_fold") or per, wi,
                                  "as deployed" + (f" (folds {', '.join(map(str, sorted(wi['base_per_fold'])))})"
-                                                  if wi.get("base_per_fold") else ""), f"what if ({name})")]
+                                                  if wi.get("base_per_fold") else ""), f"what if ({name})"),
+                  *_refer_pooled_lines(wi, wi.get("base_pooled") or pooled)]
     bv = pooled.get("pair_auc_by_view") or {}
     if bv.get("by_view"):
         lines += ["", f"Normal vs pneumonia by view position ({bv['source']}, pooled): " + ", ".join(
@@ -907,6 +1004,53 @@ def table(res: dict) -> str:
             for v, x in bv["by_view"].items()) + f"; the view alone (PA scored higher): "
             f"{R._f(R._num(bv.get('view_alone_auc')))}."]
     return "\n".join(lines)
+
+
+def _refer_pooled_lines(wi: dict, base_pooled: dict) -> list[str]:
+    """For the what-if ``refer_pooled``: the thresholds each fold got, the one a recipe would store, how wide the
+    share referred and the accuracy kept are once the thresholds' own error counts (both ways of fitting, the same
+    draws), and the refer rule per source."""
+    rp = wi.get("refer_pooled")
+    if not rp:
+        return []
+    both = wi.get("ci95_refitted_both") or {}
+    allf = rp["all_folds"]
+
+    def span(side, key):
+        ci = (both.get(side) or {}).get(key)
+        return f"{R._f(ci[0])}-{R._f(ci[1])} (width {ci[1] - ci[0]:.3f})" if ci else "-"
+
+    lines = ["", "Refer thresholds per fold, as deployed (each fitted on its own validation films) -> leave-one-fold-out "
+                 "(fitted on the other folds' validation films pooled): " + "; ".join(
+                     f"fold {k}: {R._f(rp['as_deployed'].get(k, rp['as_deployed'].get(str(k))))} -> {R._f(v)}"
+                     for k, v in rp["leave_one_fold_out"].items())
+             + f". Fitted on every fold's validation films pooled ({allf['validation_films']} films, folds "
+               f"{', '.join(map(str, allf['folds']))}): **{R._f(allf['refer_below'])}** (what a recipe would store).",
+             "", "95% intervals with every threshold fitted again on resampled validation patients (the same draws for "
+                 "both; test patients resampled too):", "",
+             "| figure | as deployed (per fold) | leave-one-fold-out (pooled) |", "|---|---|---|"]
+    for key, label in (("referred", "referred by the refer rule"), ("acc_kept", "accuracy of films not referred")):
+        lines.append(f"| {label} | {span('base', key)} | {span('other', key)} |")
+    for k in rp["leave_one_fold_out"]:
+        lines.append(f"| referred, fold {k}'s model alone | {span('base', f'referred_fold{k}')} | "
+                     f"{span('other', f'referred_fold{k}')} |")
+    ratios = [(o[1] - o[0]) / (b[1] - b[0]) for k in rp["leave_one_fold_out"]
+              if (b := (both.get("base") or {}).get(f"referred_fold{k}")) and
+              (o := (both.get("other") or {}).get(f"referred_fold{k}")) and b[1] > b[0]]
+    if ratios:
+        lines += ["", f"Width of one model's referral interval, pooled / per fold: "
+                      f"{', '.join(f'{x:.2f}' for x in ratios)} (median {np.median(ratios):.2f}; narrower in "
+                      f"{sum(x < 1 for x in ratios)} of {len(ratios)} folds). The pooled row averages the folds' "
+                      "errors (per-fold thresholds err independently, leave-one-fold-out ones share most of their "
+                      "films); a clinic gets one model, so its own row is the one it lives with."]
+    a, b = base_pooled.get("refer_rule_by_source") or {}, (wi.get("pooled") or {}).get("refer_rule_by_source") or {}
+    if a and b:
+        lines += ["", "| source | referred, as deployed | referred, pooled | accuracy kept, as deployed | "
+                      "accuracy kept, pooled |", "|---|---|---|---|---|"]
+        lines += [f"| {s} | {R._f(a[s]['referred'])} | {R._f(b.get(s, {}).get('referred'))} | "
+                  f"{R._f(a[s]['accuracy_not_referred'])} | {R._f(b.get(s, {}).get('accuracy_not_referred'))} |"
+                  for s in sorted(a)]
+    return lines
 
 
 def _tb_target_warning(targets: dict | None) -> list[str]:
@@ -992,9 +1136,10 @@ def _fraction(text: str) -> float:
     return x
 
 
-def what_ifs(class_bias: bool = False, tb=(), pneumonia=()) -> tuple[WhatIf, ...]:
+def what_ifs(class_bias: bool = False, tb=(), pneumonia=(), refer_pooled: bool = False) -> tuple[WhatIf, ...]:
     """The what-ifs the command line asks for, one each."""
-    return ((WhatIf("class_bias", class_bias=True),) if class_bias else ()) + tuple(
+    return ((WhatIf("class_bias", class_bias=True),) if class_bias else ()) + (
+        (WhatIf("refer_pooled", refer_pooled=True),) if refer_pooled else ()) + tuple(
         WhatIf(f"tb_sensitivity_{_pct(s)}", tb_sensitivity=s) for s in dict.fromkeys(tb)) + tuple(
         WhatIf(f"pneumonia_sensitivity_{_pct(s)}", pneumonia_sensitivity=s) for s in dict.fromkeys(pneumonia))
 
@@ -1022,6 +1167,11 @@ def main(argv=None) -> int:
     p.add_argument("--pneumonia-sensitivity", action="append", type=_fraction, default=[], metavar="S",
                    help=f"what-if (repeat for more): the reported pneumonia point fitted for validation sensitivity S "
                         f"(deployed: {OP.PNEUMONIA_SENSITIVITY})")
+    p.add_argument("--refer-pooled", action="store_true",
+                   help="what-if: one refer threshold for the recipe, judged leave-one-fold-out (each fold's fitted on "
+                        "the other folds' validation films pooled, its test patients left out), against per-fold "
+                        "fitting, with intervals refitted on resampled validation patients; the report also gives "
+                        "the threshold all folds' validation films choose (what recipes/*.toml [convert] would store)")
     p.add_argument("--mean-with", nargs="+", action="append", type=Path, default=[], metavar="BUNDLE",
                    help="what-if (repeat for more): another training of the same folds (its fold bundles or saved-folds "
                         "file, with validation outputs): each fold's outputs combined with its (a geometric mean, as "
@@ -1048,7 +1198,7 @@ def main(argv=None) -> int:
     try:
         res = crossval(a.bundles, a.format, a.bootstrap, not a.no_shift,
                        log=lambda msg: print(msg, file=sys.stderr, flush=True), baseline=a.baseline,
-                       what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity),
+                       what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity, a.refer_pooled),
                        validation=a.save_folds is not None, mean_with=a.mean_with)
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)

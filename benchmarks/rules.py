@@ -26,7 +26,7 @@ import numpy as np
 from edge_runtime import operating_point as OP
 
 RULES = ("current", "count_tb_flags", "pneumonia_flag")
-REFER_GRID = np.round(np.arange(0.0, 0.96, 0.01), 2)  # as operating_point.choose_operating_points
+REFER_GRID = OP.REFER_GRID
 
 
 def decide(probs, labels, tb: float | None, refer: float, pneumonia: float | None = None) -> np.ndarray:

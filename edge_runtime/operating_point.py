@@ -33,6 +33,7 @@ TB_FIT_SENSITIVITY = 0.95
 PNEUMONIA = "pneumonia"
 PNEUMONIA_SENSITIVITY = 0.85  # issue 16: the pneumonia operating point fitted on validation (reported, not applied)
 REFER_TARGET_ACCURACY = 0.90  # refer images below the confidence at which accepted validation images reach this
+REFER_GRID = np.round(np.arange(0.0, 0.96, 0.01), 2)  # the refer thresholds tried, lowest first
 
 
 def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -246,19 +247,28 @@ def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
         report["pneumonia"] = pn
     top, pred = probs.max(1), probs.argmax(1)
     rest = ~is_tb
-    for c in np.round(np.arange(0.0, 0.96, 0.01), 2):
-        keep = rest & (top >= c)
-        if keep.sum() and (pred[keep] == y[keep]).mean() >= target_accuracy:
-            chosen = float(c)
-            break
-    else:
-        chosen = 0.95
+    chosen = fit_refer_below(y, probs, is_tb, target_accuracy)
     thresholds["refer_below"] = chosen
     keep = rest & (top >= chosen)
     report["refer"] = {"refer_below": chosen, "target_accuracy": target_accuracy,
                        "val_refer_fraction": float((rest & (top < chosen)).mean()),
                        "val_accuracy_not_referred": float((pred[keep] == y[keep]).mean()) if keep.any() else float("nan")}
     return thresholds, report
+
+
+def fit_refer_below(y: np.ndarray, probs: np.ndarray, is_tb: np.ndarray,
+                    target_accuracy: float = REFER_TARGET_ACCURACY) -> float:
+    """The lowest refer threshold of ``REFER_GRID`` at which the films not flagged TB (``is_tb`` False) and not
+    referred reach ``target_accuracy`` (0.95 when none does). ``probs`` are calibrated; the films may come from
+    several models, each calibrated by its own temperature and flagged by its own TB threshold (a refer threshold
+    fitted once for a recipe on a cross-validation's pooled validation films, ``benchmarks.crossval --refer-pooled``)."""
+    y, probs = np.asarray(y, int), np.asarray(probs, np.float64)
+    top, right, rest = probs.max(1), probs.argmax(1) == y, ~np.asarray(is_tb, bool)
+    for c in REFER_GRID:
+        keep = rest & (top >= c)
+        if keep.any() and right[keep].mean() >= target_accuracy:
+            return float(c)
+    return float(REFER_GRID[-1])
 
 
 def pneumonia_point(y, probs, labels, sensitivity: float = PNEUMONIA_SENSITIVITY) -> dict | None:
