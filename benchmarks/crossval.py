@@ -36,6 +36,10 @@ refitted as convert would, the test films only scored, and set against the folds
 outputs combined with those of other trainings of the same fold (same test and validation films; any recipe), as
 test-time views are combined (a geometric mean), the temperature and every threshold fitted on the combined
 validation outputs: what serving those trainings as one model would score, on the folds every training holds.
+``--refer-pooled`` is the what-if ``refer_pooled``: one refer threshold for a recipe instead of one per training, each
+fold's fitted on the other folds' validation films pooled (its own test patients left out: leave-one-fold-out), with
+intervals refitted on resampled validation patients for the pooled figures and for each fold's model alone, and the
+threshold every fold's validation films choose together (what a recipe would store; docs/refer-pooled).
 
 Pooled AUCs rank films scored by K models on one scale (calibrated probabilities); the per-fold mean does not mix
 models and is shown beside it. Fewer than K bundles are accepted (a study still running) and the report says
