@@ -319,6 +319,14 @@ def test_model_page_card_metrics_thresholds(client):  # noqa: F811
     assert "NO" in html and "tflite_int8" in html  # not validated, failed format named
 
 
+def test_the_synthetic_model_banner_is_in_the_pages_language(client):  # noqa: F811
+    fr = client.get("/?lang=fr").get_data(as_text=True).split('id="banner"')[1].split("</div>")[0]
+    assert "DONNÉES SYNTHÉTIQUES" in fr and "modèle de test" in fr
+    assert "SYNTHETIC" not in fr and "NOT FOR CLINICAL USE" not in fr  # no English from the model's metadata
+    en = client.get("/?lang=en").get_data(as_text=True).split('id="banner"')[1].split("</div>")[0]
+    assert "SYNTHETIC DATA - NOT FOR CLINICAL USE: test model" in en
+
+
 def test_validated_real_model_shows_no_banner(tmp_path):
     from edge_runtime.web import create_app
 

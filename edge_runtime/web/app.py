@@ -127,8 +127,8 @@ class Web:
     def warnings(self) -> list[tuple[str, dict]]:
         """Banner messages as (catalogue key, fields): synthetic data, bundle not validated, failed formats."""
         out = []
-        if getattr(self.meta, "synthetic", False):
-            out.append(("banner.synthetic", {"warning": self.meta.warning}))
+        if getattr(self.meta, "synthetic", False):  # the catalogue's words: meta.warning is English only
+            out.append(("banner.synthetic", {}))
         status = self.status
         if not status.get("validated", False):
             out.append(("banner.not_validated", {}))
