@@ -201,7 +201,7 @@ def test_a_choice_over_the_upload_limits_is_stopped_and_said_before_sending(brow
                                                   for i, n in enumerate(sizes)])
 
         for sizes, said in (([400_000] * 3, "Les fichiers choisis font 1,2 Mo ; la limite est de 1 Mo"),
-                            ([600_000], "f0.png fait 0,6 Mo ; la limite est de 0.5 Mo par fichier"),
+                            ([600_000], "f0.png fait 0,6 Mo ; la limite est de 0,5 Mo par fichier"),
                             ([1000] * 4, "4 fichiers sont choisis ; la limite est de 3")):
             choose(sizes)
             error = page.locator("#choice-error")

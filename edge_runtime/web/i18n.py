@@ -2,12 +2,15 @@
 
 Language: ``?lang=xx`` (remembered in a cookie), then the cookie, then the browser's Accept-Language, then the
 server default. A key missing from a catalogue falls back to English; a key missing from English shows the key
-itself (the tests check that every key used is in every catalogue).
+itself (the tests check that every key used is in every catalogue). A number given as a field ({share:.0%},
+{now:.2f}) is written as the reader's language writes it (``local_number``: in French "44\u202f%", "1,38").
 """
 from __future__ import annotations
 
 import json
+import string
 from functools import lru_cache
+from numbers import Real
 from pathlib import Path
 
 MESSAGES = Path(__file__).with_name("messages")
@@ -20,12 +23,24 @@ def catalogue(lang: str) -> dict[str, str]:
     return json.loads((MESSAGES / f"{lang}.json").read_text(encoding="utf-8"))
 
 
+class _Numbers(string.Formatter):
+    """``str.format`` that writes each number field ({share:.0%}, {now:.2f}) as the reader's language does
+    (``local_number``); text fields are left as they are."""
+
+    def __init__(self, lang: str):
+        self.lang = lang
+
+    def format_field(self, value, format_spec: str) -> str:
+        text = format(value, format_spec)
+        return local_number(self.lang, text) if isinstance(value, Real) and not isinstance(value, bool) else text
+
+
 def translate(lang: str, key: str, **fields) -> str:
     text = catalogue(lang).get(key)
     if text is None:
         text = catalogue("en").get(key, key)
     try:
-        return text.format(**fields) if fields else text
+        return _Numbers(lang).vformat(text, (), fields) if fields else text
     except (KeyError, IndexError, ValueError):
         return text
 

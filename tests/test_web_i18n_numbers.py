@@ -1,0 +1,90 @@
+"""Numbers inside catalogue sentences (the drift alerts' shares, distances and p-values) are written as the reader's
+language writes them: in French a decimal comma and a narrow no-break space before %, as the page's own figures
+(the ``pct``/``num`` filters, ``i18n.local_number``); English stays as it was."""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import date, timedelta
+
+import pytest
+from test_web_fakes import LABELS, FakeClassifier
+
+from edge_runtime.web import i18n
+
+NNBSP = "\u202f"  # what local_number puts before % in French
+
+
+@pytest.mark.parametrize("key, fields, en, fr", [
+    ("drift.alert_refer", {"now": 0.442, "then": 0.1},
+     "the referral rate rose from 10% (this device's first images) to 44%.",
+     f"le taux d'orientation est passé de 10{NNBSP}% (premières images de cet appareil) à 44{NNBSP}%."),
+    ("drift.alert_distance", {"now": 1.375, "then": 0.5},
+     "the mean embedding distance rose from 0.50 (this device's first images) to 1.38.",
+     "la distance moyenne est passée de 0,50 (premières images de cet appareil) à 1,38."),
+    ("drift.alert_past", {"share": 0.3, "n": 50, "lo": 0.191, "hi": 0.438},
+     "30% of the last 50 images are unlike the training films (95% interval 19%-44%;",
+     f"30{NNBSP}% des 50 dernières images sont différentes des clichés d'entraînement (intervalle à 95 % "
+     f"19{NNBSP}%-44{NNBSP}% ;"),
+    ("drift.alert_mix", {"n": 45, "p": 0.0042, "alpha": 0.01, "what": "Orienter", "now": 0.5, "then": 0.05},
+     "(chi-square p = 0.0042 < 0.01); the largest change: Orienter 50% against 5%.",
+     f"(khi-deux p = 0,0042 < 0,01) ; le plus grand écart : Orienter 50{NNBSP}% contre 5{NNBSP}%."),
+    ("drift.mix_test", {"p": 0.2345, "alpha": 0.01}, "p = 0.234 (alert below 0.01).",
+     "p = 0,234 (alerte en dessous de 0,01)."),
+    ("drift.mix_oos", {"share": 0.125}, "Out of scope in the window: 12%", f"Hors champ dans la fenêtre : 12{NNBSP}%"),
+])
+def test_numbers_in_drift_sentences_follow_the_language(key, fields, en, fr):
+    assert en in i18n.translate("en", key, **fields)
+    assert fr in i18n.translate("fr", key, **fields)
+
+
+def test_only_numbers_are_rewritten():
+    # a text field (a model version, a command) keeps its dots; counts and booleans are left as they are
+    assert i18n.translate("fr", "monitor.other_models", n=3, k=1, model="fake-net 9.9.9").count("9.9.9") == 1
+    assert i18n.translate("fr", "drift.mix_wait", n=12, min=40) == i18n.catalogue("fr")["drift.mix_wait"].format(
+        n=12, min=40)
+
+
+def _rows(n_first=50, n_now=50):
+    """This device's first 50 films (normal, close to the training films), then 50 of which half are referred and
+    all lie past the input-check threshold: every drift alert fires."""
+    day = date(2026, 11, 2)
+    rows = []
+    for i in range(n_first + n_now):
+        late = i >= n_first
+        decision = "refer" if late and i % 2 else "normal"
+        rows.append({"created": (day + timedelta(days=i // 10)).isoformat() + "T10:00:00+00:00",
+                     "labels": list(LABELS), "probs": {k: 1 / 3 for k in LABELS}, "decision": decision,
+                     "in_scope": True, "outcome": None, "model_name": "fake-net", "model_version": "9.9.9",
+                     "scope_distance": (1.3 + 0.01 * (i % 7)) if late else (0.4 + 0.01 * (i % 5))})
+    return rows
+
+
+def _monitoring(tmp_path, lang):
+    from edge_runtime.web import create_app
+
+    clf = FakeClassifier()
+    clf.metadata = replace(clf.metadata, reference={"decisions": {"normal": 100, "pneumonia": 60,
+                                                                  "tuberculosis": 30, "refer": 10}})
+    app = create_app(clf, tmp_path / "data")
+    app.extensions["cxr"].store.rows_for_monitoring = lambda since="": _rows()
+    html = app.test_client().get(f"/monitoring?lang={lang}").get_data(as_text=True)
+    return html.split('id="drift-alert"')[1].split("</div>")[0], html.split('id="drift"')[1]
+
+
+def test_the_french_monitoring_page_writes_alert_numbers_the_french_way(tmp_path):
+    alerts, drift = _monitoring(tmp_path, "fr")
+    assert alerts.count("ALERTE DÉRIVE") == 4  # past the threshold, distance, referral rate, decision mix
+    assert f"de 0{NNBSP}% (premières images de cet appareil) à 50{NNBSP}%" in alerts
+    assert re.search(r"passée de 0,4\d \(premières images de cet appareil\) à 1,3\d", alerts)
+    assert not re.search(r"\d%", alerts), "a percentage without the French space"
+    assert not re.search(r"\d\.\d", alerts), "a decimal point in French"
+    hint = drift.split('id="drift-mix"')[1].split('<p class="hint">')[1].split("</p>")[0]
+    assert "alerte en dessous de 0,01" in hint and not re.search(r"\d\.\d|\d%", hint)
+
+
+def test_the_english_monitoring_page_is_unchanged(tmp_path):
+    alerts, _ = _monitoring(tmp_path, "en")
+    assert alerts.count("DRIFT ALERT") == 4 and NNBSP not in alerts
+    assert "the referral rate rose from 0% (this device&#39;s first images) to 50%." in alerts
+    assert re.search(r"rose from 0\.4\d \(this device&#39;s first images\) to 1\.3\d\.", alerts)
