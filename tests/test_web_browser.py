@@ -167,6 +167,34 @@ def test_every_touch_target_is_44px_at_800x480(served, browser, lang):
     assert banner and banner["height"] <= 60, f"the banners take {banner['height']} px at 800x480"
 
 
+METRICS_FIT_JS = """() => {
+    const t = document.querySelector('#metrics'), box = t.parentElement;
+    const cells = Array.from(t.querySelectorAll('tbody td, tbody th')).map(e => {
+        const r = e.getBoundingClientRect();
+        return {text: e.innerText.trim(), left: r.left, right: r.right, shown: r.width > 0 && r.height > 0}; });
+    return {overflow: box.scrollWidth - box.clientWidth, cells: cells};
+}"""
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+@pytest.mark.parametrize("w, h", [(800, 480), (360, 740)])
+def test_model_metrics_fit_the_touchscreen_without_a_sideways_swipe(served, browser, lang, w, h):
+    """Review: the metrics table (7 columns + one per class) needed a horizontal swipe at 800 px (French) and on a
+    phone. Below 900 px each row is stacked as labelled figures: nothing scrolls sideways and every figure is
+    on screen, under its column's name."""
+    page = browser.new_page(viewport={"width": w, "height": h})
+    page.goto(f"{served}/model?lang={lang}")
+    fit = page.evaluate(METRICS_FIT_JS)
+    assert fit["overflow"] <= 0, f"the metrics table scrolls {fit['overflow']} px sideways at {w}x{h} ({lang})"
+    off = [c for c in fit["cells"] if not c["shown"] or c["left"] < 0 or c["right"] > w]
+    assert off == [], f"figures off screen at {w}x{h}: {off}"
+    texts = [c["text"] for c in fit["cells"]]
+    pct = "80,0\u202f%" if lang == "fr" else "80.0%"  # siteA's accuracy and sensitivities, its specificity 90
+    assert sum(pct in t for t in texts) == 4 and len(texts) == 3 * (7 + 3)  # 3 rows: pooled, siteA, siteB
+    label = page.locator("#metrics td.pair").first.evaluate("e => getComputedStyle(e, '::before').content")
+    assert label.startswith('"Normal') and ("sens. / spéc." if lang == "fr" else "sens. / spec.") in label, label
+
+
 def test_screenshots_for_the_docs_are_made_and_small(served, browser, tmp_path):
     import screens
 
