@@ -14,9 +14,9 @@ help:
 	@echo "make fuzz   - fuzz the image decoder with a long budget (FUZZ_EXAMPLES=5000)"
 	@echo "make mutation - mutmut over the decision/calibration/metrics/bundle code; lists surviving mutants"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
-	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (the recipe's [ensemble]: two trainings served as one bundle: 46 min on 2 cores with MODEL_PARALLEL=1, measured on a Zen 3); MODEL_MEMBERS= for one training, MODEL_MEMBERS=\"1 2\" for three, MODEL_PARALLEL=1 trains them side by side, MODEL_PUBLISH=benchmarks writes benchmarks/RESULTS.md"
+	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (the recipe's [ensemble]: two trainings served as one bundle: 46 min on 2 cores with MODEL_PARALLEL=1, measured on a Zen 3); MODEL_MEMBERS= for one training, MODEL_MEMBERS=\"1 2\" for three, MODEL_PARALLEL=1 trains them side by side, MODEL_PUBLISH=benchmarks writes benchmarks/RESULTS.md; a recipe with [distill] then trains a student taught by them and serves it alone"
 	@echo "make reproduce - after make model: are its test figures within the run-to-run spread of the reported default? (seconds)"
-	@echo "make cv     - patient-grouped $(FOLDS)-fold cross-validation of $(RECIPE) on DATA, out-of-fold report (hours; resumes); each fold as the recipe's [ensemble] (the default: two trainings); CV_MEMBERS= one training per fold"
+	@echo "make cv     - patient-grouped $(FOLDS)-fold cross-validation of $(RECIPE) on DATA, out-of-fold report (hours; resumes); each fold as the recipe's [ensemble] (the default: two trainings), then its [distill] student if it has one; CV_MEMBERS= one training per fold"
 	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
 	@echo "make selection - benchmarks/MODEL_SELECTION.md from the committed lever reports (recipes/levers.toml; seconds)"
 
@@ -94,6 +94,9 @@ MODEL_MEMBERS   ?= recipe
 model: setup
 	@members=$$($(PY) -m train.recipe members $(RECIPE) --given "$(MODEL_MEMBERS)" --train-flags="$(TRAIN_FLAGS)") \
 	  || exit 2; \
+	: "the recipe's [distill]: a student taught by those trainings is the served model (nothing: they are)"; \
+	student=$$($(PY) -m train.recipe student $(RECIPE) --out $(MODEL_OUT) --members "$$members" \
+	  --train-flags="$(TRAIN_FLAGS)") || exit 2; \
 	set -e; \
 	flags=""; pids=""; first=""; \
 	: "\$$! too: a member's USR1 may arrive between the first training's start and first=\$$!"; \
@@ -128,18 +131,25 @@ model: setup
 	for p in $$pids; do \
 	  wait $$p || { echo "an ensemble member's training failed: see $(MODEL_OUT)-init*.log" >&2; exit 1; }; \
 	done; pids=""; \
+	served=$(MODEL_OUT); \
+	if [ -n "$$student" ]; then \
+	  echo "== the served model: the student $(MODEL_OUT)-student, taught by the trainings above (the recipe's [distill])"; \
+	  echo "$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-student $(TRAIN_FLAGS) $$student"; \
+	  eval "$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out $(MODEL_OUT)-student $(TRAIN_FLAGS) $$student"; \
+	  served=$(MODEL_OUT)-student; flags=""; \
+	fi; \
 	formats="$(CONVERT_FORMATS)"; \
 	: "an ensemble's Keras float model (the benchmark's baseline) lives in its bundle; a kit leaves it out"; \
-	case ",$$formats," in *,keras_fp32,*) ;; *) [ -z "$$members" ] || formats="$$formats,keras_fp32";; esac; \
-	echo "$(PY) -m convert $(MODEL_OUT)$$flags --recipe $(RECIPE) --formats $$formats --out $(MODEL_OUT)-bundle --force"; \
+	case ",$$formats," in *,keras_fp32,*) ;; *) [ -z "$$flags" ] || formats="$$formats,keras_fp32";; esac; \
+	echo "$(PY) -m convert $$served$$flags --recipe $(RECIPE) --formats $$formats --out $(MODEL_OUT)-bundle --force"; \
 	: "exit status 3 = bundle written but some format failed its parity check (shown in the table): go on"; \
-	$(PY) -m convert $(MODEL_OUT) $$flags --recipe $(RECIPE) --formats $$formats --out $(MODEL_OUT)-bundle \
+	$(PY) -m convert $$served $$flags --recipe $(RECIPE) --formats $$formats --out $(MODEL_OUT)-bundle \
 	  --force || test $$? -eq 3; \
 	: "issue 16's figures first: publishing the benchmark (MODEL_PUBLISH) changes the checkout they would record"; \
 	echo "$(PY) -m benchmarks.default_figures $(MODEL_OUT)-bundle --out $(MODEL_OUT)-benchmark/default_figures.json"; \
 	$(PY) -m benchmarks.default_figures $(MODEL_OUT)-bundle --out $(MODEL_OUT)-benchmark/default_figures.json; \
-	echo "$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark$(if $(MODEL_PUBLISH), --publish $(MODEL_PUBLISH))"; \
-	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $(MODEL_OUT) --out $(MODEL_OUT)-benchmark \
+	echo "$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $$served --out $(MODEL_OUT)-benchmark$(if $(MODEL_PUBLISH), --publish $(MODEL_PUBLISH))"; \
+	$(PY) -m benchmarks --bundle $(MODEL_OUT)-bundle --run $$served --out $(MODEL_OUT)-benchmark \
 	  $(if $(MODEL_PUBLISH),--publish $(MODEL_PUBLISH))
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
 
@@ -188,6 +198,8 @@ CV_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32
 cv: setup
 	@seeds=$$($(PY) -m train.recipe members $(RECIPE) --given "$(CV_MEMBERS)" --seed $(CV_SEED) \
 	  --train-flags="$(TRAIN_FLAGS)") || exit 2; \
+	$(PY) -m train.recipe student $(RECIPE) --out "$(CV_OUT)/fold" --members "$$seeds" --seed $(CV_SEED) \
+	  --train-flags="$(TRAIN_FLAGS)" > /dev/null || exit 2; \
 	saved=""; \
 	if [ -n "$(CV_SAVED)" ] && [ -f "$(CV_SAVED)" ]; then \
 	  saved=$$($(PY) -c 'import json, sys; print(" ".join(str(f["fold"]) for f in json.load(open(sys.argv[1]))["folds"]))' \
@@ -214,12 +226,24 @@ cv: setup
 	    fi; \
 	    [ "$$m/metadata.json" -nt "$$run-bundle/bundle.json" ] && stale=1; \
 	  done; \
-	  if [ -f "$$run-bundle/bundle.json" ] && ! $(PY) -c 'import json, sys; \
-	      m = [x["run_dir"] for x in json.load(open(sys.argv[1])).get("members", [])[1:]]; sys.exit(m != sys.argv[2:])' \
-	      "$$run-bundle/bundle.json" $$paths; then stale=1; fi; \
-	  if [ ! -f "$$run-bundle/bundle.json" ] || [ "$$run/metadata.json" -nt "$$run-bundle/bundle.json" ] || [ -n "$$stale" ]; then \
-	    echo "== fold $$i of $(FOLDS): converting$${members:+ (an ensemble:$$members)}"; \
-	    $(PY) -m convert "$$run" $$members --recipe $(RECIPE) --formats $(CV_FORMATS) --out "$$run-bundle" --force \
+	  served="$$run"; \
+	  student=$$($(PY) -m train.recipe student $(RECIPE) --out "$$run" --members "$$seeds" --seed $(CV_SEED) \
+	    --train-flags="$(TRAIN_FLAGS)") || exit 2; \
+	  if [ -n "$$student" ]; then \
+	    served="$$run-student"; members=""; paths=""; \
+	    if [ ! -f "$$served/metadata.json" ]; then \
+	      resume=""; [ -d "$$served" ] && resume=--resume; \
+	      echo "== fold $$i of $(FOLDS): the student $$served, taught by the fold's trainings (the recipe's [distill]) $$resume"; \
+	      eval "$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out \"$$served\" --seed $(CV_SEED) --folds $(FOLDS) \
+	        --fold $$i $$resume $(TRAIN_FLAGS) $$student" || exit 1; \
+	    fi; \
+	  fi; \
+	  if [ -f "$$run-bundle/bundle.json" ] && ! $(PY) -c 'import json, sys; d = json.load(open(sys.argv[1])); \
+	      m = [x["run_dir"] for x in d.get("members", [])[1:]]; sys.exit(d.get("run_dir") != sys.argv[2] or m != sys.argv[3:])' \
+	      "$$run-bundle/bundle.json" "$$served" $$paths; then stale=1; fi; \
+	  if [ ! -f "$$run-bundle/bundle.json" ] || [ "$$served/metadata.json" -nt "$$run-bundle/bundle.json" ] || [ -n "$$stale" ]; then \
+	    echo "== fold $$i of $(FOLDS): converting $$served$${members:+ (an ensemble:$$members)}"; \
+	    $(PY) -m convert "$$served" $$members --recipe $(RECIPE) --formats $(CV_FORMATS) --out "$$run-bundle" --force \
 	      || [ $$? -eq 3 ] || exit 1; \
 	  fi; \
 	done; \

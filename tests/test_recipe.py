@@ -318,3 +318,75 @@ def test_counts_below_their_floor_are_refused_on_the_command_line_and_in_a_recip
     with pytest.raises(SystemExit) as e:
         main(["--recipe", str(recipe), "--data", "x"])
     assert e.value.code == 2 and "epochs: -2 is below 1" in capsys.readouterr().err
+
+
+DISTILL = '\n[distill]\nteachers = "ensemble"\ninit-seed = 4\ntemperature = 1.0\nweight = 0.5\n'
+
+
+def test_the_distill_table_names_a_student_taught_by_the_recipes_own_trainings(tmp_path, capsys):
+    """``[distill]``: skipped by training, read by ``python -m train.recipe student`` (make): teachers are the first
+    training and each member, the student starts from its own seed; bad tables are refused naming the problem."""
+    path = write(tmp_path, DEFAULT.read_text() + DISTILL)
+    args, _ = parse(["--recipe", str(path), "--data", "d"])
+    assert not args.teacher and args.init_seed is None  # the teachers train without distillation
+    assert R.student_flags(path, "runs/m", [1], 0) == [
+        "--teacher", "runs/m", "--teacher", "runs/m-init1", "--init-seed", "4", "--distill-temperature", "1.0",
+        "--distill-weight", "0.5"]
+    assert R.student_flags(DEFAULT, "runs/m", [1], 0) == []  # no table: the trainings are what is served
+    assert R.main(["student", str(path), "--out", "runs/a b", "--members", "1"]) == 0
+    assert capsys.readouterr().out.startswith("--teacher 'runs/a b' --teacher 'runs/a b-init1' --init-seed 4 ")
+    assert R.main(["student", str(DEFAULT), "--out", "x", "--members", "1"]) == 0 and capsys.readouterr().out == "\n"
+    assert R.main(["student", str(path), "--out", "x", "--members", "1 4"]) == 2  # a teacher's seed
+    assert "init-seed 4 is a teacher's own seed" in capsys.readouterr().err
+    assert R.main(["student", str(path), "--out", "x", "--train-flags", "--init-seed 4"]) == 2  # the first's own
+    assert "teacher's own seed" in capsys.readouterr().err
+    for table, needle in [('teachers = "runs/t"\ninit-seed = 4\ntemperature = 1.0\nweight = 0.5', "the one kind"),
+                          ('teachers = "ensemble"\ninit-seed = 4\ntemperature = 1.0', "'weight' is missing"),
+                          ('teachers = "ensemble"\ninit-seed = 4\ntemperature = 0\nweight = 0.5', "temperature"),
+                          ('teachers = "ensemble"\ninit-seed = 4\ntemperature = 1.0\nweight = 1.5', "weight"),
+                          ('teachers = "ensemble"\ninit-seed = -1\ntemperature = 1.0\nweight = 0.5', "non-negative"),
+                          ('teachers = "ensemble"\nseed = 4\ntemperature = 1.0\nweight = 0.5', "unknown key 'seed'")]:
+        with pytest.raises(ValueError, match=needle):
+            R.student_flags(write(tmp_path, f"[distill]\n{table}\n", "bad.toml"), "x", [1], 0)
+
+
+@pytest.mark.parametrize("target", ["model", "cv"])
+def test_make_trains_the_student_after_its_teachers_and_serves_it_alone(tmp_path, target):
+    """With ``[distill]``, make model / make cv train the recipe's trainings (the teachers), then the student with
+    --teacher for each of them, and convert and benchmark the student alone; a bad table stops make before any
+    training."""
+    import os
+    import subprocess
+
+    fake, log = _fake_python(tmp_path)
+    recipe = write(tmp_path, DEFAULT.read_text() + DISTILL, "st.toml")
+    out = tmp_path / "m"
+    extra = [f"MODEL_OUT={out}"] if target == "model" else [f"CV_OUT={out}", "CV_TRAIN=0", "FOLDS=2"]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MODEL_MEMBERS", "CV_MEMBERS", "TRAIN_FLAGS",
+                        "MODEL_PARALLEL", "MODEL_PUBLISH")}
+
+    def make(recipe=recipe):
+        log.unlink(missing_ok=True)
+        r = subprocess.run(["make", "-C", str(ROOT), "-o", "setup", target, f"PY={fake}", f"RECIPE={recipe}", *extra],
+                           capture_output=True, text=True, env=env)
+        return r, (log.read_text().splitlines() if log.is_file() else [])
+
+    r, calls = make()
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = str(out) if target == "model" else f"{out}/fold0"
+    trains = [c for c in calls if c.startswith("-m train ")]
+    assert [c.split("--out ")[1].split()[0] for c in trains] == [run, f"{run}-init1", f"{run}-student"]
+    assert "--teacher" not in trains[0] + trains[1]
+    assert trains[2].endswith(f"--teacher {run} --teacher {run}-init1 --init-seed 4 --distill-temperature 1.0 "
+                              "--distill-weight 0.5")
+    (conv,) = [c for c in calls if c.startswith("-m convert ")]
+    assert conv.startswith(f"-m convert {run}-student ") and "--member" not in conv
+    assert calls.index(conv) > calls.index(trains[2])
+    if target == "model":
+        assert "keras_fp32" not in conv  # one training served: the benchmark reads its run's own float model
+        assert calls[-1].startswith(f"-m benchmarks --bundle {out}-bundle --run {run}-student ")
+
+    bad = write(tmp_path, DEFAULT.read_text() + DISTILL.replace("init-seed = 4", "init-seed = 1"), "bad.toml")
+    r, calls = make(recipe=bad)
+    assert r.returncode == 2 and "teacher's own seed" in r.stderr and calls == []

@@ -12,6 +12,12 @@ convert's option names, e.g. ``views = "zoom3"``); training skips it, conversion
 A table ``[ensemble]`` says the recipe's model is served as several trainings of one split in one bundle:
 ``init-seeds = [1]`` trains one more with ``--init-seed 1`` and converts the two together (``convert --member``).
 ``make model`` and ``make cv`` read it (``python -m train.recipe members FILE``); training and conversion skip it.
+
+A table ``[distill]`` says the served model is one more training, a student taught by the recipe's own trainings:
+``teachers = "ensemble"`` (the first training and its ``[ensemble]`` members, trained as usual and never served),
+``init-seed`` (the student's, other than every teacher's), ``temperature`` and ``weight`` (``--distill-temperature``,
+``--distill-weight``). ``make model`` and ``make cv`` train the student after its teachers and convert it alone
+(``python -m train.recipe student FILE --out RUN`` prints its options); training and conversion skip the table.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from pathlib import Path
 # options that describe one run, not a recipe: they stay on the command line
 PER_RUN = frozenset({"data", "out", "split", "fold", "teacher", "member", "resume", "redo_qat", "verbose", "recipe", "help",
                      "version", "force"})
-SECTIONS = frozenset({"convert", "ensemble"})  # tables of the recipe read by another command
+SECTIONS = frozenset({"convert", "ensemble", "distill"})  # tables of the recipe read by another command
 
 
 def recipe_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -168,12 +174,53 @@ def member_seeds(path: str | Path, own: int | None = None) -> list[int]:
                        first_init_seed(path) if own is None else own, f"recipe {path} [ensemble] init-seeds")
 
 
+DISTILL_KEYS = ("teachers", "init-seed", "temperature", "weight")
+
+
+def student_flags(path: str | Path, out: str, members: list[int], own: int) -> list[str]:
+    """The student's own train options from the recipe's ``[distill]`` table (empty without one): a ``--teacher``
+    for the first training (``out``) and for each member (``out-initS``, ``S`` in ``members``), the student's
+    ``--init-seed``, ``--distill-temperature`` and ``--distill-weight``. ValueError on an unknown key, a missing or
+    bad value, or a student seed that repeats a teacher's (``own``: the first training's)."""
+    path = Path(path)
+    table = _read_toml(path).get("distill")
+    if table is None:
+        return []
+    where = f"recipe {path} [distill]"
+    if not isinstance(table, dict):
+        raise ValueError(f"recipe {path}: 'distill' must be a table ([distill])")
+    table = {k.replace("_", "-"): v for k, v in table.items()}
+    if unknown := sorted(set(table) - set(DISTILL_KEYS)):
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}. Valid keys: {', '.join(DISTILL_KEYS)}")
+    if missing := [k for k in DISTILL_KEYS if k not in table]:
+        raise ValueError(f"{where}: {missing[0]!r} is missing (give {', '.join(DISTILL_KEYS)})")
+    if table["teachers"] != "ensemble":
+        raise ValueError(f"{where}: teachers = \"ensemble\" (the recipe's own trainings) is the one kind, got "
+                         f"{table['teachers']!r}; other teachers are run folders: python -m train --teacher RUN")
+    seed = table["init-seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"{where}: init-seed is a non-negative integer, got {seed!r}")
+    if seed in [own, *members]:
+        raise ValueError(f"{where}: init-seed {seed} is a teacher's own seed (teachers {[own, *members]}); "
+                         "the student must start elsewhere")
+    for key, v in (("temperature", table["temperature"]), ("weight", table["weight"])):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0 or (key == "weight" and v > 1):
+            raise ValueError(f"{where}: {key} is a number {'in (0, 1]' if key == 'weight' else 'above 0'}, got {v!r}")
+    teachers = [out] + [f"{out}-init{s}" for s in members]
+    return [x for run in teachers for x in ("--teacher", run)] + [
+        "--init-seed", str(seed), "--distill-temperature", repr(float(table["temperature"])),
+        "--distill-weight", repr(float(table["weight"]))]
+
+
 def main(argv=None) -> int:
     """``python -m train.recipe members FILE [--given SEEDS] [--train-flags FLAGS] [--seed N]``: print the
     ensemble's further init seeds, space-separated (nothing for one training), for make. ``--given`` (make's
     MODEL_MEMBERS/CV_MEMBERS): seeds chosen on the command line instead of the recipe's (its table is then not
     read; the word ``recipe`` means the recipe's). Either way none may repeat the first training's own seed, as
-    ``--train-flags`` (TRAIN_FLAGS) and ``--seed`` (CV_SEED) make it."""
+    ``--train-flags`` (TRAIN_FLAGS) and ``--seed`` (CV_SEED) make it.
+
+    ``python -m train.recipe student FILE --out RUN [--members SEEDS] ...``: print the student's train options from
+    the recipe's ``[distill]`` table, shell-quoted (nothing without one), for make (``student_flags``)."""
     ap = argparse.ArgumentParser(prog="python -m train.recipe", description=main.__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     m = sub.add_parser("members", help="the further trainings' --init-seed values of FILE's [ensemble] table")
@@ -181,9 +228,22 @@ def main(argv=None) -> int:
     m.add_argument("--given", default="recipe", help="seeds given instead, e.g. '1 2' ('' for one training)")
     m.add_argument("--train-flags", default="", help="options every training gets (make's TRAIN_FLAGS)")
     m.add_argument("--seed", type=int, default=None, help="the split seed in use, if not the recipe's (make cv)")
+    st = sub.add_parser("student", help="the student's train options from FILE's [distill] table (nothing "
+                        "without one): its teachers are RUN and RUN-initS for each member seed S")
+    st.add_argument("recipe")
+    st.add_argument("--out", required=True, help="the first training's run folder (the members' are OUT-initS)")
+    st.add_argument("--members", default="", help="the member seeds make trains (train.recipe members' answer)")
+    st.add_argument("--train-flags", default="", help="options every training gets (make's TRAIN_FLAGS)")
+    st.add_argument("--seed", type=int, default=None, help="the split seed in use, if not the recipe's (make cv)")
     args = ap.parse_args(argv)
     try:
         own = first_init_seed(args.recipe, args.train_flags, args.seed)
+        if args.command == "student":
+            words = args.members.split()
+            if not all(w.isdigit() for w in words):
+                raise ValueError(f"student --members {args.members!r}: give non-negative integers, e.g. '1 2'")
+            print(shlex.join(student_flags(args.recipe, args.out, [int(w) for w in words], own)))
+            return 0
         if args.given.strip() == "recipe":
             seeds = member_seeds(args.recipe, own)
         else:
