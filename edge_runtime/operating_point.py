@@ -137,8 +137,26 @@ def fit_temperature(y: np.ndarray, probs: np.ndarray) -> float:
     return fit_temperature_report(y, probs)["temperature"]
 
 
+TEMPERATURE_WARNINGS_EN = {  # fit_temperature_report's warning codes in English (the reports); a page words each
+    #                           code in its reader's language from the same raw numbers (site.warn_<code>)
+    "temperature_edge_flat": "the fitted temperature sits on the edge of the widest search ({temperature:.3g}; "
+                             "searched {lo:.3g}-{hi:.3g}): the likelihood keeps rising as the probabilities flatten, "
+                             "so these scores say little about these labels; do not rely on this temperature",
+    "temperature_edge_sharp": "the fitted temperature sits on the edge of the widest search ({temperature:.3g}; "
+                              "searched {lo:.3g}-{hi:.3g}): the likelihood keeps rising as the probabilities "
+                              "sharpen; do not rely on this temperature",
+    "temperature_outside_over": "the fitted temperature {temperature:.3g} lies outside the usual range {lo:g}-{hi:g} "
+                                "(the search was widened to find it): the scores are far more confident than they "
+                                "are right on these films",
+    "temperature_outside_under": "the fitted temperature {temperature:.3g} lies outside the usual range {lo:g}-{hi:g} "
+                                 "(the search was widened to find it): the scores are far less confident than they "
+                                 "are right on these films",
+}
+
+
 def fit_temperature_report(y: np.ndarray, probs: np.ndarray) -> dict:
-    """``fit_temperature`` with how it was found: ``{"temperature", "searched", "widened", "at_edge", "warning"}``.
+    """``fit_temperature`` with how it was found: ``{"temperature", "searched", "widened", "at_edge", "warning",
+    "warning_code", "warning_fields"}`` (the warning in English, and as a code with its raw numbers).
 
     The NLL is searched on ``TEMPERATURE_GRID``; when its minimum lies on an edge of it (say 8.0), the search
     goes on, on that side, out to ``TEMPERATURE_WIDEST``. A temperature found out there, or still on the edge,
@@ -167,20 +185,17 @@ def fit_temperature_report(y: np.ndarray, probs: np.ndarray) -> dict:
         widened, (lo, hi) = True, (TEMPERATURE_GRID[1], TEMPERATURE_WIDEST[1])
         t, i, last = search(lo, hi, 61)
         edge = i == last
-    warning = ""
+    code, fields = "", {"temperature": t}
     if edge:
-        warning = (f"the fitted temperature sits on the edge of the widest search ({t:.3g}; searched "
-                   f"{TEMPERATURE_WIDEST[0]:.3g}-{TEMPERATURE_WIDEST[1]:.3g}): "
-                   + ("the likelihood keeps rising as the probabilities flatten, so these scores say little about "
-                      "these labels; do not rely on this temperature" if t > 1 else
-                      "the likelihood keeps rising as the probabilities sharpen; do not rely on this temperature"))
+        code = "temperature_edge_" + ("flat" if t > 1 else "sharp")
+        fields.update(lo=TEMPERATURE_WIDEST[0], hi=TEMPERATURE_WIDEST[1])
     elif widened and not TEMPERATURE_GRID[0] / 1.001 < t < TEMPERATURE_GRID[1] * 1.001:
-        warning = (f"the fitted temperature {t:.3g} lies outside the usual range {TEMPERATURE_GRID[0]:g}-"
-                   f"{TEMPERATURE_GRID[1]:g} (the search was widened to find it): the scores are far "
-                   + ("more confident than they are right" if t > 1 else "less confident than they are right")
-                   + " on these films")
+        code = "temperature_outside_" + ("over" if t > 1 else "under")
+        fields.update(lo=TEMPERATURE_GRID[0], hi=TEMPERATURE_GRID[1])
+    warning = TEMPERATURE_WARNINGS_EN[code].format(**fields) if code else ""
     searched = [min(lo, TEMPERATURE_GRID[0]), max(hi, TEMPERATURE_GRID[1])]
-    return {"temperature": t, "searched": searched, "widened": widened, "at_edge": bool(edge), "warning": warning}
+    return {"temperature": t, "searched": searched, "widened": widened, "at_edge": bool(edge), "warning": warning,
+            "warning_code": code, "warning_fields": fields if code else {}}
 
 
 def fit_class_bias(y: np.ndarray, probs: np.ndarray, steps: int = 3000, lr: float = 0.5) -> np.ndarray:

@@ -123,7 +123,7 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
         temperature = tfit["temperature"]
         if tfit["warning"]:
             warnings.append(tfit["warning"])
-            warning_codes.append(("text", {"text": tfit["warning"]}))  # English only
+            warning_codes.append((tfit["warning_code"], tfit["warning_fields"]))
     base = OperatingPoint(tuple(labels), temperature or bundle_op.temperature, dict(bundle_op.thresholds))
     chosen, rep = OP.choose_operating_points(y, base.calibrate(raw), labels, tb_sensitivity=target)
     changes, skipped, codes = {}, [], []
@@ -141,7 +141,7 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
     elif not small:
         skipped.append(f"no refer threshold brings the films not referred to {rep['refer']['target_accuracy']:.0%} "
                        f"accuracy here, so the refer threshold stays the bundle's")
-        codes.append(("refer_unreached", {"accuracy": f"{rep['refer']['target_accuracy']:.0%}"}))
+        codes.append(("refer_unreached", {"accuracy": float(rep["refer"]["target_accuracy"])}))
     else:
         skipped.append(f"the refer threshold changes every class and needs {MIN_FILMS} films of each "
                        f"(have {_films(counts)})")
@@ -155,19 +155,27 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
         raise ProfileRefused(f"worse than the bundle's own values on the same films: {why}", "worse",
                              {"why": why, "why_code": coded[0], "why_fields": coded[1]})
     if changes.get("refer_below", 1.0) <= 0.0 < float(bundle_op.thresholds.get("refer_below", 0.0)):
-        warnings.append(f"the refer threshold falls to 0.00: no film would be referred to a clinician as unsure "
-                        f"(referred now: {_pct(before['pooled']['referred'])})")
-        warning_codes.append(("refer_zero", {"referred": _pct(before["pooled"]["referred"])}))
+        warnings.append(f"the refer threshold falls to {changes['refer_below']:.2f}: no film would be referred to a "
+                        f"clinician as unsure (referred now: {_pct(before['pooled']['referred'])})")
+        warning_codes.append(("refer_zero", {"threshold": float(changes["refer_below"]),
+                                             **_rate_fields(before["pooled"]["referred"], "referred")}))
     if TB in changes:
         spec = after["per_class"][TB]["specificity"]
         if spec["value"] is not None and spec["value"] < WHO_TB_SPECIFICITY:
             warnings.append(f"at {target:.0%} TB sensitivity the TB specificity on these films is {_pct(spec)}, below "
                             f"the WHO minimum of {WHO_TB_SPECIFICITY:.0%}: the model separates TB poorly at this site")
-            warning_codes.append(("tb_specificity", {"target": f"{target:.0%}", "specificity": _pct(spec),
-                                                     "minimum": f"{WHO_TB_SPECIFICITY:.0%}"}))
+            warning_codes.append(("tb_specificity", {"target": float(target), "minimum": WHO_TB_SPECIFICITY,
+                                                     **_rate_fields(spec, "specificity")}))
     return {"thresholds": changes, "temperature": temperature, "films": counts, "target_tb_sensitivity": target,
             "kept_from_bundle": skipped, "warnings": warnings, "warning_codes": warning_codes, "before": before,
             "after": after}
+
+
+def _rate_fields(r: dict, name: str) -> dict:
+    """A proportion with its interval as raw numbers for a catalogue sentence (``{name:.1%} ({lo:.0%}-{hi:.0%},
+    {k}/{n})``, as :func:`_pct` writes it in English): the page writes them as its reader's language does."""
+    lo, hi = r["ci"]
+    return {name: float(r["value"]), "lo": float(lo), "hi": float(hi), "k": int(r["k"]), "n": int(r["n"])}
 
 
 def _films(counts: dict) -> str:
@@ -176,35 +184,37 @@ def _films(counts: dict) -> str:
 
 WORSE_EN = {  # why_coded's codes in English (the CLI's report, the stored text); the page words them per language
     "tb_normal": "{after} TB film(s) given a normal decision, where the bundle's own values give {before}",
-    "tb_found": "TB films called TB or referred to a clinician fall from {before} to {after}, below the target {target}",
-    "tb_target": "TB sensitivity falls below the target {target} ({before} -> {after})",
-    "tb_neither": "TB sensitivity {before} -> {after} and specificity {spec_before} -> {spec_after}: neither improves",
-    "kept_accuracy": "accuracy of the decisions not referred {before} -> {after} with no fewer referrals "
-                     "({ref_before} -> {ref_after})",
+    "tb_found": "TB films called TB or referred to a clinician fall from {before:.1%} to {after:.1%}, below the target "
+                "{target:.0%}",
+    "tb_target": "TB sensitivity falls below the target {target:.0%} ({before:.1%} -> {after:.1%})",
+    "tb_neither": "TB sensitivity {before:.1%} -> {after:.1%} and specificity {spec_before:.1%} -> {spec_after:.1%}: "
+                  "neither improves",
+    "kept_accuracy": "accuracy of the decisions not referred {before:.1%} -> {after:.1%} with no fewer referrals "
+                     "({ref_before:.1%} -> {ref_after:.1%})",
     "no_change": "it changes no decision on these films",
 }
 
 
 def worse_coded(before: dict, after: dict, labels: list[str], target: float) -> tuple[str, dict] | None:
-    """Why ``after`` is worse than ``before`` on the same films, as (code, fields), None when it is not. First
+    """Why ``after`` is worse than ``before`` on the same films, as (code, fields: raw numbers, worded by
+    ``WORSE_EN`` or the page's ``site.why_<code>``), None when it is not. First
     what a patient would feel: more TB films given a normal decision, or fewer TB films either called TB or
     referred to a clinician (a referral reaches a clinician: fewer referrals must not buy a higher TB-decision
     count with missed films)."""
-    def pc(v):
-        return f"{v:.1%}"
+    pc = float  # a share, raw: the reader's language writes it
     if TB in labels:
         if after.get("tb_called_normal", 0) > before.get("tb_called_normal", 0):
             return "tb_normal", {"after": after["tb_called_normal"], "before": before["tb_called_normal"]}
         bf, af = (before["per_class"][TB].get("found_or_referred", {}).get("value"),
                   after["per_class"][TB].get("found_or_referred", {}).get("value"))
         if bf is not None and af is not None and af < bf and af < target:
-            return "tb_found", {"before": pc(bf), "after": pc(af), "target": f"{target:.0%}"}
+            return "tb_found", {"before": pc(bf), "after": pc(af), "target": float(target)}
         b, a = before["per_class"][TB], after["per_class"][TB]
         bs, as_ = b["sensitivity"]["value"], a["sensitivity"]["value"]
         bp, ap = b["specificity"]["value"], a["specificity"]["value"]
         if bs is not None and as_ is not None:
             if bs >= target > as_:
-                return "tb_target", {"target": f"{target:.0%}", "before": pc(bs), "after": pc(as_)}
+                return "tb_target", {"target": float(target), "before": pc(bs), "after": pc(as_)}
             if bp is not None and as_ <= bs and ap <= bp and (as_, ap) != (bs, bp):
                 return "tb_neither", {"before": pc(bs), "after": pc(as_), "spec_before": pc(bp), "spec_after": pc(ap)}
     ba, aa = (before["pooled"]["accuracy_not_referred"]["value"], after["pooled"]["accuracy_not_referred"]["value"])

@@ -175,7 +175,7 @@ def test_a_refusal_is_said_wholly_in_the_readers_language(tmp_path):
     from test_web_fakes import FakeClassifier
 
     app = create_app(FakeClassifier(), tmp_path / "data")
-    fields = {"before": "90.0%", "after": "68.3%", "ref_before": "10.0%", "ref_after": "10.0%"}
+    fields = {"before": 0.9, "after": 0.683, "ref_before": 0.1, "ref_after": 0.1}  # raw: each language writes them
     worse = ProfileRefused("x", "worse", {"why": WORSE_EN["kept_accuracy"].format(**fields), "why_code": "kept_accuracy",
                                          "why_fields": fields})
     small = ProfileRefused("x", "too_small", reasons=[("refer", {"min": 30, "films": "1 normal, 0 pneumonia",
@@ -185,6 +185,6 @@ def test_a_refusal_is_said_wholly_in_the_readers_language(tmp_path):
         fr_worse, fr_small = refusal_text(worse), refusal_text(small)
         g.lang = "en"
         en_worse = refusal_text(worse)
-    assert "exactitude des décisions non orientées 90.0% -> 68.3%" in fr_worse and "accuracy" not in fr_worse
+    assert "exactitude des décisions non orientées 90,0\u202f% -> 68,3\u202f%" in fr_worse and "accuracy" not in fr_worse
     assert "1 Normal, 0 Pneumonie" in fr_small and "pneumonia" not in fr_small
     assert "accuracy of the decisions not referred 90.0% -> 68.3% with no fewer referrals" in en_worse

@@ -204,8 +204,9 @@ def test_every_key_in_both_catalogues():
     missing = sorted(k for k in used_keys() if k not in en)
     assert missing == [], missing
     assert len(used_keys()) > 100
-    for k in en:  # the same {fields} in both languages
-        assert set(re.findall(r"{(\w+)}", en[k])) == set(re.findall(r"{(\w+)}", fr[k])), k
+    for k in en:  # the same {fields} in both languages, a number's format included ({share:.0%})
+        fields = re.compile(r"{(\w+(?::[^{}]*)?)}")
+        assert set(fields.findall(en[k])) == set(fields.findall(fr[k])), k
 
 
 def test_label_text_falls_back():
