@@ -88,3 +88,32 @@ def test_the_english_monitoring_page_is_unchanged(tmp_path):
     assert alerts.count("DRIFT ALERT") == 4 and NNBSP not in alerts
     assert "the referral rate rose from 0% (this device&#39;s first images) to 50%." in alerts
     assert re.search(r"rose from 0\.4\d \(this device&#39;s first images\) to 1\.3\d\.", alerts)
+
+
+def test_the_servers_upload_limits_are_written_the_french_way(tmp_path):
+    """The server's own refusals (a file over the limit, too many pixels, a request over the limit) said the limit
+    as English text ("0.5 Mo"); the page's script says "0,5 Mo": the limit now reaches the catalogue as a number."""
+    from test_web_fakes import png_bytes, upload
+
+    from edge_runtime.web import create_app
+
+    app = create_app(FakeClassifier(), tmp_path / "d", {"MAX_FILE_MB": 0.0015, "MAX_PIXELS": 1500,
+                                                        "MAX_REQUEST_MB": 0.05})
+    c = app.test_client()
+
+    def said(r) -> str:  # the refusal the server wrote (not the page script's own messages)
+        return " ".join(re.findall(r'role="alert"[^>]*>([^<]*)<', r.get_data(as_text=True)))
+
+    heavy, wide, huge = (png_bytes(50, size=(38, 38), noise=60), png_bytes(50, size=(40, 40), noise=0),
+                         b"\x89PNG" + b"0" * 60_000)  # over 1.5 kB under 1500 px; 1600 px; over the request limit
+    assert len(heavy) > 1500 and len(wide) < 1500
+    r = upload(c, ("lourd.png", heavy), lang="fr")
+    assert r.status_code == 413 and "la limite est de 0,0015 Mo par fichier" in said(r), said(r)
+    r = upload(c, ("grand.png", wide), lang="fr")
+    assert r.status_code == 413 and "dépasse la limite de 0,0015 mégapixels" in said(r), said(r)
+    r = upload(c, ("enorme.png", huge), lang="fr")
+    assert r.status_code == 413 and "plus de 0,05 Mo d&#39;un coup" in said(r), said(r)
+    c.get("/?lang=en")
+    assert "the limit is 0.0015 MB a file" in said(upload(c, ("heavy.png", heavy)))
+    assert "more than the limit of 0.0015 megapixels" in said(upload(c, ("wide.png", wide)))
+    assert "more than 0.05 MB in one go" in said(upload(c, ("huge.png", huge)))

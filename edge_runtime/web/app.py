@@ -322,7 +322,7 @@ def _install_hooks(app: Flask, web: Web) -> None:
     def _too_large():
         limit = getattr(g, "body_limit", app.config["MAX_CONTENT_LENGTH"])
         return _deny(413, "too_large", i18n.translate(getattr(g, "lang", "en"), "error.request_too_large",
-                                                       mb=f"{limit / 1e6:.3g}"))
+                                                       mb=limit / 1e6))  # a number: "0,05 Mo" in French
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -18,8 +18,9 @@ DISPLAY_MAX_SIDE = 1024  # the stored display image and overlay; the original up
 
 class UploadError(ValueError):
     """A refused upload: ``status`` is the HTTP status, ``code`` a stable key for the API and the catalogue,
-    ``message`` English (the API's, the log's), ``fields`` the numbers and names the page's catalogue says it with
-    (``upload_error.<code>``; a ``bad_image`` carries the decoder's English ``detail``)."""
+    ``message`` English (the API's, the log's), ``fields`` the numbers (as numbers: the catalogue writes them as the
+    reader's language does, "0,5 Mo") and names the page's catalogue says it with (``upload_error.<code>``; a
+    ``bad_image`` carries the decoder's English ``detail``)."""
 
     def __init__(self, code: str, message: str, status: int = 400, **fields):
         super().__init__(message)
@@ -38,7 +39,7 @@ def read_upload(f, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         name = f.filename or "upload"
         raise UploadError("too_large", f"{name}: the file is too large; the limit is {max_bytes / 1e6:g} MB", 413,
-                          name=name, mb=f"{max_bytes / 1e6:g}")
+                          name=name, mb=max_bytes / 1e6)
     return data
 
 
@@ -126,7 +127,7 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> tup
         raise UploadError("empty_file", f"{name}: the file is empty (0 bytes)", name=name)
     if len(data) > max_bytes:
         raise UploadError("too_large", f"{name}: the file is {len(data) / 1e6:.1f} MB; the limit is "
-                                       f"{max_bytes / 1e6:g} MB", 413, name=name, mb=f"{max_bytes / 1e6:g}")
+                                       f"{max_bytes / 1e6:g} MB", 413, name=name, mb=max_bytes / 1e6)
     kind = sniff(data)
     if kind is None:
         raise UploadError("unsupported_type", f"{name}: not a PNG, JPEG or DICOM image (checked by its content, "
@@ -140,7 +141,7 @@ def check_upload(data: bytes, name: str, max_bytes: int, max_pixels: int) -> tup
     if w * h > max_pixels:
         raise UploadError("too_many_pixels", f"{name}: {w}x{h} pixels is more than the limit of "
                                              f"{max_pixels / 1e6:g} megapixels", 413, name=name, width=w, height=h,
-                          mp=f"{max_pixels / 1e6:g}")
+                          mp=max_pixels / 1e6)
     if min(w, h) < 1:
         raise bad_image(name, f"the image has no pixels ({w}x{h})", 400)
     return kind, w, h
