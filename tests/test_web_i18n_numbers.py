@@ -24,7 +24,7 @@ NNBSP = "\u202f"  # what local_number puts before % in French
      "la distance moyenne est passée de 0,50 (premières images de cet appareil) à 1,38."),
     ("drift.alert_past", {"share": 0.3, "n": 50, "lo": 0.191, "hi": 0.438},
      "30% of the last 50 images are unlike the training films (95% interval 19%-44%;",
-     f"30{NNBSP}% des 50 dernières images sont différentes des clichés d'entraînement (intervalle à 95 % "
+     f"30{NNBSP}% des 50 dernières images sont différentes des clichés d'entraînement (intervalle à 95{NNBSP}% "
      f"19{NNBSP}%-44{NNBSP}% ;"),
     ("drift.alert_mix", {"n": 45, "p": 0.0042, "alpha": 0.01, "what": "Orienter", "now": 0.5, "then": 0.05},
      "(chi-square p = 0.0042 < 0.01); the largest change: Orienter 50% against 5%.",
@@ -117,3 +117,12 @@ def test_the_servers_upload_limits_are_written_the_french_way(tmp_path):
     assert "the limit is 0.0015 MB a file" in said(upload(c, ("heavy.png", heavy)))
     assert "more than the limit of 0.0015 megapixels" in said(upload(c, ("wide.png", wide)))
     assert "more than 0.05 MB in one go" in said(upload(c, ("huge.png", huge)))
+
+
+def test_percentages_written_into_the_french_catalogue_use_the_same_space_as_its_numbers():
+    """A literal "95 %" in a French sentence had an ordinary space (which may break the line before the "%") where
+    the numbers local_number writes beside it have a narrow no-break space."""
+    for key, text in i18n.catalogue("fr").items():
+        words = re.sub(r"{[^{}]*}", "", text)  # the number fields are local_number's
+        assert not re.search(rf"\d[^\S{NNBSP}]*%|\d%", words), (key, text)
+    assert i18n.translate("fr", "monitor.ci", lo=0.2, hi=0.4) == f"intervalle à 95{NNBSP}% de 0,2 à 0,4"
