@@ -195,6 +195,58 @@ def test_model_metrics_fit_the_touchscreen_without_a_sideways_swipe(served, brow
     assert label.startswith('"Normal') and ("sens. / spéc." if lang == "fr" else "sens. / spec.") in label, label
 
 
+WIDE_FIT_JS = """(sel) => Array.from(document.querySelectorAll(sel)).map(t => {
+    const box = t.closest('.scroll') || t.parentElement;
+    const cells = Array.from(t.querySelectorAll('tbody td, tbody th')).map(e => {
+        const r = e.getBoundingClientRect();
+        return {text: e.innerText.trim(), left: r.left, right: r.right, shown: r.width > 0 && r.height > 0,
+                label: e.tagName === 'TD' ? getComputedStyle(e, '::before').content : null}; });
+    return {overflow: box.scrollWidth - box.clientWidth, cells: cells}; })"""
+
+
+@pytest.fixture(scope="module")
+def served_wide(tmp_path_factory):
+    """The page with a site profile on offer (its 7-column figures) and a real model card (convert/card.py: an
+    11-column formats table and the per-source metrics table)."""
+    from convert.card import model_card
+    from test_web_site_numbers import offering_app
+    from waitress.server import create_server
+
+    app = offering_app(tmp_path_factory.mktemp("wide") / "data")
+    clf = app.extensions["cxr"].classifier
+    row = {"file": "model_int8.tflite", "bytes": 2_700_000, "agreement": 0.983, "max_prob_diff": 0.0712,
+           "passed": True, "test": {"pooled": {"accuracy": 0.85}}}
+    formats = ("tflite_int8", "tflite_int8_ptq", "tflite_fp32", "onnx_fp32", "openvino_fp32", "openvino_int8")
+    clf.model_card = model_card(clf.metadata, {"validated": True, "formats": {k: dict(row) for k in formats}})
+    server = create_server(app, host="127.0.0.1", port=0, threads=2)
+    threading.Thread(target=server.run, daemon=True).start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+@pytest.mark.parametrize("w, h", [(800, 480), (360, 740)])
+def test_site_profile_and_model_card_tables_fit_without_a_sideways_swipe(served_wide, browser, lang, w, h):
+    """Review: the site profile's 7-column figures scrolled 25 px sideways at 800 px in French, a real model
+    card's formats table (11 columns) 180 px in both languages. Below 900 px they are stacked as the Model page's
+    metrics are: nothing scrolls sideways, every figure is on screen under its column's name."""
+    page = browser.new_page(viewport={"width": w, "height": h})
+    for path, sel, n_tables, n_cells in (("/monitoring", "#profile-figures", 1, 3 * 7 + 3),
+                                         ("/model", ".modelcard table", 2, 6 * 11 + 3 * 8)):
+        page.goto(f"{served_wide}{path}?lang={lang}")
+        tables = page.evaluate(WIDE_FIT_JS, sel)
+        assert len(tables) == n_tables and sum(len(t["cells"]) for t in tables) == n_cells, (path, tables)
+        for t in tables:
+            assert t["overflow"] <= 0, f"{path} {sel} scrolls {t['overflow']} px sideways at {w}x{h} ({lang})"
+            off = [c for c in t["cells"] if not c["shown"] or c["left"] < 0 or c["right"] > w]
+            assert off == [], f"{path}: figures off screen at {w}x{h}: {off}"
+            unnamed = [c for c in t["cells"] if c["label"] is not None and c["label"] in ("none", '""')]
+            assert unnamed == [], f"{path}: figures without their column's name: {unnamed}"
+    page.goto(f"{served_wide}/monitoring?lang={lang}")
+    label = page.locator("#profile-figures tbody td").nth(3).evaluate("e => getComputedStyle(e, '::before').content")
+    assert label == ('"Avec le profil: cette décision"' if lang == "fr" else '"With the profile: given this decision"'), label
+
+
 def test_screenshots_for_the_docs_are_made_and_small(served, browser, tmp_path):
     import screens
 

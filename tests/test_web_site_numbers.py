@@ -51,20 +51,26 @@ def test_site_eval_gives_the_warnings_as_codes_with_raw_numbers():
                          r"below the WHO minimum of 70%", w) for w in prop["warnings"])
 
 
-def _offer_page(tmp_path, lang: str) -> str:
+def offering_app(data_dir):
+    """The page on the fake classifier as if served from a bundle, with the confirmed films of ``site_films`` on
+    record: the monitoring page offers a site profile with both warnings."""
     from edge_runtime.web import create_app
 
     clf = FakeClassifier()
     clf.metadata = replace(clf.metadata, thresholds=dict(BUNDLE_THRESHOLDS))
-    clf.model_path, clf.site_profile = tmp_path / "bundle" / "model.onnx", None  # as if served from a bundle
+    clf.model_path, clf.site_profile = data_dir.parent / "bundle" / "model.onnx", None
     clf.use_site_profile = lambda profile: None
     y, raw = site_films()
     rows = [{"created": "2026-11-02T10:00:00+00:00", "labels": list(LABELS), "probs": dict(zip(LABELS, map(float, p))),
              "decision": LABELS[int(np.argmax(p))], "in_scope": True, "outcome": LABELS[c], "model_name": "fake-net",
              "model_version": "9.9.9", "scope_distance": None} for c, p in zip(y, raw)]
-    app = create_app(clf, tmp_path / "data")
+    app = create_app(clf, data_dir)
     app.extensions["cxr"].store.rows_for_monitoring = lambda since="": rows
-    html = app.test_client().get(f"/monitoring?lang={lang}").get_data(as_text=True)
+    return app
+
+
+def _offer_page(tmp_path, lang: str) -> str:
+    html = offering_app(tmp_path / "data").test_client().get(f"/monitoring?lang={lang}").get_data(as_text=True)
     assert 'id="profile-offer"' in html, html.split('id="site"')[1][:2000]
     return html.split('id="profile-offer"')[1].split("<form")[0]
 

@@ -184,6 +184,10 @@ def test_markdown_is_escaped_and_structured():
     assert "<h2>Title</h2>" in html and "<strong>bold</strong>" in html and "&lt;b&gt;x&lt;/b&gt;" in html
     assert "<ul><li>a</li><li>b</li></ul>" in html and "<th>h1</th>" in html and "&lt;i&gt;2&lt;/i&gt;" in html
     assert "<pre>&lt;raw&gt;</pre>" in html and "<a " not in html and "<code>code</code>" in html
+    # a table's rows are named by their first cell, each figure by its column (stacked below 900 px: app.css)
+    assert '<table class="stack">' in html and '<th scope="row">1</th><td data-label="h2">&lt;i&gt;2' in html
+    quoted = str(render('| a | **b** "x" |\n|---|---|\n| 1 | 2 |'))
+    assert '<td data-label="b &quot;x&quot;">2</td>' in quoted
 
 
 # ---- catalogue -------------------------------------------------------------------------------------------

@@ -25,12 +25,27 @@ def _inline(text: str) -> str:
     return out
 
 
+def _label(text: str) -> str:
+    """A header cell as plain text for a ``data-label`` attribute (no markup, quotes escaped)."""
+    return escape(re.sub(r"[*`]", "", text), quote=True)
+
+
 def _table(rows: list[str]) -> str:
+    """A table whose first column names each row; below 900 px wide each row is stacked as a block of figures,
+    each under its column's name (app.css ``table.stack``, ``data-label``): a card's 11-column table would need
+    a sideways swipe on the 800 px touchscreen."""
     cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
     body = [r for r in cells[1:] if not all(re.fullmatch(r":?-{2,}:?", c or "--") for c in r)]
     head = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
-    trs = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
+    labels = [_label(c) for c in cells[0]]
+
+    def row(r: list[str]) -> str:
+        first = f'<th scope="row">{_inline(r[0])}</th>' if r else ""
+        rest = "".join(f'<td data-label="{labels[i + 1]}">{_inline(c)}</td>' if i + 1 < len(labels)
+                       else f"<td>{_inline(c)}</td>" for i, c in enumerate(r[1:]))
+        return f"<tr>{first}{rest}</tr>"
+    trs = "".join(row(r) for r in body)
+    return f'<div class="scroll"><table class="stack"><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
 
 
 def render(md: str) -> Markup:
