@@ -317,6 +317,15 @@ def test_model_page_card_metrics_thresholds(client):  # noqa: F811
     assert 'id="thresholds"' in html and "0.300" in html
     assert "Intended use" in html and "not a diagnosis" in html.lower()
     assert "NO" in html and "tflite_int8" in html  # not validated, failed format named
+    assert 'id="card-language"' not in html and '<article class="card modelcard" lang="en">' in html
+
+
+def test_the_french_model_page_says_the_model_card_is_in_english(client):  # noqa: F811
+    """The card travels with the model in English (convert/card.py) and is not translated: a French reader is told
+    so beside it, and the card is marked lang="en" (a screen reader reads it as English)."""
+    card = client.get("/model?lang=fr").get_data(as_text=True).split("<h2>Fiche du modèle</h2>")[1]
+    note = card.split('id="card-language">')[1].split("</p>")[0]
+    assert "en anglais" in note and card.index('id="card-language"') < card.index('<article class="card modelcard" lang="en">')
 
 
 def test_the_synthetic_model_banner_is_in_the_pages_language(client):  # noqa: F811
