@@ -113,7 +113,7 @@ PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat
                   "wall_seconds", "model_version"}  # differ between folds of one recipe
 
 
-ADDED_LATER = {"label_smoothing": 0.0, "mixup": 0.0, "init_seed": None, "stem": "rgb"}  # options newer than some runs: absent = this (off)
+ADDED_LATER = {"label_smoothing": 0.0, "mixup": 0.0, "init_seed": None, "stem": "rgb", "min_epochs": 0}  # options newer than some runs: absent = this (off)
 
 
 def normalise_recipe(cfg: dict) -> dict:

@@ -263,3 +263,40 @@ def test_weight_averaging_keeps_the_averaged_weights_and_resumes_from_the_raw_on
     np.testing.assert_allclose(kept, averaged.get_weights()[0])
     assert not np.allclose(kept, last.get_weights()[0]), "the raw weights were kept, not their average"
     assert not np.allclose(kept, model().get_weights()[0]), "the weights did not move"
+
+
+def test_min_epochs_keeps_no_early_spike_and_counts_patience_from_the_floor(tmp_path, monkeypatch):
+    """A noisy validation curve that spikes at epoch 3 stops a run early at epoch 3 + patience and keeps the spike
+    (the distilled students of docs/distill-t1, folds 2 and 4); with --min-epochs 5 neither happens: the best comes
+    from epoch 5 on and patience counts from there."""
+    import tf_keras
+
+    import train.train as T
+    from train import data as D
+
+    curve = [0.60, 0.70, 0.95, 0.80, 0.82, 0.85, 0.84, 0.90, 0.86, 0.85, 0.84, 0.83]
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (12, 8, 8), dtype=np.uint8), np.arange(12) % 3
+    model = tf_keras.Sequential([tf_keras.Input((8, 8, 1)), tf_keras.layers.Flatten(),
+                                 tf_keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+
+    def run(min_epochs, out):
+        out.mkdir()
+        scores = iter(curve)
+        monkeypatch.setattr(T, "_macro_auc", lambda y, p: next(scores))
+        m = T._callback_class()("float", D.Arrays(images, labels, [], []), out, out / "history.csv",
+                                patience=3, state={}, min_epochs=min_epochs)
+        m.set_model(model)
+        m.params = {"epochs": len(curve)}
+        stopped = None
+        for epoch in range(len(curve)):
+            m.on_epoch_begin(epoch)
+            m.on_epoch_end(epoch, {"loss": 1.0, "accuracy": 0.5})
+            if model.stop_training:
+                stopped, model.stop_training = epoch + 1, False
+                break
+        return m.best, stopped
+
+    assert run(0, tmp_path / "a") == (0.95, 6)  # the epoch-3 spike kept, stopped 3 epochs later
+    assert run(5, tmp_path / "b") == (0.90, 11)  # best from epoch 5 on (0.90 at epoch 8), stopped 3 after it

@@ -51,6 +51,7 @@ class TrainConfig:
     lr: float = 1e-3
     qat_lr: float = 1e-4
     patience: int = 6
+    min_epochs: int = 0  # float epochs before validation may keep a best or stop early (0: from the first)
     val_frac: float = 0.15
     test_frac: float = 0.15
     seed: int = 0  # the patient split's seed (and, unless init_seed is set, initialisation and augmentation)
@@ -275,8 +276,9 @@ def _callback_class():
         """Validation macro-AUC each epoch; keeps the best weights, stops early, writes checkpoints."""
 
         def __init__(self, phase, val: D.Arrays, ckpt_dir: Path, history: Path, patience: int, state: dict,
-                     ema=None):
+                     ema=None, min_epochs: int = 0):
             super().__init__()
+            self.min_epochs = min_epochs  # epochs before this one neither become the best nor count towards patience
             self.ema = ema  # a WeightAverage: score and keep its averaged weights
             self.phase, self.val, self.ckpt_dir, self.history = phase, val, ckpt_dir, history
             self.patience = patience
@@ -307,11 +309,12 @@ def _callback_class():
             auc = _macro_auc(self.val.labels, probs)
             acc = float((probs.argmax(1) == self.val.labels).mean()) if len(probs) else float("nan")
             secs = time.time() - self.t0
-            improved = auc > self.best + 1e-4
+            counted = epoch + 1 >= self.min_epochs  # an early spike of a noisy validation curve is not kept
+            improved = counted and auc > self.best + 1e-4
             if improved:
                 self.best, self.wait = auc, 0
                 save_checkpoint(self.model, self.ckpt_dir / f"{self.phase}_best{CKPT}")
-            else:
+            elif counted:
                 self.wait += 1
             if self.ema is None:
                 save_checkpoint(self.model, self.ckpt_dir / f"{self.phase}_last{CKPT}")
@@ -330,7 +333,7 @@ def _callback_class():
             pace = rate_text(epoch + 1, epochs, time.time() - self.t_first, start=self.first or 0)
             log.info("[%s] epoch %d: loss %.4f acc %.3f | val acc %.3f macro-AUC %.4f%s | %.1f s | epoch %s",
                      self.phase, epoch + 1, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
-                     acc, auc, " (best)" if improved else "", secs, pace)
+                     acc, auc, " (best)" if improved else "" if counted else " (before --min-epochs)", secs, pace)
             if self.wait >= self.patience:
                 log.info("[%s] early stop: no macro-AUC gain for %d epochs", self.phase, self.patience)
                 self.model.stop_training = True
@@ -338,7 +341,8 @@ def _callback_class():
     return ValidationMonitor
 
 
-def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, history, state, ema: float = 0.0):
+def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, history, state, ema: float = 0.0,
+         min_epochs: int = 0):
     import tf_keras
 
     start = state.get("epoch", -1) + 1 if state.get("phase") == phase else 0
@@ -361,7 +365,7 @@ def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, h
             average = _ema_class()(ema, start_avg)
             log.info("[%s] weight averaging (EMA, decay %g): the averaged weights are scored and kept", phase, ema)
         monitor = _callback_class()(phase, val, ckpt_dir, history, cfg.patience,
-                                    state if state.get("phase") == phase else {}, ema=average)
+                                    state if state.get("phase") == phase else {}, ema=average, min_epochs=min_epochs)
         if state.get("phase") == phase and monitor.wait >= cfg.patience:
             log.info("[%s] had stopped early before the resume", phase)
         else:
@@ -568,7 +572,7 @@ def run(cfg: TrainConfig) -> Path:
         pass
     elif state.get("phase") != "qat":
         float_model = _fit(float_model, "float", train_ds, arrays["val"], cfg.epochs, cfg.lr, cfg, class_weight,
-                           ckpt_dir, history, state, ema=cfg.ema)
+                           ckpt_dir, history, state, ema=cfg.ema, min_epochs=cfg.min_epochs)
     else:
         load_checkpoint(float_model, ckpt_dir / f"float_best{CKPT}")
     if not cfg.redo_qat:
