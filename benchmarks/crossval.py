@@ -515,37 +515,33 @@ def _outside_tests(folds: list[Fold]) -> list[list[np.ndarray]]:
     return [[np.array([u not in tests[k] for u in val[j]], bool) for j in range(len(folds))] for k in range(len(folds))]
 
 
+def _refer_fit_on(parts: list[tuple[Fold, np.ndarray, float | None]]) -> float:
+    """``operating_point.fit_refer_below`` on validation films of several folds pooled: each part is a fold, the
+    indices of its films taken and the TB threshold that flags them (its own calibrated outputs throughout)."""
+    labels = parts[0][0].labels
+    tb_col = labels.index(E.TB) if E.TB in labels else None
+    return OP.fit_refer_below(
+        np.concatenate([f.val_y[v] for f, v, _ in parts]), np.concatenate([f.val_cal[v] for f, v, _ in parts]),
+        np.concatenate([np.zeros(len(v), bool) if tb_col is None else
+                        f.val_cal[v, tb_col] >= (np.inf if t is None else t) for f, v, t in parts]))
+
+
 def pooled_refer(folds: list[Fold], tb: list, val_draws=None, outside=None) -> list[float]:
-    """Leave-one-fold-out refer thresholds: for each fold k, ``operating_point.fit_refer_below`` on the validation
-    films of every other fold pooled (fold j's films with fold j's calibrated outputs, flagged TB at ``tb[j]``),
-    less those of fold k's test patients. ``val_draws``: the validation films drawn per fold (a bootstrap draw;
-    default all); ``outside``: ``_outside_tests(folds)``, given when called per draw."""
+    """Leave-one-fold-out refer thresholds: for each fold k, the refer threshold fitted on the validation films of
+    every other fold pooled (fold j's films with fold j's calibrated outputs, flagged TB at ``tb[j]``), less those
+    of fold k's test patients. ``val_draws``: the validation films drawn per fold (a bootstrap draw; default all);
+    ``outside``: ``_outside_tests(folds)``, given when called per draw."""
     outside = _outside_tests(folds) if outside is None else outside
     draws = val_draws if val_draws is not None else [np.arange(len(f.val_y)) for f in folds]
-    labels, out = folds[0].labels, []
-    for k in range(len(folds)):
-        ys, ps, flags = [], [], []
-        for j, (f, v) in enumerate(zip(folds, draws)):
-            if j == k:
-                continue
-            v = v[outside[k][j][v]]
-            ys.append(f.val_y[v])
-            ps.append(f.val_cal[v])
-            flags.append(f.val_cal[v, labels.index(E.TB)] >= (tb[j] if tb[j] is not None else np.inf)
-                         if E.TB in labels else np.zeros(len(v), bool))
-        out.append(OP.fit_refer_below(np.concatenate(ys), np.concatenate(ps), np.concatenate(flags)))
-    return out
+    return [_refer_fit_on([(f, v[outside[k][j][v]], tb[j]) for j, (f, v) in enumerate(zip(folds, draws)) if j != k])
+            for k in range(len(folds))]
 
 
 def recipe_refer(folds: list[Fold]) -> dict:
     """The refer threshold a recipe would store: fitted on every fold's validation films pooled, each fold's
-    films flagged TB at its stored threshold (``operating_point.fit_refer_below``), with how many films chose it."""
-    labels = folds[0].labels
-    y = np.concatenate([f.val_y for f in folds])
-    p = np.concatenate([f.val_cal for f in folds])
-    flags = np.concatenate([f.val_cal[:, labels.index(E.TB)] >= f.thresholds.get(E.TB, np.inf) if E.TB in labels
-                            else np.zeros(len(f.val_y), bool) for f in folds])
-    return {"refer_below": OP.fit_refer_below(y, p, flags), "validation_films": int(len(y)),
+    films flagged TB at its stored threshold, with how many films chose it."""
+    parts = [(f, np.arange(len(f.val_y)), f.thresholds.get(E.TB)) for f in folds]
+    return {"refer_below": _refer_fit_on(parts), "validation_films": int(sum(len(f.val_y) for f in folds)),
             "folds": [f.fold for f in folds]}
 
 
