@@ -40,6 +40,9 @@ validation outputs: what serving those trainings as one model would score, on th
 fold's fitted on the other folds' validation films pooled (its own test patients left out: leave-one-fold-out), with
 intervals refitted on resampled validation patients for the pooled figures and for each fold's model alone, and the
 threshold every fold's validation films choose together (what a recipe would store; docs/refer-pooled).
+``--refer-share`` is the what-if ``refer_share``: each fold refers a fixed share of its own validation films (a
+quantile, well-conditioned where the kept-accuracy crossing is not), the share the kept-accuracy rule refers on the
+other folds' validation films pooled; intervals as ``--refer-pooled``'s (docs/refer-share).
 
 Pooled AUCs rank films scored by K models on one scale (calibrated probabilities); the per-fold mean does not mix
 models and is shown beside it. Fewer than K bundles are accepted (a study still running) and the report says
@@ -328,6 +331,8 @@ class WhatIf:
     #                                  refitted on the combined validation outputs
     refer_pooled: bool = False  # each fold's refer threshold fitted on the other folds' validation films pooled
     #                             (leave-one-fold-out; its test patients left out): one threshold for a recipe
+    refer_share: bool = False  # each fold refers a fixed share of its own validation films (a quantile), the share
+    #                            the kept-accuracy rule refers on the other folds' validation films pooled
 
     def describe(self) -> str:
         parts = []
@@ -350,6 +355,12 @@ class WhatIf:
                          "folds pooled (each film with its own fold's calibrated outputs and TB flag; the films of this "
                          "fold's test patients left out), not on its own: one refer threshold for a recipe, judged on "
                          "folds whose films did not choose it")
+        if self.refer_share:
+            parts.append("each fold's refer threshold fitted to refer a fixed share of its own validation films (those "
+                         "not flagged TB; a quantile of their top probability), the share being the one the "
+                         "kept-accuracy rule refers on the other folds' validation films pooled (their films of this "
+                         "fold's test patients left out): a share stored by the recipe, judged on folds whose films "
+                         "did not choose it")
         return "; ".join(parts) or "the operating point fitted again as convert fits it (a check: nothing changes)"
 
 
@@ -411,12 +422,12 @@ def refit(f: Fold, w: WhatIf, members: list[Fold] = ()) -> tuple[Fold, dict]:
 
 
 def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000, refitted: bool = False,
-           pooled: bool = False) -> dict:
+           pooled: bool | list = False) -> dict:
     """``other`` against ``base`` on the same films, fold by fold (``other[i]`` scores ``base[i]``'s films, in
     its order): ``other``'s pooled and per-fold figures, and the 95% interval of each pooled difference
     other - base from one paired bootstrap of patients (the same resamples for both); ``refitted``: also with the
     thresholds fitted again in every draw (``refitted_intervals``; ``pooled``: ``other``'s refer thresholds
-    leave-one-fold-out)."""
+    leave-one-fold-out, or a list of shares that each fold's refers)."""
     y = np.concatenate([f.y for f in base])
     src = np.concatenate([f.sources for f in base])
     units = np.concatenate([f.patients if f.patients is not None else np.asarray(f.files) for f in base])
@@ -472,7 +483,9 @@ def _rule_figures(r: dict, i: np.ndarray, labels: list) -> dict:
         out["referred"], out["acc_kept"] = mean(ref), mean(r["right"][i][~ref])
         if "fold" in r:  # per fold too: a device serves one fold's model, at its own thresholds
             fold = r["fold"][i]
-            out |= {f"referred_fold{k}": mean(ref[fold == k]) for k in np.unique(r["fold"]).tolist()}
+            for k in np.unique(r["fold"]).tolist():
+                out[f"referred_fold{k}"] = mean(ref[fold == k])
+                out[f"acc_kept_fold{k}"] = mean(r["right"][i][(fold == k) & ~ref])
     return out
 
 
@@ -545,11 +558,45 @@ def recipe_refer(folds: list[Fold]) -> dict:
             "folds": [f.fold for f in folds]}
 
 
-def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray], pooled=None, per_fold: bool = False) -> dict:
+def pooled_shares(folds: list[Fold], tb: list, outside=None) -> list[float]:
+    """Leave-one-fold-out shares referred: for each fold k, the share of the other folds' validation films (not
+    flagged TB; fold k's test patients left out) that the kept-accuracy rule refers when fitted on them pooled
+    (``pooled_refer``'s threshold): the share a recipe would store, never chosen by fold k's films."""
+    outside = _outside_tests(folds) if outside is None else outside
+    out = []
+    for k, t in enumerate(pooled_refer(folds, tb, outside=outside)):
+        parts = [(f, np.flatnonzero(outside[k][j]), tb[j]) for j, f in enumerate(folds) if j != k]
+        probs = np.concatenate([f.val_cal[v] for f, v, _ in parts])
+        flags = np.concatenate([_tb_flags(f, v, t_j) for f, v, t_j in parts])
+        out.append(OP.refer_share(probs, flags, t))
+    return out
+
+
+def _tb_flags(f: Fold, v: np.ndarray, tb: float | None) -> np.ndarray:
+    """Which of fold ``f``'s validation films ``v`` its TB threshold ``tb`` flags (none without a TB class)."""
+    labels = f.labels
+    if E.TB not in labels:
+        return np.zeros(len(v), bool)
+    return f.val_cal[v, labels.index(E.TB)] >= (np.inf if tb is None else tb)
+
+
+def recipe_share(folds: list[Fold]) -> dict:
+    """The share a recipe would store: what the kept-accuracy rule refers on every fold's validation films pooled
+    (each flagged TB at its fold's stored threshold), with that threshold and how many films chose it."""
+    r = recipe_refer(folds)
+    probs = np.concatenate([f.val_cal for f in folds])
+    flags = np.concatenate([_tb_flags(f, np.arange(len(f.val_y)), f.thresholds.get(E.TB)) for f in folds])
+    return r | {"share": OP.refer_share(probs, flags, r["refer_below"])}
+
+
+def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray], pooled=None, per_fold: bool = False,
+                         shares=None) -> dict:
     """``_rule_films`` with every fold's thresholds fitted again, as convert fits them (TB at the fold's own
     target, the refer threshold, the pneumonia point), on the validation films ``val_draws[k]`` of fold k;
     ``pooled`` (``_outside_tests(folds)``): each refer threshold fitted on the other folds' drawn films instead
-    (``pooled_refer``); ``per_fold``: each fold's model's figures too (``_rule_figures``)."""
+    (``pooled_refer``); ``shares``: each fold's refer threshold fitted to refer that share of its drawn films
+    (``operating_point.fit_refer_share``; the shares held: a recipe stores them); ``per_fold``: each fold's
+    model's figures too (``_rule_figures``)."""
     labels = folds[0].labels
     cols = {k: [] for k in ("tb_flag", "pn_flag", "referred", "right")}
     fitted = [OP.choose_operating_points(f.val_y[v], f.val_cal[v], labels, tb_sensitivity=f.tb_target)[0]
@@ -557,6 +604,9 @@ def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray], pooled=
     if pooled is not None:
         for th, r in zip(fitted, pooled_refer(folds, [th.get(E.TB) for th in fitted], val_draws, pooled)):
             th["refer_below"] = r
+    if shares is not None:
+        for f, v, th, s in zip(folds, val_draws, fitted, shares):
+            th["refer_below"] = OP.fit_refer_share(f.val_cal[v], _tb_flags(f, v, th.get(E.TB)), s)
     for f, v, th in zip(folds, val_draws, fitted):
         d = _decide(f.cal, labels, th)
         cols["referred"].append(d == -1)
@@ -580,18 +630,21 @@ def _refitted_draws(recipes: list[list[Fold]], units, n_boot: int, seed: int, po
     """Per bootstrap draw, the threshold figures of each recipe (lists of the same folds, films in the first's
     order) with every fold's thresholds fitted again on the same resampled validation patients (their ids read from
     the file names, else each film its own) and scored on the same resampled test patients. ``pooled[r]`` True:
-    recipe r's refer thresholds are fitted leave-one-fold-out on the drawn films (``pooled_refer``), and every
-    recipe's figures then come per fold too (``referred_fold0``, ...)."""
+    recipe r's refer thresholds are fitted leave-one-fold-out on the drawn films (``pooled_refer``); a list of
+    shares: each fold's refers that share of its own drawn films (``fit_refer_share``); either way every recipe's
+    figures then come per fold too (``referred_fold0``, ``acc_kept_fold0``, ...)."""
     from train.data import patient_from_name
 
     labels = recipes[0][0].labels
     val_members = [by_patient([patient_from_name(p) for p in f.val_files]) for f in recipes[0]]
-    outside = [_outside_tests(folds) if r < len(pooled) and pooled[r] else None for r, folds in enumerate(recipes)]
+    mode = [pooled[r] if r < len(pooled) else False for r in range(len(recipes))]
+    outside = [_outside_tests(folds) if m is True else None for m, folds in zip(mode, recipes)]
+    shares = [m if isinstance(m, (list, tuple)) else None for m in mode]
     rng = np.random.default_rng(seed + 1)
     for i in _patient_draws(units, n_boot, seed):
         v = [draw_patients(m, rng) for m in val_members]
-        yield [_rule_figures(_rule_films_refitted(folds, v, o, per_fold=any(pooled)), i, labels)
-               for folds, o in zip(recipes, outside)]
+        yield [_rule_figures(_rule_films_refitted(folds, v, o, per_fold=any(m is not False for m in mode), shares=s),
+                             i, labels) for folds, o, s in zip(recipes, outside, shares)]
 
 
 def rule_intervals_refitted(folds: list[Fold], units, n_boot: int, seed: int = 2) -> dict:
@@ -613,7 +666,7 @@ def rule_deltas_refitted(base: list[Fold], other: list[Fold], units, n_boot: int
 
 
 def refitted_intervals(base: list[Fold], other: list[Fold], units, n_boot: int, seed: int = 2,
-                       pooled: tuple[bool, bool] = (False, False)) -> dict:
+                       pooled: tuple = (False, False)) -> dict:
     """``rule_deltas`` with the uncertainty of where each threshold was fitted: every draw resamples the test
     patients and, fold by fold, the validation patients, and fits both recipes' thresholds again on those
     validation films before scoring the test draw. The intervals of ``rule_deltas`` hold the stored thresholds
@@ -673,7 +726,24 @@ def what_if(folds: list[Fold], w: WhatIf, n_boot: int, log=print, members: list[
         changed.append(g)
         if (d := refit_drift(f)) > 1e-9:
             drift[f.fold] = d
-    pooled = {}
+    pooled, refit_mode = {}, w.refer_pooled
+    if w.refer_pooled and w.refer_share:
+        raise FoldError("one refer rule per what-if: --refer-pooled or --refer-share")
+    if w.refer_share:
+        if len(changed) < 2:
+            raise FoldError("a share of films for a recipe is judged leave-one-fold-out: give two folds or more")
+        tb = [g.thresholds.get(E.TB) for g in changed]
+        shares = pooled_shares(changed, tb)
+        lofo = [OP.fit_refer_share(g.val_cal, _tb_flags(g, np.arange(len(g.val_y)), t), s)
+                for g, t, s in zip(changed, tb, shares)]
+        changed = [replace(g, thresholds=dict(g.thresholds, refer_below=r)) for g, r in zip(changed, lofo)]
+        for g in changed:
+            fitted[g.fold]["thresholds"] = dict(g.thresholds)
+        refit_mode = shares
+        pooled = {"refer_share": {"leave_one_fold_out": {g.fold: g.thresholds["refer_below"] for g in changed},
+                                  "share_leave_one_fold_out": {g.fold: s for g, s in zip(changed, shares)},
+                                  "as_deployed": {f.fold: f.thresholds.get("refer_below") for f in kept},
+                                  "all_folds": recipe_share(kept)}}
     if w.refer_pooled:
         if len(changed) < 2:
             raise FoldError("one refer threshold for a recipe is judged leave-one-fold-out: give two folds or more")
@@ -688,7 +758,7 @@ def what_if(folds: list[Fold], w: WhatIf, n_boot: int, log=print, members: list[
         log(f"what if: refitted at the deployed targets, folds {sorted(drift)} do not give back their stored thresholds "
             f"(largest difference {max(drift.values()):.3g}): their differences hold that too")
     out = {"what": w.describe(), "fitted_per_fold": fitted, "refit_drift": drift, **pooled,
-           **versus(kept, changed, n_boot, refitted=w.refer_pooled, pooled=w.refer_pooled)}
+           **versus(kept, changed, n_boot, refitted=bool(refit_mode), pooled=refit_mode)}
     if len(kept) < len(folds):
         out |= {"base_pooled": pool(kept, n_boot), "base_per_fold": {f.fold: fold_row(f) for f in kept}}
     return out
@@ -1007,46 +1077,72 @@ def table(res: dict) -> str:
 
 
 def _refer_pooled_lines(wi: dict, base_pooled: dict) -> list[str]:
-    """For the what-if ``refer_pooled``: the thresholds each fold got, the one a recipe would store, how wide the
-    share referred and the accuracy kept are once the thresholds' own error counts (both ways of fitting, the same
-    draws), and the refer rule per source."""
-    rp = wi.get("refer_pooled")
+    """For the what-ifs ``refer_pooled`` and ``refer_share``: the thresholds (and shares) each fold got, what a
+    recipe would store, how wide the share referred and the accuracy kept are once the thresholds' own error counts
+    (both ways of fitting, the same draws), for the pooled films and each fold's model, and the rule per source."""
+    share = "refer_share" in wi
+    rp = wi.get("refer_share") if share else wi.get("refer_pooled")
     if not rp:
         return []
     both = wi.get("ci95_refitted_both") or {}
     allf = rp["all_folds"]
+    how = "fixed share" if share else "pooled"
 
     def span(side, key):
         ci = (both.get(side) or {}).get(key)
         return f"{R._f(ci[0])}-{R._f(ci[1])} (width {ci[1] - ci[0]:.3f})" if ci else "-"
 
-    lines = ["", "Refer thresholds per fold, as deployed (each fitted on its own validation films) -> leave-one-fold-out "
+    def at(d, k):
+        return d.get(k, d.get(str(k)))
+
+    if share:
+        first = ("Refer thresholds per fold, as deployed (the kept-accuracy rule on its own validation films) -> a "
+                 "fixed share of its own validation films, the share chosen leave-one-fold-out: " + "; ".join(
+                     f"fold {k}: {R._f(at(rp['as_deployed'], k))} -> {R._f(v)} (share "
+                     f"{R._f(at(rp['share_leave_one_fold_out'], k))})" for k, v in rp["leave_one_fold_out"].items())
+                 + f". The share every fold's validation films choose together ({allf['validation_films']} films, "
+                   f"folds {', '.join(map(str, allf['folds']))}; the kept-accuracy rule's threshold there "
+                   f"{R._f(allf['refer_below'])}): **{R._f(allf['share'])}** (what a recipe would store).")
+    else:
+        first = ("Refer thresholds per fold, as deployed (each fitted on its own validation films) -> leave-one-fold-out "
                  "(fitted on the other folds' validation films pooled): " + "; ".join(
-                     f"fold {k}: {R._f(rp['as_deployed'].get(k, rp['as_deployed'].get(str(k))))} -> {R._f(v)}"
+                     f"fold {k}: {R._f(at(rp['as_deployed'], k))} -> {R._f(v)}"
                      for k, v in rp["leave_one_fold_out"].items())
-             + f". Fitted on every fold's validation films pooled ({allf['validation_films']} films, folds "
-               f"{', '.join(map(str, allf['folds']))}): **{R._f(allf['refer_below'])}** (what a recipe would store).",
-             "", "95% intervals with every threshold fitted again on resampled validation patients (the same draws for "
-                 "both; test patients resampled too):", "",
-             "| figure | as deployed (per fold) | leave-one-fold-out (pooled) |", "|---|---|---|"]
+                 + f". Fitted on every fold's validation films pooled ({allf['validation_films']} films, folds "
+                   f"{', '.join(map(str, allf['folds']))}): **{R._f(allf['refer_below'])}** (what a recipe would store).")
+    lines = ["", first, "", "95% intervals with every threshold fitted again on resampled validation patients (the same "
+             "draws for both; test patients resampled too" + ("; each fold's share held, as a recipe stores it" if share
+                                                             else "") + "):", "",
+             f"| figure | as deployed (per fold) | {'fixed share, leave-one-fold-out' if share else 'leave-one-fold-out (pooled)'} |",
+             "|---|---|---|"]
     for key, label in (("referred", "referred by the refer rule"), ("acc_kept", "accuracy of films not referred")):
         lines.append(f"| {label} | {span('base', key)} | {span('other', key)} |")
     for k in rp["leave_one_fold_out"]:
         lines.append(f"| referred, fold {k}'s model alone | {span('base', f'referred_fold{k}')} | "
                      f"{span('other', f'referred_fold{k}')} |")
+    for k in rp["leave_one_fold_out"]:
+        if (both.get("base") or {}).get(f"acc_kept_fold{k}"):
+            lines.append(f"| accuracy kept, fold {k}'s model alone | {span('base', f'acc_kept_fold{k}')} | "
+                         f"{span('other', f'acc_kept_fold{k}')} |")
     ratios = [(o[1] - o[0]) / (b[1] - b[0]) for k in rp["leave_one_fold_out"]
               if (b := (both.get("base") or {}).get(f"referred_fold{k}")) and
               (o := (both.get("other") or {}).get(f"referred_fold{k}")) and b[1] > b[0]]
     if ratios:
-        lines += ["", f"Width of one model's referral interval, pooled / per fold: "
+        lines += ["", f"Width of one model's referral interval, {how} / per fold: "
                       f"{', '.join(f'{x:.2f}' for x in ratios)} (median {np.median(ratios):.2f}; narrower in "
                       f"{sum(x < 1 for x in ratios)} of {len(ratios)} folds). The pooled row averages the folds' "
                       "errors (per-fold thresholds err independently, leave-one-fold-out ones share most of their "
                       "films); a clinic gets one model, so its own row is the one it lives with."]
+    lows = [o[0] - b[0] for k in rp["leave_one_fold_out"]
+            if (b := (both.get("base") or {}).get(f"acc_kept_fold{k}")) and
+            (o := (both.get("other") or {}).get(f"acc_kept_fold{k}"))]
+    if lows:
+        lines += ["", f"Lower bound of one model's kept-accuracy interval, {how} minus per fold: "
+                      f"{', '.join(f'{x:+.3f}' for x in lows)} (median {np.median(lows):+.3f})."]
     a, b = base_pooled.get("refer_rule_by_source") or {}, (wi.get("pooled") or {}).get("refer_rule_by_source") or {}
     if a and b:
-        lines += ["", "| source | referred, as deployed | referred, pooled | accuracy kept, as deployed | "
-                      "accuracy kept, pooled |", "|---|---|---|---|---|"]
+        lines += ["", f"| source | referred, as deployed | referred, {how} | accuracy kept, as deployed | "
+                      f"accuracy kept, {how} |", "|---|---|---|---|---|"]
         lines += [f"| {s} | {R._f(a[s]['referred'])} | {R._f(b.get(s, {}).get('referred'))} | "
                   f"{R._f(a[s]['accuracy_not_referred'])} | {R._f(b.get(s, {}).get('accuracy_not_referred'))} |"
                   for s in sorted(a)]
@@ -1136,10 +1232,12 @@ def _fraction(text: str) -> float:
     return x
 
 
-def what_ifs(class_bias: bool = False, tb=(), pneumonia=(), refer_pooled: bool = False) -> tuple[WhatIf, ...]:
+def what_ifs(class_bias: bool = False, tb=(), pneumonia=(), refer_pooled: bool = False,
+             refer_share: bool = False) -> tuple[WhatIf, ...]:
     """The what-ifs the command line asks for, one each."""
     return ((WhatIf("class_bias", class_bias=True),) if class_bias else ()) + (
-        (WhatIf("refer_pooled", refer_pooled=True),) if refer_pooled else ()) + tuple(
+        (WhatIf("refer_pooled", refer_pooled=True),) if refer_pooled else ()) + (
+        (WhatIf("refer_share", refer_share=True),) if refer_share else ()) + tuple(
         WhatIf(f"tb_sensitivity_{_pct(s)}", tb_sensitivity=s) for s in dict.fromkeys(tb)) + tuple(
         WhatIf(f"pneumonia_sensitivity_{_pct(s)}", pneumonia_sensitivity=s) for s in dict.fromkeys(pneumonia))
 
@@ -1172,6 +1270,11 @@ def main(argv=None) -> int:
                         "the other folds' validation films pooled, its test patients left out), against per-fold "
                         "fitting, with intervals refitted on resampled validation patients; the report also gives "
                         "the threshold all folds' validation films choose (what recipes/*.toml [convert] would store)")
+    p.add_argument("--refer-share", action="store_true",
+                   help="what-if: each fold refers a fixed share of its own validation films (a quantile of their top "
+                        "probability), the share the kept-accuracy rule refers on the other folds' validation films "
+                        "pooled (leave-one-fold-out), against per-fold fitting, intervals refitted as --refer-pooled's; "
+                        "the report gives the share all folds' validation films choose (docs/refer-share)")
     p.add_argument("--mean-with", nargs="+", action="append", type=Path, default=[], metavar="BUNDLE",
                    help="what-if (repeat for more): another training of the same folds (its fold bundles or saved-folds "
                         "file, with validation outputs): each fold's outputs combined with its (a geometric mean, as "
@@ -1198,7 +1301,8 @@ def main(argv=None) -> int:
     try:
         res = crossval(a.bundles, a.format, a.bootstrap, not a.no_shift,
                        log=lambda msg: print(msg, file=sys.stderr, flush=True), baseline=a.baseline,
-                       what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity, a.refer_pooled),
+                       what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity, a.refer_pooled,
+                                         a.refer_share),
                        validation=a.save_folds is not None, mean_with=a.mean_with)
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -286,6 +286,22 @@ def fit_refer_below(y: np.ndarray, probs: np.ndarray, is_tb: np.ndarray,
     return float(REFER_GRID[-1])
 
 
+def refer_share(probs: np.ndarray, is_tb: np.ndarray, refer_below: float) -> float:
+    """The share of the films not flagged TB whose top probability lies below ``refer_below`` (referred)."""
+    top = np.asarray(probs, np.float64).max(1)[~np.asarray(is_tb, bool)]
+    return float((top < refer_below).mean()) if len(top) else 0.0
+
+
+def fit_refer_share(probs: np.ndarray, is_tb: np.ndarray, share: float) -> float:
+    """The refer threshold that refers ``share`` of the films not flagged TB: the ``share`` quantile of their top
+    probability. A quantile moves smoothly with the films (its error shrinks as 1/sqrt(n)), where
+    ``fit_refer_below``'s crossing of a flat kept-accuracy curve can jump (docs/refer-share/PLAN.md)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"a share of films is between 0 and 1, got {share}")
+    top = np.asarray(probs, np.float64).max(1)[~np.asarray(is_tb, bool)]
+    return float(np.quantile(top, share)) if len(top) else 0.0
+
+
 def pneumonia_point(y, probs, labels, sensitivity: float = PNEUMONIA_SENSITIVITY) -> dict | None:
     """The P(pneumonia) threshold for ``sensitivity`` among the normal and pneumonia films (in the gap below the
     chosen score, as TB's), with its validation sensitivity and specificity. Stored in the operating-point report
