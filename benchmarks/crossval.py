@@ -110,6 +110,8 @@ class Fold:
     tb_target: float = OP.TB_SENSITIVITY  # the validation TB sensitivity its TB threshold was fitted for (bundles
     #                                      converted before they recorded it: 0.90)
     test_views: list = None  # the bundle's test-time views (convert --views; None: a fold saved before recording it)
+    refer_share: float = None  # the share of validation films its refer threshold was fitted to refer (convert
+    #                            --refer-share); None: fitted for 90% accuracy on the films kept
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -184,7 +186,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validatio
                 patients=patients(arr.samples), recipe=recipe_of(run) | _ensemble_of(status), artifact=fmt,
                 served=serves,
                 tb_target=float((op.get("tb") or {}).get("target_sensitivity", OP.TB_SENSITIVITY)),
-                test_views=list(meta.views),
+                test_views=list(meta.views), refer_share=(op.get("refer") or {}).get("target_share"),
                 **({} if val is None else {"val_y": np.asarray(val.labels, int), "val_cal": val_cal,
                                            "val_files": [film_name(s.path) for s in val.samples]}))
 
@@ -415,7 +417,8 @@ def refit(f: Fold, w: WhatIf, members: list[Fold] = ()) -> tuple[Fold, dict]:
         val_cal, cal = (OP.calibrate(OP.apply_class_bias(p, bias), t) for p in (val_cal, cal))
         fitted |= {"bias": [float(b) for b in bias], "temperature_after_bias": t}  # on top of the fold's own
     tb = f.tb_target if w.tb_sensitivity is None else w.tb_sensitivity
-    thresholds, _ = OP.choose_operating_points(f.val_y, val_cal, f.labels, tb_sensitivity=tb)
+    thresholds, _ = OP.choose_operating_points(f.val_y, val_cal, f.labels, tb_sensitivity=tb,
+                                               refer_share=f.refer_share)
     pn = OP.pneumonia_point(f.val_y, val_cal, f.labels, w.pneumonia_sensitivity) or {}
     fitted |= {"thresholds": thresholds, "pneumonia_threshold": pn.get("threshold")}
     return replace(f, cal=cal, thresholds=dict(thresholds), pneumonia_threshold=pn.get("threshold")), fitted
@@ -599,8 +602,8 @@ def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray], pooled=
     model's figures too (``_rule_figures``)."""
     labels = folds[0].labels
     cols = {k: [] for k in ("tb_flag", "pn_flag", "referred", "right")}
-    fitted = [OP.choose_operating_points(f.val_y[v], f.val_cal[v], labels, tb_sensitivity=f.tb_target)[0]
-              for f, v in zip(folds, val_draws)]
+    fitted = [OP.choose_operating_points(f.val_y[v], f.val_cal[v], labels, tb_sensitivity=f.tb_target,
+                                         refer_share=f.refer_share)[0] for f, v in zip(folds, val_draws)]
     if pooled is not None:
         for th, r in zip(fitted, pooled_refer(folds, [th.get(E.TB) for th in fitted], val_draws, pooled)):
             th["refer_below"] = r
@@ -795,7 +798,7 @@ def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenan
     def one(f: Fold) -> dict:
         return {"bundle": str(f.bundle), "fold": f.fold, "folds": f.folds, "seed": f.seed, "data_hash": f.data_hash,
                 "labels": list(f.labels), "thresholds": f.thresholds, "pneumonia_threshold": f.pneumonia_threshold,
-                "tb_target": f.tb_target, "test_views": f.test_views,
+                "tb_target": f.tb_target, "test_views": f.test_views, "refer_share": f.refer_share,
                 "parity": f.parity, "recipe": f.recipe, "artifact": f.artifact, "served": f.served,
                 "site_shift": (per_fold.get(f.fold) or per_fold.get(str(f.fold)) or {}).get("site_shift")
                 or f.site_shift, "scored": f.scored or scored,
@@ -845,6 +848,7 @@ def _saved_folds(doc: dict, path: Path) -> list[Fold]:
                         site_shift=d.get("site_shift"), saved_in=Path(path), scored=d.get("scored"),
                         artifact=d.get("artifact") or doc.get("artifact"), served=d.get("served"),
                         tb_target=float(d.get("tb_target", OP.TB_SENSITIVITY)), test_views=d.get("test_views"),
+                        refer_share=d.get("refer_share"),
                         **_saved_validation(d.get("validation"), len(d["labels"]))))
     return out
 

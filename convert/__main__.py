@@ -44,9 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "operating point is fitted on that average. Members must share RUN_DIR's split and input "
                         "preparation (train them with the same --seed, varying --init-seed). Costs one inference "
                         "per member")
+    p.add_argument("--refer-share", type=float, default=None, metavar="S",
+                   help="fit each refer threshold to refer this share of the validation films the TB rule does not "
+                        "flag (the least confident; a quantile, steady from one build to the next) instead of the "
+                        "lowest confidence at which the films kept reach 90%% accuracy (default; docs/refer-share)")
     p.add_argument("--recipe", default=None,
                    help="TOML recipe (e.g. recipes/default.toml) whose [convert] table sets these options' defaults "
-                        "(views, formats, min-agreement, input-type); a flag given here still wins")
+                        "(views, formats, min-agreement, input-type, refer-share); a flag given here still wins")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
@@ -95,6 +99,8 @@ def main(argv=None) -> int:
     try:
         formats = parse_formats(args.formats)
         views = parse_views(args.views)
+        if args.refer_share is not None and not 0.0 < args.refer_share < 1.0:
+            raise ValueError(f"--refer-share is a share of films between 0 and 1 (e.g. 0.32), got {args.refer_share}")
         if Path(args.out).resolve() in {Path(r).resolve() for r in (args.run_dir, *args.member)}:
             raise ValueError(f"--out {args.out} is a training run given here; the bundle goes in a folder of its own")
         check_paths(Path(args.run_dir), Path(args.out), args.force)
@@ -107,7 +113,7 @@ def main(argv=None) -> int:
 
     try:
         status = run(args.run_dir, args.out, formats, args.input_type, args.min_agreement, args.force, views,
-                     members=tuple(args.member))
+                     members=tuple(args.member), refer_share=args.refer_share)
     except SystemExit as exc:  # the pipeline refuses a run it cannot convert (a control, images gone): say why
         if not isinstance(exc.code, str):
             raise

@@ -144,13 +144,15 @@ def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
 
 def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: str = "uint8",
         min_agreement: float = 0.98, force: bool = False, views: tuple[str, ...] = V.NONE,
-        members: tuple = ()) -> dict:
+        members: tuple = (), refer_share: float | None = None) -> dict:
     """Convert a training run into a bundle of ``formats``. ``views`` (edge_runtime.views): test-time views the
     device averages; every operating point (temperature, thresholds) is then fitted on the views' average, while
     each artifact's parity with its Keras parent is still checked film for film on one view. ``members``: more
     training runs of the same split served with ``run_dir`` as one ensemble (``train.keras_io.ensemble_model``:
     one file per format whose probabilities are the members' mean); every operating point is fitted on the
-    ensemble's own validation outputs, and every parity check compares the ensemble file with the ensemble."""
+    ensemble's own validation outputs, and every parity check compares the ensemble file with the ensemble.
+    ``refer_share``: every refer threshold refers that share of the validation films not flagged TB
+    (``operating_point.fit_refer_share``) instead of reaching 90% accuracy on the films kept."""
     from train import data as D
     from train import keras_io as K
 
@@ -226,7 +228,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
                 models[parent], x)[0], val.images, views)
         return averaged[parent]
 
-    fitted = OP.fit(val.labels, keras_views(deployed), labels)
+    fitted = OP.fit(val.labels, keras_views(deployed), labels, refer_share)
     temperature, thresholds, op_report = fitted["temperature"], fitted["thresholds"], fitted["operating_point"]
     scope_stats = {p: scope.fit(K.predict_with_embeddings(m, arrays["train"].images)[1]) for p, m in first.items()}
     orient = orientation.fit(arrays["train"].images)
@@ -239,7 +241,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
     log.info("temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", temperature,
              op_report["calibration"]["val_ece_before"], op_report["calibration"]["val_ece_after"],
              {k: round(v, 3) for k, v in thresholds.items()})
-    calibration = {BASELINE: OP.fit(val.labels, keras_views("float"), labels)}
+    calibration = {BASELINE: OP.fit(val.labels, keras_views("float"), labels, refer_share)}
     metrics = {**meta.metrics, "operating_point": op_report}
     if ensemble:  # the first training's own figures (from its run) would stand for the ensemble: replace them
         from train.evaluate import side_report
@@ -289,7 +291,7 @@ def run(run_dir: str | Path, out: str | Path, formats: list[str], input_type: st
                                agreement_vs_float=pf["agreement"], max_prob_diff_vs_float=pf["max_prob_diff"])
                     # the artifact's own operating point, fitted on its own validation outputs (the views' average)
                     vv = V.with_views(pv["probs"], be.run_batch, val.images, views)
-                    own = calibration[key] = OP.fit(val.labels, vv, labels)
+                    own = calibration[key] = OP.fit(val.labels, vv, labels, refer_share)
                     log.info("[%s] own calibration: temperature %.2f (val ECE %.3f -> %.3f); thresholds %s", key,
                              own["temperature"], own["operating_point"]["calibration"]["val_ece_before"],
                              own["operating_point"]["calibration"]["val_ece_after"],

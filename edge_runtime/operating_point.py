@@ -8,7 +8,10 @@ Decision rule, in order (the numbers are chosen on validation data and stored in
 1. the image fails the input check          -> "out_of_scope" (no diagnosis shown)
 2. P(tuberculosis) >= the TB threshold      -> "tuberculosis" (threshold fitted for 95% TB sensitivity on
                                                validation, so that unseen films keep the 90% screening bar)
-3. top probability < ``refer_below``         -> "refer" (the model is unsure: refer to a clinician)
+3. top probability < ``refer_below``         -> "refer" (the model is unsure: refer to a clinician; the threshold
+                                               fitted so that the films kept reach 90% accuracy, or, with a share
+                                               (a recipe's ``[convert] refer-share``), so that that share of the
+                                               validation films not flagged TB is referred)
 4. otherwise the most probable class.
 """
 from __future__ import annotations
@@ -223,14 +226,15 @@ def apply_class_bias(probs: np.ndarray, bias) -> np.ndarray:
     return p / p.sum(1, keepdims=True)
 
 
-def fit(y: np.ndarray, raw: np.ndarray, labels: list[str]) -> dict:
+def fit(y: np.ndarray, raw: np.ndarray, labels: list[str], refer_share: float | None = None) -> dict:
     """Temperature, thresholds and their validation report for one model's raw validation probabilities, and the
-    summary of its calibrated scores and decisions there (``edge_runtime.reference``: what a site is compared with)."""
+    summary of its calibrated scores and decisions there (``edge_runtime.reference``: what a site is compared with).
+    ``refer_share``: the refer threshold refers that share of the films (``choose_operating_points``)."""
     y = np.asarray(y, int)
     tfit = fit_temperature_report(y, raw)
     temperature = tfit["temperature"]
     cal = calibrate(raw, temperature)
-    thresholds, report = choose_operating_points(y, cal, labels)
+    thresholds, report = choose_operating_points(y, cal, labels, refer_share=refer_share)
     report["calibration"] = {"temperature": temperature, "temperature_warning": tfit["warning"],
                              "val_ece_before": M.expected_calibration_error(y, raw),
                              "val_ece_after": M.expected_calibration_error(y, cal)}
@@ -241,10 +245,13 @@ def fit(y: np.ndarray, raw: np.ndarray, labels: list[str]) -> dict:
 
 def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
                             target_accuracy: float = REFER_TARGET_ACCURACY,
-                            tb_sensitivity: float = TB_FIT_SENSITIVITY) -> tuple[dict, dict]:
+                            tb_sensitivity: float = TB_FIT_SENSITIVITY,
+                            refer_share: float | None = None) -> tuple[dict, dict]:
     """(thresholds, report) from calibrated validation probabilities: the TB threshold for ``tb_sensitivity``
     (in the gap below the chosen score), then the lowest refer threshold (0.00, 0.01, ... 0.95) at which the
-    images neither flagged TB nor referred reach ``target_accuracy``."""
+    images neither flagged TB nor referred reach ``target_accuracy``; with ``refer_share``, the refer threshold
+    that refers that share of the images not flagged TB instead (``fit_refer_share``: a quantile, steadier;
+    docs/refer-share)."""
     y = np.asarray(y, int)
     thresholds, report = {}, {}
     is_tb = np.zeros(len(y), bool)
@@ -262,10 +269,12 @@ def choose_operating_points(y: np.ndarray, probs: np.ndarray, labels: list[str],
         report["pneumonia"] = pn
     top, pred = probs.max(1), probs.argmax(1)
     rest = ~is_tb
-    chosen = fit_refer_below(y, probs, is_tb, target_accuracy)
+    chosen = fit_refer_below(y, probs, is_tb, target_accuracy) if refer_share is None else \
+        fit_refer_share(probs, is_tb, refer_share)
     thresholds["refer_below"] = chosen
     keep = rest & (top >= chosen)
     report["refer"] = {"refer_below": chosen, "target_accuracy": target_accuracy,
+                       **({} if refer_share is None else {"target_share": float(refer_share)}),
                        "val_refer_fraction": float((rest & (top < chosen)).mean()),
                        "val_accuracy_not_referred": float((pred[keep] == y[keep]).mean()) if keep.any() else float("nan")}
     return thresholds, report

@@ -175,3 +175,34 @@ def test_views_fit_every_operating_point_on_the_views_average(tiny_run, referenc
     row = json.loads((out / "bundle.json").read_text())["formats"]["tflite_int8"]
     assert row["agreement"] == pytest.approx((one.argmax(1) == probs["qat"].argmax(1)).mean())  # parity: one view
     assert "Test-time views: zoom3" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_refer_share_fits_each_refer_threshold_to_refer_that_share_of_validation_films(tiny_run, reference, tmp_path,
+                                                                                       capsys):
+    """convert --refer-share (a recipe's [convert] refer-share): the refer threshold is the quantile of the films'
+    top probability that refers that share of the validation films the TB rule does not flag, for the deployed
+    model and each artifact alike, and the model card says which rule set it (docs/refer-share)."""
+    from convert.__main__ import main
+    from edge_runtime import operating_point as C
+
+    assert main([str(tiny_run), "--refer-share", "1.5", "--out", str(tmp_path / "x")]) == 2   # refused before TF
+    assert "between 0 and 1" in capsys.readouterr().err
+    out = tmp_path / "share"
+    assert main([str(tiny_run), "--formats", "tflite_fp32", "--refer-share", "0.3", "--out", str(out),
+                 "--min-agreement", "0.85"]) in (0, 3)
+    meta = ModelMetadata.load(out / "metadata.json")
+    refer = meta.metrics["operating_point"]["refer"]
+    assert refer["target_share"] == 0.3 and refer["refer_below"] == meta.thresholds["refer_below"]
+    # the artifact's own threshold: the 30% quantile of its own calibrated validation outputs (TB-flagged left out)
+    val, _ = reference
+    own = meta.calibration["tflite_fp32"]
+    cal = C.calibrate(Classifier.from_bundle(out / FORMATS["tflite_fp32"].filename).predict_batch(val.images),
+                      own["temperature"])
+    is_tb = cal[:, list(meta.labels).index(C.TB)] >= own["thresholds"][C.TB]
+    assert own["thresholds"]["refer_below"] == pytest.approx(C.fit_refer_share(cal, is_tb, 0.3), abs=1e-6)
+    assert C.refer_share(cal, is_tb, own["thresholds"]["refer_below"]) == pytest.approx(0.3, abs=1.5 / (~is_tb).sum())
+    assert own["operating_point"]["refer"]["target_share"] == 0.3
+    assert "least confident 30.0% of validation images not flagged TB" in (out / "MODEL_CARD.md").read_text()
+    y = np.array([0, 1, 2, 0])
+    plain = C.choose_operating_points(y, np.eye(3)[[0, 1, 2, 1]] * 0.7 + 0.1, ["normal", "pneumonia", "tuberculosis"])
+    assert "target_share" not in plain[1]["refer"]   # without a share: the kept-accuracy rule, as before
