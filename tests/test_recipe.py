@@ -143,6 +143,10 @@ def test_the_convert_table_is_read_by_convert_and_skipped_by_train(tmp_path, cap
     R.apply(cp, ["run", "--recipe", str(path), "--out", "b"], "convert")
     c = cp.parse_args(["run", "--recipe", str(path), "--out", "b", "--min-agreement", "0.9"])
     assert (c.views, c.formats, c.min_agreement) == ("zoom3", "tflite_int8", 0.9)   # a flag still wins
+    assert c.refer_share is None                                    # not in the recipe: the kept-accuracy rule
+    cd = convert_parser()
+    R.apply(cd, ["run", "--recipe", str(DEFAULT), "--out", "b"], "convert")
+    assert 0 < cd.parse_args(["run", "--out", "b"]).refer_share < 0.5   # the default stores a share (docs/refer-share)
     bad = write(tmp_path, '[convert]\nviews = "zoom3"\nepochs = 3\n', "bad.toml")
     with pytest.raises(SystemExit) as exc:
         convert_main(["run", "--recipe", str(bad), "--out", str(tmp_path / "b")])
