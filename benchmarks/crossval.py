@@ -943,12 +943,36 @@ def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
             **versus(base, other, n_boot, refitted=True)}
 
 
+def _site_b_counts(r: dict | None) -> dict:
+    """A fold's simulated site B figures that the harmonisation rules read: accuracy, and the sick films given a
+    normal decision by the device's rule (None where not scored)."""
+    r = r or {}
+    rule = r.get("refer_rule") or {}
+    return {"accuracy": r.get("accuracy"), "tuberculosis_called_normal": rule.get("tuberculosis_called_normal"),
+            "pneumonia_called_normal": rule.get("pneumonia_called_normal"),
+            "tb_sensitivity": (r.get("tb_at_threshold") or {}).get("sensitivity"),
+            "nih_normals_called_normal": r.get("pair_normals_called_normal")}
+
+
+def site_b_against(per_fold: dict, base: list[Fold]) -> dict:
+    """Simulated site B fold by fold, this recipe against the baseline (its saved figures), on the folds both
+    scored under site B; empty when the baseline kept none."""
+    out = {}
+    for b in base:
+        this = (per_fold.get(b.fold) or {}).get("site_shift") or {}
+        if E.SITE_B in this and b.site_shift and E.SITE_B in b.site_shift:
+            out[b.fold] = {"this": _site_b_counts(this[E.SITE_B]), "baseline": _site_b_counts(b.site_shift[E.SITE_B])}
+    return out
+
+
 def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print,
-             what_ifs: tuple[WhatIf, ...] = (), baseline=(), validation: bool = False, mean_with=()) -> dict:
+             what_ifs: tuple[WhatIf, ...] = (), baseline=(), validation: bool = False, mean_with=(),
+             shifts: tuple[str, ...] = (E.SITE_B,)) -> dict:
     """The out-of-fold report of ``bundles`` (fold bundles or saved-folds files); ``validation``: also score each
     bundle's validation films (kept by ``save_folds``; the what-ifs score them whatever it says); ``mean_with``:
     other trainings of the same folds (one list of fold bundles or saved-folds files each), scored combined with
-    ``bundles`` as the what-if ``ensemble``."""
+    ``bundles`` as the what-if ``ensemble``; ``shifts``: the simulated site changes scored on each fold's bundle
+    (``benchmarks.study.evaluate.SHIFTS``; a saved fold keeps those it was scored with)."""
     members = [load_folds(m, fmt, log, f"other training {i + 1}: ", validation=True) for i, m in enumerate(mean_with)]
     if members:
         what_ifs = tuple(what_ifs) + (WhatIf(ENSEMBLE, mean_with=tuple(" ".join(str(x) for x in m)
@@ -975,9 +999,10 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
                 else:
                     log(f"fold {f.fold}: no {E.SITE_B} figures saved in {f.saved_in} (saved with --no-shift)")
                 continue
-            log(f"fold {f.fold}: simulated {E.SITE_B}")
-            out["per_fold"][f.fold]["site_shift"] = {
-                E.SITE_B: E.site_shift(f.bundle, "test", (E.SITE_B,), f.artifact)[E.SITE_B]}
+            log(f"fold {f.fold}: simulated {', '.join(shifts)}")
+            out["per_fold"][f.fold]["site_shift"] = E.site_shift(f.bundle, "test", tuple(shifts), f.artifact)
+        if base and "versus_baseline" in out:
+            out["versus_baseline"]["site_b"] = site_b_against(out["per_fold"], base)
     out["folds"] = folds  # for --save-folds; not written to the JSON report
     return out
 
@@ -1027,6 +1052,12 @@ def table(res: dict) -> str:
             vals = [s.get(what) for s in site]
             lines.append(f"| films {E.SITE_B}: {label} | {'most (> 0.5)' if what != 'accuracy' else '-'} | - | - | "
                          f"{_pm(vals)} | {', '.join(R._f(R._num(x)) for x in vals)} |")
+        for what, label in (("tuberculosis_called_normal", "TB films given a normal decision"),
+                            ("pneumonia_called_normal", "pneumonia films given a normal decision")):
+            vals = [_site_b_counts(s)[what] for s in site]
+            if all(v is not None for v in vals):
+                lines.append(f"| films {E.SITE_B}: {label} | - | {sum(vals)} (sum) | - | {_pm(vals)} | "
+                             f"{', '.join(str(v) for v in vals)} |")
     ci = pooled["ci95"]
     lines += ["", f"Pooled 95% bootstrap intervals ({ci['n_boot']} resamples of the {ci.get('patients', '?')} "
                   f"{ci['unit']}s, each with all their films): accuracy "
@@ -1059,7 +1090,8 @@ def table(res: dict) -> str:
                                 for k, (a, b) in vb["recipe_difference"].items()) or "nothing (a rerun)")
                   + ". A difference whose interval spans 0 is a tie.", "",
                   *_tb_target_warning(vb.get("tb_targets")),
-                  *_versus_table(vb["baseline_pooled"], vb["baseline_per_fold"], vb, "baseline", "this recipe")]
+                  *_versus_table(vb["baseline_pooled"], vb["baseline_per_fold"], vb, "baseline", "this recipe"),
+                  *_site_b_lines(vb.get("site_b") or {})]
     for name, wi in (res.get("what_if") or {}).items():
         lines += ["", f"What if ({name}; not what a device does today): {wi['what']}; every threshold refitted after it "
                       "on each fold's validation films, the test films only scored."
@@ -1077,7 +1109,50 @@ def table(res: dict) -> str:
             f"{v} AUC {R._f(R._num(x['auc']))} ({x['normal']} normal, {x['pneumonia']} pneumonia)"
             for v, x in bv["by_view"].items()) + f"; the view alone (PA scored higher): "
             f"{R._f(R._num(bv.get('view_alone_auc')))}."]
-    return "\n".join(lines)
+    return "\n".join(lines + _shift_table(rows))
+
+
+def _shift_table(rows: list[dict]) -> list[str]:
+    """Every simulated site change the folds were scored with (``--shifts``), when more than site B: accuracy and
+    NIH normals called normal over folds, the sick films given a normal decision summed."""
+    names = [n for n in E.SHIFTS if all(n in (r.get("site_shift") or {}) for r in rows)]
+    if not rows or names in ([], [E.SITE_B]):
+        return []
+    out = ["", "Simulated site changes, each on the test films (benchmarks/study/evaluate.py SHIFTS; each fold's "
+               "model at its own thresholds; mean +- sd over folds, counts summed):",
+           "", "| change | accuracy | TB sensitivity at the stored threshold | TB films given a normal decision | "
+               "pneumonia films given a normal decision | NIH normals called normal |", "|---|---|---|---|---|---|"]
+    for n in names:
+        c = [_site_b_counts(r["site_shift"][n]) for r in rows]
+        counts = [sum(x[k] for x in c) if all(x[k] is not None for x in c) else "-"
+                  for k in ("tuberculosis_called_normal", "pneumonia_called_normal")]
+        out.append(f"| {n} | {_pm([x['accuracy'] for x in c])} | {_pm([x['tb_sensitivity'] for x in c])} | "
+                   f"{counts[0]} | {counts[1]} | {_pm([x['nih_normals_called_normal'] for x in c])} |")
+    return out
+
+
+def _site_b_lines(sb: dict) -> list[str]:
+    """Simulated site B fold by fold against the baseline: accuracy, TB sensitivity at the stored threshold, the
+    sick films given a normal decision (sums), the NIH normals called normal."""
+    if not sb:
+        return []
+    keys = (("accuracy", "accuracy"), ("tb_sensitivity", "TB sensitivity at the stored threshold"),
+            ("tuberculosis_called_normal", "TB films given a normal decision"),
+            ("pneumonia_called_normal", "pneumonia films given a normal decision"),
+            ("nih_normals_called_normal", "NIH normals called normal"))
+    folds = list(sb)
+    lines = ["", f"Simulated {E.SITE_B} (benchmarks.study.evaluate.SHIFTS: the test films changed), fold by fold "
+                 f"({', '.join(map(str, folds))}), baseline -> this recipe; counts summed over the folds:", "",
+             "| figure | baseline | this recipe | folds where this recipe is higher |", "|---|---|---|---|"]
+    for k, label in keys:
+        a, b = [sb[f]["baseline"].get(k) for f in folds], [sb[f]["this"].get(k) for f in folds]
+        if any(x is None for x in a + b):
+            continue
+        count = k.endswith("_normal") and k != "nih_normals_called_normal"
+        show = (lambda v: f"{sum(v)} ({', '.join(map(str, v))})") if count else \
+            (lambda v: ", ".join(R._f(x) for x in v))
+        lines.append(f"| {label} | {show(a)} | {show(b)} | {sum(y > x for x, y in zip(a, b))} of {len(folds)} |")
+    return lines
 
 
 def _refer_pooled_lines(wi: dict, base_pooled: dict) -> list[str]:
@@ -1246,6 +1321,16 @@ def what_ifs(class_bias: bool = False, tb=(), pneumonia=(), refer_pooled: bool =
         WhatIf(f"pneumonia_sensitivity_{_pct(s)}", pneumonia_sensitivity=s) for s in dict.fromkeys(pneumonia))
 
 
+def _shift_names(text: str) -> tuple[str, ...]:
+    """``--shifts``: 'all' or names of ``SHIFTS`` joined by commas (argparse type)."""
+    if text.strip() == "all":
+        return tuple(E.SHIFTS)
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if bad := [x for x in names if x not in E.SHIFTS]:
+        raise argparse.ArgumentTypeError(f"unknown simulated change {bad[0]!r}; known: {', '.join(E.SHIFTS)}, or all")
+    return names or (E.SITE_B,)
+
+
 def _pct(s: float) -> str:
     """A sensitivity as a what-if's name part: per cent, no dot (``benchmarks.selection`` splits keys on dots)."""
     return f"{s * 100:g}".replace(".", "_")
@@ -1260,6 +1345,10 @@ def main(argv=None) -> int:
                    help=f"artifact scored (default %(default)s; {SERVED}: each bundle's served artifact)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of patients")
     p.add_argument("--no-shift", action="store_true", help="skip the simulated site B per fold")
+    p.add_argument("--shifts", default=E.SITE_B, type=_shift_names, metavar="NAMES",
+                   help="simulated site changes scored on each fold's bundle, comma-separated names of "
+                        "benchmarks.study.evaluate.SHIFTS, or 'all' (default: site B alone); a saved fold keeps those "
+                        "it was scored with")
     p.add_argument("--class-bias", action="store_true", help="what-if: also score each fold with a per-class bias "
                    "fitted on its validation films (operating_point.fit_class_bias), thresholds refitted after it")
     p.add_argument("--tb-sensitivity", action="append", type=_fraction, default=[], metavar="S",
@@ -1307,7 +1396,7 @@ def main(argv=None) -> int:
                        log=lambda msg: print(msg, file=sys.stderr, flush=True), baseline=a.baseline,
                        what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity, a.refer_pooled,
                                          a.refer_share),
-                       validation=a.save_folds is not None, mean_with=a.mean_with)
+                       validation=a.save_folds is not None, mean_with=a.mean_with, shifts=a.shifts)
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
