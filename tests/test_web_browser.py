@@ -247,6 +247,29 @@ def test_site_profile_and_model_card_tables_fit_without_a_sideways_swipe(served_
     assert label == ('"Avec le profil: cette décision"' if lang == "fr" else '"With the profile: given this decision"'), label
 
 
+@pytest.mark.parametrize("lang", ["en", "fr"])
+@pytest.mark.parametrize("w, h", [(800, 480), (360, 740)])
+def test_monitoring_shares_and_model_figures_fit_without_a_sideways_swipe(served_wide, browser, lang, w, h):
+    """Review: on a 360 px phone the monitoring page's model figures (5 columns) scrolled 160 px sideways and its
+    shares (a rate with its interval per column) 5 px in French. Below 900 px they are stacked as the site
+    profile's figures are: nothing scrolls sideways, every figure is on screen under its column's name."""
+    page = browser.new_page(viewport={"width": w, "height": h})
+    page.goto(f"{served_wide}/monitoring?lang={lang}")
+    tables = page.evaluate(WIDE_FIT_JS, "#shares, #model-figures")
+    rows = page.evaluate("(sel) => Array.from(document.querySelectorAll(sel)).map(t => t.tBodies[0].rows.length)",
+                         "#shares, #model-figures")
+    assert len(tables) == 2 and rows[0] >= 4 and rows[1] == 3, rows  # 7 days, 30 days, all, a week; 3 classes
+    for t, n_rows, n_cols in zip(tables, rows, (4, 5)):
+        assert len(t["cells"]) == n_rows * n_cols, t
+        assert t["overflow"] <= 0, f"a monitoring table scrolls {t['overflow']} px sideways at {w}x{h} ({lang})"
+        off = [c for c in t["cells"] if not c["shown"] or c["left"] < 0 or c["right"] > w]
+        assert off == [], f"figures off screen at {w}x{h}: {off}"
+        unnamed = [c for c in t["cells"] if c["label"] is not None and c["label"] in ("none", '""')]
+        assert unnamed == [], f"figures without their column's name: {unnamed}"
+    label = page.locator("#model-figures tbody td").nth(1).evaluate("e => getComputedStyle(e, '::before').content")
+    assert label == ('"Sensibilité"' if lang == "fr" else '"Sensitivity"'), label
+
+
 def test_screenshots_for_the_docs_are_made_and_small(served, browser, tmp_path):
     import screens
 
