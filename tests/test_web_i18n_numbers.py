@@ -126,3 +126,36 @@ def test_percentages_written_into_the_french_catalogue_use_the_same_space_as_its
         words = re.sub(r"{[^{}]*}", "", text)  # the number fields are local_number's
         assert not re.search(rf"\d[^\S{NNBSP}]*%|\d%", words), (key, text)
     assert i18n.translate("fr", "monitor.ci", lo=0.2, hi=0.4) == f"intervalle à 95{NNBSP}% de 0,2 à 0,4"
+
+
+@pytest.mark.parametrize("config, en, fr", [
+    ({"MAX_FILE_MB": 2.5, "MAX_PIXELS": 2_500_000, "MAX_REQUEST_MB": 7.5},
+     "2.5 MB and 2.5 megapixels each, 7.5 MB in all", "2,5 Mo et 2,5 mégapixels chacun, 7,5 Mo en tout"),
+    ({"MAX_FILE_MB": 40.0, "MAX_PIXELS": 12_250_000, "MAX_REQUEST_MB": 0.25},  # serve --max-file-mb 40: a float
+     "40 MB and 12.25 megapixels each, 0.25 MB in all", "40 Mo et 12,25 mégapixels chacun, 0,25 Mo en tout"),
+])
+def test_the_upload_page_says_its_limits_as_configured(tmp_path, config, en, fr):
+    """Review: the upload page rounded a limit that is not a whole number (2.5 megapixels or a 7.5 MB request said
+    "3" and "8"), and wrote a whole limit given as a float as "40.0". The limits are said as configured, in French
+    with a decimal comma, in the sentence under the form and in what its script says when a choice breaks one."""
+    import html as H
+
+    from edge_runtime.web import create_app
+
+    c = create_app(FakeClassifier(), tmp_path / "d", config).test_client()
+    said = {}
+    for lang in ("en", "fr"):
+        page = H.unescape(c.get(f"/?lang={lang}").get_data(as_text=True))
+        form = re.search(r'<form[^>]*id="upload-form"[^>]*>', page).group(0)
+        said[lang] = (re.search(r'id="upload-formats">([^<]*)<', page).group(1),
+                      dict(re.findall(r'(data-msg-[a-z]+)="([^"]*)"', form)))
+    formats, msgs = said["en"]
+    assert en in formats, formats
+    file_mb, total_mb = en.split(" MB and ")[0], en.split(", ")[1].split(" MB in all")[0]
+    assert f"the limit is {file_mb} MB a file" in msgs["data-msg-file"], msgs
+    assert f"the limit is {total_mb} MB in one go" in msgs["data-msg-total"], msgs
+    formats, msgs = said["fr"]
+    assert fr in formats, formats
+    file_mb, total_mb = fr.split(" Mo et ")[0], fr.split(", ")[1].split(" Mo en tout")[0]
+    assert f"la limite est de {file_mb} Mo par fichier" in msgs["data-msg-file"], msgs
+    assert f"la limite est de {total_mb} Mo d'un coup" in msgs["data-msg-total"], msgs
