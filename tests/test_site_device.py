@@ -48,7 +48,7 @@ def test_outcomes_offer_apply_and_undo_with_audit(world, tmp_path):
     html = client.get("/monitoring").get_data(as_text=True)
     assert 'id="profile-refused"' in html and "too small" in html  # no outcome yet: nothing offered
     html = client.get("/monitoring?lang=fr").get_data(as_text=True)  # said in the page's language
-    assert "trop peu : aucun cliché dans le champ avec un résultat confirmé" in html and "too small" not in html
+    assert "trop peu\u202f: aucun cliché dans le champ avec un résultat confirmé" in html and "too small" not in html
     client.get("/?lang=en")
 
     tok = csrf(client.get("/").get_data(as_text=True))
@@ -89,7 +89,7 @@ def test_outcomes_offer_apply_and_undo_with_audit(world, tmp_path):
     # said in the reader's language, the labels and numbers too (the stored detail stays English for exports)
     fr = client.get("/monitoring?lang=fr").get_data(as_text=True)
     tb_fr = f"seuil TB {clf.operating_point.thresholds['tuberculosis']:.3f}".replace(".", ",")
-    assert "Profil de site actif : profil de site de Dr Okafor" in fr and tb_fr in fr and "profil de site appliqué" in fr
+    assert "Profil de site actif\u202f: profil de site de Dr Okafor" in fr and tb_fr in fr and "profil de site appliqué" in fr
     assert "site profile by" not in fr and " tuberculosis" not in fr.split('id="audit"')[1]
 
     assert client.post("/site-profile/remove", data={"csrf_token": tok}).status_code == 400

@@ -244,7 +244,7 @@ def test_site_profile_and_model_card_tables_fit_without_a_sideways_swipe(served_
             assert unnamed == [], f"{path}: figures without their column's name: {unnamed}"
     page.goto(f"{served_wide}/monitoring?lang={lang}")
     label = page.locator("#profile-figures tbody td").nth(3).evaluate("e => getComputedStyle(e, '::before').content")
-    assert label == ('"Avec le profil: cette décision"' if lang == "fr" else '"With the profile: given this decision"'), label
+    assert label == ('"Avec le profil\u202f: cette décision"' if lang == "fr" else '"With the profile: given this decision"'), label
 
 
 @pytest.mark.parametrize("lang", ["en", "fr"])

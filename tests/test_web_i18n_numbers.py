@@ -28,10 +28,10 @@ NNBSP = "\u202f"  # what local_number puts before % in French
      f"19{NNBSP}%-44{NNBSP}% ;"),
     ("drift.alert_mix", {"n": 45, "p": 0.0042, "alpha": 0.01, "what": "Orienter", "now": 0.5, "then": 0.05},
      "(chi-square p = 0.0042 < 0.01); the largest change: Orienter 50% against 5%.",
-     f"(khi-deux p = 0,0042 < 0,01) ; le plus grand écart : Orienter 50{NNBSP}% contre 5{NNBSP}%."),
+     f"(khi-deux p = 0,0042 < 0,01) ; le plus grand écart{NNBSP}: Orienter 50{NNBSP}% contre 5{NNBSP}%."),
     ("drift.mix_test", {"p": 0.2345, "alpha": 0.01}, "p = 0.234 (alert below 0.01).",
      "p = 0,234 (alerte en dessous de 0,01)."),
-    ("drift.mix_oos", {"share": 0.125}, "Out of scope in the window: 12%", f"Hors champ dans la fenêtre : 12{NNBSP}%"),
+    ("drift.mix_oos", {"share": 0.125}, "Out of scope in the window: 12%", f"Hors champ dans la fenêtre{NNBSP}: 12{NNBSP}%"),
 ])
 def test_numbers_in_drift_sentences_follow_the_language(key, fields, en, fr):
     assert en in i18n.translate("en", key, **fields)
@@ -126,6 +126,68 @@ def test_percentages_written_into_the_french_catalogue_use_the_same_space_as_its
         words = re.sub(r"{[^{}]*}", "", text)  # the number fields are local_number's
         assert not re.search(rf"\d[^\S{NNBSP}]*%|\d%", words), (key, text)
     assert i18n.translate("fr", "monitor.ci", lo=0.2, hi=0.4) == f"intervalle à 95{NNBSP}% de 0,2 à 0,4"
+
+
+def _bare_colons(text: str) -> list[str]:
+    """Each colon without the narrow no-break space before it (a time such as 10:00 aside), with its context."""
+    return [text[max(0, m.start() - 25):m.end() + 10] for m in re.finditer(r"(?<![\d\u202f]):|(?<=\d):(?!\d)", text)]
+
+
+def test_a_colon_after_a_french_word_has_the_same_space_as_the_percent_sign():
+    """Review: French typography puts a space before a colon, which must not break the line away from the word; the
+    catalogue had an ordinary space ("Seuils : ..."). Every colon in a French sentence now has the narrow no-break
+    space local_number puts before "%"; English has none."""
+    for key, text in i18n.catalogue("fr").items():
+        words = re.sub(r"{[^{}]*}", "", text)  # a field's own format ({share:.0%}) is not a colon of the sentence
+        assert _bare_colons(words) == [] and " :" not in words, (key, text)
+    for key, text in i18n.catalogue("en").items():
+        assert NNBSP not in text, (key, text)
+    assert i18n.translate("fr", "app.labelled", label="Actuellement", text="cette décision") == \
+        f"Actuellement{NNBSP}: cette décision"
+    assert i18n.translate("en", "app.labelled", label="Now", text="given this decision") == "Now: given this decision"
+
+
+def test_the_french_pages_put_the_space_before_every_colon(tmp_path):
+    """Review: the site profile's column names read "Actuellement: cette décision": the colon was in the template,
+    where no catalogue could place it. Every colon of the French pages (text and the stacked tables' data-label
+    names) now comes from the catalogue: the monitoring page with a profile on offer, drift figures and an audit
+    line, the model page, a result with its heatmap legend, a refused profile's reasons."""
+    import html as H
+
+    from test_web_fakes import png_bytes, upload
+    from test_web_site_numbers import offering_app
+
+    from edge_runtime.site_eval import ProfileRefused
+    from edge_runtime.web.site_views import refusal_text
+
+    app = offering_app(tmp_path / "data")
+    w = app.extensions["cxr"]
+    w.classifier.metadata = replace(w.classifier.metadata, reference={"decisions": {"normal": 100, "pneumonia": 60,
+                                                                                    "tuberculosis": 30, "refer": 10}})
+    site_rows = w.store.rows_for_monitoring()
+    w.store.rows_for_monitoring = lambda since="": site_rows + _rows()
+    w.store.add_audit("outcome_cleared", "screening 1: Normal cleared", {"sid": "1", "before": "normal"})
+    c = app.test_client()
+    result = upload(c, ("f.png", png_bytes(200)), lang="fr").headers["Location"]
+    checked = {}
+    for path in ("/", result, "/history", "/monitoring", "/model"):
+        page = c.get(f"{path.split('?')[0]}?lang=fr").get_data(as_text=True)
+        page = re.sub(r'<article class="card modelcard" lang="en">.*?</article>|<script.*?</script>|<style.*?</style>',
+                      "", page, flags=re.S)  # the model card is English by design
+        text = H.unescape(" ".join(re.findall(r">([^<]*)<", page) + re.findall(r'data-label="([^"]*)"', page)))
+        assert _bare_colons(text) == [], (path, _bare_colons(text))
+        checked[path] = text
+    monitoring = checked["/monitoring"]
+    assert f"Actuellement{NNBSP}: cette décision" in monitoring and f"Avec le profil{NNBSP}: Spécificité" in monitoring
+    assert re.search(rf"50 premières images{NNBSP}: 0,\d+", monitoring) and f"Normal{NNBSP}: " in monitoring
+    assert re.search(rf"\d\d:\d\d{NNBSP}: issue confirmée effacée", monitoring)  # the audit line, after its time
+    assert f"Échelle des couleurs{NNBSP}:" in checked[result] and f"Modèle{NNBSP}: fake-net" in checked["/model"]
+    with app.test_request_context("/monitoring?lang=fr"):
+        from flask import g
+
+        g.lang = "fr"
+        said = refusal_text(ProfileRefused("too small", "too_small", reasons=[("tb", {"min": 30, "tb": 3, "other": 9})]))
+    assert said.startswith(f"trop peu{NNBSP}: le seuil TB demande 30") and _bare_colons(said) == [], said
 
 
 @pytest.mark.parametrize("config, en, fr", [

@@ -149,9 +149,9 @@ def test_bad_uploads_get_a_clear_message_and_leave_history_untouched(client, app
 
 
 @pytest.mark.parametrize("name, data, said", [
-    ("x.png", b"", "x.png : le fichier est vide (0 octet)."),
-    ("x.exe", b"MZ\x90\x00" * 50, "x.exe : ce n&#39;est pas une image PNG, JPEG ou DICOM"),
-    ("x.png", png_bytes(50)[:60], "x.png : ce fichier ne peut pas être lu comme une image. Exportez-le à nouveau"),
+    ("x.png", b"", "x.png\u202f: le fichier est vide (0 octet)."),
+    ("x.exe", b"MZ\x90\x00" * 50, "x.exe\u202f: ce n&#39;est pas une image PNG, JPEG ou DICOM"),
+    ("x.png", png_bytes(50)[:60], "x.png\u202f: ce fichier ne peut pas être lu comme une image. Exportez-le à nouveau"),
 ])
 def test_a_refused_file_is_said_in_the_page_language(client, name, data, said):  # noqa: F811
     page = upload(client, (name, data), lang="fr").get_data(as_text=True)
@@ -306,7 +306,7 @@ def test_follow_up_outcome_and_monitoring(client, app):  # noqa: F811
     assert f"screening {ids[2]}: Pneumonia [GX] -&gt; Normal [GX]" in audit
     assert f"screening {ids[4]}: Tuberculosis [GX] cleared" in audit
     fr = client.get("/monitoring?lang=fr").get_data(as_text=True)
-    assert "issue confirmée modifiée" in fr and f"dépistage {ids[2]} : Pneumonie [GX] -&gt; Normal [GX]" in fr
+    assert "issue confirmée modifiée" in fr and f"dépistage {ids[2]}\u202f: Pneumonie [GX] -&gt; Normal [GX]" in fr
 
 
 def test_model_page_card_metrics_thresholds(client):  # noqa: F811

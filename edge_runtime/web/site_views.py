@@ -88,7 +88,7 @@ def refusal_text(exc: ProfileRefused) -> str:
     parts = [said(f"site.skip_{code}", fields) for code, fields in exc.reasons]
     if head is None or None in parts:
         return str(exc)
-    return head + (": " + "; ".join(parts) if parts else "")
+    return _t("app.labelled", label=head, text="; ".join(parts)) if parts else head  # French: "trop peu\u202f: ..."
 
 
 def _profile_path(clf):
