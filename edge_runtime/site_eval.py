@@ -167,8 +167,8 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
             warning_codes.append(("tb_specificity", {"target": float(target), "minimum": WHO_TB_SPECIFICITY,
                                                      **_rate_fields(spec, "specificity")}))
     return {"thresholds": changes, "temperature": temperature, "films": counts, "target_tb_sensitivity": target,
-            "kept_from_bundle": skipped, "warnings": warnings, "warning_codes": warning_codes, "before": before,
-            "after": after}
+            "kept_from_bundle": skipped, "kept_codes": codes, "warnings": warnings, "warning_codes": warning_codes,
+            "before": before, "after": after}
 
 
 def _rate_fields(r: dict, name: str) -> dict:

@@ -51,16 +51,16 @@ def test_site_eval_gives_the_warnings_as_codes_with_raw_numbers():
                          r"below the WHO minimum of 70%", w) for w in prop["warnings"])
 
 
-def offering_app(data_dir):
-    """The page on the fake classifier as if served from a bundle, with the confirmed films of ``site_films`` on
-    record: the monitoring page offers a site profile with both warnings."""
+def offering_app(data_dir, films=None):
+    """The page on the fake classifier as if served from a bundle, with the confirmed films of ``site_films`` (or
+    ``films``: (y, raw)) on record: the monitoring page offers a site profile with both warnings."""
     from edge_runtime.web import create_app
 
     clf = FakeClassifier()
     clf.metadata = replace(clf.metadata, thresholds=dict(BUNDLE_THRESHOLDS))
     clf.model_path, clf.site_profile = data_dir.parent / "bundle" / "model.onnx", None
     clf.use_site_profile = lambda profile: None
-    y, raw = site_films()
+    y, raw = films or site_films()
     rows = [{"created": "2026-11-02T10:00:00+00:00", "labels": list(LABELS), "probs": dict(zip(LABELS, map(float, p))),
              "decision": LABELS[int(np.argmax(p))], "in_scope": True, "outcome": LABELS[c], "model_name": "fake-net",
              "model_version": "9.9.9", "scope_distance": None} for c, p in zip(y, raw)]
@@ -69,8 +69,8 @@ def offering_app(data_dir):
     return app
 
 
-def _offer_page(tmp_path, lang: str) -> str:
-    html = offering_app(tmp_path / "data").test_client().get(f"/monitoring?lang={lang}").get_data(as_text=True)
+def _offer_page(tmp_path, lang: str, films=None) -> str:
+    html = offering_app(tmp_path / "data", films).test_client().get(f"/monitoring?lang={lang}").get_data(as_text=True)
     assert 'id="profile-offer"' in html, html.split('id="site"')[1][:2000]
     return html.split('id="profile-offer"')[1].split("<form")[0]
 
@@ -142,3 +142,32 @@ def test_why_a_profile_is_refused_carries_numbers_the_page_writes_in_french(tmp_
         g.lang = "fr"
         assert fr in refusal_text(worse)
         assert f"non adressés à 90{NNBSP}% d'exactitude" in refusal_text(unreached)
+
+
+def test_the_offer_says_which_thresholds_stay_the_models_own(tmp_path):
+    """Review: the CLI's report lists each threshold a profile leaves at the bundle's value and why ("kept the
+    bundle's value: ..."); the page's offer did not. With 10 pneumonia films the refer threshold (it changes every
+    class) cannot change while the TB threshold does: the offer names the one kept, its value and why, in the
+    reader's words and numbers."""
+    import html as H
+
+    from edge_runtime.operating_point import OperatingPoint
+    from edge_runtime.site_eval import propose
+
+    y, raw = site_films()
+    few = (y != 1) | (np.cumsum(y == 1) <= 10)  # keep 10 of the 40 pneumonia films
+    films = (y[few], raw[few])
+    prop = propose({"y": films[0], "raw": films[1], "in_scope": np.ones(len(films[0]), bool)},
+                   OperatingPoint(LABELS, 1.0, dict(BUNDLE_THRESHOLDS)), 0.9)
+    assert set(prop["thresholds"]) == {"tuberculosis"} and len(prop["kept_from_bundle"]) == 1  # what the CLI says
+    kept = {}
+    for lang in ("en", "fr"):
+        offer = _offer_page(tmp_path / lang, lang, films)
+        kept[lang] = [H.unescape(li) for li in re.findall(r"<li>(.*?)</li>",
+                                                            offer.split('id="profile-kept"')[1].split("</ul>")[0])]
+    assert kept["en"] == ["Kept at the model's own value (refer below 0.600): the refer threshold changes every "
+                          "class and needs 30 films of each (have 40 Normal, 10 Pneumonia, 40 Tuberculosis)."]
+    assert kept["fr"] == [f"Valeur propre au modèle conservée (adresser sous 0,600){NNBSP}: le seuil d'adressage "
+                          "change toutes les classes et demande 30 clichés de chacune (il y a 40 Normal, "
+                          "10 Pneumonie, 40 Tuberculose)."]
+    assert 'id="profile-kept"' not in _offer_page(tmp_path / "both", "en")  # both thresholds change: none kept

@@ -46,10 +46,12 @@ def device_films(rows: list[dict], labels) -> dict:
 
 
 def offer(w) -> dict:
-    """{"proposal": ..., "refused": reason, "active": summary} for the monitoring page."""
+    """{"proposal": ..., "kept": thresholds it leaves as they are, "refused": reason, "active": summary} for the
+    monitoring page."""
     clf = w.classifier
     active = getattr(clf, "site_profile", None)
-    out = {"active": active.summary() if active else "", "proposal": None, "refused": "", "can_change": True}
+    out = {"active": active.summary() if active else "", "proposal": None, "refused": "", "can_change": True,
+           "kept": []}
     if not hasattr(clf, "use_site_profile") or getattr(clf, "model_path", None) is None:
         out.update(can_change=False, refused=_t("site.not_a_bundle"))
         return out
@@ -65,27 +67,47 @@ def offer(w) -> dict:
         out["proposal"] = propose(films, OperatingPoint(own.labels, 1.0, dict(own.thresholds)), TB_SENSITIVITY)
     except ProfileRefused as exc:
         out["refused"] = refusal_text(exc)
+    else:
+        out["kept"] = kept_text(out["proposal"], dict(own.thresholds))
+    return out
+
+
+def _said(key: str, fields: dict) -> str | None:
+    """A coded sentence of site_eval in the page's language, None where the catalogue has none for it. Its fields
+    are worded for the page: film counts with the reader's class names, a coded 'why' in its words."""
+    out = dict(fields)
+    if "counts" in out:
+        out["films"] = i18n.films_text(g.lang, out["counts"])
+    if out.get("why_code"):
+        why = _t(f"site.why_{out['why_code']}", **out.get("why_fields", {}))
+        out["why"] = why if not why.startswith("site.why_") else out.get("why", "")
+    text = _t(key, **out)
+    return None if text == key or "{" in text else text
+
+
+KEPT = {"tb": "tuberculosis", "refer": "refer_below", "refer_unreached": "refer_below"}  # site_eval's skip codes
+
+
+def kept_text(proposal: dict, own: dict) -> list[str]:
+    """Each threshold the proposal leaves at the model's own value, with that value and why (the CLI's report:
+    "kept the bundle's value: ..."), in the page's language; the English reason where the catalogue has none."""
+    out = []
+    for (code, fields), english in zip(proposal.get("kept_codes", []), proposal.get("kept_from_bundle", [])):
+        name, why = KEPT.get(code), _said(f"site.skip_{code}", fields)
+        if name is None or why is None:
+            out.append(english)
+            continue
+        value = (i18n.threshold_values(g.lang, {name: own[name]}) if name in own
+                 else _t(f"site.value_{name}", v="-"))  # a threshold the model does not set
+        out.append(_t("site.kept", value=value, why=why))
     return out
 
 
 def refusal_text(exc: ProfileRefused) -> str:
     """Why no profile is offered, in the page's language (``site.refused_<code>``, each threshold that could not
     change ``site.skip_<code>``); the English message where the catalogue has no sentence for it."""
-    def local(fields: dict) -> dict:
-        """Fields worded for the page: film counts with the reader's class names, a coded 'why' in its words."""
-        out = dict(fields)
-        if "counts" in out:
-            out["films"] = i18n.films_text(g.lang, out["counts"])
-        if out.get("why_code"):
-            why = _t(f"site.why_{out['why_code']}", **out.get("why_fields", {}))
-            out["why"] = why if not why.startswith("site.why_") else out.get("why", "")
-        return out
-
-    def said(key, fields):
-        text = _t(key, **local(fields))
-        return None if text == key or "{" in text else text
-    head = said(f"site.refused_{exc.code}", exc.fields) if exc.code else None
-    parts = [said(f"site.skip_{code}", fields) for code, fields in exc.reasons]
+    head = _said(f"site.refused_{exc.code}", exc.fields) if exc.code else None
+    parts = [_said(f"site.skip_{code}", fields) for code, fields in exc.reasons]
     if head is None or None in parts:
         return str(exc)
     return _t("app.labelled", label=head, text="; ".join(parts)) if parts else head  # French: "trop peu\u202f: ..."
