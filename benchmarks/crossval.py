@@ -206,6 +206,10 @@ def check_folds(folds: list[Fold]) -> dict:
             raise FoldError(f"{where(f)} and {where(first)} were converted with different test-time views "
                             f"({f.test_views} vs {first.test_views}; convert --views is part of the recipe): give "
                             "each its own CV_OUT")
+        if f.refer_share != first.refer_share:
+            raise FoldError(f"{where(f)} and {where(first)} were converted with different refer rules (refer share "
+                            f"{f.refer_share} vs {first.refer_share}; None: 90% accuracy on the films kept; convert "
+                            "--refer-share is part of the recipe): give each its own CV_OUT")
         if f.recipe != first.recipe:
             diff = sorted(k for k in set(f.recipe or {}) | set(first.recipe or {})
                           if (f.recipe or {}).get(k) != (first.recipe or {}).get(k))
@@ -561,14 +565,17 @@ def recipe_refer(folds: list[Fold]) -> dict:
             "folds": [f.fold for f in folds]}
 
 
-def pooled_shares(folds: list[Fold], tb: list, outside=None) -> list[float]:
+def pooled_shares(folds: list[Fold], tb: list, outside=None, val_draws=None) -> list[float]:
     """Leave-one-fold-out shares referred: for each fold k, the share of the other folds' validation films (not
     flagged TB; fold k's test patients left out) that the kept-accuracy rule refers when fitted on them pooled
-    (``pooled_refer``'s threshold): the share a recipe would store, never chosen by fold k's films."""
+    (``pooled_refer``'s threshold): the share a recipe would store, never chosen by films of fold k's test patients
+    (fold k's own validation films may be among them, scored by the other folds' models). ``val_draws``: the
+    validation films drawn per fold (a bootstrap draw; default all)."""
     outside = _outside_tests(folds) if outside is None else outside
+    draws = val_draws if val_draws is not None else [np.arange(len(f.val_y)) for f in folds]
     out = []
-    for k, t in enumerate(pooled_refer(folds, tb, outside=outside)):
-        parts = [(f, np.flatnonzero(outside[k][j]), tb[j]) for j, f in enumerate(folds) if j != k]
+    for k, t in enumerate(pooled_refer(folds, tb, draws, outside)):
+        parts = [(f, v[outside[k][j][v]], tb[j]) for j, (f, v) in enumerate(zip(folds, draws)) if j != k]
         probs = np.concatenate([f.val_cal[v] for f, v, _ in parts])
         flags = np.concatenate([_tb_flags(f, v, t_j) for f, v, t_j in parts])
         out.append(OP.refer_share(probs, flags, t))
@@ -593,13 +600,14 @@ def recipe_share(folds: list[Fold]) -> dict:
 
 
 def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray], pooled=None, per_fold: bool = False,
-                         shares=None) -> dict:
+                         shares=None, outside=None) -> dict:
     """``_rule_films`` with every fold's thresholds fitted again, as convert fits them (TB at the fold's own
     target, the refer threshold, the pneumonia point), on the validation films ``val_draws[k]`` of fold k;
     ``pooled`` (``_outside_tests(folds)``): each refer threshold fitted on the other folds' drawn films instead
     (``pooled_refer``); ``shares``: each fold's refer threshold fitted to refer that share of its drawn films
-    (``operating_point.fit_refer_share``; the shares held: a recipe stores them); ``per_fold``: each fold's
-    model's figures too (``_rule_figures``)."""
+    (``operating_point.fit_refer_share``; the shares held: a recipe stores them; "redrawn": each chosen again on
+    the drawn films, leave-one-fold-out, ``outside`` (``_outside_tests``) saying which films to leave out); ``per_fold``: each
+    fold's model's figures too (``_rule_figures``)."""
     labels = folds[0].labels
     cols = {k: [] for k in ("tb_flag", "pn_flag", "referred", "right")}
     fitted = [OP.choose_operating_points(f.val_y[v], f.val_cal[v], labels, tb_sensitivity=f.tb_target,
@@ -607,6 +615,8 @@ def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray], pooled=
     if pooled is not None:
         for th, r in zip(fitted, pooled_refer(folds, [th.get(E.TB) for th in fitted], val_draws, pooled)):
             th["refer_below"] = r
+    if isinstance(shares, str):  # "redrawn": each share chosen again, leave-one-fold-out, on the drawn films
+        shares = pooled_shares(folds, [th.get(E.TB) for th in fitted], outside, val_draws)
     if shares is not None:
         for f, v, th, s in zip(folds, val_draws, fitted, shares):
             th["refer_below"] = OP.fit_refer_share(f.val_cal[v], _tb_flags(f, v, th.get(E.TB)), s)
@@ -641,13 +651,15 @@ def _refitted_draws(recipes: list[list[Fold]], units, n_boot: int, seed: int, po
     labels = recipes[0][0].labels
     val_members = [by_patient([patient_from_name(p) for p in f.val_files]) for f in recipes[0]]
     mode = [pooled[r] if r < len(pooled) else False for r in range(len(recipes))]
-    outside = [_outside_tests(folds) if m is True else None for m, folds in zip(mode, recipes)]
-    shares = [m if isinstance(m, (list, tuple)) else None for m in mode]
+    outside = [_outside_tests(folds) if m is True or m == "redrawn" else None for m, folds in zip(mode, recipes)]
+    shares = [m if isinstance(m, (list, tuple, str)) else None for m in mode]
     rng = np.random.default_rng(seed + 1)
     for i in _patient_draws(units, n_boot, seed):
         v = [draw_patients(m, rng) for m in val_members]
-        yield [_rule_figures(_rule_films_refitted(folds, v, o, per_fold=any(m is not False for m in mode), shares=s),
-                             i, labels) for folds, o, s in zip(recipes, outside, shares)]
+        yield [_rule_figures(_rule_films_refitted(folds, v, None if isinstance(s, str) else o,
+                                                  per_fold=any(m is not False for m in mode), shares=s,
+                                                  outside=o), i, labels)
+               for folds, o, s in zip(recipes, outside, shares)]
 
 
 def rule_intervals_refitted(folds: list[Fold], units, n_boot: int, seed: int = 2) -> dict:
@@ -677,7 +689,9 @@ def refitted_intervals(base: list[Fold], other: list[Fold], units, n_boot: int, 
     as stored (a draw refits thresholds, not it). Returns the 95% intervals of the differences other - base
     (``delta``) and of each side's own figures in the same draws (``base``, ``other``: how wide each recipe's
     figure is once its thresholds' own error counts). ``pooled[1]`` True: ``other``'s refer thresholds are fitted
-    leave-one-fold-out (``pooled_refer``) on the same drawn films. Empty when a fold keeps no validation outputs."""
+    leave-one-fold-out (``pooled_refer``) on the same drawn films; a list of shares: each fold's refers that share
+    of its drawn films; "redrawn": the shares chosen again on each draw's films (``pooled_shares``). Empty when a
+    fold keeps no validation outputs."""
     if any(f.val_cal is None for f in (*base, *other)):
         return {}
     others = [replace(g, val_y=f.val_y, val_cal=_validation_of(g, f), val_files=f.val_files)
@@ -746,7 +760,7 @@ def what_if(folds: list[Fold], w: WhatIf, n_boot: int, log=print, members: list[
         pooled = {"refer_share": {"leave_one_fold_out": {g.fold: g.thresholds["refer_below"] for g in changed},
                                   "share_leave_one_fold_out": {g.fold: s for g, s in zip(changed, shares)},
                                   "as_deployed": {f.fold: f.thresholds.get("refer_below") for f in kept},
-                                  "all_folds": recipe_share(kept)}}
+                                  "as_deployed_share": kept[0].refer_share, "all_folds": recipe_share(kept)}}
     if w.refer_pooled:
         if len(changed) < 2:
             raise FoldError("one refer threshold for a recipe is judged leave-one-fold-out: give two folds or more")
@@ -762,6 +776,12 @@ def what_if(folds: list[Fold], w: WhatIf, n_boot: int, log=print, members: list[
             f"(largest difference {max(drift.values()):.3g}): their differences hold that too")
     out = {"what": w.describe(), "fitted_per_fold": fitted, "refit_drift": drift, **pooled,
            **versus(kept, changed, n_boot, refitted=bool(refit_mode), pooled=refit_mode)}
+    if w.refer_share and out.get("ci95_refitted_both"):
+        # the share held is what a rebuild of the recipe gets; chosen again in every draw, the share's own error
+        # (it is read off the same flat kept-accuracy curve) counts too: both, the same draws
+        units = np.concatenate([f.patients if f.patients is not None else np.asarray(f.files) for f in kept])
+        out["ci95_refitted_redrawn"] = refitted_intervals(kept, changed, units, n_boot,
+                                                          pooled=(False, "redrawn")).get("other", {})
     if len(kept) < len(folds):
         out |= {"base_pooled": pool(kept, n_boot), "base_per_fold": {f.fold: fold_row(f) for f in kept}}
     return out
@@ -937,8 +957,10 @@ def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
     ra, rb = base[0].recipe or {}, folds[0].recipe or {}
     diff = {k: [ra.get(k), rb.get(k)] for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)}
     targets = [sorted({f.tb_target for f in g}) for g in (base, folds)]
+    shares = [base[0].refer_share, folds[0].refer_share]
     return {"bundles": {f.fold: where(f) for f in base}, "recipe_difference": diff,
             "tb_targets": {"baseline": targets[0], "this": targets[1]},
+            "refer_shares": {"baseline": shares[0], "this": shares[1]},
             "baseline_pooled": pool(base, n_boot), "baseline_per_fold": {f.fold: fold_row(f) for f in base},
             **versus(base, other, n_boot, refitted=True)}
 
@@ -1003,6 +1025,9 @@ def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = T
             out["per_fold"][f.fold]["site_shift"] = E.site_shift(f.bundle, "test", tuple(shifts), f.artifact)
         if base and "versus_baseline" in out:
             out["versus_baseline"]["site_b"] = site_b_against(out["per_fold"], base)
+            if missing := [b.fold for b in base if not (b.site_shift or {}).get(E.SITE_B)]:
+                log(f"baseline folds {missing}: no saved {E.SITE_B} figures (give a saved-folds file scored with "
+                    "them): left out of the site B comparison")
     out["folds"] = folds  # for --save-folds; not written to the JSON report
     return out
 
@@ -1089,7 +1114,7 @@ def table(res: dict) -> str:
                       "; ".join(f"{k} {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}"
                                 for k, (a, b) in vb["recipe_difference"].items()) or "nothing (a rerun)")
                   + ". A difference whose interval spans 0 is a tie.", "",
-                  *_tb_target_warning(vb.get("tb_targets")),
+                  *_tb_target_warning(vb.get("tb_targets")), *_refer_rule_warning(vb.get("refer_shares")),
                   *_versus_table(vb["baseline_pooled"], vb["baseline_per_fold"], vb, "baseline", "this recipe"),
                   *_site_b_lines(vb.get("site_b") or {})]
     for name, wi in (res.get("what_if") or {}).items():
@@ -1174,8 +1199,10 @@ def _refer_pooled_lines(wi: dict, base_pooled: dict) -> list[str]:
     def at(d, k):
         return d.get(k, d.get(str(k)))
 
+    deployed_rule = ("the kept-accuracy rule" if rp.get("as_deployed_share") is None else
+                     f"a share of {rp['as_deployed_share']:.0%}")
     if share:
-        first = ("Refer thresholds per fold, as deployed (the kept-accuracy rule on its own validation films) -> a "
+        first = (f"Refer thresholds per fold, as deployed ({deployed_rule} on its own validation films) -> a "
                  "fixed share of its own validation films, the share chosen leave-one-fold-out: " + "; ".join(
                      f"fold {k}: {R._f(at(rp['as_deployed'], k))} -> {R._f(v)} (share "
                      f"{R._f(at(rp['share_leave_one_fold_out'], k))})" for k, v in rp["leave_one_fold_out"].items())
@@ -1189,20 +1216,23 @@ def _refer_pooled_lines(wi: dict, base_pooled: dict) -> list[str]:
                      for k, v in rp["leave_one_fold_out"].items())
                  + f". Fitted on every fold's validation films pooled ({allf['validation_films']} films, folds "
                    f"{', '.join(map(str, allf['folds']))}): **{R._f(allf['refer_below'])}** (what a recipe would store).")
+    redrawn = wi.get("ci95_refitted_redrawn") or {}
+    if redrawn:
+        both = dict(both, redrawn=redrawn)
     lines = ["", first, "", "95% intervals with every threshold fitted again on resampled validation patients (the same "
-             "draws for both; test patients resampled too" + ("; each fold's share held, as a recipe stores it" if share
-                                                             else "") + "):", "",
-             f"| figure | as deployed (per fold) | {'fixed share, leave-one-fold-out' if share else 'leave-one-fold-out (pooled)'} |",
-             "|---|---|---|"]
-    for key, label in (("referred", "referred by the refer rule"), ("acc_kept", "accuracy of films not referred")):
-        lines.append(f"| {label} | {span('base', key)} | {span('other', key)} |")
-    for k in rp["leave_one_fold_out"]:
-        lines.append(f"| referred, fold {k}'s model alone | {span('base', f'referred_fold{k}')} | "
-                     f"{span('other', f'referred_fold{k}')} |")
-    for k in rp["leave_one_fold_out"]:
-        if (both.get("base") or {}).get(f"acc_kept_fold{k}"):
-            lines.append(f"| accuracy kept, fold {k}'s model alone | {span('base', f'acc_kept_fold{k}')} | "
-                         f"{span('other', f'acc_kept_fold{k}')} |")
+             "draws for every column; test patients resampled too" + (
+                 "; the fixed-share column holds each fold's share, as a rebuild of the recipe holds the share it "
+                 "stores; the last column chooses the shares again on each draw's films, so that the share's own "
+                 "error counts too" if share else "") + "):", "",
+             f"| figure | as deployed (per fold) | {'fixed share, leave-one-fold-out' if share else 'leave-one-fold-out (pooled)'} |"
+             + (" share chosen again in each draw |" if redrawn else ""), "|---|---|---|" + ("---|" if redrawn else "")]
+    cols = ("base", "other") + (("redrawn",) if redrawn else ())
+    rows_shown = [("referred", "referred by the refer rule"), ("acc_kept", "accuracy of films not referred")]
+    rows_shown += [(f"referred_fold{k}", f"referred, fold {k}'s model alone") for k in rp["leave_one_fold_out"]]
+    rows_shown += [(f"acc_kept_fold{k}", f"accuracy kept, fold {k}'s model alone") for k in rp["leave_one_fold_out"]
+                   if (both.get("base") or {}).get(f"acc_kept_fold{k}")]
+    for key, label in rows_shown:
+        lines.append(f"| {label} | " + " | ".join(span(c, key) for c in cols) + " |")
     ratios = [(o[1] - o[0]) / (b[1] - b[0]) for k in rp["leave_one_fold_out"]
               if (b := (both.get("base") or {}).get(f"referred_fold{k}")) and
               (o := (both.get("other") or {}).get(f"referred_fold{k}")) and b[1] > b[0]]
@@ -1212,6 +1242,14 @@ def _refer_pooled_lines(wi: dict, base_pooled: dict) -> list[str]:
                       f"{sum(x < 1 for x in ratios)} of {len(ratios)} folds). The pooled row averages the folds' "
                       "errors (per-fold thresholds err independently, leave-one-fold-out ones share most of their "
                       "films); a clinic gets one model, so its own row is the one it lives with."]
+    again = [(o[1] - o[0]) / (b[1] - b[0]) for k in rp["leave_one_fold_out"]
+             if (b := (both.get("base") or {}).get(f"referred_fold{k}")) and
+             (o := redrawn.get(f"referred_fold{k}")) and b[1] > b[0]]
+    if again:
+        lines += ["", f"With the share chosen again in each draw, the same ratios: {', '.join(f'{x:.2f}' for x in again)} "
+                      f"(median {np.median(again):.2f}; narrower in {sum(x < 1 for x in again)} of {len(again)} folds): "
+                      "a stored share makes one build's referrals predictable; which share is right is known no "
+                      "better than the kept-accuracy curve it is read from."]
     lows = [o[0] - b[0] for k in rp["leave_one_fold_out"]
             if (b := (both.get("base") or {}).get(f"acc_kept_fold{k}")) and
             (o := (both.get("other") or {}).get(f"acc_kept_fold{k}"))]
@@ -1239,6 +1277,19 @@ def _tb_target_warning(targets: dict | None) -> list[str]:
     return [f"**The TB thresholds were fitted for other validation TB sensitivities (baseline {pct(targets['baseline'])}, "
             f"this recipe {pct(targets['this'])}): the TB rows and the refer rule (fitted after the TB threshold) "
             "differ by that too, not by the recipe alone.**", ""]
+
+
+def _refer_rule_warning(shares: dict | None) -> list[str]:
+    """A line (and a blank one) when the two sides' refer thresholds were fitted by different rules (a share of the
+    validation films, convert --refer-share, against 90% accuracy on the films kept): the referral, kept-accuracy and
+    called-normal rows then differ by the rule as well as by the recipe."""
+    if not shares or shares["baseline"] == shares["this"]:
+        return []
+    def rule(x):
+        return "90% accuracy on the films kept" if x is None else f"a share of {x:.0%} of the validation films"
+    return [f"**The refer thresholds were fitted by different rules (baseline: {rule(shares['baseline'])}; this recipe: "
+            f"{rule(shares['this'])}): the referral, kept-accuracy and called-normal rows differ by the rule too, not "
+            "by the recipe alone.**", ""]
 
 
 def _fitted_text(fitted: dict) -> str:
@@ -1328,7 +1379,7 @@ def _shift_names(text: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
     if bad := [x for x in names if x not in E.SHIFTS]:
         raise argparse.ArgumentTypeError(f"unknown simulated change {bad[0]!r}; known: {', '.join(E.SHIFTS)}, or all")
-    return names or (E.SITE_B,)
+    return tuple(dict.fromkeys(names + (E.SITE_B,)))  # site B always: the report's own rows read it
 
 
 def _pct(s: float) -> str:

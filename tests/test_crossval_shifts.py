@@ -17,7 +17,7 @@ def _site(acc, tb_normal, pn_normal, tb_sens=0.5, nih_normal=0.9):
 
 def test_shift_names_are_checked_and_all_means_every_change():
     assert CV._shift_names("all") == tuple(E.SHIFTS)
-    assert CV._shift_names("low contrast, blur + noise") == ("low contrast", "blur + noise")
+    assert CV._shift_names("low contrast, blur + noise") == ("low contrast", "blur + noise", E.SITE_B)  # B always
     with pytest.raises(argparse.ArgumentTypeError, match="unknown simulated change 'rot90'"):
         CV._shift_names("low contrast,rot90")
     with pytest.raises(SystemExit):
