@@ -82,9 +82,15 @@ def reference_figures(doc: dict, where: Path, arm: str | None) -> dict:
     raise ReproduceError(f"{where} is neither a default_figures nor a paired report")
 
 
+# figures that hang on the refer threshold: not judged when the two sides fitted it by different rules (one by a
+# share of the validation films, convert --refer-share, the other by 90% accuracy on the films kept)
+REFER_KEYS = ("referred", "acc_kept", "tb_normal", "pn_normal")
+
+
 def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
     """One entry per figure of ``R.COLUMNS`` (parity aside): reference, rebuild, difference, the spread and the
-    verdict ("within", "outside by X", or "not judged" where a value or the spread is missing)."""
+    verdict ("within", "outside by X", or "not judged" where a value or the spread is missing, or where the two
+    sides' refer thresholds were fitted by different rules: ``REFER_KEYS``)."""
     if rebuild.get("n") != reference.get("n"):
         raise ReproduceError(f"the rebuild scored {rebuild.get('n')} test films, the reference {reference.get('n')}: "
                              "not the same split (same data and seed?)")
@@ -92,13 +98,17 @@ def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
             rebuild["films_sha256"] != reference["films_sha256"]:
         raise ReproduceError("the rebuild and the reference scored different test films (fingerprints differ)")
     rows = []
+    rules_differ = rebuild.get("refer_share") != reference.get("refer_share")
     for key, label, get, _, _ in R.COLUMNS:
         if key == "parity":
             continue
         a, b = get(reference), get(rebuild)
         big = S.largest_difference(spread.get(key, []))
         count = isinstance(a, int) and isinstance(b, int)
-        if a is None or b is None or big is None:
+        if rules_differ and key in REFER_KEYS:
+            d = None if a is None or b is None else R._num(b) - R._num(a)
+            verdict = "not judged: refer rules differ"
+        elif a is None or b is None or big is None:
             d, verdict = (None if a is None or b is None else R._num(b) - R._num(a)), "not judged"
         else:
             d = R._num(b) - R._num(a)
@@ -122,6 +132,11 @@ def _provenance(doc: dict) -> str:
     return f"`{p.get('command', '?')}` at commit {m.get('commit', '?')}, {m.get('date', '?')}, {m.get('cpu', '?')}"
 
 
+def _rule(fig: dict) -> str:
+    share = fig.get("refer_share")
+    return "90% accuracy on the films kept" if share is None else f"a share of {share:.0%} of the validation films"
+
+
 def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path: Path, again_path: Path,
            command: str) -> tuple[str, dict]:
     from benchmarks.sysinfo import machine_info, report_header
@@ -135,7 +150,7 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
     if not folds:
         raise ReproduceError(f"{first_path} and {again_path} share no fold: no run-to-run spread to judge against")
     rows = compare(rebuild, reference, spread)
-    judged = [r for r in rows if r["verdict"] != "not judged"]
+    judged = [r for r in rows if not r["verdict"].startswith("not judged")]
     within = [r for r in judged if r["verdict"] == "within"]
     info = machine_info()
     lines = [report_header("Does a rebuild reproduce the default? (`make model` against the reported training)",
@@ -153,6 +168,9 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
              f"(the served artifact, through the device runtime, on the same test films). Training is not "
              "bit-reproducible; a rebuild on another CPU or at a later commit differs by about what an identical "
              "retraining does, and this says whether it did.", "",
+             *([f"**The refer thresholds were fitted by different rules** (rebuild: {_rule(rebuild)}; reference: "
+                f"{_rule(reference)}): the figures that hang on them are shown, not judged.", ""]
+               if rebuild.get("refer_share") != reference.get("refer_share") else []),
              "| figure | reference | rebuild | difference | spread (largest rerun difference) | verdict |",
              "|---|---|---|---|---|---|"]
     for r in rows:

@@ -2,8 +2,10 @@
 fitted on a training's validation films and scored on its test films (deployed artifact, device runtime).
 
 Rules (TB first in all of them, at the stored TB threshold: fitted for 95% validation sensitivity since 2026-12-03, 90% before):
-- ``current``: the device's rule (``edge_runtime.operating_point``): refer when the top probability is under the
-  lowest threshold at which the validation films *not flagged TB* and not referred reach 90% accuracy.
+- ``current``: the device's rule before 2026-12-05 (``edge_runtime.operating_point`` without a refer share): refer
+  when the top probability is under the lowest threshold at which the validation films *not flagged TB* and not
+  referred reach 90% accuracy. The default recipe now refers a fixed share instead (``[convert] refer-share``,
+  docs/refer-share): these rules are all fitted the kept-accuracy way, whatever the bundle stored.
 - ``count_tb_flags``: the same, but the 90% target counts every decision not referred, TB flags included (the
   definition issue 16 states the target with); it refers fewer films.
 - ``pneumonia_flag``: P(pneumonia) at the pneumonia point (85% sensitivity among normal and pneumonia validation

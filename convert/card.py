@@ -71,7 +71,7 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
                if r.get("target_share") is not None else
                f"the lowest at which the rest reach {r.get('target_accuracy', 0.9):.0%} accuracy on validation")
         out.append(f"- Refer to a clinician when the top probability is below {r['refer_below']:.2f} ({how}): "
-                   f"{r['val_refer_fraction']:.1%} of validation images referred; accuracy on the rest "
+                   f"{r['val_refer_fraction']:.1%} of all validation images referred; accuracy on the rest "
                    f"{_fmt(r['val_accuracy_not_referred'])}.")
     ori = meta.orientation.get("test") or meta.orientation.get("val")
     if ori:

@@ -51,6 +51,24 @@ def test_each_figure_is_judged_against_the_largest_rerun_difference(tmp_path, sp
     assert "abc1234" in text and "Zen" in text
 
 
+def test_figures_of_the_refer_threshold_are_not_judged_across_refer_rules(tmp_path, spread):
+    """A rebuild converted with a refer share (the default since 2026-12-05) against a reference fitted for 90%
+    kept accuracy: referrals, kept accuracy and the sick films called normal are shown, not judged."""
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31))))
+    (tmp_path / "new.json").write_text(json.dumps(_figs(_row(0.860, 0.920, 0.10) | {"refer_share": 0.32})))
+    files = [tmp_path / s for s in ("first.json", "again.json")]
+    text, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, *files, "cmd")
+    rows = {r["key"]: r for r in res["rows"]}
+    for key in P.REFER_KEYS:
+        assert rows[key]["verdict"] == "not judged: refer rules differ"
+    assert rows["referred"]["difference"] == pytest.approx(-0.21)
+    assert rows["accuracy"]["verdict"] == "within" and res["judged"] == 4   # accuracy, the two AUCs, ECE
+    assert "fitted by different rules" in text and "a share of 32% of the validation films" in text
+    (tmp_path / "ref2.json").write_text(json.dumps(_figs(_row(0.867, 0.922, 0.31) | {"refer_share": 0.32})))
+    _, same = P.report(tmp_path / "new.json", tmp_path / "ref2.json", None, *files, "cmd")
+    assert {r["key"]: r for r in same["rows"]}["referred"]["verdict"] == "outside by 0.110"  # same rule: judged
+
+
 def test_a_paired_report_serves_as_reference_by_its_bundle(tmp_path, spread):
     pair = {"a": "runs/x-bundle", "b": "runs/default-s0-op-bundle", "side": "test", "format": "tflite_int8_ptq",
             "format_b": "tflite_int8", "n": 211,
