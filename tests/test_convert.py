@@ -149,19 +149,26 @@ def test_force_replaces_a_bundle_and_nothing_else(tmp_path, capsys):
     replaceable(bundle, run)  # a bundle: --force may replace it
 
 
+def _refused_then_converted(tiny_run, tmp_path, capsys, bad: list, needle: str, good: list, name: str):
+    """convert refuses ``bad`` options before TensorFlow (exit 2, ``needle`` in its message), then converts the
+    tiny run with ``good`` ones (the tiny model's parity gate lowered); the bundle folder and its metadata."""
+    from convert.__main__ import main
+
+    assert main([str(tiny_run), *bad, "--out", str(tmp_path / "x")]) == 2
+    assert needle in capsys.readouterr().err
+    out = tmp_path / name
+    assert main([str(tiny_run), *good, "--out", str(out), "--min-agreement", "0.85"]) in (0, 3)
+    return out, ModelMetadata.load(out / "metadata.json")
+
+
 def test_views_fit_every_operating_point_on_the_views_average(tiny_run, reference, tmp_path, capsys):
     """convert --views: the device averages zoomed copies of each film, so the artifact's temperature and
     thresholds are fitted on that average, and the bundle says so (schema 3, model card)."""
-    from convert.__main__ import main
     from edge_runtime import operating_point as C
     from edge_runtime import views as V
 
-    assert main([str(tiny_run), "--views", "rot90", "--out", str(tmp_path / "x")]) == 2   # refused before TF
-    assert "unknown view" in capsys.readouterr().err
-    out = tmp_path / "views"
-    assert main([str(tiny_run), "--formats", "tflite_int8", "--views", "zoom3", "--out", str(out),
-                 "--min-agreement", "0.85"]) in (0, 3)
-    meta = ModelMetadata.load(out / "metadata.json")
+    out, meta = _refused_then_converted(tiny_run, tmp_path, capsys, ["--views", "rot90"], "unknown view",
+                                        ["--formats", "tflite_int8", "--views", "zoom3"], "views")
     assert meta.views == V.parse("zoom3") and json.loads((out / "metadata.json").read_text())["schema_version"] == 3
     val, probs = reference
     clf = Classifier.from_bundle(out / FORMATS["tflite_int8"].filename)
@@ -182,15 +189,10 @@ def test_refer_share_fits_each_refer_threshold_to_refer_that_share_of_validation
     """convert --refer-share (a recipe's [convert] refer-share): the refer threshold is the quantile of the films'
     top probability that refers that share of the validation films the TB rule does not flag, for the deployed
     model and each artifact alike, and the model card says which rule set it (docs/refer-share)."""
-    from convert.__main__ import main
     from edge_runtime import operating_point as C
 
-    assert main([str(tiny_run), "--refer-share", "1.5", "--out", str(tmp_path / "x")]) == 2   # refused before TF
-    assert "between 0 and 1" in capsys.readouterr().err
-    out = tmp_path / "share"
-    assert main([str(tiny_run), "--formats", "tflite_fp32", "--refer-share", "0.3", "--out", str(out),
-                 "--min-agreement", "0.85"]) in (0, 3)
-    meta = ModelMetadata.load(out / "metadata.json")
+    out, meta = _refused_then_converted(tiny_run, tmp_path, capsys, ["--refer-share", "1.5"], "between 0 and 1",
+                                        ["--formats", "tflite_fp32", "--refer-share", "0.3"], "share")
     refer = meta.metrics["operating_point"]["refer"]
     assert refer["target_share"] == 0.3 and refer["refer_below"] == meta.thresholds["refer_below"]
     # the artifact's own threshold: the 30% quantile of its own calibrated validation outputs (TB-flagged left out)
