@@ -538,12 +538,9 @@ def _outside_tests(folds: list[Fold]) -> list[list[np.ndarray]]:
 def _refer_fit_on(parts: list[tuple[Fold, np.ndarray, float | None]]) -> float:
     """``operating_point.fit_refer_below`` on validation films of several folds pooled: each part is a fold, the
     indices of its films taken and the TB threshold that flags them (its own calibrated outputs throughout)."""
-    labels = parts[0][0].labels
-    tb_col = labels.index(E.TB) if E.TB in labels else None
     return OP.fit_refer_below(
         np.concatenate([f.val_y[v] for f, v, _ in parts]), np.concatenate([f.val_cal[v] for f, v, _ in parts]),
-        np.concatenate([np.zeros(len(v), bool) if tb_col is None else
-                        f.val_cal[v, tb_col] >= (np.inf if t is None else t) for f, v, t in parts]))
+        np.concatenate([_tb_flags(f, v, t) for f, v, t in parts]))
 
 
 def pooled_refer(folds: list[Fold], tb: list, val_draws=None, outside=None) -> list[float]:
