@@ -154,6 +154,11 @@ def test_members_of_another_split_or_given_twice_are_refused(tiny_run, member, t
     again = copy_run(tiny_run, tmp_path / "again")  # a copy: the same seeds, so the same training
     assert main([str(tiny_run), "--member", str(again), "--out", str(tmp_path / "b5")]) == 2
     assert "share a split and initialisation seed" in capsys.readouterr().err
+    # ... but the same seeds with another recipe (a site-augmented training beside a plain one) are two trainings
+    cfg = json.loads((again / "train_config.json").read_text())
+    (again / "train_config.json").write_text(json.dumps({**cfg, "site_augment": 0.5}))
+    from convert.pipeline import check_members
+    assert [d["init_seed"] for d in check_members(tiny_run, [again])] == [cfg.get("init_seed") or cfg["seed"]] * 2
     other = copy_run(member, tmp_path / "other")
     meta = json.loads((other / "metadata.json").read_text())
     (other / "metadata.json").write_text(json.dumps({**meta, "data_hash": "0" * 16}))
