@@ -111,14 +111,15 @@ def run(bundle: Path, data: Path, out: Path, target: float = OP.TB_SENSITIVITY, 
     refused = None
     if make_profile:
         try:
-            prop = propose(films, own, target, fit_temperature)
+            prop = propose(films, own, target, fit_temperature, refer_share=clf.metadata.refer_share)
             meta = clf.metadata
             profile = SiteProfile(
                 thresholds=prop["thresholds"], temperature=prop["temperature"], made_by=by.strip(),
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"), films=prop["films"],
                 data=describe or str(data), made_for={"model_name": meta.model_name, "model_version": meta.model_version,
                                                       "data_hash": meta.data_hash, "format": clf.format},
-                evidence={"target_tb_sensitivity": target, "at_profile": _brief(prop["after"]),
+                evidence={"target_tb_sensitivity": target, "refer_rule": prop["refer_rule"],
+                          "at_profile": _brief(prop["after"]),
                           "at_bundle_values": _brief(prop["before"]), "kept_from_bundle": prop["kept_from_bundle"],
                           "warnings": prop["warnings"]})
             result["profile"] = {**prop, "path": str(profile.save(make_profile))}
@@ -233,6 +234,8 @@ def markdown(r: dict) -> str:
                   + (f", temperature {p['temperature']:.2f}" if p["temperature"] else "")
                   + f" (target TB sensitivity {p['target_tb_sensitivity']:.0%}; chosen on these same films, so the "
                     "intervals, not the point values, say how sure it is).", ""] + _table(p["after"])
+        if "refer_below" in p["thresholds"]:
+            lines += ["", f"Refer threshold rule: {p['refer_rule']}.", ""]
         lines += [f"- kept the bundle's value: {s}" for s in p["kept_from_bundle"]]
         lines += [f"- WARNING: {w}" for w in p["warnings"]]
     if "profile_refused" in r:

@@ -92,6 +92,14 @@ class ModelMetadata:
         return OperatingPoint(self.labels, float(self.temperature), dict(self.thresholds))
 
     @property
+    def refer_share(self) -> float | None:
+        """The share of validation films not flagged TB that the refer threshold was fitted to refer (``convert
+        --refer-share``), None when it was fitted the older way (the lowest threshold at which the films kept reach
+        90% accuracy). A site profile fits its refer threshold by the same rule (``site_eval.propose``)."""
+        share = ((self.metrics or {}).get("operating_point") or {}).get("refer", {}).get("target_share")
+        return None if share is None else float(share)
+
+    @property
     def warning(self) -> str:
         return SYNTHETIC_WARNING if self.synthetic else ""
 

@@ -103,8 +103,23 @@ def model_figures(films: dict, op: OperatingPoint) -> dict:
 
 
 # ----------------------------------------------------------------------------- the profile proposal
-def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperature: bool = False) -> dict:
-    """Thresholds (and temperature) for this site, with the figures before and after; raises ProfileRefused."""
+def refer_rule(refer_share: float | None) -> tuple[str, dict, str]:
+    """(code, fields, English sentence) of the rule a site profile fits its refer threshold by: the bundle's own
+    (``ModelMetadata.refer_share``): refer that share of the local films not flagged TB, or, for a bundle fitted the
+    older way, the lowest threshold at which the local films kept reach 90% accuracy."""
+    if refer_share is None:
+        acc = OP.REFER_TARGET_ACCURACY
+        return ("accuracy", {"accuracy": acc}, f"the lowest refer threshold at which the films not referred reach "
+                f"{acc:.0%} accuracy on these films (the rule the model's own threshold was fitted by)")
+    return ("share", {"share": float(refer_share)}, f"refer the least confident {refer_share:.0%} of these films not "
+            "flagged TB (the share the model's own threshold was fitted to refer on its validation films)")
+
+
+def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperature: bool = False,
+            refer_share: float | None = None) -> dict:
+    """Thresholds (and temperature) for this site, with the figures before and after; raises ProfileRefused.
+    ``refer_share``: the bundle's refer rule (``ModelMetadata.refer_share``): the refer threshold refers that share
+    of the local in-scope films not flagged TB; None: the lowest threshold at which the films kept reach 90%."""
     labels = list(bundle_op.labels)
     m = films["in_scope"]
     y, raw = films["y"][m], films["raw"][m]
@@ -125,7 +140,8 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
             warnings.append(tfit["warning"])
             warning_codes.append((tfit["warning_code"], tfit["warning_fields"]))
     base = OperatingPoint(tuple(labels), temperature or bundle_op.temperature, dict(bundle_op.thresholds))
-    chosen, rep = OP.choose_operating_points(y, base.calibrate(raw), labels, tb_sensitivity=target)
+    chosen, rep = OP.choose_operating_points(y, base.calibrate(raw), labels, tb_sensitivity=target,
+                                             refer_share=refer_share)
     changes, skipped, codes = {}, [], []
     if TB in labels:
         n_tb, n_other = counts[TB], len(y) - counts[TB]
@@ -135,7 +151,7 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
             skipped.append(f"the TB threshold needs {MIN_FILMS} TB and {MIN_FILMS} other in-scope films "
                            f"(have {n_tb} and {n_other})")
             codes.append(("tb", {"min": MIN_FILMS, "tb": n_tb, "other": n_other}))
-    reached = rep["refer"]["val_accuracy_not_referred"] >= rep["refer"]["target_accuracy"]
+    reached = refer_share is not None or rep["refer"]["val_accuracy_not_referred"] >= rep["refer"]["target_accuracy"]
     if not small and reached:
         changes["refer_below"] = chosen["refer_below"]
     elif not small:
@@ -166,7 +182,9 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
                             f"the WHO minimum of {WHO_TB_SPECIFICITY:.0%}: the model separates TB poorly at this site")
             warning_codes.append(("tb_specificity", {"target": float(target), "minimum": WHO_TB_SPECIFICITY,
                                                      **_rate_fields(spec, "specificity")}))
+    rule_code, rule_fields, rule_en = refer_rule(refer_share)
     return {"thresholds": changes, "temperature": temperature, "films": counts, "target_tb_sensitivity": target,
+            "refer_rule": rule_en, "refer_rule_code": rule_code, "refer_rule_fields": rule_fields,
             "kept_from_bundle": skipped, "kept_codes": codes, "warnings": warnings, "warning_codes": warning_codes,
             "before": before, "after": after}
 

@@ -51,13 +51,13 @@ def test_site_eval_gives_the_warnings_as_codes_with_raw_numbers():
                          r"below the WHO minimum of 70%", w) for w in prop["warnings"])
 
 
-def offering_app(data_dir, films=None):
+def offering_app(data_dir, films=None, **meta):
     """The page on the fake classifier as if served from a bundle, with the confirmed films of ``site_films`` (or
     ``films``: (y, raw)) on record: the monitoring page offers a site profile with both warnings."""
     from edge_runtime.web import create_app
 
     clf = FakeClassifier()
-    clf.metadata = replace(clf.metadata, thresholds=dict(BUNDLE_THRESHOLDS))
+    clf.metadata = replace(clf.metadata, thresholds=dict(BUNDLE_THRESHOLDS), **meta)
     clf.model_path, clf.site_profile = data_dir.parent / "bundle" / "model.onnx", None
     clf.use_site_profile = lambda profile: None
     y, raw = films or site_films()
@@ -69,8 +69,8 @@ def offering_app(data_dir, films=None):
     return app
 
 
-def _offer_page(tmp_path, lang: str, films=None) -> str:
-    html = offering_app(tmp_path / "data", films).test_client().get(f"/monitoring?lang={lang}").get_data(as_text=True)
+def _offer_page(tmp_path, lang: str, films=None, **meta) -> str:
+    html = offering_app(tmp_path / "data", films, **meta).test_client().get(f"/monitoring?lang={lang}").get_data(as_text=True)
     assert 'id="profile-offer"' in html, html.split('id="site"')[1][:2000]
     return html.split('id="profile-offer"')[1].split("<form")[0]
 

@@ -64,7 +64,8 @@ def offer(w) -> dict:
     own = clf.metadata.operating_point
     films = device_films(of_model(w.store.rows_for_monitoring(), clf.metadata)[0], clf.metadata.labels)
     try:
-        out["proposal"] = propose(films, OperatingPoint(own.labels, 1.0, dict(own.thresholds)), TB_SENSITIVITY)
+        out["proposal"] = propose(films, OperatingPoint(own.labels, 1.0, dict(own.thresholds)), TB_SENSITIVITY,
+                                  refer_share=clf.metadata.refer_share)
     except ProfileRefused as exc:
         out["refused"] = refusal_text(exc)
     else:
