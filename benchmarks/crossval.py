@@ -144,12 +144,23 @@ def recipe_of(run: Path) -> dict:
     return normalise_recipe(cfg)
 
 
+def _own_options(options: dict) -> dict:
+    """A member's own options as a recipe: a teacher's path (each fold's own) counts as whether there is one, a
+    list of teachers as how many."""
+    def value(k, v):
+        return bool(v) if k == "teacher" else len(v) if k == "teachers" and isinstance(v, (list, tuple)) else v
+    return {k: value(k, v) for k, v in options.items() if k == "teacher" or k not in PER_RUN_CONFIG}
+
+
 def _ensemble_of(status: dict) -> dict:
     """A bundle that serves several trainings (``convert --member``) is another recipe than its first training
-    alone: its members' initialisation seeds join the recipe (nothing for one training), so that folds of the two
-    are never pooled and a baseline comparison names the difference."""
+    alone: its members' initialisation seeds join the recipe (nothing for one training), and the options in which a
+    member was trained otherwise than the first (a site-augmented second training), so that folds of the two are
+    never pooled and a baseline comparison names the difference."""
     members = status.get("members") or []
-    return {"ensemble_init_seeds": [m.get("init_seed") for m in members]} if members else {}
+    options = [_own_options(m.get("options") or {}) for m in members]  # convert.pipeline.member_options
+    return ({"ensemble_init_seeds": [m.get("init_seed") for m in members]}
+            | ({"ensemble_member_options": options} if any(options) else {})) if members else {}
 
 
 def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validation: bool = True) -> Fold:
@@ -946,13 +957,18 @@ def common_folds(folds: list[Fold], base: list[Fold]) -> tuple[list[Fold], list[
     return [f for f in folds if f.fold in both], [b for b in base if b.fold in both]
 
 
+def recipe_difference(ra: dict, rb: dict) -> dict:
+    """{option: [baseline's value, this recipe's]} for each option in which two recipes differ (an ensemble
+    member's own options included: ``_ensemble_of``)."""
+    return {k: [ra.get(k), rb.get(k)] for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)}
+
+
 def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
     """The recipe of ``folds`` against the recipe of the ``base`` folds, on the folds both hold: pooled
     differences with paired intervals, and what differs between the two recipes."""
     folds, base = common_folds(folds, base)
     other = paired_with(folds, base)
-    ra, rb = base[0].recipe or {}, folds[0].recipe or {}
-    diff = {k: [ra.get(k), rb.get(k)] for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)}
+    diff = recipe_difference(base[0].recipe or {}, folds[0].recipe or {})
     targets = [sorted({f.tb_target for f in g}) for g in (base, folds)]
     shares = [base[0].refer_share, folds[0].refer_share]
     return {"bundles": {f.fold: where(f) for f in base}, "recipe_difference": diff,

@@ -98,6 +98,14 @@ def _require_run(run_dir: Path) -> None:
 PER_RUN = {"out", "data", "resume", "redo_qat", "verbose", "wall_seconds", "model_version", "recipe", "split"}
 
 
+def member_options(cfg: dict, first: dict) -> dict:
+    """The training options (``train_config.json``) in which an ensemble member differs from the first training,
+    with the member's values (``{"site_augment": 0.5}``); empty for the first and for reruns of it with another
+    --init-seed. Recorded in the bundle so that a report names what the members' own recipes add."""
+    skip = PER_RUN | {"init_seed", "fold"}
+    return {k: cfg.get(k) for k in sorted(set(cfg) | set(first)) if k not in skip and cfg.get(k) != first.get(k)}
+
+
 def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
     """Why several trainings cannot be served as one ensemble (SystemExit), or a description of each (the first
     is ``run_dir``). They must read films the same way (labels, input preparation) and hold the same split film
@@ -116,7 +124,7 @@ def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
         if not (r / "split.csv").is_file():
             raise SystemExit(f"{r}: no split.csv; ensemble members must share one patient split")
         splits.append({side: sorted(s.path for s in v) for side, v in D.load_split(r / "split.csv").items()})
-    described, recipes = [], []
+    described, recipes, first_cfg = [], [], None
     for r, m, sp in zip(runs, metas, splits):
         if m.labels != metas[0].labels or m.preprocess != metas[0].preprocess:
             raise SystemExit(f"{r}: reads films otherwise than {run_dir} (labels {list(m.labels)} vs "
@@ -132,9 +140,10 @@ def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
         cfg = json.loads((r / "train_config.json").read_text()) if (r / "train_config.json").is_file() else {}
         seed = cfg.get("seed", m.split.get("seed"))
         init = cfg.get("init_seed")
+        first_cfg = cfg if first_cfg is None else first_cfg
         described.append({"run_dir": str(r), "model_name": m.model_name, "model_version": m.model_version,
                           "seed": seed, "init_seed": seed if init is None else init,
-                          "qat": (r / "model_qat.h5").is_file()})
+                          "qat": (r / "model_qat.h5").is_file(), "options": member_options(cfg, first_cfg)})
         recipes.append(json.dumps({k: v for k, v in cfg.items() if k not in PER_RUN}, sort_keys=True, default=str))
     # the same seeds repeat a training, unless the trainings differ otherwise (e.g. one with --site-augment)
     seeds = [(d["seed"], d["init_seed"], rc) for d, rc in zip(described, recipes)]

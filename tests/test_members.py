@@ -158,7 +158,11 @@ def test_members_of_another_split_or_given_twice_are_refused(tiny_run, member, t
     cfg = json.loads((again / "train_config.json").read_text())
     (again / "train_config.json").write_text(json.dumps({**cfg, "site_augment": 0.5}))
     from convert.pipeline import check_members
-    assert [d["init_seed"] for d in check_members(tiny_run, [again])] == [cfg.get("init_seed") or cfg["seed"]] * 2
+    described = check_members(tiny_run, [again])
+    assert [d["init_seed"] for d in described] == [cfg.get("init_seed") or cfg["seed"]] * 2
+    assert [d["options"] for d in described] == [{}, {"site_augment": 0.5}]  # what the member's recipe adds
+    (again / "train_config.json").write_text(json.dumps({**cfg, "init_seed": 7, "out": "elsewhere"}))
+    assert [d["options"] for d in check_members(tiny_run, [again])] == [{}, {}]  # a rerun with another init seed
     other = copy_run(member, tmp_path / "other")
     meta = json.loads((other / "metadata.json").read_text())
     (other / "metadata.json").write_text(json.dumps({**meta, "data_hash": "0" * 16}))
@@ -173,3 +177,22 @@ def test_crossval_tells_an_ensemble_from_its_first_training():
 
     assert _ensemble_of({"run_dir": "runs/cv/fold0"}) == {}
     assert _ensemble_of({"members": [{"init_seed": 0}, {"init_seed": 1}]}) == {"ensemble_init_seeds": [0, 1]}
+    plain = {"members": [{"init_seed": 0, "options": {}}, {"init_seed": 1, "options": {}}]}
+    assert _ensemble_of(plain) == {"ensemble_init_seeds": [0, 1]}  # comparable with pairs converted before
+    mixed = {"members": [{"init_seed": 0, "options": {}}, {"init_seed": 0, "options": {"site_augment": 0.5}}]}
+    assert _ensemble_of(mixed) == {"ensemble_init_seeds": [0, 0],
+                                   "ensemble_member_options": [{}, {"site_augment": 0.5}]}
+    def taught(k):  # the second member distilled from its own fold's teacher
+        return {"members": [{"init_seed": 0, "options": {}}, {"init_seed": 1, "options": {"teacher": f"runs/t/fold{k}"}}]}
+    assert _ensemble_of(taught(0)) == _ensemble_of(taught(3)) != _ensemble_of(plain)  # one recipe on every fold
+
+
+def test_the_report_names_a_members_own_options():
+    """The mixed pair's report said the recipes differ in ``ensemble_init_seeds [0, 1] -> [0, 0]`` only."""
+    from benchmarks.crossval import recipe_difference
+
+    base = {"model": "mobilenet_v2", "ensemble_init_seeds": [0, 1]}
+    mixed = {"model": "mobilenet_v2", "ensemble_init_seeds": [0, 0],
+             "ensemble_member_options": [{}, {"site_augment": 0.5}]}
+    assert recipe_difference(base, mixed) == {"ensemble_init_seeds": [[0, 1], [0, 0]],
+                                           "ensemble_member_options": [None, [{}, {"site_augment": 0.5}]]}
