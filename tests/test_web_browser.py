@@ -303,9 +303,9 @@ def test_a_choice_over_the_upload_limits_is_stopped_and_said_before_sending(brow
             page.set_input_files("#files", files=[{"name": f"f{i}.png", "mimeType": "image/png", "buffer": b"\0" * n}
                                                   for i, n in enumerate(sizes)])
 
-        for sizes, said in (([400_000] * 3, "Les fichiers choisis font 1,2 Mo ; la limite est de 1 Mo"),
-                            ([600_000], "f0.png fait 0,6 Mo ; la limite est de 0,5 Mo par fichier"),
-                            ([1000] * 4, "4 fichiers sont choisis ; la limite est de 3")):
+        for sizes, said in (([400_000] * 3, "Les fichiers choisis font 1,2 Mo\u202f; la limite est de 1 Mo"),
+                            ([600_000], "f0.png fait 0,6 Mo\u202f; la limite est de 0,5 Mo par fichier"),
+                            ([1000] * 4, "4 fichiers sont choisis\u202f; la limite est de 3")):
             choose(sizes)
             error = page.locator("#choice-error")
             assert error.is_visible() and error.inner_text().startswith(said), error.inner_text()

@@ -25,10 +25,10 @@ NNBSP = "\u202f"  # what local_number puts before % in French
     ("drift.alert_past", {"share": 0.3, "n": 50, "lo": 0.191, "hi": 0.438},
      "30% of the last 50 images are unlike the training films (95% interval 19%-44%;",
      f"30{NNBSP}% des 50 dernières images sont différentes des clichés d'entraînement (intervalle à 95{NNBSP}% "
-     f"19{NNBSP}%-44{NNBSP}% ;"),
+     f"19{NNBSP}%-44{NNBSP}%{NNBSP};"),
     ("drift.alert_mix", {"n": 45, "p": 0.0042, "alpha": 0.01, "what": "Orienter", "now": 0.5, "then": 0.05},
      "(chi-square p = 0.0042 < 0.01); the largest change: Orienter 50% against 5%.",
-     f"(khi-deux p = 0,0042 < 0,01) ; le plus grand écart{NNBSP}: Orienter 50{NNBSP}% contre 5{NNBSP}%."),
+     f"(khi-deux p = 0,0042 < 0,01){NNBSP}; le plus grand écart{NNBSP}: Orienter 50{NNBSP}% contre 5{NNBSP}%."),
     ("drift.mix_test", {"p": 0.2345, "alpha": 0.01}, "p = 0.234 (alert below 0.01).",
      "p = 0,234 (alerte en dessous de 0,01)."),
     ("drift.mix_oos", {"share": 0.125}, "Out of scope in the window: 12%", f"Hors champ dans la fenêtre{NNBSP}: 12{NNBSP}%"),
@@ -140,6 +140,8 @@ def test_a_colon_after_a_french_word_has_the_same_space_as_the_percent_sign():
     for key, text in i18n.catalogue("fr").items():
         words = re.sub(r"{[^{}]*}", "", text)  # a field's own format ({share:.0%}) is not a colon of the sentence
         assert _bare_colons(words) == [] and " :" not in words, (key, text)
+        # and before ; ? ! (the same rule; the catalogue had an ordinary space: "envoyés ; la limite")
+        assert not re.search(r"(?<!\u202f)[;?!]", words), (key, text)
     for key, text in i18n.catalogue("en").items():
         assert NNBSP not in text, (key, text)
     assert i18n.translate("fr", "app.labelled", label="Actuellement", text="cette décision") == \
@@ -187,7 +189,10 @@ def test_the_french_pages_put_the_space_before_every_colon(tmp_path):
 
         g.lang = "fr"
         said = refusal_text(ProfileRefused("too small", "too_small", reasons=[("tb", {"min": 30, "tb": 3, "other": 9})]))
+        two = refusal_text(ProfileRefused("too small", "too_small", reasons=[
+            ("tb", {"min": 30, "tb": 3, "other": 9}), ("refer", {"min": 30, "films": "3", "counts": {"normal": 3}})]))
     assert said.startswith(f"trop peu{NNBSP}: le seuil TB demande 30") and _bare_colons(said) == [], said
+    assert two.startswith(said) and f"{NNBSP}; le seuil d'adressage" in two and " ;" not in two, two
 
 
 @pytest.mark.parametrize("config, en, fr", [

@@ -121,7 +121,7 @@ def test_an_older_audit_trail_gains_its_fields_column_and_keeps_its_lines(tmp_pa
                                                             "films": {"tuberculosis": 30}, "thresholds": {"refer_below": 0.5}}})
     new, old = s.audit()
     assert old["args"] == {} and i18n.audit_text("fr", old) == "old"
-    assert i18n.audit_text("fr", new) == ("profil de site de Dr A (2026-12-01 ; 30 Tuberculose)\u202f: adresser sous 0,500 ; "
+    assert i18n.audit_text("fr", new) == ("profil de site de Dr A (2026-12-01\u202f; 30 Tuberculose)\u202f: adresser sous 0,500\u202f; "
                                           "de nouveau les seuils propres au modèle")
     with pytest.raises(ValueError):
         s.path("../x", "display")

@@ -111,7 +111,7 @@ def refusal_text(exc: ProfileRefused) -> str:
     parts = [_said(f"site.skip_{code}", fields) for code, fields in exc.reasons]
     if head is None or None in parts:
         return str(exc)
-    return _t("app.labelled", label=head, text="; ".join(parts)) if parts else head  # French: "trop peu\u202f: ..."
+    return _t("app.labelled", label=head, text=_t("app.separator").join(parts)) if parts else head  # French: "trop peu\u202f: ..."
 
 
 def _profile_path(clf):
