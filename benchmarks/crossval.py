@@ -69,6 +69,7 @@ from benchmarks.study import evaluate as E
 from edge_runtime import formats as F
 from edge_runtime import metrics as M
 from edge_runtime import operating_point as OP
+from train import recipe as RECIPE
 
 
 class FoldError(ValueError):
@@ -118,21 +119,14 @@ PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat
                   "wall_seconds", "model_version"}  # differ between folds of one recipe
 
 
-ADDED_LATER = {"label_smoothing": 0.0, "mixup": 0.0, "init_seed": None, "stem": "rgb", "min_epochs": 0}  # options newer than some runs: absent = this (off)
+ADDED_LATER = RECIPE.ADDED_LATER  # options newer than some runs: absent = this (off)
 
 
 def normalise_recipe(cfg: dict) -> dict:
-    """A run's training options as one recipe: less the per-run ones, an option added after the run was trained
-    counted as off, and less the recipe file's name and hash (``extra``): the resolved options are compared, so an
-    edit of the file that leaves them alone (a comment, its [convert] table) keeps the folds one recipe. A
-    distilled student's teachers are trainings of its own fold: how many there are is the recipe, not their
-    paths."""
-    cfg = ADDED_LATER | cfg
-    out = {k: v for k, v in sorted(cfg.items()) if k not in PER_RUN_CONFIG}
-    if isinstance(out.get("teachers"), (list, tuple)):  # each fold's own teachers: their number is the recipe
-        out["teachers"] = len(out["teachers"])
-    extra = {k: v for k, v in (out.pop("extra", None) or {}).items() if k not in ("recipe", "recipe_sha256")}
-    return out | ({"extra": extra} if extra else {})
+    """A run's training options as one recipe (``train.recipe.comparable``): less the per-run ones (a teacher's
+    path too: each fold has its own), an option added after the run was trained counted as off, less the recipe
+    file's name and hash, a distilled student's teachers as how many."""
+    return RECIPE.comparable(cfg, PER_RUN_CONFIG)
 
 
 def recipe_of(run: Path) -> dict:
@@ -152,13 +146,25 @@ def _own_options(options: dict) -> dict:
     return {k: value(k, v) for k, v in options.items() if k == "teacher" or k not in PER_RUN_CONFIG}
 
 
+def _member_options(members: list[dict]) -> list[dict]:
+    """Each member's own options as convert recorded them (``train.recipe.member_options``); for a bundle converted
+    before it recorded them, worked out from the members' training runs where they are at hand (none otherwise)."""
+    if all("options" in m for m in members):
+        return [m["options"] or {} for m in members]
+    try:
+        cfgs = [json.loads((Path(m["run_dir"]) / "train_config.json").read_text()) for m in members]
+    except (OSError, ValueError, KeyError):
+        return [{} for _ in members]
+    return [RECIPE.member_options(c, cfgs[0]) for c in cfgs]
+
+
 def _ensemble_of(status: dict) -> dict:
     """A bundle that serves several trainings (``convert --member``) is another recipe than its first training
     alone: its members' initialisation seeds join the recipe (nothing for one training), and the options in which a
     member was trained otherwise than the first (a site-augmented second training), so that folds of the two are
     never pooled and a baseline comparison names the difference."""
     members = status.get("members") or []
-    options = [_own_options(m.get("options") or {}) for m in members]  # convert.pipeline.member_options
+    options = [_own_options(o) for o in _member_options(members)]
     return ({"ensemble_init_seeds": [m.get("init_seed") for m in members]}
             | ({"ensemble_member_options": options} if any(options) else {})) if members else {}
 

@@ -118,8 +118,8 @@ def run(bundle: Path, data: Path, out: Path, target: float = OP.TB_SENSITIVITY, 
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"), films=prop["films"],
                 data=describe or str(data), made_for={"model_name": meta.model_name, "model_version": meta.model_version,
                                                       "data_hash": meta.data_hash, "format": clf.format},
-                evidence={"target_tb_sensitivity": target, "refer_rule": prop["refer_rule"],
-                          "at_profile": _brief(prop["after"]),
+                evidence={"target_tb_sensitivity": target, "at_profile": _brief(prop["after"]),
+                          **({"refer_rule": prop["refer_rule"]} if "refer_below" in prop["thresholds"] else {}),
                           "at_bundle_values": _brief(prop["before"]), "kept_from_bundle": prop["kept_from_bundle"],
                           "warnings": prop["warnings"]})
             result["profile"] = {**prop, "path": str(profile.save(make_profile))}

@@ -46,8 +46,9 @@ def model_card(meta: ModelMetadata, status: dict) -> str:
                "quantised from the float model."),
             *([f"- Ensemble of {len(meta.members)} trainings on the same patient split, served as one file whose "
                "probabilities are their mean (one inference costs one run of each): "
-               + "; ".join(f"`{m.get('run_dir')}` ({m.get('model_version')}, initialisation seed {m.get('init_seed')})"
-                           for m in meta.members)
+               + "; ".join(f"`{m.get('run_dir')}` ({m.get('model_version')}, initialisation seed {m.get('init_seed')}"
+                           + "".join(f", {k.replace('_', '-')} {v}" for k, v in (m.get("options") or {}).items())
+                           + ")" for m in meta.members)
                + ". The heatmap and the input check read the first training's feature map."] if meta.members else []),
             f"- Classes (output order): {', '.join(labels)}.",
             f"- Training data: sources {', '.join(meta.data_sources) or '-'}; data hash `{meta.data_hash}`; "

@@ -98,20 +98,13 @@ def _require_run(run_dir: Path) -> None:
 PER_RUN = {"out", "data", "resume", "redo_qat", "verbose", "wall_seconds", "model_version", "recipe", "split"}
 
 
-def member_options(cfg: dict, first: dict) -> dict:
-    """The training options (``train_config.json``) in which an ensemble member differs from the first training,
-    with the member's values (``{"site_augment": 0.5}``); empty for the first and for reruns of it with another
-    --init-seed. Recorded in the bundle so that a report names what the members' own recipes add."""
-    skip = PER_RUN | {"init_seed", "fold"}
-    return {k: cfg.get(k) for k in sorted(set(cfg) | set(first)) if k not in skip and cfg.get(k) != first.get(k)}
-
-
 def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
     """Why several trainings cannot be served as one ensemble (SystemExit), or a description of each (the first
     is ``run_dir``). They must read films the same way (labels, input preparation) and hold the same split film
     for film: the operating points are fitted on validation films that no member trained on, and the test films
     are unseen by all of them. Either all have a QAT model or none (the INT8 file quantises them together)."""
     from train import data as D
+    from train import recipe as R
 
     runs = [run_dir, *members]
     for r in members:
@@ -143,7 +136,7 @@ def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
         first_cfg = cfg if first_cfg is None else first_cfg
         described.append({"run_dir": str(r), "model_name": m.model_name, "model_version": m.model_version,
                           "seed": seed, "init_seed": seed if init is None else init,
-                          "qat": (r / "model_qat.h5").is_file(), "options": member_options(cfg, first_cfg)})
+                          "qat": (r / "model_qat.h5").is_file(), "options": R.member_options(cfg, first_cfg)})
         recipes.append(json.dumps({k: v for k, v in cfg.items() if k not in PER_RUN}, sort_keys=True, default=str))
     # the same seeds repeat a training, unless the trainings differ otherwise (e.g. one with --site-augment)
     seeds = [(d["seed"], d["init_seed"], rc) for d, rc in zip(described, recipes)]

@@ -51,7 +51,8 @@ class ModelMetadata:
     # on; ("id",): the film as it is, once
     views: tuple[str, ...] = V.NONE
     # an ensemble (python -m convert RUN --member RUN2): one entry per training whose probabilities the model
-    # file averages ({"run_dir", "model_name", "model_version", "seed", "init_seed", "qat"}); the heatmap and
+    # file averages ({"run_dir", "model_name", "model_version", "seed", "init_seed", "qat", "options": what its
+    # training options add to the first's, train.recipe.member_options, absent before 2026-12-05}); the heatmap and
     # the input check read the first member's feature map. Empty: one training. A runtime that does not know
     # this key still serves the file correctly (it is one model with one output), so the schema stays.
     members: tuple = ()

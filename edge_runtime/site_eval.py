@@ -103,7 +103,7 @@ def model_figures(films: dict, op: OperatingPoint) -> dict:
 
 
 # ----------------------------------------------------------------------------- the profile proposal
-def refer_rule(refer_share: float | None) -> tuple[str, dict, str]:
+def refer_rule_text(refer_share: float | None) -> tuple[str, dict, str]:
     """(code, fields, English sentence) of the rule a site profile fits its refer threshold by: the bundle's own
     (``ModelMetadata.refer_share``): refer that share of the local films not flagged TB, or, for a bundle fitted the
     older way, the lowest threshold at which the local films kept reach 90% accuracy."""
@@ -182,7 +182,7 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
                             f"the WHO minimum of {WHO_TB_SPECIFICITY:.0%}: the model separates TB poorly at this site")
             warning_codes.append(("tb_specificity", {"target": float(target), "minimum": WHO_TB_SPECIFICITY,
                                                      **_rate_fields(spec, "specificity")}))
-    rule_code, rule_fields, rule_en = refer_rule(refer_share)
+    rule_code, rule_fields, rule_en = refer_rule_text(refer_share)
     return {"thresholds": changes, "temperature": temperature, "films": counts, "target_tb_sensitivity": target,
             "refer_rule": rule_en, "refer_rule_code": rule_code, "refer_rule_fields": rule_fields,
             "kept_from_bundle": skipped, "kept_codes": codes, "warnings": warnings, "warning_codes": warning_codes,

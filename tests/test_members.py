@@ -196,3 +196,40 @@ def test_the_report_names_a_members_own_options():
              "ensemble_member_options": [{}, {"site_augment": 0.5}]}
     assert recipe_difference(base, mixed) == {"ensemble_init_seeds": [[0, 1], [0, 0]],
                                            "ensemble_member_options": [None, [{}, {"site_augment": 0.5}]]}
+
+
+def test_member_options_compare_the_resolved_options(tmp_path):
+    """review32: the raw train_config.json files were compared, so an edited recipe file (its hash) or an option
+    added after the first training was trained read as the member's own options, and one recipe's folds split."""
+    from benchmarks.crossval import _ensemble_of
+    from train.recipe import member_options
+
+    first = {"epochs": 30, "seed": 0, "out": "runs/f0", "extra": {"recipe": "r.toml", "recipe_sha256": "aa"}}
+    rerun = {**first, "init_seed": 1, "out": "runs/f0-init1", "min_epochs": 0, "stem": "rgb",
+             "extra": {"recipe": "r.toml", "recipe_sha256": "bb"}, "wall_seconds": 12.0}
+    assert member_options(rerun, first) == {}
+    assert member_options({**rerun, "site_augment": 0.5, "min_epochs": 5}, first) == {"min_epochs": 5,
+                                                                                      "site_augment": 0.5}
+    # a bundle converted before convert recorded the options: worked out from its members' runs where at hand
+    runs = []
+    for name, cfg in (("a", first), ("b", {**rerun, "site_augment": 0.5})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train_config.json").write_text(json.dumps(cfg))
+        runs.append({"run_dir": str(tmp_path / name), "init_seed": cfg.get("init_seed", 0)})
+    assert _ensemble_of({"members": runs})["ensemble_member_options"] == [{}, {"site_augment": 0.5}]
+    gone = [{**m, "run_dir": str(tmp_path / "gone" / str(i))} for i, m in enumerate(runs)]
+    assert _ensemble_of({"members": gone}) == {"ensemble_init_seeds": [0, 1]}  # not at hand: the seeds only
+
+
+def test_the_card_names_a_members_own_options():
+    from convert.card import model_card
+    from edge_runtime.metadata import ModelMetadata
+    from edge_runtime.preprocess import PreprocessConfig
+
+    meta = ModelMetadata(labels=("normal", "pneumonia", "tuberculosis"), preprocess=PreprocessConfig(32),
+                         model_name="m x2", model_version="1", members=(
+                             {"run_dir": "runs/a", "model_version": "1", "init_seed": 0, "options": {}},
+                             {"run_dir": "runs/b", "model_version": "1", "init_seed": 0,
+                              "options": {"site_augment": 0.5}}))
+    card = model_card(meta, {"formats": {}, "failed_formats": []})
+    assert "`runs/a` (1, initialisation seed 0)" in card and "`runs/b` (1, initialisation seed 0, site-augment 0.5)" in card

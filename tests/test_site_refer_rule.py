@@ -108,6 +108,16 @@ def test_validate_fits_and_reports_the_bundles_share(tmp_path, capsys):
     probs = op.calibrate(films["raw"][films["in_scope"]])
     rest = probs[:, 2] < op.thresholds["tuberculosis"]
     assert rest.sum() >= 30 and abs((probs[rest].max(1) < op.thresholds["refer_below"]).mean() - 0.2) <= 1.5 / rest.sum()
+    # ten pneumonia films: the refer threshold is kept, and neither the report nor the evidence names a rule
+    (bundle / "site.json").unlink()
+    pneu = [r for r in rows["synthetic_b"] if r["class"] == "pneumonia"][:10]
+    few = write_manifest(tmp_path / "films" / "few.csv", [r for r in rows["synthetic_b"] if r["class"] != "pneumonia"] + pneu)
+    rc = V.main(["--bundle", str(bundle), "--data", str(few), "--out", str(out), "--make-profile", str(bundle),
+                 "--by", "Dr Okafor"])
+    assert rc == 0, capsys.readouterr().err
+    assert "Refer threshold rule" not in (out / "report.md").read_text()
+    kept = Classifier.from_bundle(bundle).site_profile
+    assert "refer_below" not in kept.thresholds and "refer_rule" not in kept.evidence
 
 
 @pytest.mark.parametrize("lang, said, older_said", [
@@ -123,3 +133,18 @@ def test_the_page_offer_names_the_rule(tmp_path, lang, said, older_said):
     share = {"operating_point": {"refer": {"target_accuracy": 0.9, "target_share": 0.25}}}
     assert said in html.unescape(_offer_page(tmp_path, lang, metrics=share))
     assert older_said in html.unescape(_offer_page(tmp_path / "older", lang))  # a bundle fitted the older way
+
+
+def test_a_kept_refer_threshold_names_no_rule(tmp_path, capsys):
+    """review32: the rule's sentence (page, report, the profile's evidence) only where the refer threshold changed;
+    with too few films of one class it is kept, and the kept line says why."""
+    import html
+
+    from test_web_site_numbers import _offer_page, site_films
+
+    y, raw = site_films()
+    few = np.concatenate([np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:10], np.flatnonzero(y == 2)])
+    share = {"operating_point": {"refer": {"target_accuracy": 0.9, "target_share": 0.25}}}
+    offer = html.unescape(_offer_page(tmp_path, "en", films=(y[few], raw[few]), metrics=share))
+    assert 'id="profile-refer-rule"' not in offer and "Refer threshold:" not in offer
+    assert "the refer threshold changes every class and needs 30 films of each" in offer

@@ -32,6 +32,32 @@ from pathlib import Path
 PER_RUN = frozenset({"data", "out", "split", "fold", "teacher", "member", "resume", "redo_qat", "verbose", "recipe", "help",
                      "version", "force"})
 SECTIONS = frozenset({"convert", "ensemble", "distill"})  # tables of the recipe read by another command
+# options newer than some runs: a train_config.json without one was trained with this (off)
+ADDED_LATER = {"label_smoothing": 0.0, "mixup": 0.0, "init_seed": None, "stem": "rgb", "min_epochs": 0}
+# train_config.json keys that differ between two runs of one training (where, when, how it was started)
+RUN_RECORD = frozenset({"data", "out", "split", "fold", "resume", "redo_qat", "verbose", "recipe", "wall_seconds",
+                        "model_version"})
+
+
+def comparable(cfg: dict, per_run=RUN_RECORD) -> dict:
+    """A run's ``train_config.json`` as options to compare with another run's: less the ``per_run`` keys, an option
+    added after the run was trained counted as off, less the recipe file's name and hash (``extra``: the resolved
+    options are compared, so an edit of the file that leaves them alone keeps the runs one recipe), and a distilled
+    student's teachers (each fold's own) as how many there are."""
+    cfg = ADDED_LATER | cfg
+    out = {k: v for k, v in sorted(cfg.items()) if k not in per_run}
+    if isinstance(out.get("teachers"), (list, tuple)):
+        out["teachers"] = len(out["teachers"])
+    extra = {k: v for k, v in (out.pop("extra", None) or {}).items() if k not in ("recipe", "recipe_sha256")}
+    return out | ({"extra": extra} if extra else {})
+
+
+def member_options(cfg: dict, first: dict) -> dict:
+    """The training options in which an ensemble member (its ``train_config.json``) differs from the first training,
+    with the member's values (``{"site_augment": 0.5}``); empty for the first and for a rerun of it with another
+    --init-seed. ``convert --member`` records them so that a report names what the members' own recipes add."""
+    a, b = comparable(cfg, RUN_RECORD | {"init_seed"}), comparable(first, RUN_RECORD | {"init_seed"})
+    return {k: a.get(k) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def recipe_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
