@@ -103,7 +103,7 @@ def model_figures(films: dict, op: OperatingPoint) -> dict:
 
 
 # ----------------------------------------------------------------------------- the profile proposal
-def refer_rule_text(refer_share: float | None) -> tuple[str, dict, str]:
+def refer_rule_text(refer_share: float | None, n_read: int | None = None) -> tuple[str, dict, str]:
     """(code, fields, English sentence) of the rule a site profile fits its refer threshold by: the bundle's own
     (``ModelMetadata.refer_share``): refer that share of the local films not flagged TB, or, for a bundle fitted the
     older way, the lowest threshold at which the local films kept reach 90% accuracy."""
@@ -111,15 +111,21 @@ def refer_rule_text(refer_share: float | None) -> tuple[str, dict, str]:
         acc = OP.REFER_TARGET_ACCURACY
         return ("accuracy", {"accuracy": acc}, f"the lowest refer threshold at which the films not referred reach "
                 f"{acc:.0%} accuracy on these films (the rule the model's own threshold was fitted by)")
+    why = "the share the model's own threshold was fitted to refer on its validation films"
+    if n_read is not None:
+        return ("share_all", {"share": float(refer_share), "n": int(n_read)}, f"refer the least confident "
+                f"{refer_share:.0%} of the {n_read} in-scope films read here, outcome confirmed or not, that are not "
+                f"flagged TB ({why})")
     return ("share", {"share": float(refer_share)}, f"refer the least confident {refer_share:.0%} of these films not "
-            "flagged TB (the share the model's own threshold was fitted to refer on its validation films)")
+            f"flagged TB ({why})")
 
 
 def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperature: bool = False,
             refer_share: float | None = None) -> dict:
     """Thresholds (and temperature) for this site, with the figures before and after; raises ProfileRefused.
     ``refer_share``: the bundle's refer rule (``ModelMetadata.refer_share``): the refer threshold refers that share
-    of the local in-scope films not flagged TB; None: the lowest threshold at which the films kept reach 90%."""
+    of the local in-scope films not flagged TB (of ``films["share_raw"]`` where given: every film read, labelled or
+    not; else of the labelled films); None: the lowest threshold at which the films kept reach 90%."""
     labels = list(bundle_op.labels)
     m = films["in_scope"]
     y, raw = films["y"][m], films["raw"][m]
@@ -151,6 +157,11 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
             skipped.append(f"the TB threshold needs {MIN_FILMS} TB and {MIN_FILMS} other in-scope films "
                            f"(have {n_tb} and {n_other})")
             codes.append(("tb", {"min": MIN_FILMS, "tb": n_tb, "other": n_other}))
+    if refer_share is not None and films.get("share_raw") is not None and len(films["share_raw"]):  # the device
+        pool = base.calibrate(films["share_raw"])  # every film the device read here, its outcome confirmed or not
+        t = changes.get(TB, bundle_op.thresholds.get(TB)) if TB in labels else None  # the TB threshold it will use
+        flagged = pool[:, labels.index(TB)] >= t if t is not None else np.zeros(len(pool), bool)
+        chosen["refer_below"] = OP.fit_refer_share(pool, flagged, refer_share)
     reached = refer_share is not None or rep["refer"]["val_accuracy_not_referred"] >= rep["refer"]["target_accuracy"]
     if not small and reached:
         changes["refer_below"] = chosen["refer_below"]
@@ -182,7 +193,8 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
                             f"the WHO minimum of {WHO_TB_SPECIFICITY:.0%}: the model separates TB poorly at this site")
             warning_codes.append(("tb_specificity", {"target": float(target), "minimum": WHO_TB_SPECIFICITY,
                                                      **_rate_fields(spec, "specificity")}))
-    rule_code, rule_fields, rule_en = refer_rule_text(refer_share)
+    pooled = refer_share is not None and films.get("share_raw") is not None and len(films["share_raw"])
+    rule_code, rule_fields, rule_en = refer_rule_text(refer_share, len(films["share_raw"]) if pooled else None)
     return {"thresholds": changes, "temperature": temperature, "films": counts, "target_tb_sensitivity": target,
             "refer_rule": rule_en, "refer_rule_code": rule_code, "refer_rule_fields": rule_fields,
             "kept_from_bundle": skipped, "kept_codes": codes, "warnings": warnings, "warning_codes": warning_codes,

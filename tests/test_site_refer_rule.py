@@ -121,9 +121,11 @@ def test_validate_fits_and_reports_the_bundles_share(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("lang, said, older_said", [
-    ("en", "Refer threshold: refers the least confident 25% of these films not flagged TB",
+    ("en", "Refer threshold: refers the least confident 25% of the 120 in-scope films read here (outcome confirmed "
+           "or not) that are not flagged TB",
      "Refer threshold: the lowest at which the films not referred reach 90% accuracy on these films"),
-    ("fr", "Seuil d'adressage\u202f: adresse les 25\u202f% de ces clichés non signalés TB",
+    ("fr", "Seuil d'adressage\u202f: adresse les 25\u202f% des 120 clichés dans le champ lus ici (résultat confirmé "
+           "ou non) non signalés TB",
      "Seuil d'adressage\u202f: le plus bas auquel les clichés non adressés atteignent 90\u202f% d'exactitude")])
 def test_the_page_offer_names_the_rule(tmp_path, lang, said, older_said):
     import html
@@ -148,3 +150,33 @@ def test_a_kept_refer_threshold_names_no_rule(tmp_path, capsys):
     offer = html.unescape(_offer_page(tmp_path, "en", films=(y[few], raw[few]), metrics=share))
     assert 'id="profile-refer-rule"' not in offer and "Refer threshold:" not in offer
     assert "the refer threshold changes every class and needs 30 films of each" in offer
+
+
+def test_on_the_device_the_share_is_of_every_film_read_confirmed_or_not():
+    """review32: clinicians may confirm more of the films the device referred, so a share of the confirmed films
+    alone would refer another share of what the device reads. The device's films carry every in-scope screening's
+    probabilities (``share_raw``): the share is taken over them, the figures still over the confirmed ones."""
+    from edge_runtime.web.site_views import device_films
+
+    labelled = _films()
+    rng = np.random.default_rng(3)
+    unsure = np.full((200, 3), 0.0)  # unconfirmed screenings, less confident than the confirmed ones
+    unsure[:, 0] = rng.uniform(0.36, 0.42, 200)
+    unsure[:, 2] = 0.2  # below the TB threshold the confirmed films give
+    unsure[:, 1] = 1 - unsure[:, 0] - 0.2
+    rows = [{"labels": list(LABELS), "probs": dict(zip(LABELS, map(float, p))), "in_scope": True,
+             "outcome": LABELS[c]} for c, p in zip(labelled["y"], labelled["raw"])]
+    rows += [{"labels": list(LABELS), "probs": dict(zip(LABELS, map(float, p))), "in_scope": True, "outcome": None}
+             for p in unsure]
+    rows += [{"labels": list(LABELS), "probs": {"normal": 1.0, "pneumonia": 0.0, "tuberculosis": 0.0},
+              "in_scope": False, "outcome": "normal"}]  # out of scope: in neither
+    films = device_films(rows, LABELS)
+    assert len(films["y"]) == len(labelled["y"]) and len(films["share_raw"]) == len(labelled["y"]) + 200
+    prop = propose(films, BUNDLE, 0.9, refer_share=0.25)
+    pool = films["share_raw"]
+    rest = pool[:, 2] < prop["thresholds"]["tuberculosis"]
+    referred = (pool[rest].max(1) < prop["thresholds"]["refer_below"]).mean()
+    assert abs(referred - 0.25) <= 1.5 / rest.sum()
+    only_confirmed = propose({k: films[k] for k in ("y", "raw", "in_scope")}, BUNDLE, 0.9, refer_share=0.25)
+    assert only_confirmed["thresholds"]["refer_below"] > prop["thresholds"]["refer_below"] + 0.05
+    assert prop["refer_rule_code"] == "share_all" and prop["refer_rule_fields"] == {"share": 0.25, "n": len(pool)}

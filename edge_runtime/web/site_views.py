@@ -36,13 +36,17 @@ def _t(key, **kw):
 
 
 def device_films(rows: list[dict], labels) -> dict:
-    """Screenings with a confirmed outcome among the model's classes, in scope, scored by this class order."""
+    """Screenings with a confirmed outcome among the model's classes, in scope, scored by this class order; under
+    ``share_raw`` every in-scope screening's probabilities, confirmed or not (a refer share is of the films the
+    device reads: the clinicians may confirm more of the films it referred)."""
     labels = list(labels)
-    use = [r for r in rows if r.get("outcome") in labels and r["in_scope"] and list(r["labels"]) == labels
-           and all(k in r["probs"] for k in labels)]
-    return {"y": np.array([labels.index(r["outcome"]) for r in use], int),
-            "raw": np.array([[r["probs"][k] for k in labels] for r in use], np.float64).reshape(-1, len(labels)),
-            "in_scope": np.ones(len(use), bool)}
+    scored = [r for r in rows if r["in_scope"] and list(r["labels"]) == labels and all(k in r["probs"] for k in labels)]
+    use = [r for r in scored if r.get("outcome") in labels]
+
+    def probs(rs):
+        return np.array([[r["probs"][k] for k in labels] for r in rs], np.float64).reshape(-1, len(labels))
+    return {"y": np.array([labels.index(r["outcome"]) for r in use], int), "raw": probs(use),
+            "in_scope": np.ones(len(use), bool), "share_raw": probs(scored)}
 
 
 def offer(w) -> dict:
