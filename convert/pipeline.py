@@ -94,10 +94,6 @@ def _require_run(run_dir: Path) -> None:
         raise SystemExit(f"{run_dir}: not a training run (no {', '.join(missing)})")
 
 
-# train_config.json keys that differ between two runs of one training (where it went, how long it took)
-PER_RUN = {"out", "data", "resume", "redo_qat", "verbose", "wall_seconds", "model_version", "recipe", "split"}
-
-
 def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
     """Why several trainings cannot be served as one ensemble (SystemExit), or a description of each (the first
     is ``run_dir``). They must read films the same way (labels, input preparation) and hold the same split film
@@ -137,7 +133,7 @@ def check_members(run_dir: Path, members: list[Path]) -> list[dict]:
         described.append({"run_dir": str(r), "model_name": m.model_name, "model_version": m.model_version,
                           "seed": seed, "init_seed": seed if init is None else init,
                           "qat": (r / "model_qat.h5").is_file(), "options": R.member_options(cfg, first_cfg)})
-        recipes.append(json.dumps({k: v for k, v in cfg.items() if k not in PER_RUN}, sort_keys=True, default=str))
+        recipes.append(json.dumps(R.comparable(cfg), sort_keys=True, default=str))
     # the same seeds repeat a training, unless the trainings differ otherwise (e.g. one with --site-augment)
     seeds = [(d["seed"], d["init_seed"], rc) for d, rc in zip(described, recipes)]
     if len(set(seeds)) != len(seeds):
