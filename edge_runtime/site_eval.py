@@ -157,8 +157,10 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
             skipped.append(f"the TB threshold needs {MIN_FILMS} TB and {MIN_FILMS} other in-scope films "
                            f"(have {n_tb} and {n_other})")
             codes.append(("tb", {"min": MIN_FILMS, "tb": n_tb, "other": n_other}))
-    if refer_share is not None and films.get("share_raw") is not None and len(films["share_raw"]):  # the device
-        pool = base.calibrate(films["share_raw"])  # every film the device read here, its outcome confirmed or not
+    read = films.get("share_raw") if refer_share is not None else None  # the device: every film read here
+    read = read if read is not None and len(read) else None
+    if read is not None:
+        pool = base.calibrate(read)  # its outcome confirmed or not
         t = changes.get(TB, bundle_op.thresholds.get(TB)) if TB in labels else None  # the TB threshold it will use
         flagged = pool[:, labels.index(TB)] >= t if t is not None else np.zeros(len(pool), bool)
         chosen["refer_below"] = OP.fit_refer_share(pool, flagged, refer_share)
@@ -193,8 +195,7 @@ def propose(films: dict, bundle_op: OperatingPoint, target: float, fit_temperatu
                             f"the WHO minimum of {WHO_TB_SPECIFICITY:.0%}: the model separates TB poorly at this site")
             warning_codes.append(("tb_specificity", {"target": float(target), "minimum": WHO_TB_SPECIFICITY,
                                                      **_rate_fields(spec, "specificity")}))
-    pooled = refer_share is not None and films.get("share_raw") is not None and len(films["share_raw"])
-    rule_code, rule_fields, rule_en = refer_rule_text(refer_share, len(films["share_raw"]) if pooled else None)
+    rule_code, rule_fields, rule_en = refer_rule_text(refer_share, None if read is None else len(read))
     return {"thresholds": changes, "temperature": temperature, "films": counts, "target_tb_sensitivity": target,
             "refer_rule": rule_en, "refer_rule_code": rule_code, "refer_rule_fields": rule_fields,
             "kept_from_bundle": skipped, "kept_codes": codes, "warnings": warnings, "warning_codes": warning_codes,
