@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-epochs", type=_at_least(0), default=0,
                    help="float epochs before validation may keep a best or stop early: a spike in the first epochs of "
                         "a noisy validation curve is not kept (0: from the first epoch)")
+    p.add_argument("--head-epochs", type=_at_least(0), default=0,
+                   help="epochs before the float phase that train only the classifier head, the pretrained backbone "
+                        "frozen (BatchNorm in inference mode); then --epochs train every layer at --lr (linear probe, "
+                        "then fine-tune); needs --weights (0: off)")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="peak learning rate of the --head-epochs (cosine decay)")
     p.add_argument("--val-frac", type=float, default=0.15, help="share of patients for validation")
     p.add_argument("--test-frac", type=float, default=0.15, help="share of patients for the test set")
     p.add_argument("--split", default=None, help="reuse a saved split.csv instead of making one")
@@ -182,7 +187,8 @@ def main(argv=None) -> int:
     cfg = TrainConfig(data=args.data, out=args.out, model=args.model, alpha=args.alpha, preprocess=preprocess,
                       classes=classes, weights=args.weights, epochs=args.epochs, qat_epochs=args.qat_epochs,
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,
-                      min_epochs=args.min_epochs, val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed, init_seed=args.init_seed,
+                      min_epochs=args.min_epochs, head_epochs=args.head_epochs,
+                      head_lr=args.head_lr, val_frac=args.val_frac, test_frac=args.test_frac, split=args.split, seed=args.seed, init_seed=args.init_seed,
                       folds=args.folds, fold=args.fold or 0,
                       augment=args.augment, site_augment=args.site_augment, class_balance=args.class_balance, dropout=args.dropout, stem=args.stem, ema=args.ema,
                       label_smoothing=args.label_smoothing, mixup=args.mixup,

@@ -33,7 +33,8 @@ PER_RUN = frozenset({"data", "out", "split", "fold", "teacher", "member", "resum
                      "version", "force"})
 SECTIONS = frozenset({"convert", "ensemble", "distill"})  # tables of the recipe read by another command
 # options newer than some runs: a train_config.json without one was trained with this (off)
-ADDED_LATER = {"label_smoothing": 0.0, "mixup": 0.0, "init_seed": None, "stem": "rgb", "min_epochs": 0}
+ADDED_LATER = {"label_smoothing": 0.0, "mixup": 0.0, "init_seed": None, "stem": "rgb", "min_epochs": 0, "head_epochs": 0,
+               "head_lr": 1e-3}
 # train_config.json keys that differ between two runs of one training (where, when, how it was started)
 RUN_RECORD = frozenset({"data", "out", "split", "fold", "resume", "redo_qat", "verbose", "recipe", "wall_seconds",
                         "model_version"})

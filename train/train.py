@@ -52,6 +52,8 @@ class TrainConfig:
     qat_lr: float = 1e-4
     patience: int = 6
     min_epochs: int = 0  # float epochs before validation may keep a best or stop early (0: from the first)
+    head_epochs: int = 0  # epochs before the float phase that train the classifier head alone (backbone frozen)
+    head_lr: float = 1e-3  # peak learning rate of those head epochs (cosine decay)
     val_frac: float = 0.15
     test_frac: float = 0.15
     seed: int = 0  # the patient split's seed (and, unless init_seed is set, initialisation and augmentation)
@@ -379,6 +381,19 @@ def _fit(model, phase, train_ds, val, epochs, lr, cfg, class_weight, ckpt_dir, h
     return model
 
 
+def freeze_backbone(model, frozen: bool) -> int:
+    """Freeze (or thaw) every layer of ``model`` with weights but the classifier (``probs``); a frozen BatchNorm runs
+    in inference mode (its pretrained statistics kept). Returns how many layers changed; compile again after it."""
+    from train.models import PROBS
+
+    changed = 0
+    for layer in model.layers:
+        if layer.name != PROBS and layer.weights and layer.trainable == frozen:
+            layer.trainable = not frozen
+            changed += 1
+    return changed
+
+
 def _compile(model, lr, soft: bool = False):
     import tf_keras
 
@@ -453,6 +468,9 @@ def run(cfg: TrainConfig) -> Path:
     from train import evaluate, models
 
     t_start = time.time()
+    if cfg.head_epochs and not cfg.weights:
+        raise ValueError("--head-epochs trains the classifier on a frozen pretrained backbone: give --weights "
+                         "(e.g. imagenet); a frozen random backbone learns nothing")
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     history = out / "history.csv"
@@ -568,6 +586,16 @@ def run(cfg: TrainConfig) -> Path:
                                              stem=cfg.stem)
         _compile(float_model, cfg.lr, soft=use_soft)
     log.info("%s: %d parameters, input %dx%d", cfg.model, float_model.count_params(), cfg.image_size, cfg.image_size)
+    if cfg.head_epochs and not cfg.redo_qat and state.get("phase") in (None, "head"):
+        # linear probe, then fine-tune (LP-FT): the pretrained features are not torn up by a random classifier's
+        # first gradients; the float phase then trains every layer from the head's best epoch
+        n = freeze_backbone(float_model, True)
+        _compile(float_model, cfg.head_lr, soft=use_soft)
+        log.info("classifier head alone for up to %d epochs (%d layers frozen), then every layer", cfg.head_epochs, n)
+        float_model = _fit(float_model, "head", train_ds, arrays["val"], cfg.head_epochs, cfg.head_lr, cfg,
+                           class_weight, ckpt_dir, history, state)
+        freeze_backbone(float_model, False)
+        _compile(float_model, cfg.lr, soft=use_soft)
     if cfg.redo_qat:
         pass
     elif state.get("phase") != "qat":
