@@ -86,6 +86,11 @@ def test_a_resume_must_keep_the_options_the_run_was_started_with(tmp_path):
                                                                                       "pneumonia")), started)
     assert "--resume with other options" in str(e.value) and "classes" in str(e.value) and "preprocess" in str(e.value)
     T.check_resumed_options(replace(cfg, lr=0.5), tmp_path / "none.json")  # a run from before the record: as before
+    older = {k: v for k, v in T._options(cfg).items() if k not in ("head_epochs", "head_lr")}
+    started.write_text(json.dumps(older))  # started before --head-epochs existed: resumes with it off
+    T.check_resumed_options(replace(cfg, resume=True), started)
+    with pytest.raises(T.UsageError, match="head_epochs"):
+        T.check_resumed_options(replace(cfg, head_epochs=3), started)
 
 
 def test_ctrl_c_says_how_to_go_on(tmp_path, monkeypatch, capsys):

@@ -453,7 +453,10 @@ def check_resumed_options(cfg, started: Path) -> None:
     started before this check (no record) resume as before."""
     if not started.is_file():
         return
-    then, now = json.loads(started.read_text()), _options(cfg)
+    from train.recipe import ADDED_LATER
+
+    # an option added after the run started was off then (a record without it resumes under its off value)
+    then, now = ADDED_LATER | json.loads(started.read_text()), _options(cfg)
     changed = [f"{k}: {then.get(k)!r} when started, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
                if k not in RESUMABLE and then.get(k) != now.get(k)]
     if changed:
