@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -341,7 +342,7 @@ def run(opts: Options) -> dict:
                      (run_dir / "cache") if run_dir else out / "cache")
     images_path = work / "images.npy"
     np.save(images_path, ev.images)
-    e2e = make_e2e_image(ev.paths[0], opts.e2e_size, out / f"e2e_{opts.e2e_size}.png") if opts.e2e_size else None
+    e2e = make_e2e_image(ev.paths[0], opts.e2e_size, work / f"e2e_{opts.e2e_size}.png") if opts.e2e_size else None
     print(f"benchmark of {bundle} ({meta.model_name}, {meta.image_size} px) on {ev.description}", file=sys.stderr)
 
     progress = Progress(len(opts.formats))
@@ -398,6 +399,9 @@ def run(opts: Options) -> dict:
               "rows": rows, "details": details}
     result["gates"] = gates(rows, opts.min_accuracy, opts.max_latency_ms, opts.threads)
     R.write_all(result, out, ev, plots=opts.plots)
+    # the scratch (the evaluation films as an array, a film enlarged for the end-to-end timing, the workers' jobs
+    # and outputs) goes: a benchmark written into docs/ must not carry patients' films into the repository
+    shutil.rmtree(work, ignore_errors=True)
     return result
 
 

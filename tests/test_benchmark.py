@@ -76,6 +76,8 @@ def test_two_formats_and_the_keras_baseline(tiny_bundle, tiny_run, tmp_path, cap
                  "latency_accuracy.png"):
         assert (out / "plots" / name).stat().st_size > 1000
     assert f"](plots/{name})" in (out / "report.md").read_text()
+    # no scratch is left beside the report: no films (the evaluation array, the enlarged end-to-end film) in --out
+    assert not (out / "work").exists() and not list(out.glob("*.png")) and not list(out.rglob("*.npy"))
     published = (tmp_path / "pub" / "RESULTS.md").read_text()  # --publish: the same report, links still right
     assert published.startswith("# Benchmark") and "](results_plots/roc.png)" in published
     assert (tmp_path / "pub" / "results_plots" / "roc.png").read_bytes() == (out / "plots" / "roc.png").read_bytes()
