@@ -113,6 +113,7 @@ class Fold:
     test_views: list = None  # the bundle's test-time views (convert --views; None: a fold saved before recording it)
     refer_share: float = None  # the share of validation films its refer threshold was fitted to refer (convert
     #                            --refer-share); None: fitted for 90% accuracy on the films kept
+    pn_target: float = OP.PNEUMONIA_SENSITIVITY  # the validation sensitivity its pneumonia point was fitted for
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -204,6 +205,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validatio
                 served=serves,
                 tb_target=float((op.get("tb") or {}).get("target_sensitivity", OP.TB_SENSITIVITY)),
                 test_views=list(meta.views), refer_share=(op.get("refer") or {}).get("target_share"),
+                pn_target=float(pn.get("target_sensitivity", OP.PNEUMONIA_SENSITIVITY)),
                 **({} if val is None else {"val_y": np.asarray(val.labels, int), "val_cal": val_cal,
                                            "val_files": [film_name(s.path) for s in val.samples]}))
 
@@ -348,7 +350,7 @@ class WhatIf:
     #                           the temperature refitted after it
     tb_sensitivity: float | None = None  # the validation TB sensitivity the TB threshold is fitted for (None: the
     #                                      fold's own target, Fold.tb_target)
-    pneumonia_sensitivity: float = OP.PNEUMONIA_SENSITIVITY  # ... and the (reported) pneumonia point
+    pneumonia_sensitivity: float | None = None  # ... and the (reported) pneumonia point (None: Fold.pn_target)
     mean_with: tuple[str, ...] = ()  # other trainings of the same folds (where their outputs come from): each fold's
     #                                  outputs combined with theirs as views are (a geometric mean), the temperature
     #                                  refitted on the combined validation outputs
@@ -370,9 +372,9 @@ class WhatIf:
         if self.tb_sensitivity is not None:
             parts.append(f"the TB threshold fitted for {self.tb_sensitivity:.0%} validation TB sensitivity "
                          "(deployed: each fold's own target)")
-        if self.pneumonia_sensitivity != OP.PNEUMONIA_SENSITIVITY:
+        if self.pneumonia_sensitivity is not None:
             parts.append(f"the pneumonia point fitted for {self.pneumonia_sensitivity:.0%} validation sensitivity "
-                         f"(deployed: {OP.PNEUMONIA_SENSITIVITY:.0%}; reported, not applied)")
+                         "(deployed: each fold's own target; reported, not applied)")
         if self.refer_pooled:
             parts.append("each fold's refer threshold fitted, as convert fits it, on the validation films of the other "
                          "folds pooled (each film with its own fold's calibrated outputs and TB flag; the films of this "
@@ -440,9 +442,21 @@ def refit(f: Fold, w: WhatIf, members: list[Fold] = ()) -> tuple[Fold, dict]:
     tb = f.tb_target if w.tb_sensitivity is None else w.tb_sensitivity
     thresholds, _ = OP.choose_operating_points(f.val_y, val_cal, f.labels, tb_sensitivity=tb,
                                                refer_share=f.refer_share)
-    pn = OP.pneumonia_point(f.val_y, val_cal, f.labels, w.pneumonia_sensitivity) or {}
+    pt = f.pn_target if w.pneumonia_sensitivity is None else w.pneumonia_sensitivity
+    pn = OP.pneumonia_point(f.val_y, val_cal, f.labels, pt) or {}
     fitted |= {"thresholds": thresholds, "pneumonia_threshold": pn.get("threshold")}
-    return replace(f, cal=cal, thresholds=dict(thresholds), pneumonia_threshold=pn.get("threshold")), fitted
+    return replace(f, cal=cal, thresholds=dict(thresholds), pneumonia_threshold=pn.get("threshold"),
+                   pn_target=pt), fitted
+
+
+def at_pneumonia_point(f: Fold, sensitivity: float) -> Fold:
+    """``f`` with its pneumonia point fitted again on its validation films for ``sensitivity`` (what a conversion
+    fitting it for that would store); nothing else changes (the device does not apply the point)."""
+    if f.val_cal is None:
+        raise FoldError(f"{where(f)} keeps no validation outputs: its pneumonia point cannot be fitted again (give its "
+                        "bundle, or a saved-folds file written with them)")
+    pn = OP.pneumonia_point(f.val_y, f.val_cal, f.labels, sensitivity) or {}
+    return replace(f, pneumonia_threshold=pn.get("threshold"), pn_target=float(sensitivity))
 
 
 def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000, refitted: bool = False,
@@ -641,7 +655,7 @@ def _rule_films_refitted(folds: list[Fold], val_draws: list[np.ndarray], pooled=
         if E.TB in labels:
             cols["tb_flag"].append(f.cal[:, labels.index(E.TB)] >= th.get(E.TB, np.inf))
         if {E.NORMAL, E.PNEUMONIA} <= set(labels):
-            pn = OP.pneumonia_point(f.val_y[v], f.val_cal[v], labels) or {}
+            pn = OP.pneumonia_point(f.val_y[v], f.val_cal[v], labels, f.pn_target) or {}
             t = pn.get("threshold")
             cols["pn_flag"].append(f.cal[:, labels.index(E.PNEUMONIA)] >= (np.inf if t is None else t))
     out = {"y": np.concatenate([f.y for f in folds])}
@@ -833,6 +847,7 @@ def save_folds(folds: list[Fold], path: Path, fmt: str, per_fold: dict, provenan
         return {"bundle": str(f.bundle), "fold": f.fold, "folds": f.folds, "seed": f.seed, "data_hash": f.data_hash,
                 "labels": list(f.labels), "thresholds": f.thresholds, "pneumonia_threshold": f.pneumonia_threshold,
                 "tb_target": f.tb_target, "test_views": f.test_views, "refer_share": f.refer_share,
+                "pn_target": f.pn_target,
                 "parity": f.parity, "recipe": f.recipe, "artifact": f.artifact, "served": f.served,
                 "site_shift": (per_fold.get(f.fold) or per_fold.get(str(f.fold)) or {}).get("site_shift")
                 or f.site_shift, "scored": f.scored or scored,
@@ -883,6 +898,7 @@ def _saved_folds(doc: dict, path: Path) -> list[Fold]:
                         artifact=d.get("artifact") or doc.get("artifact"), served=d.get("served"),
                         tb_target=float(d.get("tb_target", OP.TB_SENSITIVITY)), test_views=d.get("test_views"),
                         refer_share=d.get("refer_share"),
+                        pn_target=float(d.get("pn_target", OP.PNEUMONIA_SENSITIVITY)),
                         **_saved_validation(d.get("validation"), len(d["labels"]))))
     return out
 
@@ -976,9 +992,11 @@ def against_baseline(folds: list[Fold], base: list[Fold], n_boot: int) -> dict:
     other = paired_with(folds, base)
     diff = recipe_difference(base[0].recipe or {}, folds[0].recipe or {})
     targets = [sorted({f.tb_target for f in g}) for g in (base, folds)]
+    pn_targets = [sorted({f.pn_target for f in g}) for g in (base, folds)]
     shares = [base[0].refer_share, folds[0].refer_share]
     return {"bundles": {f.fold: where(f) for f in base}, "recipe_difference": diff,
             "tb_targets": {"baseline": targets[0], "this": targets[1]},
+            "pneumonia_targets": {"baseline": pn_targets[0], "this": pn_targets[1]},
             "refer_shares": {"baseline": shares[0], "this": shares[1]},
             "baseline_pooled": pool(base, n_boot), "baseline_per_fold": {f.fold: fold_row(f) for f in base},
             **versus(base, other, n_boot, refitted=True)}
@@ -1008,24 +1026,33 @@ def site_b_against(per_fold: dict, base: list[Fold]) -> dict:
 
 def crossval(bundles, fmt: str = F.DEPLOYED, n_boot: int = 1000, shift: bool = True, log=print,
              what_ifs: tuple[WhatIf, ...] = (), baseline=(), validation: bool = False, mean_with=(),
-             shifts: tuple[str, ...] = (E.SITE_B,)) -> dict:
+             shifts: tuple[str, ...] = (E.SITE_B,), pneumonia_point: float | None = None) -> dict:
     """The out-of-fold report of ``bundles`` (fold bundles or saved-folds files); ``validation``: also score each
     bundle's validation films (kept by ``save_folds``; the what-ifs score them whatever it says); ``mean_with``:
     other trainings of the same folds (one list of fold bundles or saved-folds files each), scored combined with
     ``bundles`` as the what-if ``ensemble``; ``shifts``: the simulated site changes scored on each fold's bundle
-    (``benchmarks.study.evaluate.SHIFTS``; a saved fold keeps those it was scored with)."""
+    (``benchmarks.study.evaluate.SHIFTS``; a saved fold keeps those it was scored with); ``pneumonia_point``: every
+    fold's pneumonia point, baseline's too, fitted again for that validation sensitivity before anything is scored
+    (``at_pneumonia_point``: as if converted so)."""
     members = [load_folds(m, fmt, log, f"other training {i + 1}: ", validation=True) for i, m in enumerate(mean_with)]
     if members:
         what_ifs = tuple(what_ifs) + (WhatIf(ENSEMBLE, mean_with=tuple(" ".join(str(x) for x in m)
                                                                         for m in mean_with)),)
-    folds = load_folds(bundles, fmt, log, validation=validation or bool(what_ifs))
+    refit_point = pneumonia_point is not None
+    folds = load_folds(bundles, fmt, log, validation=validation or bool(what_ifs) or refit_point)
     coverage = check_folds(folds)
-    base = load_folds(baseline, fmt, log, "baseline ") if baseline else []
+    base = load_folds(baseline, fmt, log, "baseline ", validation=refit_point) if baseline else []
+    if refit_point:
+        log(f"every fold's pneumonia point{' (baseline too)' if base else ''} fitted again for "
+            f"{pneumonia_point:.0%} validation sensitivity")
+        folds = [at_pneumonia_point(f, pneumonia_point) for f in folds]
+        base = [at_pneumonia_point(b, pneumonia_point) for b in base]
     if base:
         paired_with(*common_folds(folds, base))  # a wrong baseline is refused before the bootstraps
     if what_ifs:
         _needs_validation(folds)  # before the bootstraps
     out = {"format": fmt, "coverage": coverage, "recipe": folds[0].recipe, "n": int(sum(len(f.y) for f in folds)),
+           "pneumonia_point": {"refitted": refit_point, "targets": sorted({f.pn_target for f in folds})},
            "bundles": {f.fold: where(f) for f in folds}, "pooled": pool(folds, n_boot),
            "per_fold": {f.fold: fold_row(f) for f in folds}}
     if what_ifs:
@@ -1071,6 +1098,7 @@ def table(res: dict) -> str:
                  f"{k} {json.dumps(v, default=str)}" for k, v in (res.get("recipe") or {}).items()), "",
              *([f"**A device would serve another artifact than the one scored here** ({not_served}): "
                 "`--format served` scores what it serves.", ""] if not_served else []),
+             *_point_line(res.get("pneumonia_point"), bool(res.get("versus_baseline"))),
              *(["Folds without a stored threshold (the pooled figure needing it is not given): " + "; ".join(
                  f"{k}: folds {v}" for k, v in pooled["folds_without_threshold"].items()), ""]
                if pooled.get("folds_without_threshold") else []),
@@ -1133,7 +1161,8 @@ def table(res: dict) -> str:
                       "; ".join(f"{k} {json.dumps(a, default=str)} -> {json.dumps(b, default=str)}"
                                 for k, (a, b) in vb["recipe_difference"].items()) or "nothing (a rerun)")
                   + ". A difference whose interval spans 0 is a tie.", "",
-                  *_tb_target_warning(vb.get("tb_targets")), *_refer_rule_warning(vb.get("refer_shares")),
+                  *_tb_target_warning(vb.get("tb_targets")), *_pn_target_warning(vb.get("pneumonia_targets")),
+                  *_refer_rule_warning(vb.get("refer_shares")),
                   *_versus_table(vb["baseline_pooled"], vb["baseline_per_fold"], vb, "baseline", "this recipe"),
                   *_site_b_lines(vb.get("site_b") or {})]
     for name, wi in (res.get("what_if") or {}).items():
@@ -1285,6 +1314,32 @@ def _refer_pooled_lines(wi: dict, base_pooled: dict) -> list[str]:
     return lines
 
 
+def _point_line(pp: dict | None, baseline: bool) -> list[str]:
+    """What the rows at the pneumonia point were fitted for (and whether fitted again here)."""
+    if not pp or not pp.get("targets"):
+        return []
+    if pp.get("refitted"):
+        return [f"Every fold's pneumonia point (reported, not applied){chr(32) + 'and the baseline' + chr(39) + 's' if baseline else ''} "
+                f"fitted again on its validation films for {_pcts(pp['targets'])} sensitivity (`--pneumonia-point`).", ""]
+    return [f"The pneumonia point (reported, not applied) as each fold stored it: fitted on its validation films for "
+            f"{_pcts(pp['targets'])} sensitivity.", ""]
+
+
+def _pcts(v) -> str:
+    return "/".join(f"{x:.0%}" for x in v)
+
+
+def _pn_target_warning(targets: dict | None) -> list[str]:
+    """A line when the two sides' pneumonia points were fitted for other validation sensitivities: the rows at the
+    pneumonia point then differ by that too (nothing else does: the device does not apply it)."""
+    if not targets or targets["baseline"] == targets["this"]:
+        return []
+    def pct(v):
+        return "/".join(f"{x:.0%}" for x in v)
+    return [f"**The pneumonia points were fitted for other validation sensitivities (baseline {pct(targets['baseline'])}, "
+            f"this recipe {pct(targets['this'])}): the rows at the pneumonia point differ by that too.**", ""]
+
+
 def _tb_target_warning(targets: dict | None) -> list[str]:
     """A line (and a blank one) when the two sides' TB thresholds were fitted for other validation sensitivities
     (e.g. bundles converted before and after operating_point.TB_FIT_SENSITIVITY changed): the TB rows and the
@@ -1428,6 +1483,10 @@ def main(argv=None) -> int:
     p.add_argument("--pneumonia-sensitivity", action="append", type=_fraction, default=[], metavar="S",
                    help=f"what-if (repeat for more): the reported pneumonia point fitted for validation sensitivity S "
                         f"(deployed: {OP.PNEUMONIA_SENSITIVITY})")
+    p.add_argument("--pneumonia-point", type=_fraction, default=None, metavar="S",
+                   help="every fold's reported pneumonia point, the baseline's too, fitted again on its validation "
+                        f"films for sensitivity S before scoring, as a conversion fitting it for S would store it "
+                        f"(stored now: {OP.PNEUMONIA_FIT_SENSITIVITY}); nothing else changes")
     p.add_argument("--refer-pooled", action="store_true",
                    help="what-if: one refer threshold for the recipe, judged leave-one-fold-out (each fold's fitted on "
                         "the other folds' validation films pooled, its test patients left out), against per-fold "
@@ -1466,7 +1525,8 @@ def main(argv=None) -> int:
                        log=lambda msg: print(msg, file=sys.stderr, flush=True), baseline=a.baseline,
                        what_ifs=what_ifs(a.class_bias, a.tb_sensitivity, a.pneumonia_sensitivity, a.refer_pooled,
                                          a.refer_share),
-                       validation=a.save_folds is not None, mean_with=a.mean_with, shifts=a.shifts)
+                       validation=a.save_folds is not None, mean_with=a.mean_with, shifts=a.shifts,
+                       pneumonia_point=a.pneumonia_point)
     except FoldError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
