@@ -114,6 +114,7 @@ class Fold:
     refer_share: float = None  # the share of validation films its refer threshold was fitted to refer (convert
     #                            --refer-share); None: fitted for 90% accuracy on the films kept
     pn_target: float = OP.PNEUMONIA_SENSITIVITY  # the validation sensitivity its pneumonia point was fitted for
+    #                                             (folds saved before recording it: 0.85, what convert then used)
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -1482,7 +1483,7 @@ def main(argv=None) -> int:
                         "the refer threshold refitted after it")
     p.add_argument("--pneumonia-sensitivity", action="append", type=_fraction, default=[], metavar="S",
                    help=f"what-if (repeat for more): the reported pneumonia point fitted for validation sensitivity S "
-                        f"(deployed: {OP.PNEUMONIA_SENSITIVITY})")
+                        f"(deployed: {OP.PNEUMONIA_FIT_SENSITIVITY}; {OP.PNEUMONIA_SENSITIVITY} before 2026-12-05)")
     p.add_argument("--pneumonia-point", type=_fraction, default=None, metavar="S",
                    help="every fold's reported pneumonia point, the baseline's too, fitted again on its validation "
                         f"films for sensitivity S before scoring, as a conversion fitting it for S would store it "

@@ -8,8 +8,8 @@ Rules (TB first in all of them, at the stored TB threshold: fitted for 95% valid
   docs/refer-share): these rules are all fitted the kept-accuracy way, whatever the bundle stored.
 - ``count_tb_flags``: the same, but the 90% target counts every decision not referred, TB flags included (the
   definition issue 16 states the target with); it refers fewer films.
-- ``pneumonia_flag``: P(pneumonia) at the pneumonia point (85% sensitivity among normal and pneumonia validation
-  films) is a pneumonia decision, then the refer threshold is fitted as in ``count_tb_flags``.
+- ``pneumonia_flag``: P(pneumonia) at the pneumonia point (fitted for 90% sensitivity among normal and pneumonia
+  validation films since 2026-12-05, 85% before: ``operating_point.PNEUMONIA_FIT_SENSITIVITY``) is a pneumonia decision, then the refer threshold is fitted as in ``count_tb_flags``.
 
 Per rule: share referred, accuracy of the decisions not referred, pneumonia sensitivity of the decisions (pneumonia
 films given a pneumonia decision), normals given a normal decision, and the sick films given a normal decision -

@@ -261,7 +261,8 @@ def _with_validation(f, rng, n=90):
     thr, _ = OP.choose_operating_points(vy, vcal, LABELS)
     pn = OP.pneumonia_point(vy, vcal, LABELS)["threshold"]
     return replace(f, val_y=vy, val_cal=vcal, val_files=[f"{LABELS[c]}/v{f.fold}-{k}.png" for k, c in enumerate(vy)],
-                   thresholds=thr, pneumonia_threshold=pn, tb_target=OP.TB_FIT_SENSITIVITY)
+                   thresholds=thr, pneumonia_threshold=pn, tb_target=OP.TB_FIT_SENSITIVITY,
+                   pn_target=OP.PNEUMONIA_FIT_SENSITIVITY)
 
 
 def test_what_ifs_refit_each_folds_operating_point_on_its_validation_films(tmp_path):

@@ -29,7 +29,7 @@ def _folds(seed=3, n=2):
 def test_a_fold_refitted_for_a_higher_sensitivity_moves_only_its_pneumonia_point():
     f = _folds()[0]
     g = CV.at_pneumonia_point(f, 0.95)
-    assert g.pn_target == 0.95 and f.pn_target == OP.PNEUMONIA_SENSITIVITY
+    assert g.pn_target == 0.95 and f.pn_target == OP.PNEUMONIA_FIT_SENSITIVITY
     assert g.pneumonia_threshold < f.pneumonia_threshold  # a higher sensitivity needs a lower threshold
     m = np.isin(f.val_y, [0, 1])
     sens, _ = OP.M.sens_spec_at(f.val_y[m] == 1, f.val_cal[m, 1], g.pneumonia_threshold)
@@ -44,12 +44,12 @@ def test_a_fold_refitted_for_a_higher_sensitivity_moves_only_its_pneumonia_point
 
 def test_the_target_survives_saving_and_two_targets_are_named(tmp_path):
     folds = [CV.at_pneumonia_point(f, 0.9) for f in _folds()]
+    old = [CV.at_pneumonia_point(f, 0.85) for f in _folds()]  # converted before the margin
     saved = tmp_path / "folds.json"
     CV.save_folds(folds, saved, "tflite_int8", {}, {"command": "cv", "machine": {}})
     back = CV.load_saved(saved)
     assert [f.pn_target for f in back] == [0.9, 0.9]
     assert [f.pneumonia_threshold for f in back] == [f.pneumonia_threshold for f in folds]
-    old = _folds()
     res = CV.against_baseline(back, old, 20)
     assert res["pneumonia_targets"] == {"baseline": [OP.PNEUMONIA_SENSITIVITY], "this": [0.9]}
     assert "baseline 85%, this recipe 90%" in "\n".join(CV._pn_target_warning(res["pneumonia_targets"]))
