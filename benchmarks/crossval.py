@@ -1320,8 +1320,9 @@ def _point_line(pp: dict | None, baseline: bool) -> list[str]:
     if not pp or not pp.get("targets"):
         return []
     if pp.get("refitted"):
-        return [f"Every fold's pneumonia point (reported, not applied){chr(32) + 'and the baseline' + chr(39) + 's' if baseline else ''} "
-                f"fitted again on its validation films for {_pcts(pp['targets'])} sensitivity (`--pneumonia-point`).", ""]
+        whose = " and the baseline's" if baseline else ""
+        return [f"Every fold's pneumonia point (reported, not applied){whose} fitted again on its validation films for "
+                f"{_pcts(pp['targets'])} sensitivity (`--pneumonia-point`).", ""]
     return [f"The pneumonia point (reported, not applied) as each fold stored it: fitted on its validation films for "
             f"{_pcts(pp['targets'])} sensitivity.", ""]
 
@@ -1335,10 +1336,8 @@ def _pn_target_warning(targets: dict | None) -> list[str]:
     pneumonia point then differ by that too (nothing else does: the device does not apply it)."""
     if not targets or targets["baseline"] == targets["this"]:
         return []
-    def pct(v):
-        return "/".join(f"{x:.0%}" for x in v)
-    return [f"**The pneumonia points were fitted for other validation sensitivities (baseline {pct(targets['baseline'])}, "
-            f"this recipe {pct(targets['this'])}): the rows at the pneumonia point differ by that too.**", ""]
+    return [f"**The pneumonia points were fitted for other validation sensitivities (baseline {_pcts(targets['baseline'])}, "
+            f"this recipe {_pcts(targets['this'])}): the rows at the pneumonia point differ by that too.**", ""]
 
 
 def _tb_target_warning(targets: dict | None) -> list[str]:
