@@ -192,6 +192,8 @@ def figures(bundle: Path, side: str = "test", n_boot: int = 1000) -> dict:
         row["backend"] = clf.backend
         # the refer rule its threshold was fitted by (convert --refer-share; None: 90% accuracy on the films kept)
         row["refer_share"] = ((clf.metadata.metrics.get("operating_point") or {}).get("refer") or {}).get("target_share")
+        # the validation sensitivity its pneumonia point was fitted for (operating_point.PNEUMONIA_FIT_SENSITIVITY)
+        row["pneumonia_target"] = pn_point.get("target_sensitivity")
         row["pair_auc_by_view"] = pair_auc_by_view(arr.labels, calibrate(raw, clf.metadata.temperature), arr.sources,
                                                    views, labels)
         row["agreement_vs_keras_parent_at_convert"] = status.get("formats", {}).get(fmt, {}).get("agreement")

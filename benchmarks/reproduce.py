@@ -30,6 +30,7 @@ from pathlib import Path
 from benchmarks import default_report as R
 from benchmarks import selection as S
 from edge_runtime import formats as F
+from edge_runtime import operating_point as OP
 
 PRIMARY = F.DEPLOYED  # a paired reference's arm is this artifact
 
@@ -85,6 +86,13 @@ def reference_figures(doc: dict, where: Path, arm: str | None) -> dict:
 # figures that hang on the refer threshold: not judged when the two sides fitted it by different rules (one by a
 # share of the validation films, convert --refer-share, the other by 90% accuracy on the films kept)
 REFER_KEYS = ("referred", "acc_kept", "tb_normal", "pn_normal")
+# figures at the pneumonia point: not judged when the two sides fitted it for other validation sensitivities (85%
+# before 2026-12-05, 90% since: operating_point.PNEUMONIA_FIT_SENSITIVITY; a file without the record: 85%)
+POINT_KEYS = ("pneumonia_sens_point", "pneumonia_spec_point")
+
+
+def pneumonia_target(fig: dict) -> float:
+    return float(fig.get("pneumonia_target") or OP.PNEUMONIA_SENSITIVITY)
 
 
 def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
@@ -99,6 +107,7 @@ def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
         raise ReproduceError("the rebuild and the reference scored different test films (fingerprints differ)")
     rows = []
     rules_differ = rebuild.get("refer_share") != reference.get("refer_share")
+    points_differ = pneumonia_target(rebuild) != pneumonia_target(reference)
     for key, label, get, _, _ in R.COLUMNS:
         if key == "parity":
             continue
@@ -108,6 +117,9 @@ def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
         if rules_differ and key in REFER_KEYS:
             d = None if a is None or b is None else R._num(b) - R._num(a)
             verdict = "not judged: refer rules differ"
+        elif points_differ and key in POINT_KEYS:
+            d = None if a is None or b is None else R._num(b) - R._num(a)
+            verdict = "not judged: pneumonia points fitted for other sensitivities"
         elif a is None or b is None or big is None:
             d, verdict = (None if a is None or b is None else R._num(b) - R._num(a)), "not judged"
         else:
@@ -171,6 +183,10 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
              *([f"**The refer thresholds were fitted by different rules** (rebuild: {_rule(rebuild)}; reference: "
                 f"{_rule(reference)}): the figures that hang on them are shown, not judged.", ""]
                if rebuild.get("refer_share") != reference.get("refer_share") else []),
+             *([f"**The pneumonia points were fitted for other validation sensitivities** (rebuild "
+                f"{pneumonia_target(rebuild):.0%}, reference {pneumonia_target(reference):.0%}): the figures at the point "
+                "are shown, not judged.", ""]
+               if pneumonia_target(rebuild) != pneumonia_target(reference) else []),
              "| figure | reference | rebuild | difference | spread (largest rerun difference) | verdict |",
              "|---|---|---|---|---|---|"]
     for r in rows:

@@ -137,3 +137,25 @@ def test_the_rebuild_is_judged_on_the_artifact_its_bundle_serves(tmp_path, sprea
     assert rows["accuracy"]["reference"] == 0.867
     assert res["artifacts"] == {"rebuild": "tflite_int8_ptq", "reference": "tflite_int8"}
     assert "judged: `tflite_int8_ptq`, what its bundle serves (convert chose" in text
+
+
+def test_figures_at_the_pneumonia_point_are_not_judged_across_fit_targets(tmp_path, spread):
+    """A rebuild whose pneumonia point was fitted for 90% (since 2026-12-05) against a reference fitted for 85% (a
+    file without the record): its sensitivity and specificity there are shown, not judged; the same target is."""
+    def with_point(row, sens, spec, target=None):
+        return row | {"pneumonia_at_threshold": {"sensitivity": sens, "specificity": spec}} | (
+            {} if target is None else {"pneumonia_target": target})
+
+    files = [tmp_path / s for s in ("first.json", "again.json")]
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(with_point(_row(0.867, 0.922, 0.31), 0.85, 0.82))))
+    (tmp_path / "new.json").write_text(json.dumps(_figs(with_point(_row(0.867, 0.922, 0.31), 0.95, 0.60, 0.90))))
+    text, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, *files, "cmd")
+    rows = {r["key"]: r for r in res["rows"]}
+    for key in P.POINT_KEYS:
+        assert rows[key]["verdict"] == "not judged: pneumonia points fitted for other sensitivities"
+    assert rows["pneumonia_sens_point"]["difference"] == pytest.approx(0.10)
+    assert "rebuild 90%, reference 85%" in text and rows["accuracy"]["verdict"] == "within"
+    (tmp_path / "ref9.json").write_text(json.dumps(_figs(with_point(_row(0.867, 0.922, 0.31), 0.85, 0.82, 0.90))))
+    _, same = P.report(tmp_path / "new.json", tmp_path / "ref9.json", None, *files, "cmd")
+    # the same target: judged as any figure (here "not judged" only because the spread's folds lack the figure)
+    assert {r["key"]: r for r in same["rows"]}["pneumonia_sens_point"]["verdict"] == "not judged"
