@@ -1346,10 +1346,8 @@ def _tb_target_warning(targets: dict | None) -> list[str]:
     refer rule, fitted after the TB threshold, then differ by that as well as by the recipe."""
     if not targets or targets["baseline"] == targets["this"]:
         return []
-    def pct(v):
-        return "/".join(f"{x:.0%}" for x in v)
-    return [f"**The TB thresholds were fitted for other validation TB sensitivities (baseline {pct(targets['baseline'])}, "
-            f"this recipe {pct(targets['this'])}): the TB rows and the refer rule (fitted after the TB threshold) "
+    return [f"**The TB thresholds were fitted for other validation TB sensitivities (baseline {_pcts(targets['baseline'])}, "
+            f"this recipe {_pcts(targets['this'])}): the TB rows and the refer rule (fitted after the TB threshold) "
             "differ by that too, not by the recipe alone.**", ""]
 
 
