@@ -113,8 +113,8 @@ class Fold:
     test_views: list = None  # the bundle's test-time views (convert --views; None: a fold saved before recording it)
     refer_share: float = None  # the share of validation films its refer threshold was fitted to refer (convert
     #                            --refer-share); None: fitted for 90% accuracy on the films kept
-    pn_target: float = OP.PNEUMONIA_SENSITIVITY  # the validation sensitivity its pneumonia point was fitted for
-    #                                             (folds saved before recording it: 0.85, what convert then used)
+    pn_target: float = OP.PNEUMONIA_FIT_BEFORE  # the validation sensitivity its pneumonia point was fitted for
+    #                                            (folds saved before recording it: 0.85, what convert then used)
 
 
 PER_RUN_CONFIG = {"data", "out", "split", "fold", "teacher", "resume", "redo_qat", "verbose", "recipe",
@@ -206,7 +206,7 @@ def load_fold(bundle: Path, fmt: str = F.DEPLOYED, side: str = "test", validatio
                 served=serves,
                 tb_target=float((op.get("tb") or {}).get("target_sensitivity", OP.TB_SENSITIVITY)),
                 test_views=list(meta.views), refer_share=(op.get("refer") or {}).get("target_share"),
-                pn_target=float(pn.get("target_sensitivity", OP.PNEUMONIA_SENSITIVITY)),
+                pn_target=float(pn.get("target_sensitivity", OP.PNEUMONIA_FIT_BEFORE)),
                 **({} if val is None else {"val_y": np.asarray(val.labels, int), "val_cal": val_cal,
                                            "val_files": [film_name(s.path) for s in val.samples]}))
 
@@ -899,7 +899,7 @@ def _saved_folds(doc: dict, path: Path) -> list[Fold]:
                         artifact=d.get("artifact") or doc.get("artifact"), served=d.get("served"),
                         tb_target=float(d.get("tb_target", OP.TB_SENSITIVITY)), test_views=d.get("test_views"),
                         refer_share=d.get("refer_share"),
-                        pn_target=float(d.get("pn_target", OP.PNEUMONIA_SENSITIVITY)),
+                        pn_target=float(d.get("pn_target", OP.PNEUMONIA_FIT_BEFORE)),
                         **_saved_validation(d.get("validation"), len(d["labels"]))))
     return out
 
@@ -1480,7 +1480,7 @@ def main(argv=None) -> int:
                         "the refer threshold refitted after it")
     p.add_argument("--pneumonia-sensitivity", action="append", type=_fraction, default=[], metavar="S",
                    help=f"what-if (repeat for more): the reported pneumonia point fitted for validation sensitivity S "
-                        f"(deployed: {OP.PNEUMONIA_FIT_SENSITIVITY}; {OP.PNEUMONIA_SENSITIVITY} before 2026-12-05)")
+                        f"(deployed: {OP.PNEUMONIA_FIT_SENSITIVITY}; {OP.PNEUMONIA_FIT_BEFORE} before 2026-12-05)")
     p.add_argument("--pneumonia-point", type=_fraction, default=None, metavar="S",
                    help="every fold's reported pneumonia point, the baseline's too, fitted again on its validation "
                         f"films for sensitivity S before scoring, as a conversion fitting it for S would store it "

@@ -92,7 +92,7 @@ POINT_KEYS = ("pneumonia_sens_point", "pneumonia_spec_point")
 
 
 def pneumonia_target(fig: dict) -> float:
-    return float(fig.get("pneumonia_target") or OP.PNEUMONIA_SENSITIVITY)
+    return float(fig.get("pneumonia_target") or OP.PNEUMONIA_FIT_BEFORE)
 
 
 def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
@@ -114,16 +114,14 @@ def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
         a, b = get(reference), get(rebuild)
         big = S.largest_difference(spread.get(key, []))
         count = isinstance(a, int) and isinstance(b, int)
+        d = None if a is None or b is None else R._num(b) - R._num(a)
         if rules_differ and key in REFER_KEYS:
-            d = None if a is None or b is None else R._num(b) - R._num(a)
             verdict = "not judged: refer rules differ"
         elif points_differ and key in POINT_KEYS:
-            d = None if a is None or b is None else R._num(b) - R._num(a)
             verdict = "not judged: pneumonia points fitted for other sensitivities"
-        elif a is None or b is None or big is None:
-            d, verdict = (None if a is None or b is None else R._num(b) - R._num(a)), "not judged"
+        elif d is None or big is None:
+            verdict = "not judged"
         else:
-            d = R._num(b) - R._num(a)
             verdict = "within" if abs(d) <= big + 1e-12 else f"outside by {abs(d) - big:.{0 if count else 3}f}"
         rows.append({"key": key, "label": label, "reference": a, "rebuild": b, "difference": d, "spread": big,
                      "count": count, "verdict": verdict})

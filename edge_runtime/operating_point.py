@@ -40,6 +40,7 @@ PNEUMONIA_SENSITIVITY = 0.85  # issue 16's goal for the pneumonia operating poin
 # for 90%, 0.892 at an NIH-normal specificity of 0.643 (from 0.714) (docs/lpft/PLAN.md stage 4, docs/lpft/point90.md).
 # Bundles record it (operating point report, "pneumonia", "target_sensitivity"); converted before 2026-12-05: 85%.
 PNEUMONIA_FIT_SENSITIVITY = 0.90
+PNEUMONIA_FIT_BEFORE = 0.85  # what the point was fitted for before 2026-12-05 (a record without its target)
 REFER_TARGET_ACCURACY = 0.90  # refer images below the confidence at which accepted validation images reach this
 REFER_GRID = np.round(np.arange(0.0, 0.96, 0.01), 2)  # the refer thresholds tried, lowest first
 

@@ -73,8 +73,36 @@ def test_the_command_refits_both_arms_and_says_so(tmp_path):
     assert res["versus_baseline"]["pneumonia_targets"] == {"baseline": [0.95], "this": [0.95]}
     want = [CV.at_pneumonia_point(f, 0.95).pneumonia_threshold for f in CV.load_saved(this)]
     assert res["pooled"]["pneumonia_at_threshold"]["threshold_per_fold"] == pytest.approx(want)
+    base_want = [CV.at_pneumonia_point(f, 0.95).pneumonia_threshold for f in CV.load_saved(base)]
+    assert res["versus_baseline"]["baseline_pooled"]["pneumonia_at_threshold"]["threshold_per_fold"] == \
+        pytest.approx(base_want)
     assert "and the baseline's fitted again on its validation films for 95% sensitivity" in md.read_text()
     # a sensitivity outside (0, 1] is refused by the parser
     bad = subprocess.run([sys.executable, "-m", "benchmarks.crossval", str(this), "--pneumonia-point", "1.5"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "sensitivity" in bad.stderr
+
+
+def test_a_record_without_its_target_reads_as_fitted_for_85(tmp_path):
+    """Folds saved before the target was recorded were fitted for 85% (what convert then used)."""
+    saved = tmp_path / "old.json"
+    CV.save_folds(_folds(), saved, "tflite_int8", {}, {"command": "cv", "machine": {}})
+    doc = json.loads(saved.read_text())
+    for d in doc["folds"]:
+        del d["pn_target"]
+    saved.write_text(json.dumps(doc))
+    assert [f.pn_target for f in CV.load_saved(saved)] == [OP.PNEUMONIA_FIT_BEFORE] * 2 == [0.85, 0.85]
+
+
+def test_thresholds_fitted_again_in_each_bootstrap_draw_use_each_folds_own_target():
+    """The refitted intervals fit every fold's pneumonia point again on drawn validation films: at the fold's own
+    target (two folds fitted for 85% and 95% here), not at the module's."""
+    a, b = _folds(7)
+    folds = [CV.at_pneumonia_point(a, 0.85), CV.at_pneumonia_point(b, 0.95)]
+    everything = [np.arange(len(f.val_y)) for f in folds]  # a draw that holds every validation film once
+    got = CV._rule_films_refitted(folds, everything)["pn_flag"]
+    want = np.concatenate([f.cal[:, 1] >= f.pneumonia_threshold for f in folds])
+    assert np.array_equal(got, want)
+    other = np.concatenate([f.cal[:, 1] >= CV.at_pneumonia_point(f, OP.PNEUMONIA_FIT_SENSITIVITY).pneumonia_threshold
+                            for f in folds])
+    assert not np.array_equal(got, other)  # the module's target would flag other films
