@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 DATA   ?= ../shared/data/cxr-dev
 
-.PHONY: setup demo test test-fast fuzz mutation study selection model reproduce cv train-real clean help
+.PHONY: setup demo test fuzz mutation study selection model reproduce cv train-real clean help
 
 help:
 	@echo "make demo   - set up .venv, make synthetic data, train a tiny QAT model, convert it to a bundle, benchmark every format, print metrics"
@@ -56,8 +56,10 @@ mutation: setup
 	$(VENV)/bin/mutmut results
 
 # The model-selection study on real images (train every candidate and the shortcut controls, convert, measure,
-# write benchmarks/MODEL_SELECTION.md). Hours on 2 cores; rerun to resume. DATA=path to use other images.
-# STUDY_ARGS: more options, e.g. issue 16's ranking over seeds with the default recipe competing:
+# write STUDY_OUT/MODEL_SELECTION.md; --publish copies it to benchmarks/STUDY.md, never over make selection's
+# benchmarks/MODEL_SELECTION.md). Hours on 2 cores; rerun to resume. DATA=path to use other images.
+# STUDY_ARGS: more options, e.g. issue 16's ranking over seeds with the default recipe's training competing (one
+# training each, converted without the recipe's [convert] and [ensemble] tables: the study ranks trainings):
 #   make study STUDY_ARGS="--seeds 0,1,2 --candidate-recipes recipes/default.toml"
 STUDY_OUT ?= runs/study
 STUDY_ARGS ?=
@@ -77,7 +79,9 @@ selection: setup
 RECIPE          ?= recipes/default.toml
 MODEL_OUT       ?= runs/default
 TRAIN_FLAGS     ?=
-CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,onnx_int8
+# Every backend gets its float file beside its INT8 one: a kit for a backend needs an artifact of it that passed
+# its parity check, and INT8 files fail it (the served pair's OpenVINO INT8, the Lite0 pair's ONNX and OpenVINO).
+CONVERT_FORMATS ?= tflite_int8,tflite_int8_ptq,tflite_fp32,openvino_int8,openvino_fp32,onnx_int8,onnx_fp32
 # MODEL_MEMBERS: the --init-seed of each further training served with the first as one bundle (an ensemble:
 # MODEL_OUT-init1, ... on the same split, converted together with python -m convert --member; each inference then
 # costs one run per training). Default: the recipe's [ensemble] init-seeds (none: one training); MODEL_MEMBERS="1 2"
@@ -176,8 +180,8 @@ reproduce: setup
 # each converted to CV_FORMATS (LiteRT QAT INT8, post-training INT8 and FP32: convert chooses which INT8 file the
 # device serves, as for the default; the report scores
 # tflite_int8 unless CV_ARGS="--format served", and says where a fold serves another file), then the
-# out-of-fold report against issue 16's goals (benchmarks.crossval: CV_OUT/report.md and crossval.json). About
-# an hour per training of a fold on 2 cores (the default: two per fold); rerun to resume (finished folds are kept,
+# out-of-fold report against issue 16's goals (benchmarks.crossval: CV_OUT/report.md and crossval.json). 20-60 min
+# per training of a fold on 2 cores, by CPU and load (the default: two per fold, side by side); rerun to resume (finished folds are kept,
 # an interrupted one continues). TRAIN_FLAGS
 # adds options to every fold's training (e.g. TRAIN_FLAGS="--ema 0.99" for a lever's CV): give each recipe its
 # own CV_OUT (the report refuses folds of two recipes). CV_OUT/folds.json keeps every fold's scored test films
@@ -260,7 +264,7 @@ cv: setup
 	@echo "Out-of-fold report: $(CV_OUT)/report.md; every fold scored so far: $(or $(CV_SAVED),$(CV_OUT)/folds.json)"
 
 # Training only, with the default recipe, on the real development images: one training (the recipe's [ensemble] is
-# make model's; about an hour on 2 cores).
+# make model's; 20-60 min on 2 cores, by CPU and load).
 train-real: setup
 	$(PY) -m train --recipe $(RECIPE) --data $(DATA) --out runs/cxr-dev-default $(TRAIN_FLAGS)
 
