@@ -16,7 +16,7 @@ def markdown_files() -> list[Path]:
     """The tracked Markdown files (git's list; a clone without git falls back to a walk that skips build folders)."""
     try:
         out = subprocess.run(["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        files = [ROOT / f for f in out.split()]
+        files = [ROOT / f for f in out.splitlines() if f]
     except (OSError, subprocess.CalledProcessError):
         skip = {".venv", "runs", ".git", "node_modules", "build", "dist"}
         files = [f for f in ROOT.rglob("*.md") if not skip & set(f.relative_to(ROOT).parts)]
