@@ -487,7 +487,8 @@ def _rule_films(folds: list[Fold]) -> dict:
     its point, top class pneumonia, referred, decision right."""
     labels = folds[0].labels
     y = np.concatenate([f.y for f in folds])
-    out = {"y": y}
+    out = {"y": y, "cal": np.concatenate([f.cal for f in folds]),
+           "fold_of": np.concatenate([np.full(len(f.y), f.fold) for f in folds])}  # calibration, pooled and per fold
     if E.TB in labels and (s := _shifted(folds, labels.index(E.TB), E.TB)) is not None:
         out["tb_flag"] = s >= 0.0
     if {E.NORMAL, E.PNEUMONIA} <= set(labels):
@@ -508,6 +509,11 @@ def _rule_figures(r: dict, i: np.ndarray, labels: list) -> dict:
         return float(x.mean()) if len(x) else float("nan")
 
     y, out = r["y"][i], {}
+    if "cal" in r:  # ECE: pooled, and the mean of the folds' own (what one build's ECE is judged on)
+        cal, fold = r["cal"][i], r["fold_of"][i]
+        out["ece"] = M.expected_calibration_error(y, cal) if len(y) else float("nan")
+        per = [M.expected_calibration_error(y[fold == k], cal[fold == k]) for k in np.unique(fold).tolist()]
+        out["ece_fold_mean"] = float(np.mean(per)) if per else float("nan")
     if "tb_flag" in r:
         pos, flag = y == labels.index(E.TB), r["tb_flag"][i]
         out["tb_sens"], out["tb_spec"] = mean(flag[pos]), mean(~flag[~pos])
@@ -1165,7 +1171,7 @@ def table(res: dict) -> str:
                   *_tb_target_warning(vb.get("tb_targets")), *_pn_target_warning(vb.get("pneumonia_targets")),
                   *_refer_rule_warning(vb.get("refer_shares")),
                   *_versus_table(vb["baseline_pooled"], vb["baseline_per_fold"], vb, "baseline", "this recipe"),
-                  *_site_b_lines(vb.get("site_b") or {})]
+                  *_ece_fold_lines(vb["baseline_per_fold"], vb), *_site_b_lines(vb.get("site_b") or {})]
     for name, wi in (res.get("what_if") or {}).items():
         lines += ["", f"What if ({name}; not what a device does today): {wi['what']}; every threshold refitted after it "
                       "on each fold's validation films, the test films only scored."
@@ -1377,6 +1383,22 @@ def _fitted_text(fitted: dict) -> str:
         parts += [f"refer below {below:.2f}"] if below is not None else []
         return ", ".join(parts)
     return " Fitted per fold: " + "; ".join(f"fold {k}: {one(x)}" for k, x in fitted.items()) + "." if fitted else ""
+
+
+def _ece_fold_lines(base_per: dict, cmp: dict) -> list[str]:
+    """The mean of the folds' own ECE (what one build is judged on) on both sides, with the paired interval of its
+    difference: a per-fold ECE on ~250 films moves by about 0.015 with the films drawn, so a build-to-build
+    difference of that size is a tie (docs/lpft/SMOOTH.md)."""
+    ci = cmp["delta_ci95"].get("ece_fold_mean")
+    folds = sorted(cmp["per_fold"], key=int)
+    a = [R._num(base_per[k].get("ece")) for k in folds]
+    b = [R._num(cmp["per_fold"][k].get("ece")) for k in folds]
+    if not ci or not all(np.isfinite(a + b)):
+        return []
+    ma, mb = float(np.mean(a)), float(np.mean(b))
+    return ["", f"ECE per fold, mean over the {len(folds)} folds (what one build's ECE is judged on): {ma:.3f} -> "
+                f"{mb:.3f}, difference {mb - ma:+.3f} (95% interval {ci[0]:+.3f} to {ci[1]:+.3f}, the same patient "
+                "resamples as the table" + ("; a tie" if ci[0] <= 0 <= ci[1] else "") + ")."]
 
 
 def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, name_b: str) -> list[str]:
