@@ -482,13 +482,15 @@ def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000, refitted: bo
     return out
 
 
-def _rule_films(folds: list[Fold]) -> dict:
+def _rule_films(folds: list[Fold], calibration: bool = False) -> dict:
     """Per film, what the threshold figures count, each fold at its own operating point: TB flag, pneumonia at
     its point, top class pneumonia, referred, decision right."""
     labels = folds[0].labels
     y = np.concatenate([f.y for f in folds])
-    out = {"y": y, "cal": np.concatenate([f.cal for f in folds]),
-           "fold_of": np.concatenate([np.full(len(f.y), f.fold) for f in folds])}  # calibration, pooled and per fold
+    out = {"y": y}
+    if calibration:  # ECE, pooled and per fold (paired differences only: rule_deltas)
+        out |= {"cal": np.concatenate([f.cal for f in folds]),
+                "fold_of": np.concatenate([np.full(len(f.y), f.fold) for f in folds])}
     if E.TB in labels and (s := _shifted(folds, labels.index(E.TB), E.TB)) is not None:
         out["tb_flag"] = s >= 0.0
     if {E.NORMAL, E.PNEUMONIA} <= set(labels):
@@ -537,16 +539,26 @@ def _rule_figures(r: dict, i: np.ndarray, labels: list) -> dict:
 def rule_deltas(base: list[Fold], other: list[Fold], units, n_boot: int, seed: int = 1) -> dict:
     """95% intervals of the paired differences other - base of the figures that hang on thresholds (TB and
     pneumonia sensitivity/specificity at each fold's own point, pneumonia as top class, the share referred, the
-    accuracy of the films kept), resampling ``units`` (patients, each with all their films) as the other intervals
-    do; keyed like ``default_report.COLUMNS``. ``other`` holds ``base``'s films in its order."""
+    accuracy of the films kept) and of ECE (pooled, ``ece``, and the mean of the folds' own, ``ece_fold_mean``),
+    resampling ``units`` (patients, each with all their films) as the other intervals do; keyed like
+    ``default_report.COLUMNS``. ``other`` holds ``base``'s films in its order. ECE recomputed on a draw of repeated
+    films is biased upward (sparser bins), on both arms but not equally, so its intervals are basic bootstrap ones
+    (twice the observed difference less the draws' percentiles), centred on what the films show."""
     labels = base[0].labels
-    a, b = _rule_films(base), _rule_films(other)
+    a, b = _rule_films(base, calibration=True), _rule_films(other, calibration=True)
     deltas: dict[str, list] = {}
     for i in _patient_draws(units, n_boot, seed):
         fa, fb = _rule_figures(a, i, labels), _rule_figures(b, i, labels)
         for k in fa.keys() & fb.keys():
             deltas.setdefault(k, []).append(fb[k] - fa[k])
-    return {k: _ci(v) for k, v in deltas.items()}
+    out = {k: _ci(v) for k, v in deltas.items()}
+    every = np.arange(len(a["y"]))
+    fa, fb = _rule_figures(a, every, labels), _rule_figures(b, every, labels)
+    for k in ("ece", "ece_fold_mean"):
+        if k in out and np.all(np.isfinite(out[k])):
+            d = fb[k] - fa[k]
+            out[k] = [2 * d - out[k][1], 2 * d - out[k][0]]
+    return out
 
 
 def _decide(cal: np.ndarray, labels: list, thresholds: dict) -> np.ndarray:
@@ -1387,8 +1399,8 @@ def _fitted_text(fitted: dict) -> str:
 
 def _ece_fold_lines(base_per: dict, cmp: dict) -> list[str]:
     """The mean of the folds' own ECE (what one build is judged on) on both sides, with the paired interval of its
-    difference: a per-fold ECE on ~250 films moves by about 0.015 with the films drawn, so a build-to-build
-    difference of that size is a tie (docs/lpft/SMOOTH.md)."""
+    difference (``rule_deltas``): a per-fold ECE on ~250 films moves by about 0.015 with the films drawn, so a
+    build-to-build difference of that size is a tie (docs/lpft/SMOOTH.md)."""
     ci = cmp["delta_ci95"].get("ece_fold_mean")
     folds = sorted(cmp["per_fold"], key=int)
     a = [R._num(base_per[k].get("ece")) for k in folds]
@@ -1397,8 +1409,8 @@ def _ece_fold_lines(base_per: dict, cmp: dict) -> list[str]:
         return []
     ma, mb = float(np.mean(a)), float(np.mean(b))
     return ["", f"ECE per fold, mean over the {len(folds)} folds (what one build's ECE is judged on): {ma:.3f} -> "
-                f"{mb:.3f}, difference {mb - ma:+.3f} (95% interval {ci[0]:+.3f} to {ci[1]:+.3f}, the same patient "
-                "resamples as the table" + ("; a tie" if ci[0] <= 0 <= ci[1] else "") + ")."]
+                f"{mb:.3f}, difference {mb - ma:+.3f} (95% interval {ci[0]:+.3f} to {ci[1]:+.3f}, basic bootstrap over the "
+                "patient resamples of the threshold rows" + ("; a tie" if ci[0] <= 0 <= ci[1] else "") + ")."]
 
 
 def _versus_table(base_pooled: dict, base_per: dict, cmp: dict, name_a: str, name_b: str) -> list[str]:

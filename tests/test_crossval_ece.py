@@ -1,7 +1,7 @@
 """``benchmarks.crossval`` against a baseline gives ECE, pooled and as the mean of the folds' own, a paired
-interval from the same patient resamples as every other difference: a per-fold ECE on a few hundred films moves
+interval (basic bootstrap over the threshold rows' patient resamples): a per-fold ECE on a few hundred films moves
 with the films drawn about as much as two recipes differ (docs/lpft/SMOOTH.md), and the report says when the
-difference is a tie."""
+difference is a tie. One recipe's own ECE gets no interval (recomputed on draws it is biased upward)."""
 from dataclasses import replace
 
 import numpy as np
@@ -70,3 +70,14 @@ def test_the_report_line_reads_per_fold_rows_keyed_as_saved():
     assert sorted(cmp["per_fold"]) == ["0", "1", "2"] and CV._ece_fold_lines(base_per, cmp)
     del cmp["delta_ci95"]["ece_fold_mean"]
     assert CV._ece_fold_lines(base_per, cmp) == []
+
+
+def test_one_recipe_gets_no_ece_interval_and_the_observed_difference_lies_inside_its_own():
+    """``rule_intervals`` (one recipe's goal verdicts) leaves ECE out: a percentile interval of ECE recomputed on
+    draws lies above the figure itself (review34); the paired difference's basic interval holds its estimate."""
+    base = _folds(seed=7)
+    units = np.concatenate([np.asarray(f.files) for f in base])
+    assert not {"ece", "ece_fold_mean"} & set(CV.rule_intervals(base, units, 50))
+    other = _powered(base, 0.8)
+    lo, hi = CV.rule_deltas(base, other, units, 300)["ece_fold_mean"]
+    assert lo <= _ece_fold_mean(other) - _ece_fold_mean(base) <= hi
