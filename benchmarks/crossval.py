@@ -484,7 +484,8 @@ def versus(base: list[Fold], other: list[Fold], n_boot: int = 1000, refitted: bo
 
 def _rule_films(folds: list[Fold], calibration: bool = False) -> dict:
     """Per film, what the threshold figures count, each fold at its own operating point: TB flag, pneumonia at
-    its point, top class pneumonia, referred, decision right."""
+    its point, top class pneumonia, referred, decision right; with ``calibration``, also its calibrated outputs and
+    fold (ECE, pooled and per fold)."""
     labels = folds[0].labels
     y = np.concatenate([f.y for f in folds])
     out = {"y": y}
