@@ -15,8 +15,9 @@ spread?
 
 Both trainings must have scored the same number of test films (and, where both files record it, the same films);
 otherwise the comparison is refused, since another split moves the figures more than any retraining does. Each
-figure is "within" when |rebuild - reference| is no larger than the spread, else "outside by" the excess; figures
-the reference or the spread lacks are shown and not judged. The report names this command, its commit, date and
+figure is "within" when |rebuild - reference| is no larger than the spread, or than one film of these test films
+where the spread is finer (``one_film``: a spread measured on larger folds cannot be resolved on fewer films), else
+"outside by" the excess; figures the reference or the spread lacks are shown and not judged. The report names this command, its commit, date and
 CPU, and every input's own command, commit, date and CPU.
 """
 from __future__ import annotations
@@ -95,10 +96,41 @@ def pneumonia_target(fig: dict) -> float:
     return float(fig.get("pneumonia_target") or OP.PNEUMONIA_FIT_BEFORE)
 
 
+# rates over the films of one class: (figure key, the class whose films it counts; None: the films of other classes)
+CLASS_RATES = {"pneumonia_sens": (OP.PNEUMONIA, True), "pneumonia_sens_point": (OP.PNEUMONIA, True),
+               "pneumonia_spec_point": ("normal", True), "tb_sens": (OP.TB, True), "tb_spec": (OP.TB, False)}
+
+
+def one_film(key: str, fig: dict) -> float | None:
+    """How far one film moves figure ``key`` on the test films ``fig`` was scored on: 1 for a count of films, 1/n
+    for a rate over n films (all films, the films kept, or one class's: ``per_class`` ``support``, recorded since
+    2026-12-05). None where no single step exists (AUC, calibration) or the count is not recorded. A spread
+    measured on folds of another size can be finer than this step; no comparison of these films can resolve it."""
+    n = fig.get("n")
+    if key in ("tb_normal", "pn_normal"):
+        return 1
+    if not n:
+        return None
+    if key in ("accuracy", "referred"):
+        return 1 / n
+    if key == "acc_kept":
+        referred = (fig.get("refer_rule") or {}).get("referred")
+        kept = None if referred is None else round(n * (1 - referred))
+        return 1 / kept if kept else None
+    if key in CLASS_RATES:
+        label, inside = CLASS_RATES[key]
+        support = ((fig.get("per_class") or {}).get(label) or {}).get("support")
+        films = None if support is None else (support if inside else n - support)
+        return 1 / films if films else None
+    return None
+
+
 def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
-    """One entry per figure of ``R.COLUMNS`` (parity aside): reference, rebuild, difference, the spread and the
-    verdict ("within", "outside by X", or "not judged" where a value or the spread is missing, or where the two
-    sides' refer thresholds were fitted by different rules: ``REFER_KEYS``)."""
+    """One entry per figure of ``R.COLUMNS`` (parity aside): reference, rebuild, difference, the spread, one
+    film's step on these films (``one_film``) and the verdict ("within", "outside by X", or "not judged" where a
+    value or the spread is missing, or where the two sides' refer thresholds were fitted by different rules:
+    ``REFER_KEYS``). A difference is judged against the larger of the spread and one film: a spread finer than
+    one film of this test set (measured on larger folds) would otherwise let a single film decide."""
     if rebuild.get("n") != reference.get("n"):
         raise ReproduceError(f"the rebuild scored {rebuild.get('n')} test films, the reference {reference.get('n')}: "
                              "not the same split (same data and seed?)")
@@ -113,18 +145,22 @@ def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
             continue
         a, b = get(reference), get(rebuild)
         big = S.largest_difference(spread.get(key, []))
+        step = one_film(key, rebuild)
+        tolerance = None if big is None else max(big, step or 0.0)
         count = isinstance(a, int) and isinstance(b, int)
         d = None if a is None or b is None else R._num(b) - R._num(a)
         if rules_differ and key in REFER_KEYS:
             verdict = "not judged: refer rules differ"
         elif points_differ and key in POINT_KEYS:
             verdict = "not judged: pneumonia points fitted for other sensitivities"
-        elif d is None or big is None:
+        elif d is None or tolerance is None:
             verdict = "not judged"
         else:
-            verdict = "within" if abs(d) <= big + 1e-12 else f"outside by {abs(d) - big:.{0 if count else 3}f}"
+            verdict = "within" if abs(d) <= tolerance + 1e-12 else \
+                f"outside by {abs(d) - tolerance:.{0 if count else 3}f}"
         rows.append({"key": key, "label": label, "reference": a, "rebuild": b, "difference": d, "spread": big,
-                     "count": count, "verdict": verdict})
+                     "one_film": step, "tolerance": tolerance, "at_one_film": big is not None and step is not None
+                     and step > big + 1e-12, "count": count, "verdict": verdict})
     return rows
 
 
@@ -162,6 +198,7 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
     rows = compare(rebuild, reference, spread)
     judged = [r for r in rows if not r["verdict"].startswith("not judged")]
     within = [r for r in judged if r["verdict"] == "within"]
+    fine = [r for r in judged if r["at_one_film"]]
     info = machine_info()
     lines = [report_header("Does a rebuild reproduce the default? (`make model` against the reported training)",
                            command, info),
@@ -178,6 +215,9 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
              f"(the served artifact, through the device runtime, on the same test films). Training is not "
              "bit-reproducible; a rebuild on another CPU or at a later commit differs by about what an identical "
              "retraining does, and this says whether it did.", "",
+             *([f"**Judged at one film** ({', '.join(r['label'] for r in fine)}): the spread, measured on folds "
+                f"of another size, is finer than one film of these {rebuild['n']} test films, so a difference of "
+                "one film is within it (the larger of the two is the tolerance).", ""] if fine else []),
              *([f"**The refer thresholds were fitted by different rules** (rebuild: {_rule(rebuild)}; reference: "
                 f"{_rule(reference)}): the figures that hang on them are shown, not judged.", ""]
                if rebuild.get("refer_share") != reference.get("refer_share") else []),
@@ -185,12 +225,12 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
                 f"{pneumonia_target(rebuild):.0%}, reference {pneumonia_target(reference):.0%}): the figures at the point "
                 "are shown, not judged.", ""]
                if pneumonia_target(rebuild) != pneumonia_target(reference) else []),
-             "| figure | reference | rebuild | difference | spread (largest rerun difference) | verdict |",
-             "|---|---|---|---|---|---|"]
+             "| figure | reference | rebuild | difference | spread (largest rerun difference) | one film | verdict |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['label']} | {_cell(r['reference'], r['count'])} | {_cell(r['rebuild'], r['count'])} | "
                      f"{_cell(r['difference'], r['count'], True)} | {_cell(r['spread'], r['count'])} | "
-                     f"{r['verdict']} |")
+                     f"{_cell(r['one_film'], r['count'])} | {r['verdict']} |")
     lines.append("")
     bs = rebuild.get("by_source") or {}
     if bs:

@@ -159,3 +159,67 @@ def test_figures_at_the_pneumonia_point_are_not_judged_across_fit_targets(tmp_pa
     _, same = P.report(tmp_path / "new.json", tmp_path / "ref9.json", None, *files, "cmd")
     # the same target: judged as any figure (here "not judged" only because the spread's folds lack the figure)
     assert {r["key"]: r for r in same["rows"]}["pneumonia_sens_point"]["verdict"] == "not judged"
+
+
+def _tb_row(found, tb=94, n=211):
+    """A row whose TB sensitivity at the threshold is ``found`` of ``tb`` TB films, with the class counts recorded."""
+    return _row(0.88, 0.92, 0.12) | {"tb_at_threshold": {"sensitivity": found / tb, "specificity": 1.0},
+                                     "per_class": {"tuberculosis": {"support": tb}, "pneumonia": {"support": 60},
+                                                   "normal": {"support": n - tb - 60}}}
+
+
+def _tb_spread(tmp_path, misses):
+    """Reruns whose TB sensitivity differs by ``misses`` film(s) of 120 on one fold: a spread of misses/120."""
+    first = _cv([_tb_row(110, tb=120) | {"n": 297}])
+    again = _cv([_tb_row(110 - misses, tb=120) | {"n": 297}])
+    for name, doc in (("first.json", first), ("again.json", again)):
+        (tmp_path / name).write_text(json.dumps(doc))
+    return [tmp_path / "first.json", tmp_path / "again.json"]
+
+
+def test_one_film_of_the_test_set_is_the_finest_difference_judged(tmp_path):
+    """A spread of one TB film of 120 (0.008) is finer than one TB film of 94 (0.011): a rebuild that misses one
+    more TB film than the reference is within it; two more are outside by the excess over one film."""
+    files = _tb_spread(tmp_path, 1)
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_tb_row(91))))
+    for found, verdict in ((90, "within"), (89, "outside by 0.011"), (92, "within")):
+        (tmp_path / "new.json").write_text(json.dumps(_figs(_tb_row(found))))
+        text, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, *files, "cmd")
+        row = {r["key"]: r for r in res["rows"]}["tb_sens"]
+        assert row["spread"] == pytest.approx(1 / 120) and row["one_film"] == pytest.approx(1 / 94)
+        assert row["at_one_film"] and row["verdict"] == verdict, found
+    line = next(x for x in text.splitlines() if x.startswith("**Judged at one film**"))
+    assert "TB sensitivity at the stored threshold" in line and "these 211 test films" in line
+
+
+def test_a_spread_wider_than_one_film_is_the_tolerance(tmp_path):
+    files = _tb_spread(tmp_path, 3)                                      # 3 of 120 = 0.025 > 1 of 94
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_tb_row(91))))
+    (tmp_path / "new.json").write_text(json.dumps(_figs(_tb_row(89))))   # 2 of 94 = 0.021: within 0.025
+    text, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, *files, "cmd")
+    row = {r["key"]: r for r in res["rows"]}["tb_sens"]
+    assert row["verdict"] == "within" and not row["at_one_film"] and row["tolerance"] == pytest.approx(3 / 120)
+    line = next(x for x in text.splitlines() if x.startswith("**Judged at one film**"))  # reruns equal elsewhere
+    assert "TB sensitivity" not in line
+
+
+def test_without_class_counts_a_class_rate_is_judged_by_the_spread_alone(tmp_path):
+    """Files written before the class counts were recorded: no step for a class's rate, the spread decides."""
+    files = _tb_spread(tmp_path, 1)
+    bare = {k: v for k, v in _tb_row(90).items() if k != "per_class"}
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_tb_row(91))))
+    (tmp_path / "new.json").write_text(json.dumps(_figs(bare)))
+    _, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, *files, "cmd")
+    row = {r["key"]: r for r in res["rows"]}["tb_sens"]
+    assert row["one_film"] is None and row["verdict"].startswith("outside by")
+
+
+def test_one_film_is_counted_over_the_films_the_figure_divides_by():
+    fig = _tb_row(90) | {"n": 211}                                       # 94 TB films, 12% referred
+    assert P.one_film("accuracy", fig) == pytest.approx(1 / 211)
+    assert P.one_film("tb_spec", fig) == pytest.approx(1 / (211 - 94))
+    assert P.one_film("pneumonia_sens", fig) == pytest.approx(1 / 60)
+    assert P.one_film("pneumonia_spec_point", fig) == pytest.approx(1 / 57)
+    assert P.one_film("acc_kept", fig) == pytest.approx(1 / round(211 * 0.88))
+    assert P.one_film("tb_normal", fig) == 1
+    assert P.one_film("pair_auc", fig) is None and P.one_film("ece", fig) is None

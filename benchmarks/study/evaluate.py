@@ -87,7 +87,8 @@ def summarise(y, raw, sources, labels, temperature: float = 1.0, thresholds: dic
            "per_class": {}}
     for name in labels:
         pc = rep["pooled"]["per_class"][name]
-        out["per_class"][name] = {"sensitivity": pc["sensitivity"], "specificity": pc["specificity"], "auc": pc["auc"]}
+        out["per_class"][name] = {"support": pc["support"], "sensitivity": pc["sensitivity"],
+                                  "specificity": pc["specificity"], "auc": pc["auc"]}
     for src, r in rep["by_source"].items():
         out["by_source"][src] = {"n": r["n"], "accuracy": r["accuracy"], "macro_auc": r["macro_auc"],
                                  "sensitivity": {k: v["sensitivity"] for k, v in r["per_class"].items()
