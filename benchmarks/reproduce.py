@@ -15,8 +15,8 @@ spread?
 
 Both trainings must have scored the same number of test films (and, where both files record it, the same films);
 otherwise the comparison is refused, since another split moves the figures more than any retraining does. Each
-figure is "within" when |rebuild - reference| is no larger than the spread, or than one film of these test films
-where the spread is finer (``one_film``: a spread measured on larger folds cannot be resolved on fewer films), else
+figure is "within" when |rebuild - reference| is no larger than the spread, or, for a rate, than one film of these
+test films where the spread is finer (``one_film``: a spread measured on larger folds cannot be resolved on fewer films), else
 "outside by" the excess; figures the reference or the spread lacks are shown and not judged. The report names this command, its commit, date and
 CPU, and every input's own command, commit, date and CPU.
 """
@@ -96,19 +96,18 @@ def pneumonia_target(fig: dict) -> float:
     return float(fig.get("pneumonia_target") or OP.PNEUMONIA_FIT_BEFORE)
 
 
-# rates over the films of one class: (figure key, the class whose films it counts; None: the films of other classes)
+# rates over the films of one class: figure key -> (the class, True: over its films; False: over the other films)
 CLASS_RATES = {"pneumonia_sens": (OP.PNEUMONIA, True), "pneumonia_sens_point": (OP.PNEUMONIA, True),
                "pneumonia_spec_point": ("normal", True), "tb_sens": (OP.TB, True), "tb_spec": (OP.TB, False)}
 
 
 def one_film(key: str, fig: dict) -> float | None:
-    """How far one film moves figure ``key`` on the test films ``fig`` was scored on: 1 for a count of films, 1/n
-    for a rate over n films (all films, the films kept, or one class's: ``per_class`` ``support``, recorded since
-    2026-12-05). None where no single step exists (AUC, calibration) or the count is not recorded. A spread
-    measured on folds of another size can be finer than this step; no comparison of these films can resolve it."""
+    """How far one film moves rate ``key`` on the test films ``fig`` was scored on: 1/n for a rate over n films
+    (all films, the films kept, or one class's: ``per_class`` ``support``, recorded since 2026-12-05). A spread
+    measured on folds of another size can be finer than this step, and no comparison of these films can resolve
+    it. None for counts of films (their spread is whole films already: 0 against 1 is resolved on any set), where
+    no single step exists (AUC, calibration), and where the count is not recorded."""
     n = fig.get("n")
-    if key in ("tb_normal", "pn_normal"):
-        return 1
     if not n:
         return None
     if key in ("accuracy", "referred"):
@@ -158,9 +157,11 @@ def compare(rebuild: dict, reference: dict, spread: dict) -> list[dict]:
         else:
             verdict = "within" if abs(d) <= tolerance + 1e-12 else \
                 f"outside by {abs(d) - tolerance:.{0 if count else 3}f}"
+        # within only because the spread is finer than one film of these films
+        by_one_film = verdict == "within" and big is not None and abs(d) > big + 1e-12
         rows.append({"key": key, "label": label, "reference": a, "rebuild": b, "difference": d, "spread": big,
-                     "one_film": step, "tolerance": tolerance, "at_one_film": big is not None and step is not None
-                     and step > big + 1e-12, "count": count, "verdict": verdict})
+                     "one_film": step, "tolerance": tolerance, "at_one_film": by_one_film, "count": count,
+                     "verdict": verdict})
     return rows
 
 
@@ -211,13 +212,16 @@ def report(rebuild_path: Path, reference_path: Path, arm: str | None, first_path
              f"- **Run-to-run spread:** the largest difference between two trainings of the default on the same "
              f"folds {', '.join(folds)} (`{first_path}` and `{again_path}`; "
              f"{_provenance(again)})", "",
-             f"**{len(within)} of {len(judged)} judged figures within the spread** "
+             f"**{len(within)} of {len(judged)} judged figures within the spread**"
+             + (f" ({len(fine)} of them by one film, finer than the spread can be resolved on these films)"
+                if fine else "") + " "
              f"(the served artifact, through the device runtime, on the same test films). Training is not "
              "bit-reproducible; a rebuild on another CPU or at a later commit differs by about what an identical "
              "retraining does, and this says whether it did.", "",
-             *([f"**Judged at one film** ({', '.join(r['label'] for r in fine)}): the spread, measured on folds "
-                f"of another size, is finer than one film of these {rebuild['n']} test films, so a difference of "
-                "one film is within it (the larger of the two is the tolerance).", ""] if fine else []),
+             *([f"**Judged at one film** ({', '.join(r['label'] for r in fine)}): the difference is larger than "
+                f"the spread but no larger than one film of these {rebuild['n']} test films; the spread, measured "
+                "on folds of another size, is finer than that step and cannot be resolved here (the larger of the "
+                "two is the tolerance; counts of films get no such step).", ""] if fine else []),
              *([f"**The refer thresholds were fitted by different rules** (rebuild: {_rule(rebuild)}; reference: "
                 f"{_rule(reference)}): the figures that hang on them are shown, not judged.", ""]
                if rebuild.get("refer_share") != reference.get("refer_share") else []),

@@ -187,9 +187,9 @@ def test_one_film_of_the_test_set_is_the_finest_difference_judged(tmp_path):
         text, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, *files, "cmd")
         row = {r["key"]: r for r in res["rows"]}["tb_sens"]
         assert row["spread"] == pytest.approx(1 / 120) and row["one_film"] == pytest.approx(1 / 94)
-        assert row["at_one_film"] and row["verdict"] == verdict, found
-    line = next(x for x in text.splitlines() if x.startswith("**Judged at one film**"))
-    assert "TB sensitivity at the stored threshold" in line and "these 211 test films" in line
+        assert row["verdict"] == verdict and row["at_one_film"] == (verdict == "within"), found
+        assert ("**Judged at one film** (TB sensitivity at the stored threshold)" in text) == (verdict == "within")
+        assert ("(1 of them by one film" in text) == (verdict == "within")
 
 
 def test_a_spread_wider_than_one_film_is_the_tolerance(tmp_path):
@@ -199,8 +199,7 @@ def test_a_spread_wider_than_one_film_is_the_tolerance(tmp_path):
     text, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, *files, "cmd")
     row = {r["key"]: r for r in res["rows"]}["tb_sens"]
     assert row["verdict"] == "within" and not row["at_one_film"] and row["tolerance"] == pytest.approx(3 / 120)
-    line = next(x for x in text.splitlines() if x.startswith("**Judged at one film**"))  # reruns equal elsewhere
-    assert "TB sensitivity" not in line
+    assert "Judged at one film" not in text and "by one film" not in text
 
 
 def test_without_class_counts_a_class_rate_is_judged_by_the_spread_alone(tmp_path):
@@ -221,5 +220,30 @@ def test_one_film_is_counted_over_the_films_the_figure_divides_by():
     assert P.one_film("pneumonia_sens", fig) == pytest.approx(1 / 60)
     assert P.one_film("pneumonia_spec_point", fig) == pytest.approx(1 / 57)
     assert P.one_film("acc_kept", fig) == pytest.approx(1 / round(211 * 0.88))
-    assert P.one_film("tb_normal", fig) == 1
+    assert P.one_film("tb_normal", fig) is None and P.one_film("pn_normal", fig) is None   # whole films already
     assert P.one_film("pair_auc", fig) is None and P.one_film("ece", fig) is None
+
+
+def test_a_count_of_films_gets_no_one_film_step(tmp_path):
+    """TB films given a normal decision: reruns that never differ (spread 0) leave no room for one more."""
+    files = _tb_spread(tmp_path, 1)
+    (tmp_path / "ref.json").write_text(json.dumps(_figs(_tb_row(91))))
+    new = _tb_row(91)
+    new["refer_rule"] = {**new["refer_rule"], "tuberculosis_called_normal": 1}
+    (tmp_path / "new.json").write_text(json.dumps(_figs(new)))
+    _, res = P.report(tmp_path / "new.json", tmp_path / "ref.json", None, *files, "cmd")
+    row = {r["key"]: r for r in res["rows"]}["tb_normal"]
+    assert row["spread"] == 0 and row["one_film"] is None and row["verdict"] == "outside by 1"
+
+
+def test_the_figures_record_each_class_s_film_count_for_its_one_film_step():
+    import numpy as np
+
+    from benchmarks.study import evaluate as E
+
+    labels = ["normal", "pneumonia", "tuberculosis"]
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    raw = np.eye(3)[[0, 1, 0, 1, 1, 2, 2, 0, 2]] * 0.9 + 0.1 / 3
+    fig = E.summarise(y, raw, np.array(["nih_dcn"] * 5 + ["tbx11k"] * 4), labels)
+    assert {c: fig["per_class"][c]["support"] for c in labels} == {"normal": 3, "pneumonia": 2, "tuberculosis": 4}
+    assert P.one_film("tb_spec", fig) == pytest.approx(1 / 5) and P.one_film("pneumonia_sens", fig) == 0.5
