@@ -16,9 +16,9 @@ spread?
 Both trainings must have scored the same number of test films (and, where both files record it, the same films);
 otherwise the comparison is refused, since another split moves the figures more than any retraining does. Each
 figure is "within" when |rebuild - reference| is no larger than the spread, or, for a rate, than one film of these
-test films where the spread is finer (``one_film``: a spread measured on larger folds cannot be resolved on fewer films), else
-"outside by" the excess; figures the reference or the spread lacks are shown and not judged. The report names this command, its commit, date and
-CPU, and every input's own command, commit, date and CPU.
+test films where the spread is finer (``one_film``: a spread measured on larger folds cannot be resolved on fewer
+films), else "outside by" the excess; figures the reference or the spread lacks are shown and not judged. The
+report names this command, its commit, date and CPU, and every input's own command, commit, date and CPU.
 """
 from __future__ import annotations
 
