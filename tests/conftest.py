@@ -81,7 +81,7 @@ def copy_run(run: Path, dest: Path) -> Path:
 
 TINY_TRAIN_ARGS = ["--model", "mobilenet_v2", "--alpha", "0.35", "--image-size", "64", "--epochs", "30",
                    "--qat-epochs", "3", "--batch-size", "32", "--lr", "3e-3", "--patience", "30", "--no-augment",
-                   "--seed", "0"]
+                   "--site-augment", "0", "--seed", "0"]
 
 
 @pytest.fixture(scope="session")

@@ -134,7 +134,8 @@ def test_train_help_tells_the_truth_about_defaults(capsys):
     assert "--no-augment turn augmentation off" in text and "(default: True)" not in text
     assert "(default: False)" not in text and "(default: )" not in text and "(default: None)" not in text
     assert "(default: a timestamp)" in text and "(default: a timestamp) (default" not in text
-    assert "--epochs EPOCHS float epochs (early stopping may end sooner) (default: 30)" in text
+    assert "--epochs EPOCHS float epochs (early stopping may end sooner) (default: 20)" in text
+    assert "(default: auto)" in text and "--site-augment P" in text and "(default 0.5) (default: 0.5)" not in text
 
 
 @pytest.mark.parametrize("argv", [["classify", "--help"], ["serve", "--help"], ["kit", "--help"], ["--help"]])

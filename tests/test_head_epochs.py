@@ -13,7 +13,8 @@ from train.__main__ import main  # noqa: E402
 pytestmark = pytest.mark.slow
 
 ARGS = ["--model", "mobilenet_v2", "--alpha", "0.35", "--image-size", "32", "--qat-epochs", "0", "--batch-size",
-        "32", "--lr", "3e-3", "--head-lr", "3e-3", "--patience", "30", "--no-augment", "--seed", "0"]
+        "32", "--lr", "3e-3", "--head-lr", "3e-3", "--patience", "30", "--no-augment", "--site-augment", "0",
+        "--seed", "0"]
 
 
 def _tiny():

@@ -96,7 +96,7 @@ def test_redo_qat_keeps_the_float_phase_and_replaces_the_qat_model(tiny_run, tmp
     old_qat = (copy / "model_qat.h5").read_bytes()
     float_rows = [r for r in (copy / "history.csv").read_text().splitlines() if r.startswith("float,")]
     rc = main(["--data", "unused", "--out", str(copy), "--model", "mobilenet_v2", "--alpha", "0.35",
-               "--image-size", "64", "--qat-epochs", "1", "--no-augment", "--redo-qat"])
+               "--image-size", "64", "--qat-epochs", "1", "--no-augment", "--site-augment", "0", "--redo-qat"])
     assert rc == 0
     assert (copy / "model_float.keras").read_bytes() == float_bytes and (copy / "split.csv").read_text() == split
     assert (copy / "model_qat.h5").read_bytes() != old_qat

@@ -13,6 +13,7 @@ pytest.importorskip("tf_keras")
 
 from train import recipe as R  # noqa: E402
 from train.__main__ import build_parser, main  # noqa: E402
+from train.models import resolve_start  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "recipes" / "default.toml"
@@ -104,12 +105,12 @@ def test_main_trains_with_the_recipe_and_records_it(tmp_path, monkeypatch):
     assert cfg.extra == {"recipe": str(path), "recipe_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def test_the_default_recipe_is_valid_and_is_the_plain_mobilenet_v2():
+def test_the_default_recipe_is_valid_and_is_the_site_augmented_lite0_pair():
     args, info = parse(["--recipe", str(DEFAULT), "--data", "d"])
     assert len(info["recipe_sha256"]) == 64
-    assert (args.model, args.alpha, args.image_size) == ("mobilenet_v2", 1.0, 224)
-    assert (args.crop, args.equalize, args.site_augment, args.keep) == (0.0, "none", 0.0, "all")
-    assert args.epochs >= 20 and args.qat_epochs >= 1 and args.weights is None
+    assert (args.model, args.weights, args.head_epochs, args.image_size) == ("efficientnet_lite0", "imagenet", 5, 224)
+    assert (args.crop, args.equalize, args.site_augment, args.keep) == (0.0, "none", 0.5, "all")
+    assert args.epochs >= 20 and args.qat_epochs >= 1 and R.member_seeds(DEFAULT) == [1]  # two trainings
     from convert.__main__ import build_parser as convert_parser
     from edge_runtime import views as V
 
@@ -118,18 +119,57 @@ def test_the_default_recipe_is_valid_and_is_the_plain_mobilenet_v2():
     assert V.parse(cp.parse_args(["run", "--out", "b"]).views) == V.SETS["zoom3"]  # the device reads three views
 
 
+def test_the_former_default_keeps_its_own_recipe():
+    """recipes/mnv2-pair.toml trains what the served MobileNetV2 pair was trained with, whatever the CLI's defaults."""
+    args, _ = parse(["--recipe", str(ROOT / "recipes" / "mnv2-pair.toml"), "--data", "d"])
+    assert (args.model, args.alpha, args.image_size, args.epochs, args.lr) == ("mobilenet_v2", 1.0, 224, 30, 1e-3)
+    assert (args.site_augment, args.crop, args.equalize) == (0.0, 0.0, "none")
+    assert resolve_start(args.model, args.weights, args.head_epochs) == (None, 0)  # random start, no probe
+    assert R.member_seeds(ROOT / "recipes" / "mnv2-pair.toml") == [1]
+
+
 def test_the_train_defaults_are_the_default_recipe():
     """``python -m train --data D`` trains what ``--recipe recipes/default.toml`` trains (issue 16)."""
     plain, _ = parse(["--data", "d"])
     with_recipe, _ = parse(["--recipe", str(DEFAULT), "--data", "d"])
     differ = {k: (getattr(plain, k), v) for k, v in vars(with_recipe).items()
               if k != "recipe" and getattr(plain, k) != v}
-    assert differ == {"alpha": (None, 1.0)}  # None = the model's own width, 1.0 for MobileNetV2
+    # alpha None: the model's own width (EfficientNet-Lite has none to set); "auto" resolves to the recipe's start
+    assert differ == {"alpha": (None, 1.0), "weights": ("auto", "imagenet"), "head_epochs": ("auto", 5)}
+    assert resolve_start(plain.model, plain.weights, plain.head_epochs) == ("imagenet", 5)
     from train.train import TrainConfig
 
     cfg = TrainConfig(data="d")
-    assert (cfg.epochs, cfg.qat_epochs, cfg.lr, cfg.qat_lr, cfg.patience) == (
-        plain.epochs, plain.qat_epochs, plain.lr, plain.qat_lr, plain.patience)
+    assert (cfg.model, cfg.weights, cfg.head_epochs, cfg.epochs, cfg.qat_epochs, cfg.lr, cfg.qat_lr, cfg.patience,
+            cfg.site_augment) == (plain.model, "imagenet", 5, plain.epochs, plain.qat_epochs, plain.lr, plain.qat_lr,
+                                  plain.patience, plain.site_augment)
+
+
+@pytest.mark.parametrize("model, weights, head, start", [
+    ("efficientnet_lite0", "auto", "auto", ("imagenet", 5)),
+    ("efficientnet_lite2", "auto", None, ("imagenet", 5)),
+    ("efficientnet_lite0", "none", "auto", (None, 0)),      # random start: no probe of a random backbone
+    ("efficientnet_lite0", "auto", 0, ("imagenet", 0)),     # a given number wins
+    ("efficientnet_lite3", "auto", "auto", (None, 0)),      # no offline ImageNet weights for Lite3
+    ("mobilenet_v2", "auto", "auto", (None, 0)),            # Keras' ImageNet weights need the internet
+    ("mobilenet_v2", "imagenet", "auto", ("imagenet", 5)),  # asked for: tried (and fails offline, said plainly)
+    ("mobilenet_v2", "w.h5", "auto", ("w.h5", 5)),
+    ("mobilenet_v2", None, 2, (None, 2)),                   # refused by train.train.run, not here
+])
+def test_auto_start_resolves_by_the_model(model, weights, head, start):
+    assert resolve_start(model, weights, head) == start
+
+
+def test_head_epochs_takes_auto_or_a_whole_number(tmp_path, capsys):
+    assert parse(["--data", "d", "--head-epochs", "AUTO"])[0].head_epochs == "auto"
+    assert parse(["--data", "d", "--head-epochs", "3"])[0].head_epochs == 3
+    with pytest.raises(SystemExit):
+        parse(["--data", "d", "--head-epochs", "-1"])
+    assert "is below 0" in capsys.readouterr().err
+    assert parse(["--recipe", str(write(tmp_path, 'head-epochs = "auto"\n')), "--data", "d"])[0].head_epochs == "auto"
+    with pytest.raises(SystemExit) as exc:
+        main(["--recipe", str(write(tmp_path, "head-epochs = -2\n", "bad.toml")), "--data", "d"])
+    assert exc.value.code == 2 and "head-epochs" in capsys.readouterr().err
 
 
 def test_the_convert_table_is_read_by_convert_and_skipped_by_train(tmp_path, capsys):

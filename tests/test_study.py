@@ -41,8 +41,14 @@ def test_experiment_arguments_reach_the_training_cli():
     site = Experiment("s", "model", "mobilenet_v3_small", recipe="crop-clahe-site")
     args = build_parser().parse_args(["--data", "x", *site.train_args(8, 1)])
     assert (args.site_augment, args.crop, args.equalize, args.qat_epochs) == (0.5, 0.1, "clahe", 1)
+    assert (args.lr, args.head_epochs, args.weights) == (1e-3, 0, "none")  # the study's schedule, not the CLI's
+    plain = build_parser().parse_args(["--data", "x", *exp.train_args(8, 1)])
+    assert plain.site_augment == 0.0  # the train CLI's default (0.5) is not the study's
     lite = Experiment("l", "model", "efficientnet_lite0", weights="imagenet")
-    assert build_parser().parse_args(["--data", "x", *lite.train_args(8, 1)]).weights == "imagenet"
+    args = build_parser().parse_args(["--data", "x", *lite.train_args(8, 1)])
+    assert (args.weights, args.head_epochs, args.site_augment) == ("imagenet", 0, 0.0)
+    random = Experiment("r", "model", "efficientnet_lite0")  # lite0-random stays random (the CLI's auto would not)
+    assert build_parser().parse_args(["--data", "x", *random.train_args(8, 1)]).weights == "none"
     assert lite.label == "efficientnet_lite0 (ImageNet)"
 
 

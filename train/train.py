@@ -32,27 +32,31 @@ from edge_runtime.preprocess import PreprocessConfig
 from train import data as D
 from train import qat
 from train.keras_io import predict
+from train.models import AUTO, resolve_start
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
+    """One training's options. The defaults are recipes/default.toml's top level (tests/test_recipe.py checks it), with
+    ``weights`` and ``head_epochs`` "auto" resolved by :func:`resolve_start` when the config is made."""
     data: str
     out: str = "runs/run"
-    model: str = "mobilenet_v2"
+    model: str = "efficientnet_lite0"
     alpha: float | None = None
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)  # input size, resize, harmonisation
     classes: tuple[str, ...] = D.DEFAULT_CLASSES
-    weights: str | None = None  # None, "imagenet" or a file
-    epochs: int = 30  # float epochs (at most; early stopping may end sooner); as recipes/default.toml
+    weights: str | None = AUTO  # "auto", None/"none" (random initialisation), "imagenet" or a file
+    epochs: int = 20  # float epochs (at most; early stopping may end sooner)
     qat_epochs: int = 3
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-4
     qat_lr: float = 1e-4
     patience: int = 6
     min_epochs: int = 0  # float epochs before validation may keep a best or stop early (0: from the first)
-    head_epochs: int = 0  # epochs before the float phase that train the classifier head alone (backbone frozen)
+    head_epochs: int | str = AUTO  # epochs before the float phase that train the classifier head alone (backbone
+    #                                frozen); "auto": PROBE_EPOCHS with a pretrained start, else 0
     head_lr: float = 1e-3  # peak learning rate of those head epochs (cosine decay)
     val_frac: float = 0.15
     test_frac: float = 0.15
@@ -60,7 +64,7 @@ class TrainConfig:
     init_seed: int | None = None  # initialisation, shuffling and augmentation seed (None: seed); an ensemble's
     #                               members share one split (seed) and differ here
     augment: bool = True
-    site_augment: float = 0.0  # probability of each site-style change (train.site); 0 = off
+    site_augment: float = 0.5  # probability of each site-style change (train.site); 0 = off
     class_balance: bool = True
     dropout: float = 0.2
     stem: str = "rgb"  # models.STEMS: the grey film copied to three channels, or read as one
@@ -80,6 +84,9 @@ class TrainConfig:
     model_version: str = ""
     verbose: int = 2
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.weights, self.head_epochs = resolve_start(self.model, self.weights, self.head_epochs)
 
     @property
     def image_size(self) -> int:

@@ -12,6 +12,8 @@ RECIPES = {
     # training only: site-style augmentation (train.site) on top of crop + CLAHE; the device's input is unchanged
     "crop-clahe-site": {"crop": 0.1, "equalize": "clahe", "site-augment": 0.5},
 }
+# every candidate's harmonisation unless its recipe sets it (the train CLI's own defaults are recipes/default.toml's)
+STUDY_SCHEDULE = {"site-augment": 0.0}
 PREPROCESS_KEYS = ("crop", "equalize")  # the recipe keys that change what the device does to a film
 DEFAULT_RECIPE = "crop-clahe"
 # the ablation run by default; crop-hist on request (--recipes)
@@ -51,9 +53,10 @@ class Experiment:
                 "--qat-epochs", str(0 if self.keep != "all" else qat_epochs)]
         if self.alpha:
             args += ["--alpha", f"{self.alpha:g}"]
-        if self.weights:
-            args += ["--weights", self.weights]
-        for k, v in RECIPES[self.recipe].items():
+        # the study's schedule, written out: the train CLI's defaults are the default recipe's (a pretrained
+        # Lite0 with a linear probe at 3e-4, site augmentation 0.5), not the study's
+        args += ["--weights", self.weights or "none", "--head-epochs", "0", "--lr", "1e-3"]
+        for k, v in (STUDY_SCHEDULE | RECIPES[self.recipe]).items():
             args += [f"--{k}", str(v)]
         if self.keep != "all":
             args += ["--keep", self.keep]
@@ -66,10 +69,14 @@ def recipe_candidate(path: str | Path) -> Experiment:
     """A candidate trained by a recipe file as it is (``python -m train --recipe FILE``), named
     ``recipe-<file stem>``; model, width and weights are read from the file for its label (the train CLI's
     defaults where the file has none). The study adds only its seed and split."""
+    from train.models import AUTO, resolve_start
+
     raw = tomllib.loads(Path(path).read_text())
     get = lambda k: raw.get(k, raw.get(k.replace("-", "_")))  # noqa: E731 - kebab or snake keys, as train accepts
-    return Experiment(f"recipe-{Path(path).stem}", "model", get("model") or "mobilenet_v2", get("alpha"),
-                      get("weights"), str(path), image_size=get("image-size"))
+    model = get("model") or "efficientnet_lite0"
+    weights, _ = resolve_start(model, get("weights") or AUTO, 0)
+    return Experiment(f"recipe-{Path(path).stem}", "model", model, get("alpha"), weights, str(path),
+                      image_size=get("image-size"))
 
 
 MODELS = [  # (short name, model, alpha, weights), in the order they train: the likeliest useful first
