@@ -135,7 +135,8 @@ def test_train_help_tells_the_truth_about_defaults(capsys):
     assert "(default: False)" not in text and "(default: )" not in text and "(default: None)" not in text
     assert "(default: a timestamp)" in text and "(default: a timestamp) (default" not in text
     assert "--epochs EPOCHS float epochs (early stopping may end sooner) (default: 20)" in text
-    assert "(default: auto)" in text and "--site-augment P" in text and "(default 0.5) (default: 0.5)" not in text
+    assert "'auto' (the default: imagenet for efficientnet_lite0..2" in text and "(default: auto)" not in text
+    assert "--site-augment P" in text and "0 = off (default 0.5)" in text and "(default 0.5) (default" not in text
 
 
 @pytest.mark.parametrize("argv", [["classify", "--help"], ["serve", "--help"], ["kit", "--help"], ["--help"]])
