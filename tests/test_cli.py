@@ -137,6 +137,7 @@ def test_train_help_tells_the_truth_about_defaults(capsys):
     assert "--epochs EPOCHS float epochs (early stopping may end sooner) (default: 20)" in text
     assert "'auto' (the default: imagenet for efficientnet_lite0..2" in text and "(default: auto)" not in text
     assert "--site-augment P" in text and "0 = off (default 0.5)" in text and "(default 0.5) (default" not in text
+    assert (build_parser().get_default("site_augment"), build_parser().get_default("weights")) == (0.5, "auto")
 
 
 @pytest.mark.parametrize("argv", [["classify", "--help"], ["serve", "--help"], ["kit", "--help"], ["--help"]])

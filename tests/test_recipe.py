@@ -155,9 +155,17 @@ def test_the_train_defaults_are_the_default_recipe():
     ("mobilenet_v2", "imagenet", "auto", ("imagenet", 5)),  # asked for: tried (and fails offline, said plainly)
     ("mobilenet_v2", "w.h5", "auto", ("w.h5", 5)),
     ("mobilenet_v2", None, 2, (None, 2)),                   # refused by train.train.run, not here
+    ("efficientnet_lite0", "None", "auto", (None, 0)),      # the keywords in any case, never taken as file names
+    ("efficientnet_lite1", "Auto", "auto", ("imagenet", 5)),
+    ("mobilenet_v2", "IMAGENET", 0, ("imagenet", 0)),
 ])
 def test_auto_start_resolves_by_the_model(model, weights, head, start):
     assert resolve_start(model, weights, head) == start
+
+
+def test_a_probe_of_a_random_start_is_refused_before_anything_is_written(tmp_path, capsys):
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "r"), "--weights", "none", "--head-epochs", "2"]) == 2
+    assert "frozen random backbone learns nothing" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_head_epochs_takes_auto_or_a_whole_number(tmp_path, capsys):

@@ -2,6 +2,8 @@
 import json
 import re
 import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,6 +95,41 @@ def test_a_resume_must_keep_the_options_the_run_was_started_with(tmp_path):
         T.check_resumed_options(replace(cfg, head_epochs=3), started)
 
 
+def test_a_run_goes_on_as_it_started_whatever_the_defaults_are_now(tmp_path, monkeypatch, capsys):
+    """The train CLI's defaults changed (2026-12-05): "auto" starts resume as recorded, a recipe file's name or hash
+    is not an option, --redo-qat keeps the float phase's options and refuses any other change, naming it."""
+    from train import train as T
+    from train.__main__ import main
+
+    seen = []
+
+    def fake_run(cfg):  # what run() would go on with, checked as it checks it
+        seen.append(T.going_on(cfg))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "run", fake_run)
+    old = T.TrainConfig(data="d", out=str(tmp_path / "r"), model="efficientnet_lite0", weights="imagenet",
+                        head_epochs=0, lr=1e-3, site_augment=0.0, extra={"recipe": "a.toml", "recipe_sha256": "aa"})
+    assert (old.weights, old.head_epochs) == ("imagenet", 0)
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r" / "checkpoints" / T.STARTED).write_text(json.dumps(T._options(old)))
+    same = ["--data", "d", "--out", str(tmp_path / "r"), "--lr", "1e-3", "--site-augment", "0", "--resume"]
+    assert main(same) == 130  # head-epochs "auto" is 5 today: the recorded 0 holds, no refusal
+    assert (seen[-1].weights, seen[-1].head_epochs) == ("imagenet", 0)
+    T.check_resumed_options(replace(old, extra={"recipe": "b.toml", "recipe_sha256": "bb"}),
+                            tmp_path / "r" / "checkpoints" / T.STARTED)  # another file, the same options
+    assert main(same[:4] + ["--site-augment", "0", "--resume"]) == 2  # refused, naming the change and the way on
+    assert re.search("--resume with other options.*lr: 0.001 when started, 0.0003 now.*--lr 1e-3",
+                     capsys.readouterr().err)
+    redo = ["--data", "d", "--out", str(tmp_path / "r"), "--site-augment", "0", "--redo-qat", "--qat-lr", "5e-5"]
+    assert main(redo) == 130  # the float phase's lr and start are the run's own; the QAT learning rate may change
+    assert (seen[-1].lr, seen[-1].head_epochs, seen[-1].qat_lr) == (1e-3, 0, 5e-5)
+    assert main(redo[:4] + ["--redo-qat"]) == 2
+    err = capsys.readouterr().err
+    assert "--redo-qat with other options" in err and "site_augment: 0.0 when started, 0.5 now" in err
+    assert "lr:" not in err  # the float phase's own lr was taken, not counted as a change
+
+
 def test_ctrl_c_says_how_to_go_on(tmp_path, monkeypatch, capsys):
     from train import train as T
 
@@ -126,7 +163,8 @@ def test_unreadable_file_is_skipped_not_fatal(synthetic_data, tmp_path):
     with (data / "manifest.csv").open("a") as fh:
         fh.write("normal/zz_corrupt.png,normal,synthetic_a,zz_patient\n")
     # the soft-target path rides along: label smoothing and mixup train end to end and are recorded
-    rc = main(["--data", str(data), "--out", str(tmp_path / "r"), "--alpha", "0.35", "--image-size", "32",
+    rc = main(["--data", str(data), "--out", str(tmp_path / "r"), "--model", "mobilenet_v2", "--alpha", "0.35",
+               "--site-augment", "0", "--image-size", "32",
                "--epochs", "1", "--qat-epochs", "0", "--val-frac", "0.3", "--test-frac", "0.1",
                "--label-smoothing", "0.1", "--mixup", "0.2"])
     assert rc == 0

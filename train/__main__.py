@@ -191,6 +191,14 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.resume or args.redo_qat:  # an "auto" start goes on as the run started, whatever "auto" means today
+        from train.train import started_record
+
+        record = started_record(args.out)
+        if args.weights == "auto" and "weights" in record:
+            args.weights = record["weights"] or "none"
+        if args.head_epochs == "auto" and "weights" in record:
+            args.head_epochs = record.get("head_epochs", 0)
     cfg = TrainConfig(data=args.data, out=args.out, model=args.model, alpha=args.alpha, preprocess=preprocess,
                       classes=classes, weights=args.weights, epochs=args.epochs, qat_epochs=args.qat_epochs,
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,

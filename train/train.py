@@ -449,11 +449,48 @@ STARTED = "started_config.json"  # checkpoints/: the options a run was started w
 RESUMABLE = frozenset({"resume", "redo_qat", "verbose", "out", "data", "epochs", "qat_epochs", "patience"})
 
 
+# options of the float phase alone: --redo-qat keeps the run's own (its float model was trained with them)
+FLOAT_PHASE = frozenset({"lr", "epochs", "patience", "min_epochs", "head_epochs", "head_lr", "weights", "ema"})
+# what --redo-qat may change besides the float phase's: the QAT phase's own length and learning rate
+REDO_QAT_MAY_CHANGE = RESUMABLE | FLOAT_PHASE | {"qat_lr", "split"}
+
+
 def _options(cfg) -> dict:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def check_resumed_options(cfg, started: Path) -> None:
+def _without_recipe_file(options: dict) -> dict:
+    """``options`` less the recipe file's name and hash in ``extra``: the resolved options are what a run trains
+    with, so the same options read from another file (or from an edited one) are the same run."""
+    extra = options.get("extra")
+    if isinstance(extra, dict):
+        options = options | {"extra": {k: v for k, v in extra.items() if k not in ("recipe", "recipe_sha256")}}
+    return options
+
+
+def started_record(out: str | Path) -> dict:
+    """The options a run in ``out`` was started with (checkpoints/started_config.json, else its train_config.json);
+    empty when it has neither."""
+    for f in (Path(out) / "checkpoints" / STARTED, Path(out) / "train_config.json"):
+        if f.is_file():
+            return json.loads(f.read_text())
+    return {}
+
+
+def going_on(cfg: TrainConfig) -> TrainConfig:
+    """The options a --resume or --redo-qat of the run in ``cfg.out`` trains with: ``cfg`` checked against the
+    options the run was started with (``check_resumed_options``); --redo-qat takes the float phase's options
+    (FLOAT_PHASE) from that record, as its float model was trained with them, and may change the QAT phase's."""
+    started = Path(cfg.out) / "checkpoints" / STARTED
+    if cfg.redo_qat and started.is_file():
+        cfg = replace(cfg, **{k: v for k, v in json.loads(started.read_text()).items() if k in FLOAT_PHASE})
+        check_resumed_options(cfg, started, REDO_QAT_MAY_CHANGE)
+    elif cfg.resume or cfg.redo_qat:
+        check_resumed_options(cfg, started)
+    return cfg
+
+
+def check_resumed_options(cfg, started: Path, may_change=RESUMABLE) -> None:
     """A resumed run must keep the options it was started with (input size, harmonisation, classes and their
     order, model, learning rate, ...): otherwise it goes on training the saved weights under other settings and
     its metadata records the new ones as if they had held throughout. UsageError naming each change; runs
@@ -463,12 +500,16 @@ def check_resumed_options(cfg, started: Path) -> None:
     from train.recipe import ADDED_LATER
 
     # an option added after the run started was off then (a record without it resumes under its off value)
-    then, now = ADDED_LATER | json.loads(started.read_text()), _options(cfg)
+    then = _without_recipe_file(ADDED_LATER | json.loads(started.read_text()))
+    now = _without_recipe_file(_options(cfg))
     changed = [f"{k}: {then.get(k)!r} when started, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
-               if k not in RESUMABLE and then.get(k) != now.get(k)]
+               if k not in may_change and then.get(k) != now.get(k)]
     if changed:
-        raise UsageError(f"{cfg.out}: --resume with other options than the run was started with ("
-                         + "; ".join(changed) + "); resume with the same options, or start a new --out")
+        how = "--redo-qat" if cfg.redo_qat else "--resume"
+        raise UsageError(f"{cfg.out}: {how} with other options than the run was started with ("
+                         + "; ".join(changed) + f"); {how} with the same options, or start a new --out (the train "
+                         "CLI's defaults are recipes/default.toml's since 2026-12-05: a run started with the earlier "
+                         "defaults goes on with --model mobilenet_v2 --weights none --lr 1e-3 --site-augment 0)")
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -486,11 +527,11 @@ def run(cfg: TrainConfig) -> Path:
     history = out / "history.csv"
     state = {}
     if cfg.redo_qat:
-        cfg = _prepare_redo_qat(cfg, out, ckpt_dir, history)
+        cfg = _prepare_redo_qat(going_on(cfg), out, ckpt_dir, history)
         state = {"phase": "float_done"}
     elif cfg.resume and (ckpt_dir / "state.json").is_file():
         state = json.loads((ckpt_dir / "state.json").read_text())
-        check_resumed_options(cfg, ckpt_dir / STARTED)
+        cfg = going_on(cfg)
         log.info("resuming from %s: phase %s, epoch %d", ckpt_dir, state["phase"], state["epoch"] + 1)
     elif out.exists() and any(out.iterdir()) and not cfg.resume and not cfg.redo_qat:
         if (out / "metadata.json").exists() or ckpt_dir.exists():
