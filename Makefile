@@ -161,15 +161,16 @@ model: setup
 	@echo "Bundle: $(MODEL_OUT)-bundle   benchmark report: $(MODEL_OUT)-benchmark/report.md"
 
 # Does the rebuild (make model, seed 0) reproduce the default's reported test figures within the run-to-run spread
-# (the default trained twice on the same folds)? The reference is the reported seed-0 build of the served pair (its
-# default_figures.json, committed in docs/default/); the answer goes to MODEL_OUT-benchmark/reproduce.md. The spread
-# is the pair's own (docs/members/PLAN.md): the served pairs of folds 0 and 1 (docs/served) against the same folds'
-# pairs trained again with init seeds 2 and 3 (docs/members/rerun-*): two folds only, so a low estimate (README).
-# The one-training spread: REPRO_SPREAD="docs/cv5/crossval.json docs/cv5r/crossval.json"; its reference:
-# REPRO_REF=docs/ema/paired.json REPRO_ARM=runs/default-s0-op-bundle (with MODEL_MEMBERS=).
-REPRO_REF    ?= docs/default/default_figures.json
+# (the default trained twice on the same folds)? The reference is the published seed-0 build of the default (its
+# default_figures.json, committed in docs/default-lite0sa/); the answer goes to MODEL_OUT-benchmark/reproduce.md. The
+# spread is the recipe's own: its two five-fold draws on the same folds (docs/lpft/SITEAUG.md: init seeds 0 and 1
+# against 2 and 3), and a rate is judged at one film at least. The former default (recipes/mnv2-pair.toml):
+# REPRO_REF=docs/default/default_figures.json REPRO_SPREAD="docs/served/crossval.json docs/members/rerun-crossval.json";
+# its one-training spread: REPRO_SPREAD="docs/cv5/crossval.json docs/cv5r/crossval.json" with
+# REPRO_REF=docs/ema/paired.json REPRO_ARM=runs/default-s0-op-bundle (and MODEL_MEMBERS=).
+REPRO_REF    ?= docs/default-lite0sa/default_figures.json
 REPRO_ARM    ?=
-REPRO_SPREAD ?= docs/served/crossval.json docs/members/rerun-crossval.json
+REPRO_SPREAD ?= docs/lite0sa/crossval.json docs/lite0sa2/crossval.json
 reproduce: setup
 	$(PY) -m benchmarks.reproduce $(MODEL_OUT)-benchmark/default_figures.json --reference $(REPRO_REF) \
 		$(if $(REPRO_ARM),--arm $(REPRO_ARM)) --spread $(REPRO_SPREAD) --out $(MODEL_OUT)-benchmark/reproduce.md \
