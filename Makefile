@@ -14,7 +14,7 @@ help:
 	@echo "make fuzz   - fuzz the image decoder with a long budget (FUZZ_EXAMPLES=5000)"
 	@echo "make mutation - mutmut over the decision/calibration/metrics/bundle code; lists surviving mutants"
 	@echo "make setup  - create .venv with every extra (no-op when up to date)"
-	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (the recipe's [ensemble]: two trainings served as one bundle: 46 min on 2 cores with MODEL_PARALLEL=1, measured on a Zen 3); MODEL_MEMBERS= for one training, MODEL_MEMBERS=\"1 2\" for three, MODEL_PARALLEL=1 trains them side by side, MODEL_PUBLISH=benchmarks writes benchmarks/RESULTS.md; a recipe with [distill] then trains a student taught by them and serves it alone"
+	@echo "make model  - the default model from scratch: train with $(RECIPE) on DATA, convert to a bundle, benchmark it (the recipe's [ensemble]: two trainings served as one bundle: 31 min on 2 cores with MODEL_PARALLEL=1, measured on an Intel Xeon, 2026-12-05); MODEL_MEMBERS= for one training, MODEL_MEMBERS=\"1 2\" for three, MODEL_PARALLEL=1 trains them side by side, MODEL_PUBLISH=benchmarks writes benchmarks/RESULTS.md; a recipe with [distill] then trains a student taught by them and serves it alone"
 	@echo "make reproduce - after make model: are its test figures within the run-to-run spread of the reported default? (seconds)"
 	@echo "make cv     - patient-grouped $(FOLDS)-fold cross-validation of $(RECIPE) on DATA, out-of-fold report (hours; resumes); each fold as the recipe's [ensemble] (the default: two trainings), then its [distill] student if it has one; CV_MEMBERS= one training per fold"
 	@echo "make study  - the model-selection study on real images (DATA=../shared/data/cxr-dev; hours; resumes)"
@@ -73,8 +73,9 @@ selection: setup
 
 # The default model, from its versioned recipe: train on the real images, convert to a bundle (model card
 # inside), benchmark every format of it on the run's test split (speed, quality; then issue 16's figures:
-# NIH normal-vs-pneumonia AUC, TB rule, referral rate, intervals, simulated site B). The default pair: 46 min on a
-# quiet 2-core Zen 3 with MODEL_PARALLEL=1, 59 min with the test suite beside it (README). The training
+# NIH normal-vs-pneumonia AUC, TB rule, referral rate, intervals, simulated site B). The default pair: 31 min on a
+# 2-core Intel Xeon with MODEL_PARALLEL=1 (2026-12-05, part of the test suite beside it; README); the former MobileNetV2
+# pair 46 min on a quiet Zen 3. The training
 # refuses an existing MODEL_OUT: remove it, choose another, or pass TRAIN_FLAGS=--resume to continue it.
 RECIPE          ?= recipes/default.toml
 MODEL_OUT       ?= runs/default
