@@ -195,10 +195,10 @@ def main(argv=None) -> int:
         from train.train import started_record
 
         record = started_record(args.out)
-        if args.weights == "auto" and "weights" in record:
-            args.weights = record["weights"] or "none"
-        if args.head_epochs == "auto" and "weights" in record:
-            args.head_epochs = record.get("head_epochs", 0)
+        if record and args.weights == "auto":
+            args.weights = record.get("weights") or "none"
+        if record and args.head_epochs == "auto":
+            args.head_epochs = record.get("head_epochs", 0)  # a record from before --head-epochs: none
     cfg = TrainConfig(data=args.data, out=args.out, model=args.model, alpha=args.alpha, preprocess=preprocess,
                       classes=classes, weights=args.weights, epochs=args.epochs, qat_epochs=args.qat_epochs,
                       batch_size=args.batch_size, lr=args.lr, qat_lr=args.qat_lr, patience=args.patience,

@@ -485,7 +485,7 @@ def going_on(cfg: TrainConfig) -> TrainConfig:
     if cfg.redo_qat and started.is_file():
         cfg = replace(cfg, **{k: v for k, v in json.loads(started.read_text()).items() if k in FLOAT_PHASE})
         check_resumed_options(cfg, started, REDO_QAT_MAY_CHANGE)
-    elif cfg.resume or cfg.redo_qat:
+    else:
         check_resumed_options(cfg, started)
     return cfg
 
