@@ -70,3 +70,17 @@ def test_the_head_epochs_keep_the_pretrained_backbone_and_the_float_epochs_move_
 def test_head_epochs_without_pretrained_weights_is_a_clear_error(synthetic_data, tmp_path, capsys):
     assert main(["--data", str(synthetic_data), "--out", str(tmp_path / "r"), *ARGS, "--head-epochs", "2"]) == 2
     assert "--head-epochs" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_the_train_defaults_train_the_default_recipe_end_to_end(synthetic_data, tmp_path):
+    """``python -m train --data D`` with only its size and length cut: EfficientNet-Lite0 from its offline ImageNet
+    weights, the automatic linear probe (5 head epochs), site augmentation, all recorded as resolved values."""
+    import json
+
+    run = tmp_path / "run"
+    assert main(["--data", str(synthetic_data), "--out", str(run), "--image-size", "32", "--epochs", "1",
+                 "--qat-epochs", "0"]) == 0
+    assert _phases(run) == ["head"] * 5 + ["float"]
+    cfg = json.loads((run / "train_config.json").read_text())
+    assert (cfg["model"], cfg["weights"], cfg["head_epochs"], cfg["site_augment"], cfg["lr"]) == (
+        "efficientnet_lite0", "imagenet", 5, 0.5, 3e-4)
