@@ -40,6 +40,18 @@ RUN_RECORD = frozenset({"data", "out", "split", "fold", "resume", "redo_qat", "v
                         "model_version"})
 
 
+RECIPE_FILE = ("recipe", "recipe_sha256")  # ``extra``'s record of the file a run's options were read from
+
+
+def without_recipe_file(options: dict) -> dict:
+    """``options`` less the recipe file's name and hash in ``extra``: the resolved options are what a run trains
+    with, so the same options read from another file (or from an edited one) are the same run."""
+    extra = options.get("extra")
+    if isinstance(extra, dict):
+        options = options | {"extra": {k: v for k, v in extra.items() if k not in RECIPE_FILE}}
+    return options
+
+
 def comparable(cfg: dict, per_run=RUN_RECORD) -> dict:
     """A run's ``train_config.json`` as options to compare with another run's: less the ``per_run`` keys, an option
     added after the run was trained counted as off, less the recipe file's name and hash (``extra``: the resolved
@@ -49,7 +61,8 @@ def comparable(cfg: dict, per_run=RUN_RECORD) -> dict:
     out = {k: v for k, v in sorted(cfg.items()) if k not in per_run}
     if isinstance(out.get("teachers"), (list, tuple)):
         out["teachers"] = len(out["teachers"])
-    extra = {k: v for k, v in (out.pop("extra", None) or {}).items() if k not in ("recipe", "recipe_sha256")}
+    out = without_recipe_file(out)
+    extra = out.pop("extra", None) or {}
     return out | ({"extra": extra} if extra else {})
 
 

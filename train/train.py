@@ -459,15 +459,6 @@ def _options(cfg) -> dict:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def _without_recipe_file(options: dict) -> dict:
-    """``options`` less the recipe file's name and hash in ``extra``: the resolved options are what a run trains
-    with, so the same options read from another file (or from an edited one) are the same run."""
-    extra = options.get("extra")
-    if isinstance(extra, dict):
-        options = options | {"extra": {k: v for k, v in extra.items() if k not in ("recipe", "recipe_sha256")}}
-    return options
-
-
 def started_record(out: str | Path) -> dict:
     """The options a run in ``out`` was started with (checkpoints/started_config.json, else its train_config.json);
     empty when it has neither."""
@@ -497,11 +488,11 @@ def check_resumed_options(cfg, started: Path, may_change=RESUMABLE) -> None:
     started before this check (no record) resume as before."""
     if not started.is_file():
         return
-    from train.recipe import ADDED_LATER
+    from train.recipe import ADDED_LATER, without_recipe_file
 
     # an option added after the run started was off then (a record without it resumes under its off value)
-    then = _without_recipe_file(ADDED_LATER | json.loads(started.read_text()))
-    now = _without_recipe_file(_options(cfg))
+    then = without_recipe_file(ADDED_LATER | json.loads(started.read_text()))
+    now = without_recipe_file(_options(cfg))
     changed = [f"{k}: {then.get(k)!r} when started, {now.get(k)!r} now" for k in sorted(set(then) | set(now))
                if k not in may_change and then.get(k) != now.get(k)]
     if changed:
