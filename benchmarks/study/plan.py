@@ -12,8 +12,9 @@ RECIPES = {
     # training only: site-style augmentation (train.site) on top of crop + CLAHE; the device's input is unchanged
     "crop-clahe-site": {"crop": 0.1, "equalize": "clahe", "site-augment": 0.5},
 }
-# every candidate's harmonisation unless its recipe sets it (the train CLI's own defaults are recipes/default.toml's)
-STUDY_SCHEDULE = {"site-augment": 0.0}
+# every candidate's schedule unless its recipe sets it, written out: the train CLI's own defaults are
+# recipes/default.toml's (a pretrained Lite0 with a linear probe at 3e-4, site augmentation 0.5), not the study's
+STUDY_SCHEDULE = {"head-epochs": 0, "lr": 1e-3, "site-augment": 0.0}
 PREPROCESS_KEYS = ("crop", "equalize")  # the recipe keys that change what the device does to a film
 DEFAULT_RECIPE = "crop-clahe"
 # the ablation run by default; crop-hist on request (--recipes)
@@ -53,9 +54,7 @@ class Experiment:
                 "--qat-epochs", str(0 if self.keep != "all" else qat_epochs)]
         if self.alpha:
             args += ["--alpha", f"{self.alpha:g}"]
-        # the study's schedule, written out: the train CLI's defaults are the default recipe's (a pretrained
-        # Lite0 with a linear probe at 3e-4, site augmentation 0.5), not the study's
-        args += ["--weights", self.weights or "none", "--head-epochs", "0", "--lr", "1e-3"]
+        args += ["--weights", self.weights or "none"]
         for k, v in (STUDY_SCHEDULE | RECIPES[self.recipe]).items():
             args += [f"--{k}", str(v)]
         if self.keep != "all":
