@@ -72,6 +72,9 @@ def test_drop_upload_result_heatmap_history(served, browser, tmp_path):
     page.wait_for_selector("#saved", timeout=30_000)
     assert page.locator(".decision .value").inner_text() == "Pneumonia"
     heat = page.locator("img.overlay")
+    # the result arrives before its heatmap image has loaded: an image not yet decoded has no size, so is not visible
+    page.wait_for_function("() => { const i = document.querySelector('img.overlay'); return i && i.complete"
+                           " && i.naturalWidth > 0; }", timeout=30_000)
     assert heat.is_visible()
     assert heat.evaluate("img => img.complete && img.naturalWidth") == 260
     page.click("label.toggle-label")
